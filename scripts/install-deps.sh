@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs every Debian package s0 needs to build, test and run. Idempotent: packages
+# already present are skipped, and nothing is fetched when all of them are installed.
+set -euo pipefail
+pkgs=(build-essential cmake ninja-build pkg-config
+      libtorch-dev libopenblas0-pthread nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+      libfmt-dev libpcre2-dev libutf8proc-dev libsqlite3-dev zlib1g-dev
+      googletest libgtest-dev libgmock-dev libbenchmark-dev bubblewrap)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,144 @@
+// The gated delta rule: chunked form vs the step-by-step definition (outputs, final states,
+// gradients w.r.t. every input and the initial state), and finite differences in float64.
+#include <gtest/gtest.h>
+
+#include "s0/nn/gated_delta_rule.h"
+
+using namespace s0;
+using s0::nn::gated_delta_rule_chunked;
+using s0::nn::gated_delta_rule_recurrent;
+
+namespace {
+
+struct Inputs {
+  Tensor q, k, v, g, beta, s0;
+  std::vector<Tensor> all() const { return {q, k, v, g, beta, s0}; }
+};
+
+Inputs make_inputs(int64_t B, int64_t H, int64_t L, int64_t K, int64_t V, at::ScalarType dt,
+                   uint64_t seed, bool requires_grad) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto o = at::TensorOptions().dtype(dt);
+  auto l2 = [](const Tensor& x) { return x / x.norm(2, -1, true); };
+  Inputs in;
+  in.q = l2(at::randn({B, H, L, K}, gen, o)) * (1.0 / std::sqrt(double(K)));
+  in.k = l2(at::randn({B, H, L, K}, gen, o));
+  in.v = at::randn({B, H, L, V}, gen, o);
+  // Mix slow and fast decays so state carried across chunk boundaries matters.
+  in.g = -at::softplus(at::randn({B, H, L}, gen, o) * 2.0 - 2.0);
+  in.beta = at::sigmoid(at::randn({B, H, L}, gen, o));
+  in.s0 = at::randn({B, H, K, V}, gen, o);
+  if (requires_grad)
+    for (Tensor* t : {&in.q, &in.k, &in.v, &in.g, &in.beta, &in.s0})
+      *t = t->detach().requires_grad_(true);
+  return in;
+}
+
+double max_rel(const Tensor& a, const Tensor& b) {
+  double scale = std::max(b.abs().max().item<double>(), 1e-30);
+  return (a - b).abs().max().item<double>() / scale;
+}
+
+// Loss touching outputs and final state with random weights.
+Tensor loss_of(const nn::GdrResult& r, const Tensor& wo, const Tensor& ws) {
+  return (r.out * wo).sum() + (r.state * ws).sum();
+}
+
+class GdrParam : public ::testing::TestWithParam<std::tuple<int64_t, at::ScalarType>> {};
+
+TEST_P(GdrParam, ChunkedMatchesRecurrentWithGradients) {
+  auto [L, dt] = GetParam();
+  const int64_t B = 2, H = 3, K = 8, V = 6;
+  Inputs a = make_inputs(B, H, L, K, V, dt, 1234 + L, true);
+  Inputs b = make_inputs(B, H, L, K, V, dt, 1234 + L, true);
+  auto ra = gated_delta_rule_recurrent(a.q, a.k, a.v, a.g, a.beta, a.s0);
+  auto rb = gated_delta_rule_chunked(b.q, b.k, b.v, b.g, b.beta, b.s0, 64);
+  const double tol = dt == at::kDouble ? 1e-11 : 2e-5;
+  EXPECT_LT(max_rel(rb.out, ra.out), tol) << "outputs, L=" << L;
+  EXPECT_LT(max_rel(rb.state, ra.state), tol) << "final state, L=" << L;
+
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(99);
+  Tensor wo = at::randn(ra.out.sizes(), gen, ra.out.options().requires_grad(false));
+  Tensor ws = at::randn(ra.state.sizes(), gen, ra.state.options().requires_grad(false));
+  auto ga = torch::autograd::grad({loss_of(ra, wo, ws)}, a.all());
+  auto gb = torch::autograd::grad({loss_of(rb, wo, ws)}, b.all());
+  const char* names[] = {"q", "k", "v", "g", "beta", "initial state"};
+  for (size_t i = 0; i < ga.size(); ++i)
+    EXPECT_LT(max_rel(gb[i], ga[i]), dt == at::kDouble ? 1e-10 : 1e-4)
+        << "gradient w.r.t. " << names[i] << ", L=" << L;
+  // The initial state matters (a non-trivial gradient reaches it).
+  EXPECT_GT(ga[5].abs().max().item<double>(), 1e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Lengths, GdrParam,
+                         ::testing::Combine(::testing::Values(1, 2, 63, 64, 65, 200),
+                                            ::testing::Values(at::kDouble, at::kFloat)));
+
+TEST(Gdr, FiniteDifferencesFloat64) {
+  // Central differences of a scalar loss w.r.t. sampled elements of every input, for both forms.
+  const int64_t B = 1, H = 2, L = 70, K = 4, V = 3;
+  Inputs in = make_inputs(B, H, L, K, V, at::kDouble, 7, false);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  Tensor wo = at::randn({B, H, L, V}, gen, at::kDouble);
+  Tensor ws = at::randn({B, H, K, V}, gen, at::kDouble);
+  for (bool chunked : {false, true}) {
+    auto f = [&](const Inputs& x) {
+      auto r = chunked ? gated_delta_rule_chunked(x.q, x.k, x.v, x.g, x.beta, x.s0, 16)
+                       : gated_delta_rule_recurrent(x.q, x.k, x.v, x.g, x.beta, x.s0);
+      return loss_of(r, wo, ws);
+    };
+    Inputs gi = in;
+    for (Tensor* t : {&gi.q, &gi.k, &gi.v, &gi.g, &gi.beta, &gi.s0})
+      *t = t->clone().requires_grad_(true);
+    auto grads = torch::autograd::grad({f(gi)}, gi.all());
+    for (int which = 0; which < 6; ++which) {
+      Tensor base = in.all()[which];
+      for (int sample = 0; sample < 6; ++sample) {
+        int64_t idx = (sample * 7919 + which * 104729) % base.numel();
+        const double eps = 1e-6;
+        auto eval_at = [&](double delta) {
+          Inputs x = in;
+          Tensor* ts[] = {&x.q, &x.k, &x.v, &x.g, &x.beta, &x.s0};
+          *ts[which] = base.clone();
+          ts[which]->view(-1)[idx] += delta;
+          NoGrad ng;
+          return f(x).item<double>();
+        };
+        double fd = (eval_at(eps) - eval_at(-eps)) / (2 * eps);
+        double an = grads[which].reshape(-1)[idx].item<double>();
+        EXPECT_NEAR(an, fd, 1e-6 * std::max(1.0, std::abs(fd)))
+            << (chunked ? "chunked" : "recurrent") << " input " << which << " element " << idx;
+      }
+    }
+  }
+}
+
+TEST(Gdr, InPlaceStepMatchesRecurrent) {
+  const int64_t B = 2, H = 3, L = 5, K = 8, V = 8;
+  Inputs in = make_inputs(B, H, L, K, V, at::kFloat, 3, false);
+  auto ref = gated_delta_rule_recurrent(in.q, in.k, in.v, in.g, in.beta, in.s0);
+  Tensor state = in.s0.clone();
+  for (int64_t t = 0; t < L; ++t) {
+    Tensor o = nn::gated_delta_rule_step_(state, in.q.narrow(2, t, 1), in.k.narrow(2, t, 1),
+                                          in.v.narrow(2, t, 1), in.g.narrow(2, t, 1),
+                                          in.beta.narrow(2, t, 1));
+    EXPECT_LT(max_rel(o, ref.out.narrow(2, t, 1)), 1e-6);
+  }
+  EXPECT_LT(max_rel(state, ref.state), 1e-6);
+}
+
+TEST(Gdr, ZeroInitialStateEqualsNoneBitForBit) {
+  Inputs in = make_inputs(1, 2, 100, 8, 8, at::kFloat, 11, false);
+  Tensor zeros = at::zeros_like(in.s0);
+  for (bool chunked : {false, true}) {
+    auto run = [&](const Tensor& s) {
+      return chunked ? gated_delta_rule_chunked(in.q, in.k, in.v, in.g, in.beta, s)
+                     : gated_delta_rule_recurrent(in.q, in.k, in.v, in.g, in.beta, s);
+    };
+    auto a = run(Tensor()), b = run(zeros);
+    EXPECT_TRUE(at::equal(a.out, b.out));
+    EXPECT_TRUE(at::equal(a.state, b.state));
+  }
+}
+
+}  // namespace
