@@ -3,6 +3,7 @@
 // use. <torch/torch.h> costs ~3x the compile time, so it is not used. Anything that
 // differs between libtorch 1.13 (Debian) and 2.x (CUDA builds) is wrapped here.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/version.h>

@@ -1,0 +1,63 @@
+#include "s0/models/model.h"
+
+#include <thread>
+
+#include "s0/io/atomic_file.h"
+#include "s0/io/model_dir.h"
+#include "s0/models/qwen35.h"
+#include "s0/util/error.h"
+
+namespace s0::models {
+
+Cache CausalLM::new_cache(int64_t batch, const StateMap* states) const {
+  if (batch <= 0) throw Error("cache batch size must be positive");
+  Cache c;
+  c.batch = batch;
+  c.layers.resize(num_layers());
+  if (!states) return c;
+  const auto rec = recurrent_layers();
+  const auto shape = state_shape();
+  for (const auto& [layer, s] : *states) {
+    if (std::find(rec.begin(), rec.end(), layer) == rec.end())
+      throw Error("initial state for layer " + std::to_string(layer) +
+                  ", which is not a recurrent layer of this " + model_type() + " model");
+    if (s.sizes().vec() != shape)
+      throw Error("initial state for layer " + std::to_string(layer) + " has shape " +
+                  io::shape_str(s.sizes().vec()) + ", expected " + io::shape_str(shape));
+    std::vector<int64_t> full{batch};
+    full.insert(full.end(), shape.begin(), shape.end());
+    // A private, contiguous float32 copy per cache (decode updates it in place), still
+    // connected to `s` by autograd when `s` requires grad.
+    const auto sdt = dtype() == at::kDouble ? at::kDouble : at::kFloat;
+    c.layers[layer].state = s.to(sdt).unsqueeze(0).expand(full).clone(at::MemoryFormat::Contiguous);
+  }
+  return c;
+}
+
+std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtype) {
+  io::ModelDir md(dir);
+  const auto& cfg = md.config();
+  std::string type = cfg.value("model_type", std::string());
+  if (type == "qwen3_5" || type == "qwen3_5_text") return std::make_unique<Qwen35Model>(md, dtype);
+  throw Error(md.config_path() + ": unsupported model_type '" + type +
+              "' (supported: qwen3_5, qwen3_5_text)");
+}
+
+at::ScalarType parse_dtype(const std::string& s) {
+  if (s == "bf16" || s == "bfloat16") return at::kBFloat16;
+  if (s == "f32" || s == "fp32" || s == "float32") return at::kFloat;
+  throw Error("unknown dtype '" + s + "' (expected bf16 or f32)");
+}
+
+std::string dtype_str(at::ScalarType t) {
+  if (t == at::kBFloat16) return "bf16";
+  if (t == at::kFloat) return "f32";
+  return c10::toString(t);
+}
+
+void set_threads(int n) {
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+}
+
+}  // namespace s0::models

@@ -1,0 +1,64 @@
+#pragma once
+// The interface every model family implements, the per-sequence cache, and the single
+// place where S0 initial states enter a model: Cache creation (new_cache).
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "s0/util/torch.h"
+
+namespace s0::models {
+
+// Initial recurrent states: layer index -> the layer's native state shape, float32
+// (GatedDeltaNet [H, K, V]). Inference passes scaled states; training passes its leaves.
+using StateMap = std::map<int64_t, Tensor>;
+
+// What one layer keeps between calls. Recurrent layers use conv/state, attention layers k/v.
+struct LayerCache {
+  Tensor conv;   // [B, C, Kc-1] last raw conv inputs (model dtype); undefined = zero history
+  Tensor state;  // [B, H, K, V] float32 recurrent state; undefined = zeros
+  Tensor k, v;   // [B, KV, capacity, head_dim]; the first Cache::length positions are valid
+};
+
+struct Cache {
+  int64_t batch = 0;
+  int64_t length = 0;  // tokens already processed (also the next RoPE position)
+  std::vector<LayerCache> layers;
+};
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+
+  virtual std::string model_type() const = 0;      // "qwen3_5"
+  virtual std::string recurrent_arch() const = 0;  // "gated_delta_net" | "mamba2"
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t num_layers() const = 0;
+  virtual std::vector<int64_t> eos_token_ids() const = 0;
+  virtual std::vector<int64_t> recurrent_layers() const = 0;
+  virtual std::vector<int64_t> state_shape() const = 0;  // per recurrent layer, without batch
+  virtual at::ScalarType dtype() const = 0;
+
+  // ids [B, L] int64 continuing `cache` (which is updated). Returns float32 logits
+  // (float64 for float64 test models) [B, L, vocab], or [B, 1, vocab] for the last
+  // position only when `last_only`.
+  virtual Tensor forward(const Tensor& ids, Cache& cache, bool last_only = false) = 0;
+
+  // The S0 entry point. A fresh cache for `batch` sequences; each recurrent layer in
+  // `states` starts from that state (broadcast over the batch), the others from zeros.
+  // Differentiable: gradients flow from the forward pass back to the given tensors.
+  Cache new_cache(int64_t batch, const StateMap* states = nullptr) const;
+};
+
+// Reads config.json, picks the family, loads the weights in `dtype` (kBFloat16 or kFloat).
+std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtype);
+
+// Parses "bf16" | "f32" (also "bfloat16", "float32").
+at::ScalarType parse_dtype(const std::string& s);
+std::string dtype_str(at::ScalarType t);
+
+// Uses `n` intra-op threads (n <= 0: all cores). libtorch starts with one.
+void set_threads(int n);
+
+}  // namespace s0::models

@@ -1,0 +1,151 @@
+#include "s0/models/qwen35.h"
+
+#include <cmath>
+
+#include "s0/models/weights.h"
+#include "s0/nn/gated_delta_rule.h"
+#include "s0/nn/layers.h"
+#include "s0/util/error.h"
+
+namespace s0::models {
+
+Qwen35Model::Qwen35Model(const io::ModelDir& dir, at::ScalarType dtype)
+    : cfg_(Qwen35Config::from_json(dir.config(), dir.config_path())),
+      dtype_(dtype),
+      rdt_(dtype == at::kDouble ? at::kDouble : at::kFloat) {
+  if (dtype != at::kBFloat16 && dtype != at::kFloat && dtype != at::kDouble)
+    throw Error("Qwen3.5: weight dtype must be bf16, f32 or f64");
+  // Expected shapes of every tensor; a missing tensor or a shape mismatch names both.
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& t : qwen35_tensor_shapes(cfg_)) shapes[t.name] = t.shape;
+  auto W = [&](const std::string& name) { return load_weight(dir, name, shapes.at(name), dtype_); };
+  auto F32 = [&](const std::string& name) {
+    // HF rounds every parameter to the model dtype at load; keep that rounding, compute in fp32.
+    return load_weight(dir, name, shapes.at(name), dtype_).to(rdt_);
+  };
+
+  embed_ = W("embed_tokens.weight");
+  norm_ = W("norm.weight");
+  lm_head_ = cfg_.tie_word_embeddings ? embed_ : W("lm_head.weight");
+  inv_freq_ = nn::rope_inv_freq(cfg_.rotary_dim(), cfg_.rope_theta).to(rdt_);
+  layers_.resize(cfg_.num_hidden_layers);
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    Layer& L = layers_[l];
+    const std::string p = "layers." + std::to_string(l) + ".";
+    L.linear = cfg_.is_linear(l);
+    L.in_norm = W(p + "input_layernorm.weight");
+    L.post_norm = W(p + "post_attention_layernorm.weight");
+    L.gate = W(p + "mlp.gate_proj.weight");
+    L.up = W(p + "mlp.up_proj.weight");
+    L.down = W(p + "mlp.down_proj.weight");
+    if (L.linear) {
+      const std::string a = p + "linear_attn.";
+      L.gdn.in_qkv = W(a + "in_proj_qkv.weight");
+      L.gdn.in_z = W(a + "in_proj_z.weight");
+      L.gdn.in_b = W(a + "in_proj_b.weight");
+      L.gdn.in_a = W(a + "in_proj_a.weight");
+      L.gdn.conv = F32(a + "conv1d.weight").squeeze(1).contiguous();
+      L.gdn.neg_A = -F32(a + "A_log").exp();
+      L.gdn.dt_bias = F32(a + "dt_bias");
+      L.gdn.norm = W(a + "norm.weight");
+      L.gdn.out = W(a + "out_proj.weight");
+    } else {
+      const std::string a = p + "self_attn.";
+      L.attn.q = W(a + "q_proj.weight");
+      L.attn.k = W(a + "k_proj.weight");
+      L.attn.v = W(a + "v_proj.weight");
+      L.attn.o = W(a + "o_proj.weight");
+      L.attn.q_norm = W(a + "q_norm.weight");
+      L.attn.k_norm = W(a + "k_norm.weight");
+    }
+  }
+}
+
+Tensor Qwen35Model::gated_delta_net(const Layer& w, const Tensor& x, LayerCache& c) const {
+  const int64_t B = x.size(0), L = x.size(1);
+  const int64_t Hk = cfg_.linear_num_key_heads, Hv = cfg_.linear_num_value_heads;
+  const int64_t dk = cfg_.linear_key_head_dim, dv = cfg_.linear_value_head_dim;
+  const int64_t kd = cfg_.linear_key_dim();
+
+  // Projections, then the causal conv + SiLU over the q|k|v channels.
+  Tensor mixed = nn::causal_conv_silu(at::linear(x, w.gdn.in_qkv), w.gdn.conv, c.conv, c.conv);
+  Tensor q = mixed.narrow(2, 0, kd).reshape({B, L, Hk, dk}).to(rdt_);
+  Tensor k = mixed.narrow(2, kd, kd).reshape({B, L, Hk, dk}).to(rdt_);
+  Tensor v = mixed.narrow(2, 2 * kd, Hv * dv).reshape({B, L, Hv, dv}).to(rdt_);
+  Tensor z = at::linear(x, w.gdn.in_z).view({B, L, Hv, dv});
+  Tensor beta = at::sigmoid(at::linear(x, w.gdn.in_b)).to(rdt_);  // sigmoid in model dtype
+  Tensor g = w.gdn.neg_A * at::softplus(at::linear(x, w.gdn.in_a).to(rdt_) + w.gdn.dt_bias);
+
+  // Kernel inputs in fp32: L2-normalised q, k; q scaled by dk^-0.5; value-head grouping.
+  q = nn::l2_norm(q) * (1.0 / std::sqrt(static_cast<double>(dk)));
+  k = nn::l2_norm(k);
+  if (Hv > Hk) {
+    q = q.repeat_interleave(Hv / Hk, 2);
+    k = k.repeat_interleave(Hv / Hk, 2);
+  }
+  q = q.transpose(1, 2), k = k.transpose(1, 2), v = v.transpose(1, 2);  // [B, Hv, L, d]
+  g = g.transpose(1, 2), beta = beta.transpose(1, 2);                   // [B, Hv, L]
+
+  Tensor o;
+  if (L == 1 && !grad_enabled()) {
+    if (!c.state.defined()) c.state = at::zeros({B, Hv, dk, dv}, q.options());
+    o = nn::gated_delta_rule_step_(c.state, q, k, v, g, beta);
+  } else {
+    auto r = nn::gated_delta_rule_chunked(q, k, v, g, beta, c.state, 64);
+    o = r.out;
+    c.state = r.state;
+  }
+  o = o.transpose(1, 2);  // [B, L, Hv, dv]
+  Tensor y = nn::gated_rms_norm(o, z, w.gdn.norm, cfg_.rms_norm_eps, dtype_);
+  return at::linear(y.reshape({B, L, Hv * dv}), w.gdn.out);
+}
+
+Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, LayerCache& c,
+                                    int64_t past) const {
+  const int64_t B = x.size(0), L = x.size(1);
+  const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
+  // q_proj rows are per head [query (hd) | gate (hd)].
+  Tensor qg = at::linear(x, w.attn.q).view({B, L, H, 2 * hd});
+  Tensor q = nn::rms_norm_1p(qg.narrow(3, 0, hd), w.attn.q_norm, cfg_.rms_norm_eps);
+  Tensor gate = qg.narrow(3, hd, hd).reshape({B, L, H * hd});
+  Tensor k = nn::rms_norm_1p(at::linear(x, w.attn.k).view({B, L, KV, hd}), w.attn.k_norm,
+                             cfg_.rms_norm_eps);
+  Tensor v = at::linear(x, w.attn.v).view({B, L, KV, hd});
+  q = nn::apply_rope(q, inv_freq_, past).transpose(1, 2).contiguous();  // [B, H, L, hd]
+  k = nn::apply_rope(k, inv_freq_, past).transpose(1, 2);               // [B, KV, L, hd]
+  v = v.transpose(1, 2);
+  Tensor k_all, v_all;
+  nn::kv_append(c.k, c.v, k, v, past, k_all, v_all);
+  Tensor ctx = nn::causal_attention(q, k_all, v_all, past, 1.0 / std::sqrt(static_cast<double>(hd)));
+  return at::linear(ctx * at::sigmoid(gate), w.attn.o);
+}
+
+Tensor Qwen35Model::forward(const Tensor& ids, Cache& cache, bool last_only) {
+  if (ids.dim() != 2 || ids.scalar_type() != at::kLong)
+    throw Error("forward: ids must be an int64 tensor [batch, length]");
+  const int64_t B = ids.size(0), L = ids.size(1);
+  if (B != cache.batch)
+    throw Error("forward: batch " + std::to_string(B) + " does not match the cache's " +
+                std::to_string(cache.batch));
+  if (L == 0) throw Error("forward: empty input");
+  if (static_cast<int64_t>(cache.layers.size()) != cfg_.num_hidden_layers)
+    throw Error("forward: cache was made for another model");
+  if (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= cfg_.vocab_size)
+    throw Error("forward: token id out of range [0, " + std::to_string(cfg_.vocab_size) + ")");
+
+  const int64_t past = cache.length;
+  Tensor h = embed_.index_select(0, ids.reshape(-1)).view({B, L, cfg_.hidden_size});
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    const Layer& w = layers_[l];
+    Tensor a = nn::rms_norm_1p(h, w.in_norm, cfg_.rms_norm_eps);
+    h = h + (w.linear ? gated_delta_net(w, a, cache.layers[l])
+                      : gated_attention(w, a, cache.layers[l], past));
+    h = h + nn::swiglu(nn::rms_norm_1p(h, w.post_norm, cfg_.rms_norm_eps), w.gate, w.up, w.down);
+  }
+  cache.length += L;
+  if (last_only) h = h.narrow(1, L - 1, 1);
+  h = nn::rms_norm_1p(h, norm_, cfg_.rms_norm_eps);
+  return at::linear(h, lm_head_).to(rdt_);  // float32 (float64 for float64 test models)
+}
+
+}  // namespace s0::models

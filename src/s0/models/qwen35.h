@@ -1,0 +1,55 @@
+#pragma once
+// Qwen3.5 dense text model: GatedDeltaNet (linear attention) layers and gated full-attention
+// layers in a hybrid stack, SwiGLU MLPs, (1+w) RMSNorms. Math per shared spec qwen35.md.
+#include <vector>
+
+#include "s0/io/model_dir.h"
+#include "s0/models/model.h"
+#include "s0/models/qwen35_config.h"
+
+namespace s0::models {
+
+class Qwen35Model : public CausalLM {
+ public:
+  Qwen35Model(const io::ModelDir& dir, at::ScalarType dtype);
+
+  const Qwen35Config& config() const { return cfg_; }
+
+  std::string model_type() const override { return "qwen3_5"; }
+  std::string recurrent_arch() const override { return "gated_delta_net"; }
+  int64_t vocab_size() const override { return cfg_.vocab_size; }
+  int64_t num_layers() const override { return cfg_.num_hidden_layers; }
+  std::vector<int64_t> eos_token_ids() const override { return cfg_.eos_token_ids; }
+  std::vector<int64_t> recurrent_layers() const override { return cfg_.linear_layers(); }
+  std::vector<int64_t> state_shape() const override {
+    return {cfg_.linear_num_value_heads, cfg_.linear_key_head_dim, cfg_.linear_value_head_dim};
+  }
+  at::ScalarType dtype() const override { return dtype_; }
+
+  Tensor forward(const Tensor& ids, Cache& cache, bool last_only = false) override;
+
+ private:
+  struct GdnWeights {
+    Tensor in_qkv, in_z, in_b, in_a, conv /*[C, Kc] f32*/, neg_A /*f32*/, dt_bias /*f32*/, norm, out;
+  };
+  struct AttnWeights {
+    Tensor q, k, v, o, q_norm, k_norm;
+  };
+  struct Layer {
+    bool linear = true;
+    Tensor in_norm, post_norm, gate, up, down;
+    GdnWeights gdn;
+    AttnWeights attn;
+  };
+
+  Tensor gated_delta_net(const Layer& w, const Tensor& x, LayerCache& c) const;
+  Tensor gated_attention(const Layer& w, const Tensor& x, LayerCache& c, int64_t past) const;
+
+  Qwen35Config cfg_;
+  at::ScalarType dtype_;
+  at::ScalarType rdt_;  // recurrent/norm math: float32 (float64 for float64 test models)
+  Tensor embed_, norm_, lm_head_, inv_freq_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace s0::models

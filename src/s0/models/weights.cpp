@@ -1,0 +1,33 @@
+#include "s0/models/weights.h"
+
+#include "s0/util/error.h"
+
+namespace s0::models {
+
+Tensor tensor_view(const io::TensorInfo& t) {
+  at::ScalarType st;
+  switch (t.dtype) {
+    case io::DType::F32: st = at::kFloat; break;
+    case io::DType::BF16: st = at::kBFloat16; break;
+    case io::DType::F16: st = at::kHalf; break;
+    case io::DType::F64: st = at::kDouble; break;
+    case io::DType::I64: st = at::kLong; break;
+    case io::DType::I32: st = at::kInt; break;
+    default:
+      throw Error("tensor '" + t.name + "' has dtype " + io::dtype_name(t.dtype) +
+                  ", expected F32, BF16, F16, F64, I64 or I32");
+  }
+  return at::from_blob(const_cast<uint8_t*>(t.data), t.shape, at::TensorOptions().dtype(st));
+}
+
+Tensor load_weight(const io::ModelDir& dir, const std::string& name,
+                   const std::vector<int64_t>& shape, at::ScalarType dtype) {
+  const io::TensorInfo& t = dir.get(name, shape);
+  if (t.dtype != io::DType::F32 && t.dtype != io::DType::BF16 && t.dtype != io::DType::F16 &&
+      t.dtype != io::DType::F64)
+    throw Error(dir.file_of(name) + ": tensor '" + t.name + "' has dtype " +
+                io::dtype_name(t.dtype) + ", expected a floating type (F32, BF16, F16)");
+  return tensor_view(t).to(dtype, /*non_blocking=*/false, /*copy=*/true);
+}
+
+}  // namespace s0::models

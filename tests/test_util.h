@@ -1,0 +1,37 @@
+#pragma once
+// Helpers shared by the tests: temp dirs, tiny models written by the tests themselves.
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "s0/models/init_model.h"
+
+namespace s0::testing {
+
+// A fresh empty directory under the test temp dir.
+inline std::string temp_dir(const std::string& name) {
+  namespace fs = std::filesystem;
+  std::string base = ::testing::TempDir();
+  fs::path p = fs::path(base) / ("s0_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+// Where the parity fixtures are: $S0_FIXTURES_DIR, else the copy in tests/fixtures.
+inline std::string fixtures_dir() {
+  if (const char* e = std::getenv("S0_FIXTURES_DIR")) return e;
+  return S0_FIXTURES_DIR;
+}
+
+// Writes the "tiny" Qwen3.5 preset (random weights) once per process and returns its path.
+inline std::string tiny_qwen35(const std::string& dtype = "f32", uint64_t seed = 1) {
+  std::string dir = temp_dir("tiny_qwen35_" + dtype + "_" + std::to_string(seed));
+  s0::models::InitOptions opt;
+  opt.seed = seed;
+  opt.dtype = dtype;
+  s0::models::write_random_qwen35(dir, s0::models::Qwen35Config::preset("tiny"), opt);
+  return dir;
+}
+
+}  // namespace s0::testing
