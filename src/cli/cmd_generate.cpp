@@ -1,0 +1,100 @@
+#include <cstdio>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "s0/adapters/state_set.h"
+#include "s0/generate/generate.h"
+#include "s0/models/model.h"
+#include "s0/util/error.h"
+
+namespace s0::cli {
+
+namespace {
+
+std::vector<int64_t> parse_ids(const std::string& s) {
+  std::vector<int64_t> ids;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t end = s.find(',', pos);
+    if (end == std::string::npos) end = s.size();
+    std::string tok = s.substr(pos, end - pos);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(tok, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used == 0 || used != tok.size())
+      throw Error("--prompt-ids: '" + tok + "' is not an integer (expected e.g. 1,2,3)");
+    ids.push_back(v);
+    pos = end + 1;
+  }
+  if (ids.empty()) throw Error("--prompt-ids: empty list");
+  return ids;
+}
+
+}  // namespace
+
+Action add_generate(CLI::App& app) {
+  struct Opts {
+    std::string model, dtype = "bf16", states;
+    std::vector<std::string> prompt_ids, prompts;
+    double alpha = -1, temperature = 0, top_p = 1;
+    int64_t top_k = 0, max_new = 32;
+    uint64_t seed = 0;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  app.add_option("--model", o->model, "Model directory (Hugging Face layout)")->required();
+  app.add_option("--dtype", o->dtype, "Weight dtype: bf16 or f32")->capture_default_str();
+  app.add_option("--states", o->states, "S0 state-set directory to start every sequence from");
+  app.add_option("--alpha", o->alpha, "Scale applied to the states (default: the state set's alpha)");
+  app.add_option("--prompt-ids", o->prompt_ids, "Prompt as comma-separated token ids (repeatable)");
+  app.add_option("--prompt", o->prompts, "Prompt text (needs the tokenizer; not yet available)");
+  app.add_option("--max-new-tokens", o->max_new, "Maximum generated tokens")->capture_default_str();
+  app.add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
+  app.add_option("--top-k", o->top_k, "0 = off")->capture_default_str();
+  app.add_option("--top-p", o->top_p, "1 = off")->capture_default_str();
+  app.add_option("--seed", o->seed, "Sampling seed (prompt i uses seed + i)")->capture_default_str();
+  app.add_option("--threads", o->threads, "Intra-op threads (0 = all cores)")->capture_default_str();
+  return [o]() {
+    if (!o->prompts.empty())
+      throw Error("--prompt: text prompts need the tokenizer, which is not implemented yet; "
+                  "pass token ids with --prompt-ids");
+    if (o->prompt_ids.empty()) throw Error("give at least one --prompt-ids");
+    std::vector<std::vector<int64_t>> prompts;
+    for (const auto& p : o->prompt_ids) prompts.push_back(parse_ids(p));
+    models::set_threads(o->threads);
+    auto model = models::load_model(o->model, models::parse_dtype(o->dtype));
+    for (const auto& p : prompts)
+      for (auto id : p)
+        if (id < 0 || id >= model->vocab_size())
+          throw Error("--prompt-ids: token id " + std::to_string(id) + " out of range [0, " +
+                      std::to_string(model->vocab_size()) + ")");
+    models::StateMap states;
+    if (!o->states.empty()) {
+      auto set = adapters::load_state_set(o->states, *model);
+      states = set.scaled(o->alpha >= 0 ? std::optional<double>(o->alpha) : std::nullopt);
+    }
+    generate::GenerateOptions opt;
+    opt.max_new_tokens = o->max_new;
+    opt.sampling = {o->temperature, o->top_k, o->top_p, o->seed};
+    auto gens = generate::generate(*model, prompts, opt, o->states.empty() ? nullptr : &states);
+    for (size_t i = 0; i < gens.size(); ++i) {
+      const auto& g = gens[i];
+      nlohmann::json j = {{"prompt", i},
+                          {"tokens", g.tokens},
+                          {"finish_reason", g.finish_reason},
+                          {"prefill_tokens_per_s", prompts[i].size() / std::max(g.prefill_seconds, 1e-9)},
+                          {"decode_tokens_per_s",
+                           g.tokens.size() > 1 ? (g.tokens.size() - 1) / std::max(g.decode_seconds, 1e-9) : 0.0}};
+      std::printf("%s\n", j.dump().c_str());
+    }
+    return 0;
+  };
+}
+
+}  // namespace s0::cli

@@ -1,0 +1,16 @@
+#pragma once
+// One function per subcommand: each registers its options on the app and returns the
+// action to run when that subcommand is chosen.
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace s0::cli {
+
+using Action = std::function<int()>;
+
+Action add_init_model(CLI::App& app);
+Action add_generate(CLI::App& app);
+Action add_demo(CLI::App& app);
+
+}  // namespace s0::cli

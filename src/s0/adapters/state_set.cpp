@@ -1,0 +1,160 @@
+#include "s0/adapters/state_set.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "s0/io/atomic_file.h"
+#include "s0/io/safetensors.h"
+#include "s0/models/weights.h"
+#include "s0/util/error.h"
+
+namespace s0::adapters {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+double default_alpha(const std::string& arch) {
+  if (arch == "gated_delta_net") return 0.07;
+  if (arch == "mamba2") return 0.65;
+  throw Error("no default alpha for recurrent architecture '" + arch + "'");
+}
+
+double StateSet::alpha() const {
+  auto it = config.find("alpha");
+  if (it == config.end() || it->is_null()) return default_alpha(arch);
+  if (!it->is_number()) throw Error("state set config: 'alpha' must be a number or null");
+  return it->get<double>();
+}
+
+bool StateSet::normalize() const {
+  auto it = config.find("normalize");
+  return it != config.end() && it->is_boolean() && it->get<bool>();
+}
+
+models::StateMap StateSet::scaled(std::optional<double> alpha_override) const {
+  const double a = alpha_override.value_or(alpha());
+  const bool norm = normalize();
+  models::StateMap out;
+  for (const auto& [l, s] : states) {
+    if (norm) {
+      double n = s.norm().item<double>();
+      out[l] = n > 0 ? s * (a / n) : at::zeros_like(s);
+    } else {
+      out[l] = s * a;
+    }
+  }
+  return out;
+}
+
+int64_t StateSet::num_bytes() const {
+  int64_t n = 0;
+  for (const auto& [l, s] : states) n += s.numel() * 4;
+  return n;
+}
+
+namespace {
+
+json read_json(const std::string& path) {
+  try {
+    return json::parse(io::read_file(path));
+  } catch (const json::parse_error& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+}
+
+}  // namespace
+
+StateSet load_state_set(const std::string& dir) {
+  if (!fs::is_directory(dir)) throw Error("state set directory '" + dir + "' does not exist");
+  const std::string meta_path = dir + "/meta.json";
+  const std::string st_path = dir + "/states.safetensors";
+  if (!fs::exists(meta_path)) throw Error(dir + ": no meta.json (not a state-set directory)");
+  if (!fs::exists(st_path)) throw Error(dir + ": no states.safetensors (not a state-set directory)");
+  StateSet set;
+  json meta = read_json(meta_path);
+  try {
+    set.arch = meta.at("arch").get<std::string>();
+    set.state_shape = meta.at("state_shape").get<std::vector<int64_t>>();
+  } catch (const json::exception& e) {
+    throw Error(meta_path + ": needs 'arch' (string) and 'state_shape' (list of ints): " + e.what());
+  }
+  std::vector<int64_t> listed;
+  if (meta.contains("recurrent_layers")) {
+    try {
+      listed = meta["recurrent_layers"].get<std::vector<int64_t>>();
+    } catch (const json::exception&) {
+      throw Error(meta_path + ": 'recurrent_layers' must be a list of layer indices");
+    }
+  }
+  if (fs::exists(dir + "/config.json")) set.config = read_json(dir + "/config.json");
+  if (!set.config.is_object()) throw Error(dir + "/config.json: must be a JSON object");
+
+  io::SafetensorsFile f(st_path);
+  for (const auto& name : f.names()) {
+    size_t pos = 0;
+    int64_t layer = -1;
+    try {
+      layer = std::stoll(name, &pos);
+    } catch (...) {
+    }
+    if (pos != name.size() || layer < 0)
+      throw Error(st_path + ": tensor key '" + name + "' is not a layer index");
+    const auto& t = f.get(name);
+    if (t.dtype != io::DType::F32 && t.dtype != io::DType::BF16 && t.dtype != io::DType::F16)
+      throw Error(st_path + ": tensor '" + name + "' has dtype " + io::dtype_name(t.dtype) + ", expected F32");
+    if (t.shape != set.state_shape)
+      throw Error(st_path + ": tensor '" + name + "' has shape " + io::shape_to_string(t.shape) +
+                  ", but meta.json state_shape is " + io::shape_to_string(set.state_shape));
+    set.states[layer] = models::tensor_view(t).to(at::kFloat, false, true);
+  }
+  if (!listed.empty()) {
+    std::vector<int64_t> have;
+    for (const auto& [l, s] : set.states) have.push_back(l);
+    std::sort(listed.begin(), listed.end());
+    if (have != listed)
+      throw Error(dir + ": meta.json recurrent_layers " + io::shape_to_string(listed) +
+                  " differ from the layers in states.safetensors " + io::shape_to_string(have));
+  }
+  return set;
+}
+
+StateSet load_state_set(const std::string& dir, const models::CausalLM& model) {
+  StateSet set = load_state_set(dir);
+  if (set.arch != model.recurrent_arch())
+    throw Error(dir + ": state set is for arch '" + set.arch + "', the model's recurrent layers are '" +
+                model.recurrent_arch() + "'");
+  if (set.state_shape != model.state_shape())
+    throw Error(dir + ": state_shape " + io::shape_to_string(set.state_shape) +
+                " does not match the model's " + io::shape_to_string(model.state_shape()));
+  const auto rec = model.recurrent_layers();
+  for (const auto& [l, s] : set.states)
+    if (std::find(rec.begin(), rec.end(), l) == rec.end())
+      throw Error(dir + ": state for layer " + std::to_string(l) +
+                  ", which is not a recurrent layer of the model (recurrent layers: " +
+                  io::shape_to_string(rec) + ")");
+  return set;
+}
+
+void save_state_set(const std::string& dir, const StateSet& set) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("cannot create directory '" + dir + "': " + ec.message());
+  std::vector<Tensor> keep;
+  std::vector<std::pair<io::TensorSpec, const void*>> tensors;
+  std::vector<int64_t> layers;
+  for (const auto& [l, s] : set.states) {
+    if (s.sizes().vec() != set.state_shape)
+      throw Error("save_state_set: layer " + std::to_string(l) + " has shape " +
+                  io::shape_to_string(s.sizes().vec()) + ", expected " + io::shape_to_string(set.state_shape));
+    keep.push_back(s.detach().to(at::kFloat).contiguous());
+    tensors.push_back({io::TensorSpec{std::to_string(l), io::DType::F32, set.state_shape},
+                       keep.back().data_ptr()});
+    layers.push_back(l);
+  }
+  io::save_safetensors(dir + "/states.safetensors", tensors);
+  json meta = {{"arch", set.arch}, {"recurrent_layers", layers}, {"state_shape", set.state_shape}};
+  io::write_file_atomic(dir + "/meta.json", meta.dump(2));
+  io::write_file_atomic(dir + "/config.json", set.config.dump(2));
+}
+
+}  // namespace s0::adapters

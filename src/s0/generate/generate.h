@@ -1,0 +1,35 @@
+#pragma once
+// Generation: each prompt gets its own cache (started from the given S0 states or zeros),
+// the prompt is processed in one chunked call, then one token per step until an eos id,
+// a stop string, or max_new_tokens.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "s0/generate/sampler.h"
+#include "s0/models/model.h"
+
+namespace s0::generate {
+
+struct GenerateOptions {
+  SamplingParams sampling;  // prompt i samples with seed + i
+  int64_t max_new_tokens = 64;
+  std::vector<int64_t> eos_ids;             // empty: the model's eos ids
+  std::vector<std::string> stop_strings;    // needs `decode`
+  std::function<std::string(const std::vector<int64_t>&)> decode;  // ids -> text
+  // Called for every generated token (prompt index, token id).
+  std::function<void(size_t, int64_t)> on_token;
+};
+
+struct Generation {
+  std::vector<int64_t> tokens;  // generated ids (the eos id that ended it is included)
+  std::string finish_reason;    // "eos" | "stop" | "length"
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+std::vector<Generation> generate(models::CausalLM& model,
+                                 const std::vector<std::vector<int64_t>>& prompts,
+                                 const GenerateOptions& opt,
+                                 const models::StateMap* states = nullptr);
+
+}  // namespace s0::generate
