@@ -29,7 +29,7 @@ Action add_demo(CLI::App& app) {
   app.add_option("--threads", o->threads, "Intra-op threads (0 = all cores)")->capture_default_str();
   return [o]() {
     namespace fs = std::filesystem;
-    models::set_threads(o->threads);
+    models::configure_runtime(o->threads);
     const std::string model_dir = o->out + "/model", states_dir = o->out + "/states";
     std::fprintf(stderr, "[1/4] writing the built-in tiny Qwen3.5 hybrid to %s\n", model_dir.c_str());
     models::InitOptions init;

@@ -67,7 +67,7 @@ Action add_generate(CLI::App& app) {
     if (o->prompt_ids.empty()) throw Error("give at least one --prompt-ids");
     std::vector<std::vector<int64_t>> prompts;
     for (const auto& p : o->prompt_ids) prompts.push_back(parse_ids(p));
-    models::set_threads(o->threads);
+    models::configure_runtime(o->threads);
     auto model = models::load_model(o->model, models::parse_dtype(o->dtype));
     for (const auto& p : prompts)
       for (auto id : p)

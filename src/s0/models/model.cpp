@@ -1,5 +1,7 @@
 #include "s0/models/model.h"
 
+#include <malloc.h>
+
 #include <thread>
 
 #include "s0/io/atomic_file.h"
@@ -37,7 +39,10 @@ Cache CausalLM::new_cache(int64_t batch, const StateMap* states) const {
 std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtype) {
   io::ModelDir md(dir);
   const auto& cfg = md.config();
-  std::string type = cfg.value("model_type", std::string());
+  auto it = cfg.find("model_type");
+  if (it != cfg.end() && !it->is_string())
+    throw Error(md.config_path() + ": 'model_type' must be a string, found " + it->type_name());
+  std::string type = it == cfg.end() ? std::string() : it->get<std::string>();
   if (type == "qwen3_5" || type == "qwen3_5_text") return std::make_unique<Qwen35Model>(md, dtype);
   throw Error(md.config_path() + ": unsupported model_type '" + type +
               "' (supported: qwen3_5, qwen3_5_text)");
@@ -55,7 +60,9 @@ std::string dtype_str(at::ScalarType t) {
   return c10::toString(t);
 }
 
-void set_threads(int n) {
+void configure_runtime(int n) {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // the largest value glibc accepts
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
 }

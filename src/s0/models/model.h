@@ -58,7 +58,10 @@ std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtyp
 at::ScalarType parse_dtype(const std::string& s);
 std::string dtype_str(at::ScalarType t);
 
-// Uses `n` intra-op threads (n <= 0: all cores). libtorch starts with one.
-void set_threads(int n);
+// Process set-up for inference/training: `n` intra-op threads (n <= 0: all cores;
+// libtorch starts with one), and malloc kept from returning large blocks to the kernel
+// (otherwise every multi-MB activation is a fresh mmap whose page faults cost more than
+// the arithmetic on it).
+void configure_runtime(int n);
 
 }  // namespace s0::models

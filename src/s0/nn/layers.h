@@ -16,6 +16,9 @@ Tensor gated_rms_norm(const Tensor& o, const Tensor& z, const Tensor& w, double 
 // x * rsqrt(sum(x^2) + eps) over the last dim.
 Tensor l2_norm(const Tensor& x, double eps = 1e-6);
 
+// SiLU rounded once to x's dtype.
+Tensor silu(const Tensor& x);
+
 // SwiGLU MLP: down(silu(gate(x)) * up(x)).
 Tensor swiglu(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down);
 

@@ -1,0 +1,125 @@
+// Engine benchmark: prefill and decode tokens/s for a model directory (or a preset written
+// with random weights), with and without a random non-zero S0 state set, plus the GEMM
+// throughput measured in the same run. Prints one JSON object.
+//
+//   bench_engine --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len 512] [--decode 64]
+//   bench_engine --model DIR --dtype f32
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "s0/models/init_model.h"
+#include "s0/models/model.h"
+#include "s0/util/error.h"
+
+using namespace s0;
+using Clock = std::chrono::steady_clock;
+
+static double secs(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
+
+static double rss_gb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1e6;
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  std::string model_dir, preset, dtype = "bf16", cache_dir = "/tmp/s0-bench";
+  int threads = 0, prompt_len = 512, decode = 64, repeats = 2;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw Error("missing value after " + a);
+      return argv[++i];
+    };
+    if (a == "--model") model_dir = next();
+    else if (a == "--preset") preset = next();
+    else if (a == "--dtype") dtype = next();
+    else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--prompt-len") prompt_len = std::stoi(next());
+    else if (a == "--decode") decode = std::stoi(next());
+    else if (a == "--repeats") repeats = std::stoi(next());
+    else if (a == "--cache-dir") cache_dir = next();
+    else {
+      std::fprintf(stderr, "usage: bench_engine (--model DIR | --preset NAME) [--dtype bf16|f32] [--threads N]\n"
+                           "       [--prompt-len 512] [--decode 64] [--repeats 2] [--cache-dir /tmp/s0-bench]\n");
+      return 2;
+    }
+  }
+  try {
+    models::configure_runtime(threads);
+    nlohmann::json out;
+    if (model_dir.empty()) {
+      if (preset.empty()) preset = "tiny";
+      model_dir = cache_dir + "/qwen35-" + preset + "-" + dtype;
+      if (!std::filesystem::exists(model_dir + "/config.json")) {
+        auto t0 = Clock::now();
+        models::InitOptions opt;
+        opt.dtype = dtype;
+        models::write_random_qwen35(model_dir, models::Qwen35Config::preset(preset), opt);
+        out["init_model_seconds"] = secs(t0);
+      }
+    }
+    const auto st = models::parse_dtype(dtype);
+    auto t0 = Clock::now();
+    auto model = models::load_model(model_dir, st);
+    out["load_seconds"] = secs(t0);
+    out["model"] = model_dir;
+    out["dtype"] = dtype;
+    out["threads"] = at::get_num_threads();
+    out["prompt_len"] = prompt_len;
+    out["decode_tokens"] = decode;
+    NoGrad ng;
+
+    // GEMM throughput in the same run: [prompt_len, D] x [4D, D]^T in the model dtype.
+    {
+      const int64_t M = prompt_len, K = 1024, N = 4096;
+      Tensor x = at::randn({M, K}).to(st), w = at::randn({N, K}).to(st);
+      at::linear(x, w);
+      int iters = 0;
+      auto t = Clock::now();
+      while (secs(t) < 1.0 || iters < 3) at::linear(x, w), ++iters;
+      out["gemm_gflops"] = 2.0 * M * K * N * iters / secs(t) / 1e9;
+      out["gemm_shape"] = {M, K, N};
+    }
+
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+    Tensor prompt = at::randint(0, std::min<int64_t>(model->vocab_size(), 240000), {1, prompt_len}, gen, at::kLong);
+    models::StateMap states;
+    for (auto l : model->recurrent_layers()) states[l] = at::randn(model->state_shape(), gen) * 0.07;
+
+    auto run = [&](const models::StateMap* s) {
+      double best_prefill = 1e30, best_decode = 1e30;
+      for (int r = 0; r < repeats; ++r) {
+        auto cache = model->new_cache(1, s);
+        auto t = Clock::now();
+        Tensor logits = model->forward(prompt, cache, true);
+        best_prefill = std::min(best_prefill, secs(t));
+        Tensor tok = logits.argmax(-1);
+        t = Clock::now();
+        for (int i = 0; i < decode; ++i) tok = model->forward(tok, cache, true).argmax(-1);
+        best_decode = std::min(best_decode, secs(t));
+      }
+      return nlohmann::json{{"prefill_tokens_per_s", prompt_len / best_prefill},
+                            {"decode_tokens_per_s", decode / best_decode},
+                            {"decode_ms_per_token", 1e3 * best_decode / decode}};
+    };
+    out["base"] = run(nullptr);
+    out["s0"] = run(&states);
+    out["s0_over_base"] = {
+        {"prefill", out["s0"]["prefill_tokens_per_s"].get<double>() / out["base"]["prefill_tokens_per_s"].get<double>()},
+        {"decode", out["s0"]["decode_tokens_per_s"].get<double>() / out["base"]["decode_tokens_per_s"].get<double>()}};
+    out["rss_gb"] = rss_gb();
+    std::printf("%s\n", out.dump(2).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
