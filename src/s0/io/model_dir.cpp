@@ -11,11 +11,9 @@ namespace s0::io {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
+// Same format as shape_to_string ("[2,3]"); that spelling also avoids a GCC 12 -Wrestrict
+// false positive on `(i ? "," : "") + std::to_string(...)`.
+std::string shape_str(const std::vector<int64_t>& shape) { return shape_to_string(shape); }
 
 namespace {
 
@@ -44,6 +42,8 @@ ModelDir::ModelDir(const std::string& dir) : dir_(dir) {
   if (!fs::is_directory(dir_)) throw Error("model directory '" + dir + "' does not exist");
   if (!fs::exists(config_path())) throw Error(dir_ + ": no config.json in the model directory");
   config_ = read_json(config_path());
+  if (!config_.is_object())
+    throw Error(config_path() + ": config must be a JSON object, found " + config_.type_name());
 
   const std::string single = dir_ + "/model.safetensors";
   const std::string index = dir_ + "/model.safetensors.index.json";

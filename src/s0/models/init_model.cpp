@@ -131,6 +131,11 @@ void write_random_qwen35(const std::string& dir, const Qwen35Config& cfg, const 
   if (opt.dtype != "bf16" && opt.dtype != "f32")
     throw Error("init-model: dtype must be bf16 or f32, got '" + opt.dtype + "'");
   const bool bf16 = opt.dtype == "bf16";
+  // Special tokens: the real Qwen3.5 ids when the vocabulary is real-sized, else 256..258.
+  // Checked before anything is written.
+  const int64_t first_special = cfg.vocab_size >= 248047 ? 248044 : 256;
+  if (cfg.vocab_size < first_special + 3)
+    throw Error("init-model: vocab_size must be at least 259 for the byte-level tokenizer");
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error("cannot create directory '" + dir + "': " + ec.message());
@@ -167,6 +172,8 @@ void write_random_qwen35(const std::string& dir, const Qwen35Config& cfg, const 
   if (shards.size() > 1) {
     json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
     io::write_file_atomic(dir + "/model.safetensors.index.json", index.dump(2));
+    // A stale single file from an earlier run would shadow the shards (transformers prefers it).
+    fs::remove(dir + "/model.safetensors", ec);
   } else {
     fs::remove(dir + "/model.safetensors.index.json", ec);
   }
@@ -178,10 +185,6 @@ void write_random_qwen35(const std::string& dir, const Qwen35Config& cfg, const 
   json gen = {{"eos_token_id", cfg.eos_token_ids}, {"do_sample", false}};
   io::write_file_atomic(dir + "/generation_config.json", gen.dump(2));
 
-  // Special tokens: the real Qwen3.5 ids when the vocabulary is real-sized, else 256..258.
-  const int64_t first_special = cfg.vocab_size >= 248047 ? 248044 : 256;
-  if (cfg.vocab_size < first_special + 3)
-    throw Error("init-model: vocab_size must be at least 259 for the byte-level tokenizer");
   io::write_file_atomic(dir + "/tokenizer.json", byte_level_tokenizer_json(first_special));
   json tcfg = {{"tokenizer_class", "Qwen2Tokenizer"},
                {"eos_token", "<|im_end|>"},

@@ -90,9 +90,16 @@ Qwen35Config Qwen35Config::from_json(const json& root, const std::string& source
     if (!node.contains("eos_token_id") || node["eos_token_id"].is_null()) return;
     const json& e = node["eos_token_id"];
     if (e.is_array()) {
-      for (const auto& x : e) c.eos_token_ids.push_back(x.get<int64_t>());
+      for (const auto& x : e) {
+        if (!x.is_number_integer())
+          throw Error(source + ": 'eos_token_id' must hold integers, found " + x.dump());
+        c.eos_token_ids.push_back(x.get<int64_t>());
+      }
     } else if (e.is_number_integer()) {
       c.eos_token_ids.push_back(e.get<int64_t>());
+    } else {
+      throw Error(source + ": 'eos_token_id' must be an integer or a list of integers, found " +
+                  e.dump());
     }
   };
   read_eos(j);
