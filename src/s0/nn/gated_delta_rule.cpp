@@ -1,5 +1,7 @@
 #include "s0/nn/gated_delta_rule.h"
 
+#include "s0/util/blas_threads.h"
+
 #include <limits>
 #include <vector>
 
@@ -55,6 +57,7 @@ GdrResult gated_delta_rule_chunked(const Tensor& q, const Tensor& k, const Tenso
                                    const Tensor& g, const Tensor& beta, const Tensor& state0,
                                    int64_t C) {
   check_shapes(q, k, v, g, beta, state0);
+  SingleThreadedBlas single_threaded_blas;
   TORCH_CHECK(C > 0, "gated_delta_rule_chunked: chunk size must be positive");
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), K = q.size(3), V = v.size(3);
   Tensor S = state0.defined() ? state0 : zeros_state(k, v);
