@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "s0/io/atomic_file.h"
+#include "s0/util/blas_threads.h"
 #include "s0/io/model_dir.h"
 #include "s0/models/qwen35.h"
 #include "s0/util/error.h"
@@ -62,6 +63,9 @@ std::string dtype_str(at::ScalarType t) {
 
 void configure_runtime(int n) {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);  // the largest value glibc accepts
+  // OpenBLAS only sees small products in inference (big GEMMs go to oneDNN); its worker
+  // threads would otherwise spin against libtorch's pool.
+  SingleThreadedBlas::set_default_single();
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);

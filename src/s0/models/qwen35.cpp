@@ -5,6 +5,7 @@
 #include "s0/models/weights.h"
 #include "s0/nn/gated_delta_rule.h"
 #include "s0/nn/layers.h"
+#include "s0/nn/linear.h"
 #include "s0/util/error.h"
 
 namespace s0::models {
@@ -68,13 +69,13 @@ Tensor Qwen35Model::gated_delta_net(const Layer& w, const Tensor& x, LayerCache&
   const int64_t kd = cfg_.linear_key_dim();
 
   // Projections, then the causal conv + SiLU over the q|k|v channels.
-  Tensor mixed = nn::causal_conv_silu(at::linear(x, w.gdn.in_qkv), w.gdn.conv, c.conv, c.conv);
+  Tensor mixed = nn::causal_conv_silu(nn::linear(x, w.gdn.in_qkv), w.gdn.conv, c.conv, c.conv);
   Tensor q = mixed.narrow(2, 0, kd).reshape({B, L, Hk, dk}).to(rdt_);
   Tensor k = mixed.narrow(2, kd, kd).reshape({B, L, Hk, dk}).to(rdt_);
   Tensor v = mixed.narrow(2, 2 * kd, Hv * dv).reshape({B, L, Hv, dv}).to(rdt_);
-  Tensor z = at::linear(x, w.gdn.in_z).view({B, L, Hv, dv});
-  Tensor beta = at::sigmoid(at::linear(x, w.gdn.in_b)).to(rdt_);  // sigmoid in model dtype
-  Tensor g = w.gdn.neg_A * at::softplus(at::linear(x, w.gdn.in_a).to(rdt_) + w.gdn.dt_bias);
+  Tensor z = nn::linear(x, w.gdn.in_z).view({B, L, Hv, dv});
+  Tensor beta = at::sigmoid(nn::linear(x, w.gdn.in_b)).to(rdt_);  // sigmoid in model dtype
+  Tensor g = w.gdn.neg_A * at::softplus(nn::linear(x, w.gdn.in_a).to(rdt_) + w.gdn.dt_bias);
 
   // Kernel inputs in fp32: L2-normalised q, k; q scaled by dk^-0.5; value-head grouping.
   q = nn::l2_norm(q) * (1.0 / std::sqrt(static_cast<double>(dk)));
@@ -97,7 +98,7 @@ Tensor Qwen35Model::gated_delta_net(const Layer& w, const Tensor& x, LayerCache&
   }
   o = o.transpose(1, 2);  // [B, L, Hv, dv]
   Tensor y = nn::gated_rms_norm(o, z, w.gdn.norm, cfg_.rms_norm_eps, dtype_);
-  return at::linear(y.reshape({B, L, Hv * dv}), w.gdn.out);
+  return nn::linear(y.reshape({B, L, Hv * dv}), w.gdn.out);
 }
 
 Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, LayerCache& c,
@@ -105,19 +106,19 @@ Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, LayerCache&
   const int64_t B = x.size(0), L = x.size(1);
   const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
   // q_proj rows are per head [query (hd) | gate (hd)].
-  Tensor qg = at::linear(x, w.attn.q).view({B, L, H, 2 * hd});
+  Tensor qg = nn::linear(x, w.attn.q).view({B, L, H, 2 * hd});
   Tensor q = nn::rms_norm_1p(qg.narrow(3, 0, hd), w.attn.q_norm, cfg_.rms_norm_eps);
   Tensor gate = qg.narrow(3, hd, hd).reshape({B, L, H * hd});
-  Tensor k = nn::rms_norm_1p(at::linear(x, w.attn.k).view({B, L, KV, hd}), w.attn.k_norm,
+  Tensor k = nn::rms_norm_1p(nn::linear(x, w.attn.k).view({B, L, KV, hd}), w.attn.k_norm,
                              cfg_.rms_norm_eps);
-  Tensor v = at::linear(x, w.attn.v).view({B, L, KV, hd});
+  Tensor v = nn::linear(x, w.attn.v).view({B, L, KV, hd});
   q = nn::apply_rope(q, inv_freq_, past).transpose(1, 2).contiguous();  // [B, H, L, hd]
   k = nn::apply_rope(k, inv_freq_, past).transpose(1, 2);               // [B, KV, L, hd]
   v = v.transpose(1, 2);
   Tensor k_all, v_all;
   nn::kv_append(c.k, c.v, k, v, past, k_all, v_all);
   Tensor ctx = nn::causal_attention(q, k_all, v_all, past, 1.0 / std::sqrt(static_cast<double>(hd)));
-  return at::linear(ctx * at::sigmoid(gate), w.attn.o);
+  return nn::linear(ctx * at::sigmoid(gate), w.attn.o);
 }
 
 Tensor Qwen35Model::forward(const Tensor& ids, Cache& cache, bool last_only) {
@@ -145,7 +146,7 @@ Tensor Qwen35Model::forward(const Tensor& ids, Cache& cache, bool last_only) {
   cache.length += L;
   if (last_only) h = h.narrow(1, L - 1, 1);
   h = nn::rms_norm_1p(h, norm_, cfg_.rms_norm_eps);
-  return at::linear(h, lm_head_).to(rdt_);  // float32 (float64 for float64 test models)
+  return nn::linear(h, lm_head_).to(rdt_);  // float32 (float64 for float64 test models)
 }
 
 }  // namespace s0::models

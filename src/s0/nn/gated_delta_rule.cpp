@@ -112,6 +112,7 @@ Tensor gated_delta_rule_step_(Tensor& state, const Tensor& q, const Tensor& k, c
   const int64_t B = state.size(0), H = state.size(1), K = state.size(2), V = state.size(3);
   TORCH_CHECK(q.size(2) == 1, "gated_delta_rule_step_: one token only");
   NoGrad no_grad;
+  SingleThreadedBlas single_threaded_blas;
   Tensor S = state.view({B * H, K, V});
   S.mul_(g.reshape({B * H, 1, 1}).exp());
   Tensor kt = k.reshape({B * H, 1, K});

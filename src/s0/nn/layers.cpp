@@ -1,4 +1,5 @@
 #include "s0/nn/layers.h"
+#include "s0/nn/linear.h"
 
 #include <limits>
 
@@ -37,7 +38,7 @@ Tensor silu(const Tensor& x) {
 }
 
 Tensor swiglu(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down) {
-  return at::linear(nn::silu(at::linear(x, gate)) * at::linear(x, up), down);
+  return nn::linear(nn::silu(nn::linear(x, gate)) * nn::linear(x, up), down);
 }
 
 Tensor rope_inv_freq(int64_t rotary_dim, double theta) {

@@ -29,6 +29,10 @@ SingleThreadedBlas::SingleThreadedBlas() {
   if (saved_ != 1) o.set(1);
 }
 
+void SingleThreadedBlas::set_default_single() {
+  if (openblas().set) openblas().set(1);
+}
+
 SingleThreadedBlas::~SingleThreadedBlas() {
   const auto& o = openblas();
   if (o.set && saved_ > 1) o.set(saved_);

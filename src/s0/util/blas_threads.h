@@ -13,6 +13,9 @@ class SingleThreadedBlas {
   SingleThreadedBlas(const SingleThreadedBlas&) = delete;
   SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
 
+  // Makes OpenBLAS single-threaded for the rest of the process (no-op without OpenBLAS).
+  static void set_default_single();
+
  private:
   int saved_ = -1;
 };

@@ -1,0 +1,17 @@
+#pragma once
+// y = x W^T (no bias), the linear layer of every model. For one row without autograd on
+// CPU (the decode hot path) it uses a memory-bandwidth-bound GEMV kernel (AVX-512 when the
+// CPU has it): libtorch 1.13's bf16 path for M = 1 reaches about 20 GB/s here against
+// ~33 GB/s of memory bandwidth. fp32 GEMMs without autograd go to oneDNN; everything else
+// to at::linear (oneDNN for bf16, BLAS for fp32).
+#include "s0/util/torch.h"
+
+namespace s0::nn {
+
+Tensor linear(const Tensor& x, const Tensor& w);
+
+// The GEMV itself, exposed for tests: x [K] (same dtype as w), w [N, K] contiguous,
+// bf16 or f32. Accumulates in fp32, rounds the output once to w's dtype.
+Tensor gemv(const Tensor& x, const Tensor& w);
+
+}  // namespace s0::nn
