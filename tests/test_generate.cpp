@@ -1,0 +1,163 @@
+// Generation and sampling: cached greedy decoding against recomputing the whole sequence,
+// stop conditions, and the sampler's distribution.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "s0/generate/generate.h"
+#include "s0/generate/sampler.h"
+#include "s0/util/error.h"
+#include "test_util.h"
+
+using namespace s0;
+using generate::Sampler;
+using generate::SamplingParams;
+
+namespace {
+
+std::unique_ptr<models::CausalLM>& tiny() {
+  static std::unique_ptr<models::CausalLM> m =
+      models::load_model(s0::testing::tiny_qwen35("f32", 11), at::kFloat);
+  return m;
+}
+
+// Greedy continuation computed without any cache reuse: a fresh full forward per token.
+std::vector<int64_t> greedy_by_recompute(models::CausalLM& m, std::vector<int64_t> ids, int n,
+                                         const models::StateMap* states) {
+  NoGrad ng;
+  std::vector<int64_t> out;
+  for (int i = 0; i < n; ++i) {
+    auto cache = m.new_cache(1, states);
+    Tensor logits = m.forward(at::tensor(ids, at::kLong).view({1, -1}), cache, true);
+    int64_t tok = logits.reshape(-1).argmax().item<int64_t>();
+    out.push_back(tok);
+    ids.push_back(tok);
+  }
+  return out;
+}
+
+TEST(Generate, GreedyEqualsRecomputation) {
+  auto& m = *tiny();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  models::StateMap states;
+  for (auto l : m.recurrent_layers()) states[l] = at::randn(m.state_shape(), gen);
+  generate::GenerateOptions opt;
+  opt.max_new_tokens = 12;
+  opt.eos_ids = {-1};
+  std::vector<std::vector<int64_t>> prompts = {{1, 2, 3, 4, 5}, {300, 17}, {9}};
+  for (const models::StateMap* s : std::vector<const models::StateMap*>{nullptr, &states}) {
+    auto gens = generate::generate(m, prompts, opt, s);
+    ASSERT_EQ(gens.size(), prompts.size());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(gens[i].tokens, greedy_by_recompute(m, prompts[i], 12, s)) << "prompt " << i;
+      EXPECT_EQ(gens[i].finish_reason, "length");
+    }
+  }
+  // The states change what is generated (random states of unit scale are far from zero).
+  auto a = generate::generate(m, prompts, opt, nullptr), b = generate::generate(m, prompts, opt, &states);
+  bool differ = false;
+  for (size_t i = 0; i < prompts.size(); ++i) differ |= a[i].tokens != b[i].tokens;
+  EXPECT_TRUE(differ);
+}
+
+TEST(Generate, StopsOnEosAndStopStringsAndLength) {
+  auto& m = *tiny();
+  generate::GenerateOptions opt;
+  opt.max_new_tokens = 10;
+  opt.eos_ids = {-1};
+  auto ref = generate::generate(m, {{5, 6, 7}}, opt)[0].tokens;
+  ASSERT_EQ(ref.size(), 10u);
+
+  auto o2 = opt;
+  o2.eos_ids = {ref[2]};
+  size_t first = std::find(ref.begin(), ref.end(), ref[2]) - ref.begin();
+  auto g = generate::generate(m, {{5, 6, 7}}, o2)[0];
+  EXPECT_EQ(g.finish_reason, "eos");
+  EXPECT_EQ(g.tokens, std::vector<int64_t>(ref.begin(), ref.begin() + first + 1));
+
+  auto o3 = opt;
+  o3.decode = [](const std::vector<int64_t>& ids) {
+    std::string s;
+    for (auto i : ids) s += "<" + std::to_string(i) + ">";
+    return s;
+  };
+  o3.stop_strings = {"<" + std::to_string(ref[1]) + ">"};
+  g = generate::generate(m, {{5, 6, 7}}, o3)[0];
+  EXPECT_EQ(g.finish_reason, "stop");
+  size_t first1 = std::find(ref.begin(), ref.end(), ref[1]) - ref.begin();
+  EXPECT_EQ(g.tokens.size(), first1 + 1);
+
+  auto o4 = opt;
+  o4.max_new_tokens = 0;
+  EXPECT_TRUE(generate::generate(m, {{5}}, o4)[0].tokens.empty());
+  auto o5 = opt;
+  o5.stop_strings = {"x"};  // no decode function
+  EXPECT_THROW(generate::generate(m, {{5}}, o5), s0::Error);
+  EXPECT_THROW(generate::generate(m, {{}}, opt), s0::Error);
+}
+
+TEST(Generate, SamplingIsSeededAndDeterministic) {
+  auto& m = *tiny();
+  generate::GenerateOptions opt;
+  opt.max_new_tokens = 16;
+  opt.eos_ids = {-1};
+  opt.sampling = {1.0, 0, 0.95, 123};
+  auto a = generate::generate(m, {{1, 2}, {1, 2}}, opt);
+  auto b = generate::generate(m, {{1, 2}, {1, 2}}, opt);
+  EXPECT_EQ(a[0].tokens, b[0].tokens);
+  EXPECT_EQ(a[1].tokens, b[1].tokens);
+  EXPECT_NE(a[0].tokens, a[1].tokens);  // prompt i samples with seed + i
+}
+
+std::vector<double> frequencies(const SamplingParams& p, const std::vector<float>& logits, int n) {
+  Sampler s(p);
+  std::vector<double> f(logits.size(), 0.0);
+  for (int i = 0; i < n; ++i) f[s.sample(logits.data(), logits.size())] += 1.0 / n;
+  return f;
+}
+
+TEST(Sampler, GreedyAndDegenerateSettingsPickTheArgmax) {
+  std::vector<float> l = {0.1f, 2.0f, -1.0f, 1.9f};
+  EXPECT_EQ(Sampler({0.0, 0, 1.0, 0}).sample(l.data(), 4), 1);
+  for (int seed = 0; seed < 20; ++seed) {
+    EXPECT_EQ(Sampler({1.0, 1, 1.0, uint64_t(seed)}).sample(l.data(), 4), 1);    // top-k 1
+    EXPECT_EQ(Sampler({1.0, 0, 1e-6, uint64_t(seed)}).sample(l.data(), 4), 1);   // tiny top-p
+  }
+}
+
+TEST(Sampler, DistributionsMatchSoftmaxTopKTopP) {
+  const int n = 40000;
+  // probabilities 0.5, 0.3, 0.2 (and a near-zero fourth token)
+  std::vector<float> l = {std::log(0.5f), std::log(0.3f), std::log(0.2f), -30.f};
+  auto f = frequencies({1.0, 0, 1.0, 1}, l, n);
+  EXPECT_NEAR(f[0], 0.5, 0.015);
+  EXPECT_NEAR(f[1], 0.3, 0.015);
+  EXPECT_NEAR(f[2], 0.2, 0.015);
+  f = frequencies({1.0, 2, 1.0, 2}, l, n);  // top-k 2: renormalised 0.625 / 0.375
+  EXPECT_NEAR(f[0], 0.625, 0.015);
+  EXPECT_NEAR(f[1], 0.375, 0.015);
+  EXPECT_EQ(f[2], 0.0);
+  f = frequencies({1.0, 0, 0.6, 3}, l, n);  // top-p 0.6 keeps {0.5, 0.3}
+  EXPECT_NEAR(f[0], 0.625, 0.015);
+  EXPECT_EQ(f[2], 0.0);
+  f = frequencies({2.0, 0, 1.0, 4}, l, n);  // temperature 2: p ~ sqrt(p)
+  double z = std::sqrt(0.5) + std::sqrt(0.3) + std::sqrt(0.2);
+  EXPECT_NEAR(f[0], std::sqrt(0.5) / z, 0.015);
+  // A large vocabulary with top-p alone (the growing candidate block).
+  std::vector<float> big(5000, 0.f);
+  big[7] = 9.f;  // p = e^9 / (e^9 + 4999) = 0.62
+  f = frequencies({1.0, 0, 0.5, 5}, big, 2000);
+  EXPECT_NEAR(f[7], 1.0, 1e-9);  // token 7 alone covers top_p = 0.5
+  f = frequencies({1.0, 0, 0.7, 6}, big, 4000);  // needs token 7 plus ~1000 of the rest
+  EXPECT_NEAR(f[7], 0.618 / 0.7, 0.03);
+}
+
+TEST(Sampler, RejectsBadParameters) {
+  EXPECT_THROW(Sampler({1.0, 0, 0.0, 0}), s0::Error);
+  EXPECT_THROW(Sampler({1.0, 0, 1.5, 0}), s0::Error);
+  EXPECT_THROW(Sampler({-1.0, 0, 1.0, 0}), s0::Error);
+  EXPECT_THROW(Sampler({1.0, -2, 1.0, 0}), s0::Error);
+}
+
+}  // namespace
