@@ -1,6 +1,10 @@
 #include "s0/nn/linear.h"
 
 #include <cstring>
+
+// GCC 12's AVX-512 intrinsic headers use deliberately undefined vectors and trip this
+// warning (a known false positive); it says nothing about this file's code.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 namespace s0::nn {
