@@ -32,7 +32,8 @@ bool StateSet::normalize() const {
 }
 
 models::StateMap StateSet::scaled(std::optional<double> alpha_override) const {
-  const double a = alpha_override.value_or(alpha());
+  // Not value_or(alpha()): an explicit override must not depend on the config's alpha.
+  const double a = alpha_override ? *alpha_override : alpha();
   const bool norm = normalize();
   models::StateMap out;
   for (const auto& [l, s] : states) {
@@ -79,7 +80,8 @@ StateSet load_state_set(const std::string& dir) {
     throw Error(meta_path + ": needs 'arch' (string) and 'state_shape' (list of ints): " + e.what());
   }
   std::vector<int64_t> listed;
-  if (meta.contains("recurrent_layers")) {
+  const bool has_listed = meta.contains("recurrent_layers");
+  if (has_listed) {
     try {
       listed = meta["recurrent_layers"].get<std::vector<int64_t>>();
     } catch (const json::exception&) {
@@ -91,23 +93,24 @@ StateSet load_state_set(const std::string& dir) {
 
   io::SafetensorsFile f(st_path);
   for (const auto& name : f.names()) {
-    size_t pos = 0;
+    // Only the canonical decimal spelling the reference writes (str(int)): std::stoll alone
+    // would accept " 1", "+1" and "01", and "1"/"01" would silently overwrite each other.
     int64_t layer = -1;
-    try {
-      layer = std::stoll(name, &pos);
-    } catch (...) {
-    }
-    if (pos != name.size() || layer < 0)
-      throw Error(st_path + ": tensor key '" + name + "' is not a layer index");
+    if (!name.empty() && name.size() <= 18 &&
+        std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      layer = std::stoll(name);
+    if (layer < 0 || std::to_string(layer) != name)
+      throw Error(st_path + ": tensor key '" + name + "' is not a layer index (expected a decimal integer)");
     const auto& t = f.get(name);
     if (t.dtype != io::DType::F32 && t.dtype != io::DType::BF16 && t.dtype != io::DType::F16)
-      throw Error(st_path + ": tensor '" + name + "' has dtype " + io::dtype_name(t.dtype) + ", expected F32");
+      throw Error(st_path + ": tensor '" + name + "' has dtype " + io::dtype_name(t.dtype) +
+                  ", expected F32 (or BF16/F16)");
     if (t.shape != set.state_shape)
       throw Error(st_path + ": tensor '" + name + "' has shape " + io::shape_to_string(t.shape) +
                   ", but meta.json state_shape is " + io::shape_to_string(set.state_shape));
     set.states[layer] = models::tensor_view(t).to(at::kFloat, false, true);
   }
-  if (!listed.empty()) {
+  if (has_listed) {  // also when it lists no layers: [] with tensors present is a mismatch
     std::vector<int64_t> have;
     for (const auto& [l, s] : set.states) have.push_back(l);
     std::sort(listed.begin(), listed.end());
@@ -127,15 +130,21 @@ StateSet load_state_set(const std::string& dir, const models::CausalLM& model) {
     throw Error(dir + ": state_shape " + io::shape_to_string(set.state_shape) +
                 " does not match the model's " + io::shape_to_string(model.state_shape()));
   const auto rec = model.recurrent_layers();
-  for (const auto& [l, s] : set.states)
+  for (const auto& [l, s] : set.states) {
+    if (l >= model.num_layers())
+      throw Error(dir + ": state for layer " + std::to_string(l) + ", but the model has only " +
+                  std::to_string(model.num_layers()) + " layers (recurrent layers: " +
+                  io::shape_to_string(rec) + ")");
     if (std::find(rec.begin(), rec.end(), l) == rec.end())
       throw Error(dir + ": state for layer " + std::to_string(l) +
-                  ", which is not a recurrent layer of the model (recurrent layers: " +
+                  ", which is not a recurrent layer of the model (an attention layer; recurrent layers: " +
                   io::shape_to_string(rec) + ")");
+  }
   return set;
 }
 
 void save_state_set(const std::string& dir, const StateSet& set) {
+  if (!set.config.is_object()) throw Error("save_state_set: config must be a JSON object");
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error("cannot create directory '" + dir + "': " + ec.message());
@@ -146,7 +155,8 @@ void save_state_set(const std::string& dir, const StateSet& set) {
     if (s.sizes().vec() != set.state_shape)
       throw Error("save_state_set: layer " + std::to_string(l) + " has shape " +
                   io::shape_to_string(s.sizes().vec()) + ", expected " + io::shape_to_string(set.state_shape));
-    keep.push_back(s.detach().to(at::kFloat).contiguous());
+    // To the CPU: a state trained on a GPU would otherwise hand a device pointer to the writer.
+    keep.push_back(s.detach().to(at::kCPU, at::kFloat).contiguous());
     tensors.push_back({io::TensorSpec{std::to_string(l), io::DType::F32, set.state_shape},
                        keep.back().data_ptr()});
     layers.push_back(l);

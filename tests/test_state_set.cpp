@@ -1,0 +1,402 @@
+// S0 state sets: save/load round trip, the reference-library layout (fixture), scaling
+// (alpha, normalize, defaults), the mismatches a user can cause (each an s0::Error saying
+// what differs), and atomic writes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <algorithm>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "s0/adapters/state_set.h"
+#include "s0/io/atomic_file.h"
+#include "s0/io/safetensors.h"
+#include "s0/models/model.h"
+#include "s0/models/weights.h"
+#include "s0/util/error.h"
+#include "test_util.h"
+
+using namespace s0;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// The tiny Qwen3.5 preset (layers [linear, linear, linear, full], states [4, 16, 16]),
+// written and loaded once per process.
+const models::CausalLM& tiny_model() {
+  static std::unique_ptr<models::CausalLM> m = models::load_model(s0::testing::tiny_qwen35(), at::kFloat);
+  return *m;
+}
+
+// Random float32 states for `layers` of shape `shape` (deterministic per seed).
+models::StateMap random_states(const std::vector<int64_t>& layers, const std::vector<int64_t>& shape,
+                               uint64_t seed = 3) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  models::StateMap m;
+  for (auto l : layers) m[l] = at::randn(shape, gen);
+  return m;
+}
+
+adapters::StateSet tiny_set(uint64_t seed = 3) {
+  const auto& model = tiny_model();
+  adapters::StateSet set;
+  set.arch = model.recurrent_arch();
+  set.state_shape = model.state_shape();
+  set.states = random_states(model.recurrent_layers(), set.state_shape, seed);
+  set.config = {{"n_steps", 20}, {"lr", 1e-3}, {"alpha", 0.5}, {"normalize", false}, {"note", "round trip"}};
+  return set;
+}
+
+// Writes a state-set directory by hand (to build the malformed ones the loader must reject).
+// `meta` / `config` are written verbatim when given; tensors are float32.
+void write_raw(const std::string& dir, const std::vector<std::pair<std::string, Tensor>>& tensors,
+               const std::optional<std::string>& meta, const std::optional<std::string>& config = {}) {
+  fs::create_directories(dir);
+  std::vector<Tensor> keep;
+  std::vector<std::pair<io::TensorSpec, const void*>> specs;
+  for (const auto& [name, t] : tensors) {
+    keep.push_back(t.to(at::kFloat).contiguous());
+    specs.push_back({io::TensorSpec{name, io::DType::F32, keep.back().sizes().vec()}, keep.back().data_ptr()});
+  }
+  io::save_safetensors(dir + "/states.safetensors", specs);
+  if (meta) io::write_file_atomic(dir + "/meta.json", *meta);
+  if (config) io::write_file_atomic(dir + "/config.json", *config);
+}
+
+std::string meta_json(const std::string& arch, const std::vector<int64_t>& layers,
+                      const std::vector<int64_t>& shape) {
+  return json{{"arch", arch}, {"recurrent_layers", layers}, {"state_shape", shape}}.dump();
+}
+
+// Runs `f`, expecting an s0::Error whose message contains every one of `parts`.
+void expect_error(const std::function<void()>& f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    return;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected s0::Error, got another exception: " << e.what();
+    return;
+  }
+  ADD_FAILURE() << "expected s0::Error, nothing thrown";
+}
+
+bool bit_equal(const Tensor& a, const Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  auto ca = a.contiguous(), cb = b.contiguous();
+  return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.nbytes()) == 0;
+}
+
+double fro(const Tensor& t) { return t.to(at::kDouble).norm().item<double>(); }
+
+// ---------------------------------------------------------------------------- round trip
+
+TEST(StateSet, SaveLoadRoundTripIsBitIdentical) {
+  const auto& model = tiny_model();
+  const std::string dir = s0::testing::temp_dir("ss_roundtrip");
+  auto set = tiny_set();
+  adapters::save_state_set(dir, set);
+
+  for (const char* f : {"states.safetensors", "meta.json", "config.json"})
+    EXPECT_TRUE(fs::exists(dir + "/" + f)) << f;
+  // meta.json in the reference layout.
+  json meta = json::parse(io::read_file(dir + "/meta.json"));
+  EXPECT_EQ(meta.at("arch"), "gated_delta_net");
+  EXPECT_EQ(meta.at("recurrent_layers").get<std::vector<int64_t>>(), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(meta.at("state_shape").get<std::vector<int64_t>>(), (std::vector<int64_t>{4, 16, 16}));
+  // Tensors keyed by decimal layer index, float32, unscaled.
+  io::SafetensorsFile f(dir + "/states.safetensors");
+  EXPECT_EQ(f.names(), (std::vector<std::string>{"0", "1", "2"}));
+  for (const auto& name : f.names()) EXPECT_EQ(f.get(name).dtype, io::DType::F32);
+
+  auto loaded = adapters::load_state_set(dir, model);
+  EXPECT_EQ(loaded.arch, set.arch);
+  EXPECT_EQ(loaded.state_shape, set.state_shape);
+  EXPECT_EQ(loaded.config, set.config);  // every key preserved, values included
+  EXPECT_EQ(loaded.config.at("note"), "round trip");
+  EXPECT_DOUBLE_EQ(loaded.alpha(), 0.5);
+  EXPECT_FALSE(loaded.normalize());
+  ASSERT_EQ(loaded.states.size(), set.states.size());
+  for (const auto& [l, s] : set.states) {
+    ASSERT_TRUE(loaded.states.count(l)) << l;
+    EXPECT_TRUE(bit_equal(loaded.states.at(l), s)) << "layer " << l;
+  }
+  EXPECT_EQ(loaded.num_bytes(), 3 * 4 * 16 * 16 * 4);
+
+  // The model-free overload reads the same thing; the states are owned (not views of the
+  // mapping, which is closed by now).
+  auto again = adapters::load_state_set(dir);
+  for (const auto& [l, s] : set.states) EXPECT_TRUE(bit_equal(again.states.at(l), s));
+
+  // The loaded states go into a cache.
+  NoGrad ng;
+  auto scaled = loaded.scaled();
+  auto cache = model.new_cache(2, &scaled);
+  EXPECT_TRUE(cache.layers[0].state.defined());
+  EXPECT_FALSE(cache.layers[3].state.defined());
+}
+
+TEST(StateSet, SaveOverwritesAndLeavesNoTempFiles) {
+  const std::string dir = s0::testing::temp_dir("ss_atomic");
+  auto a = tiny_set(3);
+  adapters::save_state_set(dir, a);
+  // Save again into the same directory: fewer layers, different config.
+  auto b = tiny_set(4);
+  b.states.erase(2);
+  b.config = {{"alpha", 0.25}};
+  adapters::save_state_set(dir, b);
+
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"config.json", "meta.json", "states.safetensors"}));
+
+  auto loaded = adapters::load_state_set(dir, tiny_model());
+  EXPECT_EQ(loaded.states.size(), 2u);
+  EXPECT_EQ(loaded.config, b.config);
+  EXPECT_TRUE(bit_equal(loaded.states.at(0), b.states.at(0)));
+  json meta = json::parse(io::read_file(dir + "/meta.json"));
+  EXPECT_EQ(meta.at("recurrent_layers").get<std::vector<int64_t>>(), (std::vector<int64_t>{0, 1}));
+
+  // save_state_set creates missing parent directories.
+  adapters::save_state_set(dir + "/nested/deeper", b);
+  EXPECT_TRUE(fs::exists(dir + "/nested/deeper/meta.json"));
+}
+
+TEST(StateSet, SaveRejectsInconsistentSets) {
+  const std::string dir = s0::testing::temp_dir("ss_save_bad");
+  auto set = tiny_set();
+  set.states[1] = at::zeros({2, 16, 16});
+  expect_error([&] { adapters::save_state_set(dir, set); }, {"layer 1", "[2,16,16]", "[4,16,16]"});
+  auto set2 = tiny_set();
+  set2.config = json::array();
+  expect_error([&] { adapters::save_state_set(dir, set2); }, {"config"});
+  // Nothing was written by either.
+  EXPECT_TRUE(fs::is_empty(dir));
+}
+
+TEST(StateSet, SaveConvertsToFloat32) {
+  const std::string dir = s0::testing::temp_dir("ss_save_dtype");
+  auto set = tiny_set();
+  for (auto& [l, s] : set.states) s = s.to(at::kDouble).requires_grad_(true);  // e.g. training leaves
+  adapters::save_state_set(dir, set);
+  auto loaded = adapters::load_state_set(dir);
+  for (const auto& [l, s] : set.states) {
+    EXPECT_EQ(loaded.states.at(l).scalar_type(), at::kFloat);
+    EXPECT_TRUE(bit_equal(loaded.states.at(l), s.detach().to(at::kFloat)));
+  }
+}
+
+// ---------------------------------------------------------------------------- reference layout
+
+TEST(StateSet, LoadsReferenceLayoutFixture) {
+  const std::string mdir = s0::testing::fixtures_dir() + "/qwen35/q35-tiny-a";
+  const std::string sdir = mdir + "/s0";
+  if (!fs::exists(mdir + "/config.json") || !fs::exists(sdir + "/meta.json"))
+    GTEST_SKIP() << "no fixture at " << sdir;
+  auto model = models::load_model(mdir, at::kFloat);
+  auto set = adapters::load_state_set(sdir, *model);
+  EXPECT_EQ(set.arch, "gated_delta_net");
+  EXPECT_EQ(set.state_shape, (std::vector<int64_t>{2, 16, 16}));
+  EXPECT_DOUBLE_EQ(set.alpha(), 1.0);  // from its config.json, not the 0.07 default
+  EXPECT_FALSE(set.normalize());
+  EXPECT_EQ(set.config.at("n_steps"), 20);
+  ASSERT_EQ(set.states.size(), 3u);
+  io::SafetensorsFile raw(sdir + "/states.safetensors");
+  auto scaled = set.scaled();
+  for (int64_t l : {0, 1, 2}) {
+    Tensor want = models::tensor_view(raw.get(std::to_string(l)));
+    EXPECT_TRUE(bit_equal(set.states.at(l), want)) << l;
+    EXPECT_TRUE(bit_equal(scaled.at(l), want)) << "alpha 1 leaves layer " << l << " unchanged";
+  }
+  // The fixture's states do not fit the tiny preset ([4,16,16]).
+  expect_error([&] { adapters::load_state_set(sdir, tiny_model()); },
+               {"state_shape", "[2,16,16]", "[4,16,16]"});
+}
+
+// ---------------------------------------------------------------------------- scaling
+
+TEST(StateSet, ScaledMultipliesByAlpha) {
+  auto set = tiny_set();
+  set.config = {{"alpha", 0.3}};
+  auto out = set.scaled();
+  ASSERT_EQ(out.size(), set.states.size());
+  for (const auto& [l, s] : set.states) {
+    EXPECT_TRUE(at::allclose(out.at(l), s * 0.3, 1e-6, 0)) << l;
+    EXPECT_EQ(out.at(l).scalar_type(), at::kFloat);
+  }
+  // Override wins over the config.
+  auto o = set.scaled(2.0);
+  for (const auto& [l, s] : set.states) EXPECT_TRUE(at::allclose(o.at(l), s * 2.0, 1e-6, 0)) << l;
+  // alpha 0 gives zero states; the originals are untouched.
+  auto z = set.scaled(0.0);
+  for (const auto& [l, s] : set.states) {
+    EXPECT_EQ(z.at(l).abs().max().item<float>(), 0.f);
+    EXPECT_GT(s.abs().max().item<float>(), 0.f);
+  }
+}
+
+TEST(StateSet, ScaledNormalizePerLayer) {
+  auto set = tiny_set();
+  set.states[1] = set.states[1] * 37.0;  // layers of very different norms
+  set.states[2] = at::zeros(set.state_shape);
+  set.config = {{"alpha", 0.4}, {"normalize", true}};
+  ASSERT_TRUE(set.normalize());
+  auto out = set.scaled();
+  for (int64_t l : {0, 1}) {
+    EXPECT_NEAR(fro(out.at(l)), 0.4, 1e-5) << "layer " << l;
+    // Same direction: alpha * S / ||S||_F.
+    EXPECT_TRUE(at::allclose(out.at(l), set.states.at(l) * (0.4 / fro(set.states.at(l))), 1e-5, 1e-7)) << l;
+  }
+  // A zero state stays zero (no 0/0 NaN).
+  EXPECT_FALSE(at::isnan(out.at(2)).any().item<bool>());
+  EXPECT_EQ(out.at(2).abs().max().item<float>(), 0.f);
+  // With an override, the norm is the override.
+  auto o = set.scaled(1.5);
+  EXPECT_NEAR(fro(o.at(0)), 1.5, 1e-5);
+  EXPECT_NEAR(fro(o.at(1)), 1.5, 1e-5);
+}
+
+TEST(StateSet, AlphaDefaultsAndValidation) {
+  auto set = tiny_set();
+  set.config = json::object();  // absent
+  EXPECT_DOUBLE_EQ(set.alpha(), 0.07);
+  EXPECT_FALSE(set.normalize());
+  set.config = {{"alpha", nullptr}};  // null, as the reference writes when unset
+  EXPECT_DOUBLE_EQ(set.alpha(), 0.07);
+  auto out = set.scaled();
+  for (const auto& [l, s] : set.states) EXPECT_TRUE(at::allclose(out.at(l), s * 0.07, 1e-6, 0)) << l;
+  EXPECT_DOUBLE_EQ(adapters::default_alpha("gated_delta_net"), 0.07);
+  EXPECT_DOUBLE_EQ(adapters::default_alpha("mamba2"), 0.65);
+  expect_error([] { adapters::default_alpha("lstm"); }, {"lstm"});
+  // A non-number alpha is an error -- unless an override makes it irrelevant.
+  set.config = {{"alpha", "big"}};
+  expect_error([&] { set.alpha(); }, {"alpha"});
+  expect_error([&] { set.scaled(); }, {"alpha"});
+  auto o = set.scaled(1.0);
+  EXPECT_TRUE(bit_equal(o.at(0), set.states.at(0) * 1.0));
+  // An integer alpha is a number too.
+  set.config = {{"alpha", 2}};
+  EXPECT_DOUBLE_EQ(set.alpha(), 2.0);
+}
+
+TEST(StateSet, AlphaNullInConfigFileGivesDefault) {
+  const std::string dir = s0::testing::temp_dir("ss_alpha_null");
+  auto set = tiny_set();
+  write_raw(dir, {{"0", set.states.at(0)}}, meta_json("gated_delta_net", {0}, {4, 16, 16}),
+            R"({"alpha": null, "normalize": false})");
+  EXPECT_DOUBLE_EQ(adapters::load_state_set(dir, tiny_model()).alpha(), 0.07);
+  // And without a config.json at all.
+  fs::remove(dir + "/config.json");
+  auto loaded = adapters::load_state_set(dir, tiny_model());
+  EXPECT_TRUE(loaded.config.is_object());
+  EXPECT_DOUBLE_EQ(loaded.alpha(), 0.07);
+}
+
+// ---------------------------------------------------------------------------- mismatches
+
+class StateSetErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = s0::testing::temp_dir(std::string("ss_err_") +
+                                ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    s = at::randn({4, 16, 16});
+  }
+  void load() { adapters::load_state_set(dir, tiny_model()); }
+  std::string dir;
+  Tensor s;
+};
+
+TEST_F(StateSetErrors, WrongArch) {
+  write_raw(dir, {{"0", s}}, meta_json("mamba2", {0}, {4, 16, 16}));
+  EXPECT_NO_THROW(adapters::load_state_set(dir));  // consistent on its own
+  expect_error([&] { load(); }, {"mamba2", "gated_delta_net"});
+}
+
+TEST_F(StateSetErrors, WrongStateShape) {
+  Tensor t = at::randn({4, 16, 8});
+  write_raw(dir, {{"0", t}, {"1", t}}, meta_json("gated_delta_net", {0, 1}, {4, 16, 8}));
+  expect_error([&] { load(); }, {"state_shape", "[4,16,8]", "[4,16,16]"});
+}
+
+TEST_F(StateSetErrors, TensorShapeDisagreesWithMeta) {
+  write_raw(dir, {{"0", s}, {"1", at::randn({4, 16, 8})}}, meta_json("gated_delta_net", {0, 1}, {4, 16, 16}));
+  expect_error([&] { adapters::load_state_set(dir); }, {"'1'", "[4,16,8]", "[4,16,16]"});
+}
+
+TEST_F(StateSetErrors, AttentionLayer) {
+  write_raw(dir, {{"0", s}, {"3", s}}, meta_json("gated_delta_net", {0, 3}, {4, 16, 16}));
+  expect_error([&] { load(); }, {"layer 3", "attention", "[0,1,2]"});
+}
+
+TEST_F(StateSetErrors, LayerOutOfRange) {
+  write_raw(dir, {{"7", s}}, meta_json("gated_delta_net", {7}, {4, 16, 16}));
+  expect_error([&] { load(); }, {"layer 7", "4 layers"});
+}
+
+TEST_F(StateSetErrors, MetaLayersDisagreeWithTensors) {
+  write_raw(dir, {{"0", s}, {"1", s}}, meta_json("gated_delta_net", {0, 1, 2}, {4, 16, 16}));
+  expect_error([&] { adapters::load_state_set(dir); }, {"recurrent_layers", "[0,1,2]", "[0,1]"});
+  // An empty list does not switch the check off.
+  write_raw(dir, {{"0", s}}, meta_json("gated_delta_net", {}, {4, 16, 16}));
+  expect_error([&] { adapters::load_state_set(dir); }, {"recurrent_layers", "[]", "[0]"});
+  // Not a list of ints.
+  write_raw(dir, {{"0", s}}, R"({"arch": "gated_delta_net", "recurrent_layers": "0", "state_shape": [4,16,16]})");
+  expect_error([&] { adapters::load_state_set(dir); }, {"recurrent_layers"});
+  // Absent: the tensors alone say which layers (older files).
+  write_raw(dir, {{"0", s}}, R"({"arch": "gated_delta_net", "state_shape": [4,16,16]})");
+  EXPECT_EQ(adapters::load_state_set(dir, tiny_model()).states.size(), 1u);
+}
+
+TEST_F(StateSetErrors, NonIntegerKeys) {
+  for (const std::string key : {"layer0", "x", "1.0", "-1", "+1", " 1", "01", ""}) {
+    const std::string d = dir + "/k" + std::to_string(std::hash<std::string>{}(key));
+    write_raw(d, {{key, s}}, meta_json("gated_delta_net", {1}, {4, 16, 16}));
+    expect_error([&] { adapters::load_state_set(d); }, {"'" + key + "'", "not a layer index"});
+  }
+}
+
+TEST_F(StateSetErrors, MissingFiles) {
+  expect_error([&] { adapters::load_state_set(dir + "/nope", tiny_model()); }, {"nope", "does not exist"});
+  write_raw(dir, {{"0", s}}, std::nullopt);
+  expect_error([&] { load(); }, {"meta.json"});
+  const std::string d2 = dir + "/no_states";
+  fs::create_directories(d2);
+  io::write_file_atomic(d2 + "/meta.json", meta_json("gated_delta_net", {0}, {4, 16, 16}));
+  expect_error([&] { adapters::load_state_set(d2, tiny_model()); }, {"states.safetensors"});
+}
+
+TEST_F(StateSetErrors, InvalidJson) {
+  write_raw(dir, {{"0", s}}, std::string(R"({"arch": "gated_delta_net", )"));
+  expect_error([&] { load(); }, {"meta.json", "invalid JSON"});
+  write_raw(dir, {{"0", s}}, meta_json("gated_delta_net", {0}, {4, 16, 16}), std::string("{alpha: 1}"));
+  expect_error([&] { load(); }, {"config.json", "invalid JSON"});
+  write_raw(dir, {{"0", s}}, meta_json("gated_delta_net", {0}, {4, 16, 16}), std::string("[1, 2]"));
+  expect_error([&] { load(); }, {"config.json", "object"});
+  // Valid JSON but missing / mistyped fields.
+  write_raw(dir, {{"0", s}}, std::string(R"({"state_shape": [4,16,16]})"), std::string("{}"));
+  expect_error([&] { load(); }, {"meta.json", "arch"});
+  write_raw(dir, {{"0", s}}, std::string(R"({"arch": "gated_delta_net", "state_shape": "4x16x16"})"));
+  expect_error([&] { load(); }, {"meta.json", "state_shape"});
+  write_raw(dir, {{"0", s}}, std::string("[]"));
+  expect_error([&] { load(); }, {"meta.json"});
+}
+
+TEST_F(StateSetErrors, CorruptSafetensors) {
+  write_raw(dir, {{"0", s}}, meta_json("gated_delta_net", {0}, {4, 16, 16}));
+  io::write_file_atomic(dir + "/states.safetensors", "not a safetensors file");
+  expect_error([&] { load(); }, {"states.safetensors"});
+}
+
+}  // namespace
