@@ -5,6 +5,7 @@
 //   bench_engine --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len 512] [--decode 64]
 //   bench_engine --model DIR --dtype f32
 #include <chrono>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -32,7 +33,7 @@ static double rss_gb() {
 
 int main(int argc, char** argv) {
   std::string model_dir, preset, dtype = "bf16", cache_dir = "/tmp/s0-bench";
-  int threads = 0, prompt_len = 512, decode = 64, repeats = 2;
+  int threads = 0, prompt_len = 512, decode = 64, repeats = 3;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
     else if (a == "--cache-dir") cache_dir = next();
     else {
       std::fprintf(stderr, "usage: bench_engine (--model DIR | --preset NAME) [--dtype bf16|f32] [--threads N]\n"
-                           "       [--prompt-len 512] [--decode 64] [--repeats 2] [--cache-dir /tmp/s0-bench]\n");
+                           "       [--prompt-len 512] [--decode 64] [--repeats 3] [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
   }
@@ -100,27 +101,35 @@ int main(int argc, char** argv) {
     models::StateMap states;
     for (auto l : model->recurrent_layers()) states[l] = at::randn(model->state_shape(), gen) * 0.07;
 
-    auto run = [&](const models::StateMap* s) {
-      double best_prefill = 1e30, best_decode = 1e30;
-      for (int r = 0; r < repeats; ++r) {
-        auto cache = model->new_cache(1, s);
-        auto t = Clock::now();
-        Tensor logits = model->forward(prompt, cache, true);
-        best_prefill = std::min(best_prefill, secs(t));
-        Tensor tok = logits.argmax(-1);
-        t = Clock::now();
-        for (int i = 0; i < decode; ++i) tok = model->forward(tok, cache, true).argmax(-1);
-        best_decode = std::min(best_decode, secs(t));
-      }
-      return nlohmann::json{{"prefill_tokens_per_s", prompt_len / best_prefill},
-                            {"decode_tokens_per_s", decode / best_decode},
-                            {"decode_ms_per_token", 1e3 * best_decode / decode}};
+    // Base and S0 runs alternate (base, S0, base, S0, ...) so that machine noise hits both
+    // alike; each reports the median over its runs.
+    auto once = [&](const models::StateMap* s, std::vector<double>& pre, std::vector<double>& dec) {
+      auto cache = model->new_cache(1, s);
+      auto t = Clock::now();
+      Tensor tok = model->forward(prompt, cache, true).argmax(-1);
+      pre.push_back(secs(t));
+      t = Clock::now();
+      for (int i = 0; i < decode; ++i) tok = model->forward(tok, cache, true).argmax(-1);
+      dec.push_back(secs(t));
     };
-    out["base"] = run(nullptr);
-    out["s0"] = run(&states);
-    out["s0_over_base"] = {
-        {"prefill", out["s0"]["prefill_tokens_per_s"].get<double>() / out["base"]["prefill_tokens_per_s"].get<double>()},
-        {"decode", out["s0"]["decode_tokens_per_s"].get<double>() / out["base"]["decode_tokens_per_s"].get<double>()}};
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    };
+    std::vector<double> pb, db, ps, ds;
+    for (int r = 0; r < repeats; ++r) {
+      once(nullptr, pb, db);
+      once(&states, ps, ds);
+    }
+    auto summary = [&](const std::vector<double>& pre, const std::vector<double>& dec) {
+      return nlohmann::json{{"prefill_tokens_per_s", prompt_len / median(pre)},
+                            {"decode_tokens_per_s", decode / median(dec)},
+                            {"decode_ms_per_token", 1e3 * median(dec) / decode}};
+    };
+    out["repeats"] = repeats;
+    out["base"] = summary(pb, db);
+    out["s0"] = summary(ps, ds);
+    out["s0_over_base"] = {{"prefill", median(pb) / median(ps)}, {"decode", median(db) / median(ds)}};
     out["rss_gb"] = rss_gb();
     std::printf("%s\n", out.dump(2).c_str());
   } catch (const std::exception& e) {
