@@ -37,6 +37,12 @@ Cache CausalLM::new_cache(int64_t batch, const StateMap* states) const {
   return c;
 }
 
+Tensor CausalLM::forward(const Tensor& ids, Cache& cache, bool last_only) {
+  Tensor h = hidden(ids, cache);
+  if (last_only) h = h.narrow(1, h.size(1) - 1, 1);
+  return logits(h);
+}
+
 std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtype) {
   io::ModelDir md(dir);
   const auto& cfg = md.config();

@@ -43,7 +43,13 @@ class CausalLM {
   // ids [B, L] int64 continuing `cache` (which is updated). Returns float32 logits
   // (float64 for float64 test models) [B, L, vocab], or [B, 1, vocab] for the last
   // position only when `last_only`.
-  virtual Tensor forward(const Tensor& ids, Cache& cache, bool last_only = false) = 0;
+  Tensor forward(const Tensor& ids, Cache& cache, bool last_only = false);
+
+  // The two halves of forward: final-normed hidden states [B, L, D] (model dtype) for ids
+  // continuing `cache`, and float32 logits for any rows of them (training picks the
+  // completion positions only, so the full [L, vocab] matrix is never formed).
+  virtual Tensor hidden(const Tensor& ids, Cache& cache) = 0;
+  virtual Tensor logits(const Tensor& hidden) const = 0;
 
   // The S0 entry point. A fresh cache for `batch` sequences; each recurrent layer in
   // `states` starts from that state (broadcast over the batch), the others from zeros.

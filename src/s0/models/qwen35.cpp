@@ -121,7 +121,7 @@ Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, LayerCache&
   return nn::linear(ctx * at::sigmoid(gate), w.attn.o);
 }
 
-Tensor Qwen35Model::forward(const Tensor& ids, Cache& cache, bool last_only) {
+Tensor Qwen35Model::hidden(const Tensor& ids, Cache& cache) {
   if (ids.dim() != 2 || ids.scalar_type() != at::kLong)
     throw Error("forward: ids must be an int64 tensor [batch, length]");
   const int64_t B = ids.size(0), L = ids.size(1);
@@ -144,9 +144,11 @@ Tensor Qwen35Model::forward(const Tensor& ids, Cache& cache, bool last_only) {
     h = h + nn::swiglu(nn::rms_norm_1p(h, w.post_norm, cfg_.rms_norm_eps), w.gate, w.up, w.down);
   }
   cache.length += L;
-  if (last_only) h = h.narrow(1, L - 1, 1);
-  h = nn::rms_norm_1p(h, norm_, cfg_.rms_norm_eps);
-  return nn::linear(h, lm_head_).to(rdt_);  // float32 (float64 for float64 test models)
+  return nn::rms_norm_1p(h, norm_, cfg_.rms_norm_eps);
+}
+
+Tensor Qwen35Model::logits(const Tensor& hidden) const {
+  return nn::linear(hidden, lm_head_).to(rdt_);  // float32 (float64 for float64 test models)
 }
 
 }  // namespace s0::models

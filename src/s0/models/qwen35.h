@@ -26,7 +26,8 @@ class Qwen35Model : public CausalLM {
   }
   at::ScalarType dtype() const override { return dtype_; }
 
-  Tensor forward(const Tensor& ids, Cache& cache, bool last_only = false) override;
+  Tensor hidden(const Tensor& ids, Cache& cache) override;
+  Tensor logits(const Tensor& hidden) const override;
 
  private:
   struct GdnWeights {
