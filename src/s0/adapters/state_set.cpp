@@ -19,6 +19,42 @@ double default_alpha(const std::string& arch) {
   throw Error("no default alpha for recurrent architecture '" + arch + "'");
 }
 
+std::vector<int64_t> select_layers(const std::string& spec, const std::vector<int64_t>& rec) {
+  const int64_t n = static_cast<int64_t>(rec.size());
+  auto slice = [&](int64_t a, int64_t b) { return std::vector<int64_t>(rec.begin() + a, rec.begin() + b); };
+  if (spec == "all") return rec;
+  if (spec == "early") return slice(0, n / 3);
+  if (spec == "middle") return slice(n / 3, 2 * n / 3);
+  if (spec == "late") return slice(2 * n / 3, n);
+  std::vector<int64_t> out;
+  auto bad = [&](const std::string& why) {
+    return Error("--layers '" + spec + "': " + why + " (expected all, early, middle, late or a list like 0-7,12)");
+  };
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    size_t end = spec.find(',', pos);
+    if (end == std::string::npos) end = spec.size();
+    std::string item = spec.substr(pos, end - pos);
+    size_t dash = item.find('-');
+    auto num = [&](const std::string& s) {
+      if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos) throw bad("'" + item + "' is not a layer index or range");
+      return std::stoll(s);
+    };
+    int64_t a = num(dash == std::string::npos ? item : item.substr(0, dash));
+    int64_t b = dash == std::string::npos ? a : num(item.substr(dash + 1));
+    if (b < a) throw bad("empty range '" + item + "'");
+    for (int64_t l = a; l <= b; ++l) {
+      if (std::find(rec.begin(), rec.end(), l) == rec.end())
+        throw bad("layer " + std::to_string(l) + " is not a recurrent layer; recurrent layers are " +
+                  io::shape_to_string(rec));
+      if (std::find(out.begin(), out.end(), l) == out.end()) out.push_back(l);
+    }
+    pos = end + 1;
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 double StateSet::alpha() const {
   auto it = config.find("alpha");
   if (it == config.end() || it->is_null()) return default_alpha(arch);

@@ -32,6 +32,11 @@ struct StateSet {
   int64_t num_bytes() const;
 };
 
+// The recurrent layers a spec selects: "all", "early" | "middle" | "late" (thirds of the
+// recurrent layers, in order), or a list of model layer indices and ranges ("0-7,12"),
+// each of which must be a recurrent layer.
+std::vector<int64_t> select_layers(const std::string& spec, const std::vector<int64_t>& recurrent);
+
 // Loads a state-set directory and checks it against `model` (architecture, state shape,
 // layer indices); a mismatch throws s0::Error saying what differs.
 StateSet load_state_set(const std::string& dir, const models::CausalLM& model);
