@@ -1,0 +1,134 @@
+// Training benchmark: S0 training steps (forward + input-gradient backward for one example)
+// on a model directory or preset, reporting tokens/s, FLOPs per step, model FLOPs
+// utilisation against the GEMM throughput measured in the same run, and peak RSS.
+//
+//   bench_train --preset 0.8b --dtype bf16 --tokens 512 [--completion 256] [--steps 2]
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "s0/models/init_model.h"
+#include "s0/models/qwen35.h"
+#include "s0/nn/linear.h"
+#include "s0/train/trainer.h"
+#include "s0/util/error.h"
+
+using namespace s0;
+using Clock = std::chrono::steady_clock;
+
+static double secs(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
+
+static double peak_rss_gb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1e6;  // KiB -> GB
+}
+
+int main(int argc, char** argv) {
+  std::string model_dir, preset = "0.8b", dtype = "bf16", cache_dir = "/tmp/s0-bench";
+  int threads = 0, tokens = 512, completion = -1, steps = 2;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw Error("missing value after " + a);
+      return argv[++i];
+    };
+    if (a == "--model") model_dir = next();
+    else if (a == "--preset") preset = next();
+    else if (a == "--dtype") dtype = next();
+    else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--tokens") tokens = std::stoi(next());
+    else if (a == "--completion") completion = std::stoi(next());
+    else if (a == "--steps") steps = std::stoi(next());
+    else {
+      std::fprintf(stderr, "usage: bench_train (--model DIR | --preset NAME) [--dtype bf16|f32] [--tokens 512]\n"
+                           "       [--completion N (default tokens/2)] [--steps 2] [--threads N]\n");
+      return 2;
+    }
+  }
+  if (completion < 0) completion = tokens / 2;
+  try {
+    models::configure_runtime(threads);
+    if (model_dir.empty()) {
+      model_dir = cache_dir + "/qwen35-" + preset + "-" + dtype;
+      if (!std::filesystem::exists(model_dir + "/config.json")) {
+        models::InitOptions opt;
+        opt.dtype = dtype;
+        models::write_random_qwen35(model_dir, models::Qwen35Config::preset(preset), opt);
+      }
+    }
+    auto model = models::load_model(model_dir, models::parse_dtype(dtype));
+    auto* q = dynamic_cast<models::Qwen35Model*>(model.get());
+    if (!q) throw Error("bench_train: FLOP count implemented for qwen35 only");
+    const auto& c = q->config();
+
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+    train::Example ex;
+    Tensor ids = at::randint(0, std::min<int64_t>(c.vocab_size, 240000), {tokens}, gen, at::kLong);
+    for (int t = 0; t < tokens; ++t) ex.ids.push_back(ids[t].item<int64_t>()), ex.target.push_back(t >= tokens - completion);
+
+    // GEMM throughput in the same run (the model's linear, model dtype).
+    const auto st = models::parse_dtype(dtype);
+    double gemm = 0;
+    {
+      NoGrad ng;
+      Tensor x = at::randn({tokens, c.hidden_size}).to(st), w = at::randn({c.intermediate_size, c.hidden_size}).to(st);
+      nn::linear(x, w);
+      int it = 0;
+      auto t = Clock::now();
+      while (secs(t) < 1.0 || it < 3) nn::linear(x, w), ++it;
+      gemm = 2.0 * tokens * c.hidden_size * c.intermediate_size * it / secs(t) / 1e9;
+    }
+    // FLOPs: GEMMs of every layer over all tokens (forward), the LM head over the completion
+    // rows, attention scores/context, the chunked recurrence; backward of input gradients
+    // only = the same again (no weight gradients).
+    const double T = tokens, D = c.hidden_size;
+    double per_tok = 0;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      per_tok += 2 * D * c.intermediate_size * 3;
+      if (c.is_linear(l)) {
+        per_tok += 2 * D * (c.conv_dim() + c.linear_value_dim() + 2 * c.linear_num_value_heads) + 2 * c.linear_value_dim() * D;
+        // chunked recurrence, chunk 64: ~ (4 K V + 2 C K + 2 C V) per head per token
+        per_tok += c.linear_num_value_heads * (4.0 * c.linear_key_head_dim * c.linear_value_head_dim +
+                                               2.0 * 64 * (c.linear_key_head_dim + c.linear_value_head_dim));
+      } else {
+        const double hd = c.head_dim;
+        per_tok += 2 * D * hd * (2 * c.num_attention_heads + 2 * c.num_key_value_heads) + 2 * c.num_attention_heads * hd * D;
+        per_tok += 2 * c.num_attention_heads * hd * T;  // scores + context, causal average T/2 each
+      }
+    }
+    const double fwd = per_tok * T + 2.0 * D * c.vocab_size * completion;
+    const double flops = 2.0 * fwd;
+
+    train::TrainConfig cfg;
+    cfg.steps = steps;
+    std::vector<double> times;
+    std::string out = cache_dir + "/bench-train-out";
+    train::Trainer tr(*model, {ex}, cfg);
+    tr.train(out, false, [&](const train::StepReport& r) { times.push_back(r.seconds); });
+    double best = *std::min_element(times.begin(), times.end());
+    nlohmann::json j = {{"model", model_dir},
+                        {"dtype", dtype},
+                        {"threads", at::get_num_threads()},
+                        {"tokens", tokens},
+                        {"completion_tokens", completion},
+                        {"step_seconds", times},
+                        {"tokens_per_s", tokens / best},
+                        {"flops_per_step", flops},
+                        {"achieved_gflops", flops / best / 1e9},
+                        {"gemm_gflops", gemm},
+                        {"mfu_vs_gemm", flops / best / 1e9 / gemm},
+                        {"recompute", false},
+                        {"peak_rss_gb", peak_rss_gb()}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
