@@ -32,6 +32,7 @@ static double peak_rss_gb() {
 int main(int argc, char** argv) {
   std::string model_dir, preset = "0.8b", dtype = "bf16", cache_dir = "/tmp/s0-bench";
   int threads = 0, tokens = 512, completion = -1, steps = 2;
+  bool recompute = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -45,9 +46,10 @@ int main(int argc, char** argv) {
     else if (a == "--tokens") tokens = std::stoi(next());
     else if (a == "--completion") completion = std::stoi(next());
     else if (a == "--steps") steps = std::stoi(next());
+    else if (a == "--no-recompute") recompute = false;
     else {
       std::fprintf(stderr, "usage: bench_train (--model DIR | --preset NAME) [--dtype bf16|f32] [--tokens 512]\n"
-                           "       [--completion N (default tokens/2)] [--steps 2] [--threads N]\n");
+                           "       [--completion N (default tokens/2)] [--steps 2] [--threads N] [--no-recompute]\n");
       return 2;
     }
   }
@@ -107,6 +109,7 @@ int main(int argc, char** argv) {
 
     train::TrainConfig cfg;
     cfg.steps = steps;
+    cfg.recompute = recompute;
     std::vector<double> times;
     std::string out = cache_dir + "/bench-train-out";
     train::Trainer tr(*model, {ex}, cfg);
@@ -123,7 +126,7 @@ int main(int argc, char** argv) {
                         {"achieved_gflops", flops / best / 1e9},
                         {"gemm_gflops", gemm},
                         {"mfu_vs_gemm", flops / best / 1e9 / gemm},
-                        {"recompute", false},
+                        {"recompute", recompute},
                         {"peak_rss_gb", peak_rss_gb()}};
     std::printf("%s\n", j.dump(2).c_str());
   } catch (const std::exception& e) {

@@ -91,6 +91,33 @@ TEST(Train, LossIsMeanCrossEntropyOverCompletionTokensOnly) {
   EXPECT_THROW(train::completion_loss(*model, none, nullptr), s0::Error);
 }
 
+TEST(Train, RecomputedGradientsEqualPlainAutograd) {
+  for (auto dt : {at::kDouble, at::kFloat}) {
+    auto model = models::load_model(tiny_dir(), dt);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
+    models::StateMap states;
+    for (auto l : model->recurrent_layers()) states[l] = at::randn(model->state_shape(), gen, dt) * 0.5;
+    states.erase(1);  // a layer without a state in between
+    for (const auto& ex : toy_data(model->vocab_size(), 2, 12)) {
+      models::StateMap leaf;
+      std::vector<Tensor> leaves;
+      for (auto& [l, x] : states) leaves.push_back(leaf[l] = x.clone().requires_grad_(true));
+      Tensor loss = train::completion_loss(*model, ex, &leaf);
+      auto ref = torch::autograd::grad({loss}, leaves);
+      auto got = train::completion_loss_and_grad(*model, ex, states);
+      const double tol = dt == at::kDouble ? 1e-12 : 1e-4;  // f32: rounding of a different op order
+      EXPECT_NEAR(got.loss, loss.item<double>(), tol * std::abs(got.loss));
+      ASSERT_EQ(got.grads.size(), states.size());
+      size_t i = 0;
+      for (auto& [l, x] : states) {
+        double scale = ref[i].abs().max().item<double>();
+        EXPECT_LT((got.grads.at(l) - ref[i]).abs().max().item<double>(), tol * scale) << "layer " << l;
+        ++i;
+      }
+    }
+  }
+}
+
 train::TrainConfig quick_config(int steps) {
   train::TrainConfig c;
   c.steps = steps;
@@ -138,6 +165,16 @@ TEST(Train, ResumeGivesTheUninterruptedResult) {
   EXPECT_THROW(train::Trainer(*model, other, quick_config(6)).train(b, true), s0::Error);
   EXPECT_THROW(train::Trainer(*model, data, quick_config(6)).train(s0::testing::temp_dir("train_c"), true),
                s0::Error);
+}
+
+TEST(Train, RecomputationDoesNotChangeTraining) {
+  auto model = models::load_model(tiny_dir(), at::kFloat);
+  auto data = toy_data(model->vocab_size(), 2, 13);
+  auto cfg = quick_config(3);
+  auto a = train::Trainer(*model, data, cfg).train(s0::testing::temp_dir("train_rc1"), false);
+  cfg.recompute = false;
+  auto b = train::Trainer(*model, data, cfg).train(s0::testing::temp_dir("train_rc0"), false);
+  for (auto& [l, s] : a.states) EXPECT_TRUE(at::allclose(s, b.states.at(l), 1e-4, 1e-5)) << "layer " << l;
 }
 
 TEST(Train, LayerSubsetsTrainOnlyTheChosenLayers) {

@@ -37,6 +37,25 @@ Cache CausalLM::new_cache(int64_t batch, const StateMap* states) const {
   return c;
 }
 
+Tensor CausalLM::hidden(const Tensor& ids, Cache& cache) {
+  if (ids.dim() != 2 || ids.scalar_type() != at::kLong)
+    throw Error("forward: ids must be an int64 tensor [batch, length]");
+  const int64_t B = ids.size(0), L = ids.size(1);
+  if (B != cache.batch)
+    throw Error("forward: batch " + std::to_string(B) + " does not match the cache's " +
+                std::to_string(cache.batch));
+  if (L == 0) throw Error("forward: empty input");
+  if (static_cast<int64_t>(cache.layers.size()) != num_layers())
+    throw Error("forward: cache was made for another model");
+  if (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= vocab_size())
+    throw Error("forward: token id out of range [0, " + std::to_string(vocab_size()) + ")");
+  const int64_t past = cache.length;
+  Tensor h = embed(ids);
+  for (int64_t l = 0; l < num_layers(); ++l) h = layer(l, h, cache.layers[l], past);
+  cache.length += L;
+  return final_norm(h);
+}
+
 Tensor CausalLM::forward(const Tensor& ids, Cache& cache, bool last_only) {
   Tensor h = hidden(ids, cache);
   if (last_only) h = h.narrow(1, h.size(1) - 1, 1);

@@ -48,8 +48,14 @@ class CausalLM {
   // The two halves of forward: final-normed hidden states [B, L, D] (model dtype) for ids
   // continuing `cache`, and float32 logits for any rows of them (training picks the
   // completion positions only, so the full [L, vocab] matrix is never formed).
-  virtual Tensor hidden(const Tensor& ids, Cache& cache) = 0;
+  Tensor hidden(const Tensor& ids, Cache& cache);
   virtual Tensor logits(const Tensor& hidden) const = 0;
+
+  // The pieces hidden() is made of, one decoder layer at a time (training recomputes layers
+  // one by one to bound memory). `past` = tokens already in the cache.
+  virtual Tensor embed(const Tensor& ids) const = 0;                              // [B, L, D]
+  virtual Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const = 0;
+  virtual Tensor final_norm(const Tensor& h) const = 0;
 
   // The S0 entry point. A fresh cache for `batch` sequences; each recurrent layer in
   // `states` starts from that state (broadcast over the batch), the others from zeros.

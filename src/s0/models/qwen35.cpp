@@ -121,31 +121,18 @@ Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, LayerCache&
   return nn::linear(ctx * at::sigmoid(gate), w.attn.o);
 }
 
-Tensor Qwen35Model::hidden(const Tensor& ids, Cache& cache) {
-  if (ids.dim() != 2 || ids.scalar_type() != at::kLong)
-    throw Error("forward: ids must be an int64 tensor [batch, length]");
-  const int64_t B = ids.size(0), L = ids.size(1);
-  if (B != cache.batch)
-    throw Error("forward: batch " + std::to_string(B) + " does not match the cache's " +
-                std::to_string(cache.batch));
-  if (L == 0) throw Error("forward: empty input");
-  if (static_cast<int64_t>(cache.layers.size()) != cfg_.num_hidden_layers)
-    throw Error("forward: cache was made for another model");
-  if (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= cfg_.vocab_size)
-    throw Error("forward: token id out of range [0, " + std::to_string(cfg_.vocab_size) + ")");
-
-  const int64_t past = cache.length;
-  Tensor h = embed_.index_select(0, ids.reshape(-1)).view({B, L, cfg_.hidden_size});
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    const Layer& w = layers_[l];
-    Tensor a = nn::rms_norm_1p(h, w.in_norm, cfg_.rms_norm_eps);
-    h = h + (w.linear ? gated_delta_net(w, a, cache.layers[l])
-                      : gated_attention(w, a, cache.layers[l], past));
-    h = h + nn::swiglu(nn::rms_norm_1p(h, w.post_norm, cfg_.rms_norm_eps), w.gate, w.up, w.down);
-  }
-  cache.length += L;
-  return nn::rms_norm_1p(h, norm_, cfg_.rms_norm_eps);
+Tensor Qwen35Model::embed(const Tensor& ids) const {
+  return embed_.index_select(0, ids.reshape(-1)).view({ids.size(0), ids.size(1), cfg_.hidden_size});
 }
+
+Tensor Qwen35Model::layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const {
+  const Layer& w = layers_.at(l);
+  Tensor a = nn::rms_norm_1p(h, w.in_norm, cfg_.rms_norm_eps);
+  Tensor x = h + (w.linear ? gated_delta_net(w, a, c) : gated_attention(w, a, c, past));
+  return x + nn::swiglu(nn::rms_norm_1p(x, w.post_norm, cfg_.rms_norm_eps), w.gate, w.up, w.down);
+}
+
+Tensor Qwen35Model::final_norm(const Tensor& h) const { return nn::rms_norm_1p(h, norm_, cfg_.rms_norm_eps); }
 
 Tensor Qwen35Model::logits(const Tensor& hidden) const {
   return nn::linear(hidden, lm_head_).to(rdt_);  // float32 (float64 for float64 test models)

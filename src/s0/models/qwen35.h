@@ -26,8 +26,10 @@ class Qwen35Model : public CausalLM {
   }
   at::ScalarType dtype() const override { return dtype_; }
 
-  Tensor hidden(const Tensor& ids, Cache& cache) override;
   Tensor logits(const Tensor& hidden) const override;
+  Tensor embed(const Tensor& ids) const override;
+  Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const override;
+  Tensor final_norm(const Tensor& h) const override;
 
  private:
   struct GdnWeights {

@@ -10,17 +10,89 @@ int64_t Example::num_targets() const {
   return n;
 }
 
-Tensor completion_loss(models::CausalLM& model, const Example& ex, const models::StateMap* states) {
+namespace {
+
+// Rows of the hidden states that predict completion tokens, and those tokens.
+struct Targets {
+  Tensor rows, labels;
+};
+
+Targets targets_of(const Example& ex) {
   if (ex.ids.size() != ex.target.size())
     throw Error("training example: ids and target mask differ in length");
   std::vector<int64_t> rows, labels;
   for (size_t t = 1; t < ex.ids.size(); ++t)
     if (ex.target[t]) rows.push_back(static_cast<int64_t>(t) - 1), labels.push_back(ex.ids[t]);
   if (rows.empty()) throw Error("training example has no completion tokens to learn from");
+  return {at::tensor(rows, at::kLong), at::tensor(labels, at::kLong)};
+}
+
+// Mean CE from the last layer's output h [1, L, D].
+Tensor loss_from_last_hidden(models::CausalLM& model, const Tensor& h, const Targets& tg) {
+  Tensor hn = model.final_norm(h)[0];
+  return at::cross_entropy_loss(model.logits(hn.index_select(0, tg.rows)), tg.labels);
+}
+
+}  // namespace
+
+Tensor completion_loss(models::CausalLM& model, const Example& ex, const models::StateMap* states) {
+  Targets tg = targets_of(ex);
   models::Cache cache = model.new_cache(1, states);
   Tensor h = model.hidden(at::tensor(ex.ids, at::kLong).view({1, -1}), cache)[0];  // [L, D]
-  Tensor lg = model.logits(h.index_select(0, at::tensor(rows, at::kLong)));        // [n, V]
-  return at::cross_entropy_loss(lg, at::tensor(labels, at::kLong));
+  return at::cross_entropy_loss(model.logits(h.index_select(0, tg.rows)), tg.labels);
+}
+
+LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
+                                     const models::StateMap& states) {
+  Targets tg = targets_of(ex);
+  const int64_t N = model.num_layers();
+  Tensor ids = at::tensor(ex.ids, at::kLong).view({1, -1});
+  // 1. Forward without autograd, keeping each layer's input.
+  std::vector<Tensor> inputs(N + 1);
+  {
+    NoGrad ng;
+    for (auto id : ex.ids)
+      if (id < 0 || id >= model.vocab_size())
+        throw Error("training example: token id " + std::to_string(id) + " out of range [0, " +
+                    std::to_string(model.vocab_size()) + ")");
+    models::Cache cache = model.new_cache(1, &states);
+    Tensor h = model.embed(ids);
+    for (int64_t l = 0; l < N; ++l) {
+      inputs[l] = h;
+      h = model.layer(l, h, cache.layers[l], 0);
+    }
+    inputs[N] = h;
+  }
+  // 2. Loss and its gradient w.r.t. the last layer's output.
+  at::AutoGradMode grad_on(true);
+  LossAndGrad out;
+  Tensor hN = inputs[N].detach().requires_grad_(true);
+  Tensor loss = loss_from_last_hidden(model, hN, tg);
+  out.loss = loss.item<double>();
+  Tensor g = torch::autograd::grad({loss}, {hN})[0];
+  // 3. Layers from the last to the first, each recomputed with autograd from its input and
+  //    its initial state (a fresh cache entry: the whole example is one call from position 0).
+  const auto sdt = model.dtype() == at::kDouble ? at::kDouble : at::kFloat;
+  for (int64_t l = N - 1; l >= 0; --l) {
+    Tensor x = inputs[l].detach().requires_grad_(l > 0);
+    std::vector<Tensor> wrt;
+    if (l > 0) wrt.push_back(x);
+    models::LayerCache c;
+    Tensor s_leaf;
+    auto it = states.find(l);
+    if (it != states.end()) {
+      s_leaf = it->second.detach().to(sdt).requires_grad_(true);
+      c.state = s_leaf.unsqueeze(0).clone();
+      wrt.push_back(s_leaf);
+    }
+    if (wrt.empty()) break;  // layer 0 without a state: nothing left to differentiate
+    Tensor y = model.layer(l, x, c, 0);
+    auto gr = torch::autograd::grad({y}, wrt, {g});
+    size_t k = 0;
+    if (l > 0) g = gr[k++];
+    if (s_leaf.defined()) out.grads[l] = gr[k];
+  }
+  return out;
 }
 
 }  // namespace s0::train

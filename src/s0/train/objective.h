@@ -20,4 +20,15 @@ struct Example {
 // completion rows of the logits are formed. Throws when the example has no target.
 Tensor completion_loss(models::CausalLM& model, const Example& ex, const models::StateMap* states);
 
+// The same loss and its gradient w.r.t. every state in `states`, computed with per-layer
+// recomputation: a forward pass without autograd keeps only each layer's input
+// ([L, D] per layer), then each layer is recomputed with autograd from the last to the
+// first, so peak memory stays near one layer's activations instead of all of them.
+struct LossAndGrad {
+  double loss = 0;
+  models::StateMap grads;  // d loss / d state, for every layer in `states`
+};
+LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
+                                     const models::StateMap& states);
+
 }  // namespace s0::train

@@ -52,6 +52,7 @@ std::string Trainer::fingerprint() const {
     h = fnv(h, ex.target.data(), ex.target.size());
   }
   char buf[512];
+  // recompute changes rounding only, so it is not part of the fingerprint.
   snprintf(buf, sizeof buf, "data=%016llx lr=%.17g l2=%.17g clip=%.17g ait=%d layers=%s b1=%.17g b2=%.17g eps=%.17g",
            static_cast<unsigned long long>(h), cfg_.lr, cfg_.l2, cfg_.grad_clip, cfg_.alpha_in_training ? 1 : 0,
            io::shape_to_string(layers_).c_str(), cfg_.beta1, cfg_.beta2, cfg_.adam_eps);
@@ -137,11 +138,21 @@ adapters::StateSet Trainer::train(const std::string& out_dir, bool resume,
     double loss_sum = 0;
     int64_t tokens = 0;
     for (const auto& ex : data_) {
-      for (size_t i = 0; i < order.size(); ++i) inj[order[i]] = cfg_.alpha_in_training ? leaves[i] * a : leaves[i];
-      Tensor loss = completion_loss(model_, ex, &inj) / N;
-      auto g = torch::autograd::grad({loss}, leaves);
-      for (size_t i = 0; i < g.size(); ++i) grads[i].add_(g[i]);
-      loss_sum += loss.item<double>();
+      if (cfg_.recompute) {
+        // Gradients w.r.t. the injected states, chained through the alpha scale.
+        for (size_t i = 0; i < order.size(); ++i)
+          inj[order[i]] = cfg_.alpha_in_training ? S_.at(order[i]) * a : S_.at(order[i]);
+        auto r = completion_loss_and_grad(model_, ex, inj);
+        const double chain = (cfg_.alpha_in_training ? a : 1.0) / N;
+        for (size_t i = 0; i < order.size(); ++i) grads[i].add_(r.grads.at(order[i]), chain);
+        loss_sum += r.loss / N;
+      } else {
+        for (size_t i = 0; i < order.size(); ++i) inj[order[i]] = cfg_.alpha_in_training ? leaves[i] * a : leaves[i];
+        Tensor loss = completion_loss(model_, ex, &inj) / N;
+        auto g = torch::autograd::grad({loss}, leaves);
+        for (size_t i = 0; i < g.size(); ++i) grads[i].add_(g[i]);
+        loss_sum += loss.item<double>();
+      }
       tokens += static_cast<int64_t>(ex.ids.size());
     }
     NoGrad ng;

@@ -25,6 +25,7 @@ struct TrainConfig {
   std::string layers = "all";
   int64_t max_length = 2048;
   uint64_t seed = 0;
+  bool recompute = true;  // per-layer recomputation: memory of ~one layer's activations
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
 };
 
