@@ -168,13 +168,15 @@ TEST(Train, ResumeGivesTheUninterruptedResult) {
 }
 
 TEST(Train, RecomputationDoesNotChangeTraining) {
-  auto model = models::load_model(tiny_dir(), at::kFloat);
+  // float64 model: Adam turns float32 rounding noise in near-zero gradients into +-lr steps,
+  // so only a float64 run can show the two gradient paths agree step after step.
+  auto model = models::load_model(tiny_dir(), at::kDouble);
   auto data = toy_data(model->vocab_size(), 2, 13);
   auto cfg = quick_config(3);
   auto a = train::Trainer(*model, data, cfg).train(s0::testing::temp_dir("train_rc1"), false);
   cfg.recompute = false;
   auto b = train::Trainer(*model, data, cfg).train(s0::testing::temp_dir("train_rc0"), false);
-  for (auto& [l, s] : a.states) EXPECT_TRUE(at::allclose(s, b.states.at(l), 1e-4, 1e-5)) << "layer " << l;
+  for (auto& [l, s] : a.states) EXPECT_TRUE(at::allclose(s, b.states.at(l), 1e-5, 1e-7)) << "layer " << l;
 }
 
 TEST(Train, LayerSubsetsTrainOnlyTheChosenLayers) {
