@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
       libtorch-dev libopenblas0-pthread nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
-      libfmt-dev libpcre2-dev libutf8proc-dev libsqlite3-dev zlib1g-dev
+      libfmt-dev libpcre2-dev libutf8proc-dev libsqlite3-dev zlib1g-dev libicu-dev
       googletest libgtest-dev libgmock-dev libbenchmark-dev bubblewrap)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -12,5 +12,7 @@ using Action = std::function<int()>;
 Action add_init_model(CLI::App& app);
 Action add_generate(CLI::App& app);
 Action add_demo(CLI::App& app);
+Action add_tokenize(CLI::App& app);
+Action add_detokenize(CLI::App& app);
 
 }  // namespace s0::cli

@@ -19,6 +19,14 @@ int main(int argc, char** argv) {
     reg(sub, s0::cli::add_generate(*sub));
   }
   {
+    auto* sub = app.add_subcommand("tokenize", "Text to token ids with the model's tokenizer.json");
+    reg(sub, s0::cli::add_tokenize(*sub));
+  }
+  {
+    auto* sub = app.add_subcommand("detokenize", "Token ids to text with the model's tokenizer.json");
+    reg(sub, s0::cli::add_detokenize(*sub));
+  }
+  {
     auto* sub = app.add_subcommand("demo", "The main job on the built-in default model");
     reg(sub, s0::cli::add_demo(*sub));
   }

@@ -9,6 +9,7 @@
 #include "s0/io/atomic_file.h"
 #include "s0/io/half.h"
 #include "s0/io/safetensors.h"
+#include "s0/text/chat_template.h"
 #include "s0/util/error.h"
 
 namespace s0::models {
@@ -190,6 +191,8 @@ void write_random_qwen35(const std::string& dir, const Qwen35Config& cfg, const 
                {"eos_token", "<|im_end|>"},
                {"pad_token", "<|endoftext|>"},
                {"bos_token", nullptr},
+               // The Qwen3.5 small-model template (thinking off unless asked for).
+               {"chat_template", text::ChatTemplate::builtin("qwen3.5-small").source()},
                {"model_max_length", cfg.max_position_embeddings}};
   io::write_file_atomic(dir + "/tokenizer_config.json", tcfg.dump(2));
 }

@@ -1,0 +1,132 @@
+// `s0 train`: learn an S0 state set from JSONL examples on a frozen model.
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "s0/models/model.h"
+#include "s0/train/data.h"
+#include "s0/train/trainer.h"
+#include "s0/util/error.h"
+
+namespace s0::cli {
+
+namespace {
+
+std::string fmt_time(double s) {
+  char b[32];
+  int m = static_cast<int>(s / 60);
+  snprintf(b, sizeof b, "%d:%02d", m, static_cast<int>(s) % 60);
+  return b;
+}
+
+}  // namespace
+
+Action add_train(CLI::App& app) {
+  struct Opts {
+    std::string model, data, out, dtype = "bf16", layers = "all";
+    train::TrainConfig cfg;
+    double alpha = -1;
+    bool chat = false, resume = false, no_recompute = false;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  app.add_option("--model", o->model, "Model directory (Hugging Face layout)")->required();
+  app.add_option("--data", o->data, "Training JSONL ({prompt, completion} or {messages})")->required();
+  app.add_option("--out", o->out, "Output state-set directory (also holds the resume checkpoint)")->required();
+  app.add_option("--steps", o->cfg.steps, "Optimisation steps (each one pass over all examples)")->capture_default_str();
+  app.add_option("--lr", o->cfg.lr, "Adam learning rate")->capture_default_str();
+  app.add_option("--l2", o->cfg.l2, "L2 penalty lambda on the states")->capture_default_str();
+  app.add_option("--clip", o->cfg.grad_clip, "Global gradient-norm clip (0: off)")->capture_default_str();
+  app.add_option("--alpha", o->alpha, "Inference scale saved with the states (default: 0.07 GDN, 0.65 Mamba-2)");
+  app.add_flag("--normalize", o->cfg.normalize, "At inference use alpha * S / ||S||");
+  app.add_flag("--alpha-in-training", o->cfg.alpha_in_training, "Train with alpha * S inside the loss (paper's Algorithm 1)");
+  app.add_option("--layers", o->layers, "all | early | middle | late | layer list like 0-7,12")->capture_default_str();
+  app.add_option("--max-length", o->cfg.max_length, "Truncate examples to this many tokens")->capture_default_str();
+  app.add_option("--seed", o->cfg.seed, "Seed (recorded; training is full-batch and deterministic)")->capture_default_str();
+  app.add_flag("--resume", o->resume, "Continue from the checkpoint in --out");
+  app.add_flag("--chat", o->chat, "Render prompts through the model's chat template");
+  app.add_flag("--no-recompute", o->no_recompute, "Keep all activations (faster, more memory)");
+  app.add_option("--dtype", o->dtype, "Weight dtype: bf16 or f32")->capture_default_str();
+  app.add_option("--threads", o->threads, "Intra-op threads (0 = all cores)")->capture_default_str();
+  return [o]() {
+    models::configure_runtime(o->threads);
+    auto model = models::load_model(o->model, models::parse_dtype(o->dtype));
+    auto tok = text::Tokenizer::from_model_dir(o->model);
+    std::optional<text::ChatTemplate> chat;
+    if (o->chat) chat = text::ChatTemplate::from_model_dir(o->model);
+    train::DataOptions dopt;
+    dopt.max_length = o->cfg.max_length;
+    auto data = train::load_jsonl(o->data, tok, chat ? &*chat : nullptr, dopt);
+    if (data.truncated)
+      std::fprintf(stderr, "warning: %lld of %zu examples truncated to --max-length %lld\n",
+                   static_cast<long long>(data.truncated), data.examples.size(),
+                   static_cast<long long>(o->cfg.max_length));
+    auto cfg = o->cfg;
+    cfg.layers = o->layers;
+    cfg.recompute = !o->no_recompute;
+    if (o->alpha >= 0) cfg.alpha = o->alpha;
+    const bool tty = isatty(fileno(stderr));
+    train::Trainer trainer(*model, std::move(data.examples), cfg);
+    std::fprintf(stderr, "training %zu state tensors %s on %s examples for %lld steps\n", trainer.layers().size(),
+                 model->model_type().c_str(), o->data.c_str(), static_cast<long long>(cfg.steps));
+    auto set = trainer.train(o->out, o->resume, [&](const train::StepReport& r) {
+      if (tty) {
+        const int width = 30, done = static_cast<int>(width * r.step / std::max<int64_t>(1, r.steps));
+        std::fprintf(stderr, "\r[%s%s] step %lld/%lld  loss %.4f  |g| %.3g  %.0f tok/s  ETA %s   ",
+                     std::string(done, '#').c_str(), std::string(width - done, '.').c_str(),
+                     static_cast<long long>(r.step), static_cast<long long>(r.steps), r.loss, r.grad_norm,
+                     r.tokens_per_s, fmt_time(r.eta_seconds).c_str());
+        if (r.step == r.steps) std::fprintf(stderr, "\n");
+      } else {
+        nlohmann::json j = {{"step", r.step},         {"steps", r.steps},
+                            {"loss", r.loss},         {"objective", r.objective},
+                            {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens_per_s},
+                            {"seconds", r.seconds},   {"eta_seconds", r.eta_seconds}};
+        nlohmann::json norms = nlohmann::json::object();
+        for (const auto& [l, n] : r.state_norms) norms[std::to_string(l)] = n;
+        j["state_norms"] = norms;
+        std::fprintf(stderr, "%s\n", j.dump().c_str());
+      }
+    });
+    nlohmann::json summary = {{"out", o->out},
+                              {"layers", trainer.layers()},
+                              {"steps", cfg.steps},
+                              {"final_loss", set.config.value("final_loss", nlohmann::json())},
+                              {"alpha", set.alpha()},
+                              {"bytes", set.num_bytes()}};
+    std::printf("%s\n", summary.dump().c_str());
+    return 0;
+  };
+}
+
+Action add_states(CLI::App& app) {
+  auto dir = std::make_shared<std::string>();
+  auto model = std::make_shared<std::string>();
+  auto* inspect = app.add_subcommand("inspect", "Print a state set's arch, layers, shapes, norms and size");
+  inspect->add_option("dir", *dir, "State-set directory")->required();
+  inspect->add_option("--model", *model, "Also check it against this model directory");
+  app.require_subcommand(1);
+  return [dir, model]() {
+    adapters::StateSet set;
+    if (model->empty()) {
+      set = adapters::load_state_set(*dir);
+    } else {
+      auto m = models::load_model(*model, at::kBFloat16);
+      set = adapters::load_state_set(*dir, *m);
+    }
+    nlohmann::json layers = nlohmann::json::array();
+    for (const auto& [l, s] : set.states)
+      layers.push_back({{"layer", l}, {"norm", s.norm().item<double>()}, {"max_abs", s.abs().max().item<double>()}});
+    nlohmann::json j = {{"dir", *dir},          {"arch", set.arch},         {"state_shape", set.state_shape},
+                        {"layers", layers},     {"alpha", set.alpha()},     {"normalize", set.normalize()},
+                        {"bytes", set.num_bytes()}, {"config", set.config}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  };
+}
+
+}  // namespace s0::cli
