@@ -14,5 +14,7 @@ Action add_generate(CLI::App& app);
 Action add_demo(CLI::App& app);
 Action add_tokenize(CLI::App& app);
 Action add_detokenize(CLI::App& app);
+Action add_train(CLI::App& app);
+Action add_states(CLI::App& app);
 
 }  // namespace s0::cli

@@ -27,6 +27,14 @@ int main(int argc, char** argv) {
     reg(sub, s0::cli::add_detokenize(*sub));
   }
   {
+    auto* sub = app.add_subcommand("train", "Learn an S0 state set from JSONL examples (model frozen)");
+    reg(sub, s0::cli::add_train(*sub));
+  }
+  {
+    auto* sub = app.add_subcommand("states", "Inspect state-set directories");
+    reg(sub, s0::cli::add_states(*sub));
+  }
+  {
     auto* sub = app.add_subcommand("demo", "The main job on the built-in default model");
     reg(sub, s0::cli::add_demo(*sub));
   }

@@ -45,13 +45,29 @@ std::vector<Segment> chat_segments(const std::vector<text::ChatMessage>& msgs, c
     if (msgs[k].role != "assistant") continue;
     std::vector<text::ChatMessage> head(msgs.begin(), msgs.begin() + k), upto(msgs.begin(), msgs.begin() + k + 1);
     const std::string p = chat.render(head, gen), q = chat.render(upto, plain);
-    if (!starts_with(full, p) || !starts_with(full, q) || p.size() < pos || q.size() < p.size())
-      throw Error(where + ": the chat template does not render assistant turn " + std::to_string(k) +
-                  " as a continuation of the conversation before it (" + chat.family() +
-                  " template); cannot tell its tokens apart");
-    segs.push_back({full.substr(pos, p.size() - pos), false});
-    segs.push_back({full.substr(p.size(), q.size() - p.size()), true});
-    pos = q.size();
+    size_t begin = p.size(), end = q.size();
+    if (!starts_with(full, p) || !starts_with(full, q) || p.size() < pos || q.size() < p.size()) {
+      // Templates that render earlier assistant turns differently from the last one (Qwen3.x
+      // drops the empty think block from history): find the turn's (stripped) content after
+      // the previous segment; the completion is that content plus the end-of-turn token.
+      const std::string& c = msgs[k].content;
+      size_t a = c.find_first_not_of(" \t\r\n"), b = c.find_last_not_of(" \t\r\n");
+      const std::string core = a == std::string::npos ? "" : c.substr(a, b - a + 1);
+      begin = core.empty() ? std::string::npos : full.find(core, pos);
+      if (begin == std::string::npos)
+        throw Error(where + ": cannot find assistant turn " + std::to_string(k) + " in the conversation rendered by the " +
+                    chat.family() + " chat template");
+      end = begin + core.size();
+      if (chat.eos_token && full.compare(end, chat.eos_token->size(), *chat.eos_token) == 0) end += chat.eos_token->size();
+      segs.push_back({full.substr(pos, begin - pos), false});
+      segs.push_back({full.substr(begin, end - begin), true});
+      pos = end;
+      any = true;
+      continue;
+    }
+    segs.push_back({full.substr(pos, begin - pos), false});
+    segs.push_back({full.substr(begin, end - begin), true});
+    pos = end;
     any = true;
   }
   if (!any) throw Error(where + ": no assistant message to learn from");
