@@ -217,6 +217,24 @@ TEST(Cli, GenerateGreedy) {
   EXPECT_EQ(tokens_of(r2), tokens_of(r));
 }
 
+TEST(Cli, GenerateFromTextAndChat) {
+  // A text prompt generates exactly what its token ids generate; --chat renders it first.
+  auto r = run_cli(gen_args({"--prompt", "Hi!", "--max-new-tokens", "4"}));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  auto ids = run_cli(gen_args({"--prompt-ids", "72,105,33", "--max-new-tokens", "4"}));  // bytes of "Hi!"
+  EXPECT_EQ(tokens_of(r), tokens_of(ids));
+  EXPECT_TRUE(json_lines(r.out).at(0).contains("text"));
+  auto c = run_cli(gen_args({"--prompt", "Hi!", "--chat", "--max-new-tokens", "4"}));
+  ASSERT_EQ(c.exit_code, 0) << describe(c);
+  // "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n" in this tokenizer:
+  std::string chat_ids = "257";
+  for (char ch : std::string("user\nHi!")) chat_ids += "," + std::to_string(static_cast<unsigned char>(ch));
+  chat_ids += ",258,10,257";
+  for (char ch : std::string("assistant\n<think>\n\n</think>\n\n")) chat_ids += "," + std::to_string(static_cast<unsigned char>(ch));
+  auto c2 = run_cli(gen_args({"--prompt-ids", chat_ids, "--max-new-tokens", "4"}));
+  EXPECT_EQ(tokens_of(c), tokens_of(c2));
+}
+
 TEST(Cli, GenerateSeveralPrompts) {
   auto one = run_cli(gen_args({"--prompt-ids", "1,2,3", "--max-new-tokens", "4"}));
   auto other = run_cli(gen_args({"--prompt-ids", "300,7", "--max-new-tokens", "4"}));
@@ -272,7 +290,7 @@ TEST(Cli, GenerateErrors) {
   expect_cli_error(gen_args({"--prompt-ids", "1,99999999999999999999"}), {"--prompt-ids", "not an integer"});
   expect_cli_error(gen_args({"--prompt-ids", "1,512"}), {"512", "out of range", "[0, 512)"});
   expect_cli_error(gen_args({"--prompt-ids", "-1"}), {"-1", "out of range"});
-  expect_cli_error(gen_args({"--prompt", "hello"}), {"--prompt", "tokenizer", "--prompt-ids"});
+  expect_cli_error(gen_args({"--prompt-ids", "1", "--chat"}), {"--chat", "--prompt"});
   expect_cli_error(gen_args({}), {"--prompt-ids"});
   expect_cli_error({"generate", "--model", tiny_dir(), "--dtype", "f16", "--prompt-ids", "1"},
                    {"dtype", "f16", "bf16", "f32"});

@@ -7,6 +7,8 @@
 #include "s0/adapters/state_set.h"
 #include "s0/generate/generate.h"
 #include "s0/models/model.h"
+#include "s0/text/chat_template.h"
+#include "s0/text/tokenizer.h"
 #include "s0/util/error.h"
 
 namespace s0::cli {
@@ -46,6 +48,8 @@ Action add_generate(CLI::App& app) {
     int64_t top_k = 0, max_new = 32;
     uint64_t seed = 0;
     int threads = 0;
+    bool chat = false, thinking = false;
+    std::vector<std::string> stop;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--model", o->model, "Model directory (Hugging Face layout)")->required();
@@ -53,7 +57,10 @@ Action add_generate(CLI::App& app) {
   app.add_option("--states", o->states, "S0 state-set directory to start every sequence from");
   app.add_option("--alpha", o->alpha, "Scale applied to the states (default: the state set's alpha)");
   app.add_option("--prompt-ids", o->prompt_ids, "Prompt as comma-separated token ids (repeatable)");
-  app.add_option("--prompt", o->prompts, "Prompt text (needs the tokenizer; not yet available)");
+  app.add_option("--prompt", o->prompts, "Prompt text (repeatable); output then includes the decoded text");
+  app.add_flag("--chat", o->chat, "Render each --prompt as a user turn through the model's chat template");
+  app.add_flag("--thinking", o->thinking, "With --chat: enable_thinking=true (default false)");
+  app.add_option("--stop", o->stop, "Stop when the generated text contains this string (repeatable)");
   app.add_option("--max-new-tokens", o->max_new, "Maximum generated tokens")->capture_default_str();
   app.add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
   app.add_option("--top-k", o->top_k, "0 = off")->capture_default_str();
@@ -61,12 +68,21 @@ Action add_generate(CLI::App& app) {
   app.add_option("--seed", o->seed, "Sampling seed (prompt i uses seed + i)")->capture_default_str();
   app.add_option("--threads", o->threads, "Intra-op threads (0 = all cores)")->capture_default_str();
   return [o]() {
-    if (!o->prompts.empty())
-      throw Error("--prompt: text prompts need the tokenizer, which is not implemented yet; "
-                  "pass token ids with --prompt-ids");
-    if (o->prompt_ids.empty()) throw Error("give at least one --prompt-ids");
+    if (o->prompt_ids.empty() && o->prompts.empty()) throw Error("give at least one --prompt or --prompt-ids");
+    if (o->chat && o->prompts.empty()) throw Error("--chat applies to --prompt text");
     std::vector<std::vector<int64_t>> prompts;
     for (const auto& p : o->prompt_ids) prompts.push_back(parse_ids(p));
+    std::optional<text::Tokenizer> tok;
+    if (!o->prompts.empty() || !o->stop.empty()) tok = text::Tokenizer::from_model_dir(o->model);
+    for (const auto& p : o->prompts) {
+      if (o->chat) {
+        auto tmpl = text::ChatTemplate::from_model_dir(o->model);
+        std::string rendered = tmpl.render({{"user", p}}, {true, o->thinking, std::nullopt});
+        prompts.push_back(tok->encode(rendered, true));
+      } else {
+        prompts.push_back(tok->encode(p, true));
+      }
+    }
     models::configure_runtime(o->threads);
     auto model = models::load_model(o->model, models::parse_dtype(o->dtype));
     for (const auto& p : prompts)
@@ -82,6 +98,8 @@ Action add_generate(CLI::App& app) {
     generate::GenerateOptions opt;
     opt.max_new_tokens = o->max_new;
     opt.sampling = {o->temperature, o->top_k, o->top_p, o->seed};
+    opt.stop_strings = o->stop;
+    if (tok) opt.decode = [&](const std::vector<int64_t>& ids) { return tok->decode(ids); };
     auto gens = generate::generate(*model, prompts, opt, o->states.empty() ? nullptr : &states);
     for (size_t i = 0; i < gens.size(); ++i) {
       const auto& g = gens[i];
@@ -91,6 +109,7 @@ Action add_generate(CLI::App& app) {
                           {"prefill_tokens_per_s", prompts[i].size() / std::max(g.prefill_seconds, 1e-9)},
                           {"decode_tokens_per_s",
                            g.tokens.size() > 1 ? (g.tokens.size() - 1) / std::max(g.decode_seconds, 1e-9) : 0.0}};
+      if (tok) j["text"] = tok->decode(g.tokens, /*skip_special_tokens=*/true);
       std::printf("%s\n", j.dump().c_str());
     }
     return 0;
