@@ -235,6 +235,16 @@ TEST(Cli, GenerateFromTextAndChat) {
   EXPECT_EQ(tokens_of(c), tokens_of(c2));
 }
 
+TEST(Cli, TokenizeWithChatTemplate) {
+  auto r = run_cli({"tokenize", "--model", tiny_dir(), "--text", "Hello", "--chat"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  auto j = json_lines(r.out).at(0);
+  EXPECT_EQ(j.at("text"), "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+  auto ids = j.at("ids").get<std::vector<int64_t>>();
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids.front(), 257);  // <|im_start|> of the init-model tokenizer
+}
+
 TEST(Cli, GenerateSeveralPrompts) {
   auto one = run_cli(gen_args({"--prompt-ids", "1,2,3", "--max-new-tokens", "4"}));
   auto other = run_cli(gen_args({"--prompt-ids", "300,7", "--max-new-tokens", "4"}));

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "s0/text/chat_template.h"
 #include "s0/text/tokenizer.h"
 #include "s0/util/error.h"
 
@@ -41,10 +42,13 @@ std::vector<int64_t> parse_id_list(const std::string& s) {
 Action add_tokenize(CLI::App& app) {
   struct Opts {
     std::string model, text, file;
-    bool no_special = false;
+    bool no_special = false, chat = false, thinking = false;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--model", o->model, "Model directory (reads DIR/tokenizer.json)")->required();
+  app.add_flag("--chat", o->chat, "Render the text as one user turn through the model's chat template first "
+                                  "(generation prompt on, thinking off unless --thinking)");
+  app.add_flag("--thinking", o->thinking, "With --chat: enable_thinking=true");
   auto* t = app.add_option("--text", o->text, "Text to tokenize");
   auto* f = app.add_option("--file", o->file, "File whose bytes are tokenized");
   t->excludes(f);
@@ -60,7 +64,9 @@ Action add_tokenize(CLI::App& app) {
       text = ss.str();
     }
     auto tok = text::Tokenizer::from_model_dir(o->model);
+    if (o->chat) text = text::ChatTemplate::from_model_dir(o->model).render({{"user", text}}, {true, o->thinking, std::nullopt});
     nlohmann::json j = {{"ids", tok.encode(text, !o->no_special)}};
+    if (o->chat) j["text"] = text;
     std::printf("%s\n", j.dump().c_str());
     return 0;
   };
