@@ -400,3 +400,18 @@ TEST_F(StateSetErrors, CorruptSafetensors) {
 }
 
 }  // namespace
+
+TEST(StateSetDtype, NonFloat32StatesAreRefused) {
+  const std::string dir = s0::testing::temp_dir("ss_bf16");
+  std::vector<uint16_t> half(2 * 16 * 16, 0);
+  s0::io::save_safetensors(dir + "/states.safetensors",
+                           {{s0::io::TensorSpec{"0", s0::io::DType::BF16, {2, 16, 16}}, half.data()}});
+  s0::io::write_file_atomic(dir + "/meta.json",
+                            R"({"arch": "gated_delta_net", "recurrent_layers": [0], "state_shape": [2, 16, 16]})");
+  try {
+    s0::adapters::load_state_set(dir);
+    FAIL() << "bf16 states accepted";
+  } catch (const s0::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("expected F32"), std::string::npos) << e.what();
+  }
+}

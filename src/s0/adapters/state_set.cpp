@@ -138,9 +138,9 @@ StateSet load_state_set(const std::string& dir) {
     if (layer < 0 || std::to_string(layer) != name)
       throw Error(st_path + ": tensor key '" + name + "' is not a layer index (expected a decimal integer)");
     const auto& t = f.get(name);
-    if (t.dtype != io::DType::F32 && t.dtype != io::DType::BF16 && t.dtype != io::DType::F16)
-      throw Error(st_path + ": tensor '" + name + "' has dtype " + io::dtype_name(t.dtype) +
-                  ", expected F32 (or BF16/F16)");
+    // The reference stores unscaled float32; a lower-precision state would be silently quantised.
+    if (t.dtype != io::DType::F32)
+      throw Error(st_path + ": tensor '" + name + "' has dtype " + io::dtype_name(t.dtype) + ", expected F32");
     if (t.shape != set.state_shape)
       throw Error(st_path + ": tensor '" + name + "' has shape " + io::shape_to_string(t.shape) +
                   ", but meta.json state_shape is " + io::shape_to_string(set.state_shape));
