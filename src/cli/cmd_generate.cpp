@@ -13,32 +13,6 @@
 
 namespace s0::cli {
 
-namespace {
-
-std::vector<int64_t> parse_ids(const std::string& s) {
-  std::vector<int64_t> ids;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    std::string tok = s.substr(pos, end - pos);
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(tok, &used);
-    } catch (...) {
-      used = 0;
-    }
-    if (used == 0 || used != tok.size())
-      throw Error("--prompt-ids: '" + tok + "' is not an integer (expected e.g. 1,2,3)");
-    ids.push_back(v);
-    pos = end + 1;
-  }
-  if (ids.empty()) throw Error("--prompt-ids: empty list");
-  return ids;
-}
-
-}  // namespace
 
 Action add_generate(CLI::App& app) {
   struct Opts {
@@ -71,7 +45,7 @@ Action add_generate(CLI::App& app) {
     if (o->prompt_ids.empty() && o->prompts.empty()) throw Error("give at least one --prompt or --prompt-ids");
     if (o->chat && o->prompts.empty()) throw Error("--chat applies to --prompt text");
     std::vector<std::vector<int64_t>> prompts;
-    for (const auto& p : o->prompt_ids) prompts.push_back(parse_ids(p));
+    for (const auto& p : o->prompt_ids) prompts.push_back(parse_id_list(p, "--prompt-ids"));
     std::optional<text::Tokenizer> tok;
     if (!o->prompts.empty() || !o->stop.empty()) tok = text::Tokenizer::from_model_dir(o->model);
     for (const auto& p : o->prompts) {

@@ -14,30 +14,6 @@
 
 namespace s0::cli {
 
-namespace {
-
-std::vector<int64_t> parse_id_list(const std::string& s) {
-  std::vector<int64_t> ids;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    std::string tok = s.substr(pos, end - pos);
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(tok, &used);
-    } catch (...) {
-      used = 0;
-    }
-    if (used == 0 || used != tok.size()) throw Error("--ids: '" + tok + "' is not an integer (expected e.g. 1,2,3)");
-    ids.push_back(v);
-    pos = end + 1;
-  }
-  return ids;
-}
-
-}  // namespace
 
 Action add_tokenize(CLI::App& app) {
   struct Opts {
@@ -82,7 +58,7 @@ Action add_detokenize(CLI::App& app) {
   app.add_option("--ids", o->ids, "Comma-separated token ids")->required();
   app.add_flag("--skip-special", o->skip_special, "Drop special tokens");
   return [o]() {
-    auto ids = parse_id_list(o->ids);
+    auto ids = parse_id_list(o->ids, "--ids");
     auto tok = text::Tokenizer::from_model_dir(o->model);
     for (auto id : ids)
       if (id < 0 || id >= tok.vocab_size())

@@ -1,13 +1,19 @@
 #pragma once
 // One function per subcommand: each registers its options on the app and returns the
 // action to run when that subcommand is chosen.
+#include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
 namespace s0::cli {
 
 using Action = std::function<int()>;
+
+// "1,2,3" -> ids; an item that is not an integer is an error naming `flag`.
+std::vector<int64_t> parse_id_list(const std::string& s, const std::string& flag);
 
 Action add_init_model(CLI::App& app);
 Action add_generate(CLI::App& app);
