@@ -70,9 +70,10 @@ Tensor Qwen35Model::gated_delta_net(const Layer& w, const Tensor& x, LayerCache&
 
   // Projections, then the causal conv + SiLU over the q|k|v channels.
   Tensor mixed = nn::causal_conv_silu(nn::linear(x, w.gdn.in_qkv), w.gdn.conv, c.conv, c.conv);
-  Tensor q = mixed.narrow(2, 0, kd).reshape({B, L, Hk, dk}).to(rdt_);
-  Tensor k = mixed.narrow(2, kd, kd).reshape({B, L, Hk, dk}).to(rdt_);
-  Tensor v = mixed.narrow(2, 2 * kd, Hv * dv).reshape({B, L, Hv, dv}).to(rdt_);
+  auto qkv = mixed.split_with_sizes({kd, kd, Hv * dv}, 2);  // one backward (cat), not three
+  Tensor q = qkv[0].reshape({B, L, Hk, dk}).to(rdt_);
+  Tensor k = qkv[1].reshape({B, L, Hk, dk}).to(rdt_);
+  Tensor v = qkv[2].reshape({B, L, Hv, dv}).to(rdt_);
   Tensor z = nn::linear(x, w.gdn.in_z).view({B, L, Hv, dv});
   Tensor beta = at::sigmoid(nn::linear(x, w.gdn.in_b)).to(rdt_);  // sigmoid in model dtype
   Tensor g = w.gdn.neg_A * at::softplus(nn::linear(x, w.gdn.in_a).to(rdt_) + w.gdn.dt_bias);
@@ -107,8 +108,9 @@ Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, LayerCache&
   const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
   // q_proj rows are per head [query (hd) | gate (hd)].
   Tensor qg = nn::linear(x, w.attn.q).view({B, L, H, 2 * hd});
-  Tensor q = nn::rms_norm_1p(qg.narrow(3, 0, hd), w.attn.q_norm, cfg_.rms_norm_eps);
-  Tensor gate = qg.narrow(3, hd, hd).reshape({B, L, H * hd});
+  auto parts = qg.split(hd, 3);  // [query | gate] per head
+  Tensor q = nn::rms_norm_1p(parts[0], w.attn.q_norm, cfg_.rms_norm_eps);
+  Tensor gate = parts[1].reshape({B, L, H * hd});
   Tensor k = nn::rms_norm_1p(nn::linear(x, w.attn.k).view({B, L, KV, hd}), w.attn.k_norm,
                              cfg_.rms_norm_eps);
   Tensor v = nn::linear(x, w.attn.v).view({B, L, KV, hd});

@@ -95,12 +95,16 @@ GdrResult gated_delta_rule_chunked(const Tensor& q, const Tensor& k, const Tenso
   Tensor Aqk = qc.matmul(kc.transpose(-1, -2)) * Gam;               // s <= r, diagonal included
   Tensor chunk_decay = glast.exp().unsqueeze(-1).unsqueeze(-1);     // [B,H,N,1,1]
 
+  // Per-chunk views via unbind: its backward stacks all chunk gradients at once, where
+  // select() would allocate and fill a full-size zero gradient per chunk.
+  auto Un = U.unbind(2), Wn = W.unbind(2), Qn = Qp.unbind(2), An = Aqk.unbind(2), Kn = Kp.unbind(2),
+       Dn = chunk_decay.unbind(2);
   std::vector<Tensor> outs;
   outs.reserve(N);
   for (int64_t n = 0; n < N; ++n) {
-    Tensor Vnew = U.select(2, n) - W.select(2, n).matmul(S);                       // [B,H,C,V]
-    outs.push_back(Qp.select(2, n).matmul(S) + Aqk.select(2, n).matmul(Vnew));     // [B,H,C,V]
-    S = S * chunk_decay.select(2, n) + Kp.select(2, n).transpose(-1, -2).matmul(Vnew);
+    Tensor Vnew = Un[n] - Wn[n].matmul(S);                         // [B,H,C,V]
+    outs.push_back(Qn[n].matmul(S) + An[n].matmul(Vnew));          // [B,H,C,V]
+    S = S * Dn[n] + Kn[n].transpose(-1, -2).matmul(Vnew);
   }
   Tensor out = at::cat(outs, 2);
   if (pad) out = out.narrow(2, 0, L);
