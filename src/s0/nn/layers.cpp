@@ -3,6 +3,8 @@
 
 #include <limits>
 
+#include <torch/csrc/autograd/custom_function.h>
+
 namespace s0::nn {
 
 namespace {
@@ -61,6 +63,37 @@ Tensor apply_rope(const Tensor& x, const Tensor& inv_freq, int64_t start) {
   return at::cat({y, x.narrow(-1, R, x.size(-1) - R)}, -1);
 }
 
+namespace {
+
+// y[:, :, t] = sum_j w[:, j] * f[:, :, t + j] for f [B, C, L + Kc - 1], w [C, Kc] (frozen).
+// A hand-written backward (input gradient only): as plain autograd, each tap's slice would
+// allocate and fill a full-size zero gradient.
+struct ConvTaps : public torch::autograd::Function<ConvTaps> {
+  static Tensor taps(const Tensor& f, const Tensor& w, int64_t L) {
+    const int64_t C = w.size(0), Kc = w.size(1);
+    Tensor y = f.narrow(2, 0, L) * w.select(1, 0).view({1, C, 1});
+    for (int64_t j = 1; j < Kc; ++j) y.add_(f.narrow(2, j, L) * w.select(1, j).view({1, C, 1}));
+    return y;
+  }
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& f, const Tensor& w) {
+    const int64_t L = f.size(2) - w.size(1) + 1;
+    ctx->save_for_backward({w});
+    ctx->saved_data["full_len"] = f.size(2);
+    return taps(f, w, L);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const Tensor w = ctx->get_saved_variables()[0];
+    const Tensor& g = grads[0];  // [B, C, L]
+    const int64_t C = w.size(0), Kc = w.size(1), L = g.size(2);
+    Tensor df = at::zeros({g.size(0), C, ctx->saved_data["full_len"].toInt()}, g.options());
+    for (int64_t j = 0; j < Kc; ++j) df.narrow(2, j, L).add_(g * w.select(1, j).view({1, C, 1}));
+    return {df, Tensor()};
+  }
+};
+
+}  // namespace
+
 Tensor causal_conv_silu(const Tensor& x, const Tensor& weight, const Tensor& history,
                         Tensor& new_history) {
   const int64_t B = x.size(0), L = x.size(1), C = x.size(2), Kc = weight.size(1);
@@ -71,8 +104,7 @@ Tensor causal_conv_silu(const Tensor& x, const Tensor& weight, const Tensor& his
   // Depthwise taps as Kc shifted multiply-adds (tap Kc-1 multiplies the current token);
   // much faster than a depthwise conv1d on CPU, and the same for one or many tokens.
   Tensor f = full.to(weight.scalar_type());
-  Tensor y = f.narrow(2, 0, L) * weight.select(1, 0).view({1, C, 1});
-  for (int64_t j = 1; j < Kc; ++j) y = y + f.narrow(2, j, L) * weight.select(1, j).view({1, C, 1});
+  Tensor y = grad_enabled() && f.requires_grad() ? ConvTaps::apply(f, weight) : ConvTaps::taps(f, weight, L);
   return nn::silu(y.to(x.scalar_type())).transpose(1, 2);  // [B, L, C]
 }
 
