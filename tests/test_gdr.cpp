@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "s0/nn/gated_delta_rule.h"
+#include "s0/nn/gdr_fast.h"
 
 using namespace s0;
 using s0::nn::gated_delta_rule_chunked;
@@ -138,6 +139,34 @@ TEST(Gdr, ZeroInitialStateEqualsNoneBitForBit) {
     auto a = run(Tensor()), b = run(zeros);
     EXPECT_TRUE(at::equal(a.out, b.out));
     EXPECT_TRUE(at::equal(a.state, b.state));
+  }
+}
+
+}  // namespace
+
+namespace {
+
+TEST(GdrFast, MatchesRecurrentWithoutAutograd) {
+  if (!s0::nn::gdr_fast_available()) GTEST_SKIP() << "oneDNN sgemm not found in this process";
+  for (int64_t L : {1, 2, 63, 64, 65, 200}) {
+    Inputs in = make_inputs(2, 3, L, 16, 8, at::kFloat, 77 + L, false);
+    auto ref = gated_delta_rule_recurrent(in.q, in.k, in.v, in.g, in.beta, in.s0);
+    for (const Tensor& s0 : {in.s0, Tensor()}) {
+      auto fast = s0::nn::gated_delta_rule_chunked_fast(in.q, in.k, in.v, in.g, in.beta, s0, 64);
+      if (!s0.defined()) ref = gated_delta_rule_recurrent(in.q, in.k, in.v, in.g, in.beta, Tensor());
+      EXPECT_LT(max_rel(fast.out, ref.out), 2e-5) << "L=" << L;
+      EXPECT_LT(max_rel(fast.state, ref.state), 2e-5) << "L=" << L;
+    }
+    // Non-contiguous inputs (the model passes transposed views) and the dispatch from
+    // gated_delta_rule_chunked when no gradient is needed.
+    NoGrad ng;
+    auto t = [](const Tensor& x) { return x.transpose(1, 2).contiguous().transpose(1, 2); };
+    auto via = gated_delta_rule_chunked(t(in.q), t(in.k), t(in.v), in.g, in.beta, in.s0);
+    auto with_state = gated_delta_rule_recurrent(in.q, in.k, in.v, in.g, in.beta, in.s0);
+    EXPECT_LT(max_rel(via.out, with_state.out), 2e-5) << "L=" << L;
+    // The caller's initial state is not modified.
+    Inputs again = make_inputs(2, 3, L, 16, 8, at::kFloat, 77 + L, false);
+    EXPECT_TRUE(at::equal(in.s0, again.s0));
   }
 }
 

@@ -1,5 +1,6 @@
 #include "s0/nn/gated_delta_rule.h"
 
+#include "s0/nn/gdr_fast.h"
 #include "s0/util/blas_threads.h"
 
 #include <limits>
@@ -57,6 +58,12 @@ GdrResult gated_delta_rule_chunked(const Tensor& q, const Tensor& k, const Tenso
                                    const Tensor& g, const Tensor& beta, const Tensor& state0,
                                    int64_t C) {
   check_shapes(q, k, v, g, beta, state0);
+  TORCH_CHECK(C > 0, "gated_delta_rule_chunked: chunk size must be positive");
+  const bool needs_grad = grad_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad() ||
+                                             g.requires_grad() || beta.requires_grad() ||
+                                             (state0.defined() && state0.requires_grad()));
+  if (!needs_grad && q.is_cpu() && q.scalar_type() == at::kFloat && gdr_fast_available())
+    return gated_delta_rule_chunked_fast(q, k, v, g, beta, state0, C);
   SingleThreadedBlas single_threaded_blas;
   TORCH_CHECK(C > 0, "gated_delta_rule_chunked: chunk size must be positive");
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), K = q.size(3), V = v.size(3);
