@@ -84,10 +84,10 @@ struct ConvTaps : public torch::autograd::Function<ConvTaps> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const Tensor w = ctx->get_saved_variables()[0];
-    const Tensor& g = grads[0];  // [B, C, L]
+    const Tensor g = grads[0].contiguous();  // [B, C, L] (arrives as a transposed view)
     const int64_t C = w.size(0), Kc = w.size(1), L = g.size(2);
     Tensor df = at::zeros({g.size(0), C, ctx->saved_data["full_len"].toInt()}, g.options());
-    for (int64_t j = 0; j < Kc; ++j) df.narrow(2, j, L).add_(g * w.select(1, j).view({1, C, 1}));
+    for (int64_t j = 0; j < Kc; ++j) df.narrow(2, j, L).addcmul_(g, w.select(1, j).view({1, C, 1}));
     return {df, Tensor()};
   }
 };
