@@ -127,12 +127,12 @@ adapters::StateSet Trainer::train(const std::string& out_dir, bool resume,
 
   for (int64_t step = start + 1; step <= cfg_.steps; ++step) {
     const double t0 = now();
-    std::vector<Tensor> leaves, grads;
+    std::vector<Tensor> leaves, grads;  // leaves: autograd handles (plain-autograd path only)
     for (auto l : order) {
-      leaves.push_back(S_.at(l).detach().requires_grad_(true));
+      if (!cfg_.recompute) leaves.push_back(S_.at(l).detach().requires_grad_(true));
       grads.push_back(at::zeros_like(S_.at(l)));
     }
-    // The states the model sees are functions of these leaves.
+    // The states the model sees: S, or alpha * S with --alpha-in-training.
     models::StateMap inj;
     const double a = cfg_.alpha.value_or(adapters::default_alpha(model_.recurrent_arch()));
     double loss_sum = 0;
