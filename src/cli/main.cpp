@@ -8,35 +8,24 @@
 int main(int argc, char** argv) {
   CLI::App app{"s0: learn, apply and serve initial recurrent states (S0 tuning) for hybrid LLMs"};
   app.require_subcommand(1);
+  struct Command {
+    const char* name;
+    const char* help;
+    s0::cli::Action (*add)(CLI::App&);
+  };
+  const Command commands[] = {
+      {"init-model", "Write a model directory with random weights", s0::cli::add_init_model},
+      {"generate", "Generate tokens from a model (optionally with a state set)", s0::cli::add_generate},
+      {"tokenize", "Text to token ids with the model's tokenizer.json", s0::cli::add_tokenize},
+      {"detokenize", "Token ids to text with the model's tokenizer.json", s0::cli::add_detokenize},
+      {"train", "Learn an S0 state set from JSONL examples (model frozen)", s0::cli::add_train},
+      {"states", "Inspect state-set directories", s0::cli::add_states},
+      {"demo", "The main job on the built-in default model", s0::cli::add_demo},
+  };
   std::map<CLI::App*, s0::cli::Action> actions;
-  auto reg = [&](CLI::App* sub, s0::cli::Action a) { actions[sub] = std::move(a); };
-  {
-    auto* sub = app.add_subcommand("init-model", "Write a model directory with random weights");
-    reg(sub, s0::cli::add_init_model(*sub));
-  }
-  {
-    auto* sub = app.add_subcommand("generate", "Generate tokens from a model (optionally with a state set)");
-    reg(sub, s0::cli::add_generate(*sub));
-  }
-  {
-    auto* sub = app.add_subcommand("tokenize", "Text to token ids with the model's tokenizer.json");
-    reg(sub, s0::cli::add_tokenize(*sub));
-  }
-  {
-    auto* sub = app.add_subcommand("detokenize", "Token ids to text with the model's tokenizer.json");
-    reg(sub, s0::cli::add_detokenize(*sub));
-  }
-  {
-    auto* sub = app.add_subcommand("train", "Learn an S0 state set from JSONL examples (model frozen)");
-    reg(sub, s0::cli::add_train(*sub));
-  }
-  {
-    auto* sub = app.add_subcommand("states", "Inspect state-set directories");
-    reg(sub, s0::cli::add_states(*sub));
-  }
-  {
-    auto* sub = app.add_subcommand("demo", "The main job on the built-in default model");
-    reg(sub, s0::cli::add_demo(*sub));
+  for (const auto& c : commands) {
+    CLI::App* sub = app.add_subcommand(c.name, c.help);
+    actions[sub] = c.add(*sub);
   }
   try {
     app.parse(argc, argv);

@@ -11,10 +11,6 @@ namespace s0::io {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Same format as shape_to_string ("[2,3]"); that spelling also avoids a GCC 12 -Wrestrict
-// false positive on `(i ? "," : "") + std::to_string(...)`.
-std::string shape_str(const std::vector<int64_t>& shape) { return shape_to_string(shape); }
-
 namespace {
 
 json read_json(const std::string& path) {
@@ -103,8 +99,8 @@ const TensorInfo& ModelDir::get(const std::string& canonical,
                                 const std::vector<int64_t>& shape) const {
   const TensorInfo& t = get(canonical);
   if (t.shape != shape)
-    throw Error(file_of(canonical) + ": tensor '" + t.name + "' has shape " + shape_str(t.shape) +
-                ", expected " + shape_str(shape));
+    throw Error(file_of(canonical) + ": tensor '" + t.name + "' has shape " + shape_to_string(t.shape) +
+                ", expected " + shape_to_string(shape));
   return t;
 }
 

@@ -44,6 +44,5 @@ class ModelDir {
   std::map<std::string, Entry> index_;
 };
 
-std::string shape_str(const std::vector<int64_t>& shape);
 
 }  // namespace s0::io

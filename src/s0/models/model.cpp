@@ -26,7 +26,7 @@ Cache CausalLM::new_cache(int64_t batch, const StateMap* states) const {
                   ", which is not a recurrent layer of this " + model_type() + " model");
     if (s.sizes().vec() != shape)
       throw Error("initial state for layer " + std::to_string(layer) + " has shape " +
-                  io::shape_str(s.sizes().vec()) + ", expected " + io::shape_str(shape));
+                  io::shape_to_string(s.sizes().vec()) + ", expected " + io::shape_to_string(shape));
     std::vector<int64_t> full{batch};
     full.insert(full.end(), shape.begin(), shape.end());
     // A private, contiguous float32 copy per cache (decode updates it in place), still

@@ -65,7 +65,6 @@ GdrResult gated_delta_rule_chunked(const Tensor& q, const Tensor& k, const Tenso
   if (!needs_grad && q.is_cpu() && q.scalar_type() == at::kFloat && gdr_fast_available())
     return gated_delta_rule_chunked_fast(q, k, v, g, beta, state0, C);
   SingleThreadedBlas single_threaded_blas;
-  TORCH_CHECK(C > 0, "gated_delta_rule_chunked: chunk size must be positive");
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), K = q.size(3), V = v.size(3);
   Tensor S = state0.defined() ? state0 : zeros_state(k, v);
   if (L == 0) return {at::zeros({B, H, 0, V}, v.options()), S};

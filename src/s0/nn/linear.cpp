@@ -130,15 +130,16 @@ __attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, const fl
 Tensor gemv(const Tensor& x, const Tensor& w) {
   TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && x.numel() == w.size(1), "gemv: shapes");
   const int64_t N = w.size(0), K = w.size(1);
-  Tensor xf = x.reshape({K}).to(at::kFloat).contiguous();
   Tensor y = at::empty({N}, at::kFloat);
   const bool bf16 = w.scalar_type() == at::kBFloat16;
-  const float* xp = xf.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
   const bool avx = has_avx512();
   const bool dp = bf16 && has_avx512bf16();
-  Tensor xb = dp ? x.reshape({K}).contiguous() : Tensor();
-  const uint16_t* xbp = dp ? reinterpret_cast<const uint16_t*>(xb.data_ptr<at::BFloat16>()) : nullptr;
+  // The bf16 dot-product kernel reads x as it is; the others want it in fp32 (one
+  // conversion of K values per call, none on the common bf16 path).
+  Tensor xv = dp ? x.reshape({K}).contiguous() : x.reshape({K}).to(at::kFloat).contiguous();
+  const float* xp = dp ? nullptr : xv.data_ptr<float>();
+  const uint16_t* xbp = dp ? reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()) : nullptr;
+  float* yp = y.data_ptr<float>();
   // Rows split across threads in blocks of whole cache lines of output.
   at::parallel_for(0, N, 64, [&](int64_t r0, int64_t r1) {
     if (bf16) {
