@@ -17,11 +17,11 @@
 #include "s0/models/model.h"
 #include "s0/nn/linear.h"
 #include "s0/util/error.h"
+#include "bench_util.h"
 
 using namespace s0;
-using Clock = std::chrono::steady_clock;
-
-static double secs(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
+using bench::Clock;
+using bench::secs;
 
 static double rss_gb() {
   std::ifstream f("/proc/self/status");
@@ -60,13 +60,7 @@ int main(int argc, char** argv) {
     if (model_dir.empty()) {
       if (preset.empty()) preset = "tiny";
       model_dir = cache_dir + "/qwen35-" + preset + "-" + dtype;
-      if (!std::filesystem::exists(model_dir + "/config.json")) {
-        auto t0 = Clock::now();
-        models::InitOptions opt;
-        opt.dtype = dtype;
-        models::write_random_qwen35(model_dir, models::Qwen35Config::preset(preset), opt);
-        out["init_model_seconds"] = secs(t0);
-      }
+      if (double s = bench::ensure_preset_dir(model_dir, preset, dtype); s > 0) out["init_model_seconds"] = s;
     }
     const auto st = models::parse_dtype(dtype);
     auto t0 = Clock::now();
@@ -81,20 +75,10 @@ int main(int argc, char** argv) {
 
     // GEMM throughput in the same run: [prompt_len, 1024] x [4096, 1024]^T in the model
     // dtype, through the model's own linear (nn::linear) and through at::linear.
-    {
-      const int64_t M = prompt_len, K = 1024, N = 4096;
-      Tensor x = at::randn({M, K}).to(st), w = at::randn({N, K}).to(st);
-      auto gflops = [&](auto&& f) {
-        f();
-        int iters = 0;
-        auto t = Clock::now();
-        while (secs(t) < 1.0 || iters < 3) f(), ++iters;
-        return 2.0 * M * K * N * iters / secs(t) / 1e9;
-      };
-      out["gemm_gflops"] = gflops([&] { nn::linear(x, w); });
-      out["gemm_gflops_at_linear"] = gflops([&] { at::linear(x, w); });
-      out["gemm_shape"] = {M, K, N};
-    }
+    out["gemm_gflops"] = bench::gemm_gflops(prompt_len, 1024, 4096, st, [](auto& x, auto& w) { return nn::linear(x, w); });
+    out["gemm_gflops_at_linear"] =
+        bench::gemm_gflops(prompt_len, 1024, 4096, st, [](auto& x, auto& w) { return at::linear(x, w); });
+    out["gemm_shape"] = {prompt_len, 1024, 4096};
 
     auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
     Tensor prompt = at::randint(0, std::min<int64_t>(model->vocab_size(), 240000), {1, prompt_len}, gen, at::kLong);

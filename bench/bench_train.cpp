@@ -17,11 +17,9 @@
 #include "s0/nn/linear.h"
 #include "s0/train/trainer.h"
 #include "s0/util/error.h"
+#include "bench_util.h"
 
 using namespace s0;
-using Clock = std::chrono::steady_clock;
-
-static double secs(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
 
 static double peak_rss_gb() {
   rusage u{};
@@ -58,11 +56,7 @@ int main(int argc, char** argv) {
     models::configure_runtime(threads);
     if (model_dir.empty()) {
       model_dir = cache_dir + "/qwen35-" + preset + "-" + dtype;
-      if (!std::filesystem::exists(model_dir + "/config.json")) {
-        models::InitOptions opt;
-        opt.dtype = dtype;
-        models::write_random_qwen35(model_dir, models::Qwen35Config::preset(preset), opt);
-      }
+      bench::ensure_preset_dir(model_dir, preset, dtype);
     }
     auto model = models::load_model(model_dir, models::parse_dtype(dtype));
     auto* q = dynamic_cast<models::Qwen35Model*>(model.get());
@@ -76,16 +70,8 @@ int main(int argc, char** argv) {
 
     // GEMM throughput in the same run (the model's linear, model dtype).
     const auto st = models::parse_dtype(dtype);
-    double gemm = 0;
-    {
-      NoGrad ng;
-      Tensor x = at::randn({tokens, c.hidden_size}).to(st), w = at::randn({c.intermediate_size, c.hidden_size}).to(st);
-      nn::linear(x, w);
-      int it = 0;
-      auto t = Clock::now();
-      while (secs(t) < 1.0 || it < 3) nn::linear(x, w), ++it;
-      gemm = 2.0 * tokens * c.hidden_size * c.intermediate_size * it / secs(t) / 1e9;
-    }
+    const double gemm = bench::gemm_gflops(tokens, c.hidden_size, c.intermediate_size, st,
+                                           [](auto& x, auto& w) { return nn::linear(x, w); });
     // FLOPs: GEMMs of every layer over all tokens (forward), the LM head over the completion
     // rows, attention scores/context, the chunked recurrence; backward of input gradients
     // only = the same again (no weight gradients).
