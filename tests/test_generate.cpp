@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "s0/generate/generate.h"
 #include "s0/generate/sampler.h"
@@ -108,6 +109,39 @@ TEST(Generate, SamplingIsSeededAndDeterministic) {
   EXPECT_EQ(a[0].tokens, b[0].tokens);
   EXPECT_EQ(a[1].tokens, b[1].tokens);
   EXPECT_NE(a[0].tokens, a[1].tokens);  // prompt i samples with seed + i
+}
+
+// Batched sampling of one prompt equals sampling it n times alone (row i with seed + i),
+// including rows that stop early (eos) and are dropped from the batch, with and without S0.
+TEST(Generate, SampleNEqualsOneAtATime) {
+  auto& m = *tiny();
+  generate::GenerateOptions opt;
+  opt.max_new_tokens = 12;
+  opt.sampling = {1.0, 0, 0.95, 77};
+  // Three frequent-ish tokens end a row, so rows finish at different steps.
+  std::vector<int64_t> prompt = {5, 9, 33, 2};
+  at::manual_seed(3);
+  for (int with_states = 0; with_states < 2; ++with_states) {
+    models::StateMap states;
+    auto shape = m.state_shape();
+    for (int64_t l : m.recurrent_layers()) states[l] = at::randn(shape, at::kFloat) * 0.5;
+    const models::StateMap* sp = with_states ? &states : nullptr;
+    auto base = generate::generate(m, {prompt}, opt, sp);  // pick eos ids from a real sample
+    opt.eos_ids = {base[0].tokens[3], base[0].tokens[5], base[0].tokens[8]};
+    auto batch = generate::sample_n(m, prompt, 6, opt, sp);
+    ASSERT_EQ(batch.size(), 6u);
+    std::set<size_t> lengths;
+    for (int64_t i = 0; i < 6; ++i) {
+      auto o = opt;
+      o.sampling.seed += static_cast<uint64_t>(i);
+      auto single = generate::generate(m, {prompt}, o, sp);
+      EXPECT_EQ(batch[i].tokens, single[0].tokens) << "row " << i << " states " << with_states;
+      EXPECT_EQ(batch[i].finish_reason, single[0].finish_reason);
+      lengths.insert(batch[i].tokens.size());
+    }
+    EXPECT_GT(lengths.size(), 1u) << "rows should finish at different steps";
+    opt.eos_ids.clear();
+  }
 }
 
 std::vector<double> frequencies(const SamplingParams& p, const std::vector<float>& logits, int n) {

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
       {"detokenize", "Token ids to text with the model's tokenizer.json", s0::cli::add_detokenize},
       {"train", "Learn an S0 state set from JSONL examples (model frozen)", s0::cli::add_train},
       {"states", "Inspect state-set directories", s0::cli::add_states},
+      {"collect", "Sample, verify and keep solutions as training data (METHOD.md section 4)", s0::cli::add_collect},
+      {"eval", "Greedy pass@1 / pass@k on held-out problems, base vs state sets", s0::cli::add_eval},
       {"demo", "The main job on the built-in default model", s0::cli::add_demo},
   };
   std::map<CLI::App*, s0::cli::Action> actions;

@@ -65,4 +65,83 @@ std::vector<Generation> generate(models::CausalLM& model,
   return out;
 }
 
+namespace {
+
+// Keeps rows `idx` of every per-sequence tensor of the cache (all are batch-first).
+void select_rows(models::Cache& cache, const Tensor& idx) {
+  for (auto& lc : cache.layers)
+    for (Tensor* t : {&lc.conv, &lc.state, &lc.k, &lc.v})
+      if (t->defined()) *t = t->index_select(0, idx);
+  cache.batch = idx.size(0);
+}
+
+}  // namespace
+
+std::vector<Generation> sample_n(models::CausalLM& model, const std::vector<int64_t>& prompt, int64_t n,
+                                 const GenerateOptions& opt, const models::StateMap* states) {
+  if (n < 1) throw Error("the number of samples must be >= 1");
+  if (opt.max_new_tokens < 0) throw Error("max_new_tokens must be >= 0");
+  if (prompt.empty()) throw Error("prompt is empty");
+  if (!opt.stop_strings.empty() && !opt.decode)
+    throw Error("stop strings need a tokenizer to decode the generated text");
+  const std::vector<int64_t> eos = opt.eos_ids.empty() ? model.eos_token_ids() : opt.eos_ids;
+  NoGrad no_grad;
+  std::vector<Generation> out(static_cast<size_t>(n));
+  std::vector<Sampler> samplers;
+  for (int64_t i = 0; i < n; ++i) {
+    SamplingParams sp = opt.sampling;
+    sp.seed += static_cast<uint64_t>(i);
+    samplers.emplace_back(sp);
+    out[static_cast<size_t>(i)].finish_reason = "length";
+  }
+  double t0 = now();
+  models::Cache cache = model.new_cache(1, states);
+  Tensor ids = at::tensor(prompt, at::kLong).view({1, -1});
+  Tensor logits = model.forward(ids, cache, /*last_only=*/true).to(at::kFloat).reshape({1, -1});
+  select_rows(cache, at::zeros({n}, at::kLong));  // n copies of the prompt's cache
+  logits = logits.expand({n, logits.size(1)}).contiguous();
+  const double prefill = now() - t0;
+  t0 = now();
+  std::vector<int64_t> active(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) active[static_cast<size_t>(i)] = i;
+  const int64_t V = logits.size(1);
+  for (int64_t t = 0; t < opt.max_new_tokens && !active.empty(); ++t) {
+    std::vector<int64_t> next, keep_rows, keep;
+    const float* lp = logits.data_ptr<float>();
+    for (size_t r = 0; r < active.size(); ++r) {
+      const int64_t i = active[r];
+      Generation& g = out[static_cast<size_t>(i)];
+      int64_t tok = samplers[static_cast<size_t>(i)].sample(lp + static_cast<int64_t>(r) * V, V);
+      g.tokens.push_back(tok);
+      if (opt.on_token) opt.on_token(static_cast<size_t>(i), tok);
+      bool done = false;
+      if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
+        g.finish_reason = "eos";
+        done = true;
+      } else if (!opt.stop_strings.empty()) {
+        std::string text = opt.decode(g.tokens);
+        for (const auto& s : opt.stop_strings)
+          if (!s.empty() && text.find(s) != std::string::npos) {
+            g.finish_reason = "stop";
+            done = true;
+            break;
+          }
+      }
+      if (!done) {
+        keep_rows.push_back(static_cast<int64_t>(r));
+        keep.push_back(i);
+        next.push_back(tok);
+      }
+    }
+    if (keep.empty() || t + 1 == opt.max_new_tokens) break;
+    if (keep.size() != active.size()) select_rows(cache, at::tensor(keep_rows, at::kLong));
+    active = std::move(keep);
+    Tensor step = at::tensor(next, at::kLong).view({-1, 1});
+    logits = model.forward(step, cache, true).to(at::kFloat).reshape({static_cast<int64_t>(active.size()), -1}).contiguous();
+  }
+  const double decode = now() - t0;
+  for (auto& g : out) g.prefill_seconds = prefill, g.decode_seconds = decode;
+  return out;
+}
+
 }  // namespace s0::generate

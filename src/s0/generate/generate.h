@@ -32,4 +32,11 @@ std::vector<Generation> generate(models::CausalLM& model,
                                  const GenerateOptions& opt,
                                  const models::StateMap* states = nullptr);
 
+// n samples of one prompt, decoded together: the prompt is prefilled once, its cache is
+// copied to n rows, and each step runs the still-active rows as one batch (finished rows are
+// dropped from the batch). Row i samples with seed + i; `on_token` gets the row index.
+// Rows can differ from generate() with the same seed only by batched-GEMM rounding.
+std::vector<Generation> sample_n(models::CausalLM& model, const std::vector<int64_t>& prompt, int64_t n,
+                                 const GenerateOptions& opt, const models::StateMap* states = nullptr);
+
 }  // namespace s0::generate

@@ -193,3 +193,47 @@ std::string read_file(const std::string& path) {
 }
 
 }  // namespace s0::io
+
+namespace s0::io {
+
+void append_durable(const std::string& path, std::string_view text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot open " + path + " for appending: " + std::strerror(errno));
+  const char* p = text.data();
+  size_t n = text.size();
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      throw Error("write to " + path + " failed: " + std::strerror(e));
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw Error("fsync of " + path + " failed: " + std::strerror(e));
+  }
+  ::close(fd);
+}
+
+std::vector<std::string> read_complete_lines(const std::string& path) {
+  std::vector<std::string> lines;
+  if (::access(path.c_str(), F_OK) != 0) return lines;
+  std::string text = read_file(path);
+  size_t start = 0, nl;
+  while ((nl = text.find('\n', start)) != std::string::npos) {
+    if (nl > start) lines.emplace_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  if (start < text.size()) {  // torn last line: cut it so later appends start clean
+    if (::truncate(path.c_str(), static_cast<off_t>(start)) != 0)
+      throw Error("cannot truncate the torn last line of " + path + ": " + std::strerror(errno));
+  }
+  return lines;
+}
+
+}  // namespace s0::io

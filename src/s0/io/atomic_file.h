@@ -54,3 +54,12 @@ class AtomicFileWriter {
 };
 
 }  // namespace s0::io
+
+namespace s0::io {
+// Appends `text` to `path` (created if missing) and fsyncs it: a line appended this way
+// survives a crash of the caller. For resumable JSONL logs.
+void append_durable(const std::string& path, std::string_view text);
+// The complete lines of a log written with append_durable; a torn last line (a crash during
+// the append) is dropped and cut from the file. Missing file: empty.
+std::vector<std::string> read_complete_lines(const std::string& path);
+}  // namespace s0::io

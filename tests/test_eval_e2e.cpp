@@ -1,0 +1,160 @@
+// The protocol end to end on a tiny random model through the CLI: collect -> train -> eval,
+// every artefact written and well-formed, and resumption after a kill giving the same files
+// as an uninterrupted run.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_util.h"
+#include "s0/io/atomic_file.h"
+
+namespace {
+
+using nlohmann::json;
+using s0::testing::run_cli;
+namespace fs = std::filesystem;
+
+std::string describe(const s0::testing::CliResult& r) {
+  return "exit " + std::to_string(r.exit_code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err;
+}
+
+// Problems a random model can pass: its completion lands inside a string literal, so any text
+// without '"""' (or a NUL byte) gives a valid program whose check passes.
+std::string write_tasks(const std::string& dir, int n) {
+  std::string path = dir + "/tasks.jsonl";
+  std::ofstream f(path);
+  for (int i = 0; i < n; ++i) {
+    json j = {{"task_id", "Str/" + std::to_string(i)},
+              {"prompt", "def f():\n    return " + std::to_string(i) + "\n\nNOTE = \"\"\"\n"},
+              {"canonical_solution", "note"},
+              {"test", "\"\"\"\n\ndef check(candidate):\n    assert candidate() == " + std::to_string(i) + "\n"},
+              {"entry_point", "f"}};
+    f << j.dump() << "\n";
+  }
+  return path;
+}
+
+std::vector<json> jsonl(const std::string& path) {
+  std::vector<json> out;
+  for (auto& l : s0::io::read_complete_lines(path)) out.push_back(json::parse(l));
+  return out;
+}
+
+std::vector<std::string> collect_args(const std::string& model, const std::string& tasks, const std::string& out) {
+  return {"collect", "--model", model, "--tasks", tasks, "--out", out, "--samples", "4", "--max-new-tokens", "6",
+          "--dtype", "f32", "--threads", "1", "--timeout", "5", "--unsafe-exec", "--seed", "5"};
+}
+
+TEST(EvalE2E, CollectTrainEvalAndResume) {
+  const std::string dir = s0::testing::temp_dir("eval_e2e");
+  const std::string model = s0::testing::tiny_qwen35("f32", 4);
+  const std::string tasks = write_tasks(dir, 5);
+
+  // collect
+  auto r = run_cli(collect_args(model, tasks, dir + "/train.jsonl"));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  json sum = json::parse(r.out);
+  EXPECT_EQ(sum["problems"], 5);
+  EXPECT_EQ(sum["samples"], 20);
+  auto train = jsonl(dir + "/train.jsonl");
+  ASSERT_GE(train.size(), 2u) << "a random model should pass some string-literal problems";
+  EXPECT_EQ(static_cast<int64_t>(train.size()), sum["kept"].get<int64_t>());
+  EXPECT_LE(train.size(), 5u);  // at most one kept per problem
+  for (auto& t : train) {
+    EXPECT_TRUE(t["prompt"].is_string() && t["completion"].is_string());
+    EXPECT_NE(t["prompt"].get<std::string>().find("<|im_start|>user"), std::string::npos);  // chat template
+    EXPECT_TRUE(t.contains("task_id") && t.contains("sample") && t.contains("seed"));
+  }
+  EXPECT_EQ(jsonl(dir + "/train.jsonl.progress.jsonl").size(), 5u);
+
+  // train on what was collected
+  r = run_cli({"train", "--model", model, "--data", dir + "/train.jsonl", "--out", dir + "/states", "--steps", "2",
+               "--dtype", "f32", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  ASSERT_TRUE(fs::exists(dir + "/states/states.safetensors"));
+
+  // eval: base + an alpha sweep, greedy and sampled pass@k
+  std::vector<std::string> eval_args = {"eval", "--model", model, "--tasks", tasks, "--states", dir + "/states",
+                                        "--alpha", "0.07,0.5", "--samples", "2", "--k", "1,2", "--out", dir + "/eval",
+                                        "--max-new-tokens", "6", "--dtype", "f32", "--threads", "1", "--unsafe-exec"};
+  r = run_cli(eval_args);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  json s = json::parse(s0::io::read_file(dir + "/eval/summary.json"));
+  ASSERT_EQ(s["conditions"].size(), 3u);
+  EXPECT_EQ(s["conditions"][0]["name"], "base");
+  EXPECT_EQ(s["conditions"][1]["name"], "s0@0.07");
+  EXPECT_EQ(s["conditions"][2]["alpha"], 0.5);
+  for (auto& c : s["conditions"]) {
+    EXPECT_EQ(c["problems"], 5);
+    double p1 = c["pass@1"];
+    EXPECT_GE(p1, 0.0);
+    EXPECT_LE(p1, 1.0);
+    EXPECT_TRUE(c["sampled"].contains("pass@2"));
+  }
+  EXPECT_TRUE(s["conditions"][1].contains("delta_pp"));
+  auto results = jsonl(dir + "/eval/results.jsonl");
+  EXPECT_EQ(results.size(), 15u);
+  std::string report = s0::io::read_file(dir + "/eval/report.md");
+  EXPECT_NE(report.find("| s0@0.5 |"), std::string::npos) << report;
+  // Re-running is a resume: nothing is evaluated twice, the summary is the same.
+  r = run_cli(eval_args);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(jsonl(dir + "/eval/results.jsonl").size(), 15u);
+  json s2 = json::parse(s0::io::read_file(dir + "/eval/summary.json"));
+  EXPECT_EQ(s2["conditions"], s["conditions"]);
+
+  // Killed mid-run, then resumed: the same training file as the uninterrupted run.
+  const std::string out2 = dir + "/train2.jsonl";
+  int errpipe[2];
+  ASSERT_EQ(pipe(errpipe), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(errpipe[1], 2);
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    auto args = collect_args(model, tasks, out2);
+    std::vector<char*> argv;
+    std::string bin = S0_CLI_PATH;
+    argv.push_back(bin.data());
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(bin.c_str(), argv.data());
+    _exit(127);
+  }
+  close(errpipe[1]);
+  std::string err;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(errpipe[0], buf, sizeof buf)) > 0) {
+    err.append(buf, static_cast<size_t>(n));
+    if (err.find("\"progress\":\"collect\"") != std::string::npos) break;  // one problem done
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(errpipe[0]);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "collect finished before it could be killed:\n" << err;
+  size_t partial = jsonl(out2 + ".progress.jsonl").size();
+  EXPECT_GE(partial, 1u);
+  EXPECT_LT(partial, 5u);
+  // A torn last line (crash during an append) is also tolerated.
+  { std::ofstream(out2, std::ios::app) << "{\"prompt\": \"torn"; }
+  r = run_cli(collect_args(model, tasks, out2));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(s0::io::read_file(out2), s0::io::read_file(dir + "/train.jsonl"));
+  // Other settings on the same output are refused, not mixed in.
+  auto bad = collect_args(model, tasks, out2);
+  bad[8] = "8";  // --samples
+  r = run_cli(bad);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("other settings"), std::string::npos) << r.err;
+}
+
+}  // namespace
