@@ -157,4 +157,64 @@ TEST(EvalE2E, CollectTrainEvalAndResume) {
   EXPECT_NE(r.err.find("other settings"), std::string::npos) << r.err;
 }
 
+TEST(EvalE2E, ExperimentOverSeedsWritesReportAndResumes) {
+  const std::string dir = s0::testing::temp_dir("eval_exp");
+  const std::string model = s0::testing::tiny_qwen35("f32", 4);
+  write_tasks(dir, 5);
+  json cfg = {{"model", model},
+              {"tasks", "tasks.jsonl"},  // relative to the config file
+              {"train_problems", "0-2"},
+              {"eval_problems", "3-4"},
+              {"seeds", {0, 1}},
+              {"dtype", "f32"},
+              {"threads", 1},
+              {"unsafe_exec", true},
+              {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
+              {"training", {{"steps", 2}}},
+              {"eval", {{"alphas", {0.07, 0.6}}, {"max_new_tokens", 5}}}};
+  std::ofstream(dir + "/exp.json") << cfg.dump();
+  auto r = run_cli({"experiment", "--config", dir + "/exp.json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const std::string out = dir + "/exp";
+  for (const char* f : {"summary.json", "report.md", "deltas.svg", "alpha_sweep.svg", "experiment.json",
+                        "base/results.jsonl", "seed_0/train.jsonl", "seed_0/states/states.safetensors",
+                        "seed_1/eval/summary.json"})
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  json s = json::parse(s0::io::read_file(out + "/summary.json"));
+  ASSERT_EQ(s["methods"].size(), 2u);
+  for (auto& m : s["methods"]) {
+    EXPECT_EQ(m["seeds"], 2);
+    EXPECT_EQ(m["pass@1_per_seed"].size(), 2u);
+    EXPECT_TRUE(m.contains("welch_vs_base"));
+    double p = m["welch_vs_base"]["p"];
+    EXPECT_TRUE(p >= 0 && p <= 1);
+  }
+  EXPECT_EQ(s["paired_tests"].size(), 1u);
+  EXPECT_EQ(s["base"]["problems"], 2);
+  for (const char* svg : {"deltas.svg", "alpha_sweep.svg"}) {
+    std::string t = s0::io::read_file(out + "/" + svg);
+    EXPECT_EQ(t.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u) << svg;
+    EXPECT_NE(t.find("</svg>"), std::string::npos);
+  }
+  std::string md = s0::io::read_file(out + "/report.md");
+  EXPECT_NE(md.find("| s0@0.6 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("![alpha sweep](alpha_sweep.svg)"), std::string::npos);
+  // Rerun = resume: every stage is found done; same numbers.
+  r = run_cli({"experiment", "--config", dir + "/exp.json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(json::parse(s0::io::read_file(out + "/summary.json"))["methods"], s["methods"]);
+  EXPECT_EQ(r.err.find("step 1/2"), std::string::npos) << "training ran again:\n" << r.err;
+  // A changed config on the same output folder is refused.
+  cfg["seeds"] = {0, 1, 2};
+  std::ofstream(dir + "/exp.json") << cfg.dump();
+  r = run_cli({"experiment", "--config", dir + "/exp.json"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("another experiment"), std::string::npos) << r.err;
+  // Unknown keys are errors naming the key.
+  std::ofstream(dir + "/bad.json") << R"({"model": "m", "tasks": "t", "eval": {"alpha": [1]}})";
+  r = run_cli({"experiment", "--config", dir + "/bad.json"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("unknown key \"alpha\""), std::string::npos) << r.err;
+}
+
 }  // namespace

@@ -1,5 +1,6 @@
 // `s0 collect` and `s0 eval`: the paper's data and evaluation protocol (METHOD.md section 4).
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -8,6 +9,7 @@
 
 #include "commands.h"
 #include "s0/adapters/state_set.h"
+#include "s0/eval/experiment.h"
 #include "s0/eval/protocol.h"
 #include "s0/models/model.h"
 #include "s0/util/error.h"
@@ -190,6 +192,24 @@ Action add_eval(CLI::App& app) {
                   {"states", o->states}, {"chat", !o->no_chat}, {"dtype", o->dtype}, {"sandbox", L.sandbox.isolated() ? "bubblewrap" : "none"}};
     auto summary = eval::evaluate(*L.model, *L.tok, L.style(), tasks, conds, L.sandbox, o->eo, o->out);
     std::printf("%s\n", summary.dump().c_str());
+    return 0;
+  };
+}
+
+Action add_experiment(CLI::App& app) {
+  struct Opts {
+    std::string config, out;
+  };
+  auto o = std::make_shared<Opts>();
+  app.add_option("--config", o->config, "Experiment config JSON (see README: Experiments)")->required();
+  app.add_option("--out", o->out, "Output folder (default: the config's \"out\", else next to the config)");
+  return [o]() {
+    auto cfg = eval::load_experiment_config(o->config);
+    if (!o->out.empty()) cfg["out"] = std::filesystem::absolute(o->out).lexically_normal().string();
+    auto summary = eval::run_experiment(cfg);
+    nlohmann::json brief = {{"base", summary["base"]}, {"methods", summary["methods"]},
+                            {"report", (std::filesystem::path(cfg["out"].get<std::string>()) / "report.md").string()}};
+    std::printf("%s\n", brief.dump().c_str());
     return 0;
   };
 }

@@ -147,10 +147,12 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
     for (size_t i = 0; i < gens.size(); ++i) {
       if (!verdicts[i].passed) continue;
       ++passed;
-      if (kept >= opt.keep) continue;
+      const std::string completion = tok.decode(gens[i].tokens, false);  // keeps the end-of-turn token
+      // Nothing to learn from an empty completion (the prompt alone passed).
+      if (kept >= opt.keep || completion.empty()) continue;
       ++kept;
       json rec = {{"prompt", prompt_text},
-                  {"completion", tok.decode(gens[i].tokens, false)},  // keeps the end-of-turn token
+                  {"completion", completion},
                   {"task_id", t.id},
                   {"index", t.index},
                   {"sample", static_cast<int64_t>(i)},
