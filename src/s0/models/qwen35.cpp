@@ -134,6 +134,41 @@ Tensor Qwen35Model::layer(int64_t l, const Tensor& h, LayerCache& c, int64_t pas
   return x + nn::swiglu(nn::rms_norm_1p(x, w.post_norm, cfg_.rms_norm_eps), w.gate, w.up, w.down);
 }
 
+std::vector<std::pair<std::string, Tensor*>> Qwen35Model::mutable_weights() {
+  std::vector<std::pair<std::string, Tensor*>> out = {{"embed_tokens.weight", &embed_}, {"norm.weight", &norm_}};
+  if (!cfg_.tie_word_embeddings) out.push_back({"lm_head.weight", &lm_head_});
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    Layer& L = layers_[l];
+    const std::string p = "layers." + std::to_string(l) + ".";
+    out.push_back({p + "input_layernorm.weight", &L.in_norm});
+    out.push_back({p + "post_attention_layernorm.weight", &L.post_norm});
+    out.push_back({p + "mlp.gate_proj.weight", &L.gate});
+    out.push_back({p + "mlp.up_proj.weight", &L.up});
+    out.push_back({p + "mlp.down_proj.weight", &L.down});
+    if (L.linear) {
+      const std::string a = p + "linear_attn.";
+      out.push_back({a + "in_proj_qkv.weight", &L.gdn.in_qkv});
+      out.push_back({a + "in_proj_z.weight", &L.gdn.in_z});
+      out.push_back({a + "in_proj_b.weight", &L.gdn.in_b});
+      out.push_back({a + "in_proj_a.weight", &L.gdn.in_a});
+      out.push_back({a + "conv1d.weight", &L.gdn.conv});
+      out.push_back({a + "A_log", &L.gdn.neg_A});
+      out.push_back({a + "dt_bias", &L.gdn.dt_bias});
+      out.push_back({a + "norm.weight", &L.gdn.norm});
+      out.push_back({a + "out_proj.weight", &L.gdn.out});
+    } else {
+      const std::string a = p + "self_attn.";
+      out.push_back({a + "q_proj.weight", &L.attn.q});
+      out.push_back({a + "k_proj.weight", &L.attn.k});
+      out.push_back({a + "v_proj.weight", &L.attn.v});
+      out.push_back({a + "o_proj.weight", &L.attn.o});
+      out.push_back({a + "q_norm.weight", &L.attn.q_norm});
+      out.push_back({a + "k_norm.weight", &L.attn.k_norm});
+    }
+  }
+  return out;
+}
+
 Tensor Qwen35Model::final_norm(const Tensor& h) const { return nn::rms_norm_1p(h, norm_, cfg_.rms_norm_eps); }
 
 Tensor Qwen35Model::logits(const Tensor& hidden) const {

@@ -31,6 +31,13 @@ class Qwen35Model : public CausalLM {
   Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const override;
   Tensor final_norm(const Tensor& h) const override;
 
+  // For the project's own pretraining tool (tools/pretrain_builtin.cpp), not for S0 training
+  // (weights stay frozen there): every weight tensor as held here, by its canonical name
+  // (qwen35_tensor_shapes). Held forms differ from the file for two: "...conv1d.weight" is
+  // [C, Kc] and "...A_log" holds neg_A = -exp(A_log). lm_head aliases the embedding when tied
+  // and is then not listed.
+  std::vector<std::pair<std::string, Tensor*>> mutable_weights();
+
  private:
   struct GdnWeights {
     Tensor in_qkv, in_z, in_b, in_a, conv /*[C, Kc] f32*/, neg_A /*f32*/, dt_bias /*f32*/, norm, out;

@@ -104,7 +104,10 @@ Tensor causal_conv_silu(const Tensor& x, const Tensor& weight, const Tensor& his
   // Depthwise taps as Kc shifted multiply-adds (tap Kc-1 multiplies the current token);
   // much faster than a depthwise conv1d on CPU, and the same for one or many tokens.
   Tensor f = full.to(weight.scalar_type());
-  Tensor y = grad_enabled() && f.requires_grad() ? ConvTaps::apply(f, weight) : ConvTaps::taps(f, weight, L);
+  // ConvTaps gives input gradients only (S0 training); a trainable weight (the pretraining
+  // tool) takes plain autograd through the taps.
+  Tensor y = grad_enabled() && f.requires_grad() && !weight.requires_grad() ? ConvTaps::apply(f, weight)
+                                                                              : ConvTaps::taps(f, weight, L);
   return nn::silu(y.to(x.scalar_type())).transpose(1, 2);  // [B, L, C]
 }
 
