@@ -72,6 +72,16 @@ TEST(EvalE2E, CollectTrainEvalAndResume) {
     EXPECT_TRUE(t.contains("task_id") && t.contains("sample") && t.contains("seed"));
   }
   EXPECT_EQ(jsonl(dir + "/train.jsonl.progress.jsonl").size(), 5u);
+  // Verifying every sample keeps the same solutions (the first passing ones) and counts all.
+  auto all_args = collect_args(model, tasks, dir + "/train_all.jsonl");
+  all_args.push_back("--check-all");
+  auto ra = run_cli(all_args);
+  ASSERT_EQ(ra.exit_code, 0) << describe(ra);
+  EXPECT_EQ(s0::io::read_file(dir + "/train_all.jsonl"), s0::io::read_file(dir + "/train.jsonl"));
+  json sa = json::parse(ra.out);
+  EXPECT_EQ(sa["checked"], 20);
+  EXPECT_LE(sum["checked"].get<int64_t>(), 20);
+  EXPECT_GE(sa["passed_samples"].get<int64_t>(), sum["passed_samples"].get<int64_t>());
 
   // train on what was collected
   r = run_cli({"train", "--model", model, "--data", dir + "/train.jsonl", "--out", dir + "/states", "--steps", "2",

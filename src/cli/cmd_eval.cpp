@@ -128,6 +128,7 @@ Action add_collect(CLI::App& app) {
   app.add_option("--top-p", o->co.sampling.top_p, "Nucleus sampling mass")->capture_default_str();
   app.add_option("--top-k", o->co.sampling.top_k, "Top-k (0: off)")->capture_default_str();
   app.add_option("--alpha", o->alpha, "Scale of --states (default: the state set's alpha)");
+  app.add_flag("--check-all", o->co.check_all, "Verify every sample (default: stop once --keep solutions are found)");
   return [o]() {
     Loaded L = load_common(*o);
     auto idx = eval::parse_ranges(o->train.empty() ? default_range(L.kind, true, static_cast<int64_t>(L.all.size())) : o->train,

@@ -38,7 +38,7 @@ json defaults() {
           {"unsafe_exec", false},
           {"timeout", 10.0},
           {"workers", 2},
-          {"collect", {{"samples", 16}, {"keep", 1}, {"temperature", 0.7}, {"top_p", 0.95}, {"top_k", 0}, {"max_new_tokens", 512}}},
+          {"collect", {{"samples", 16}, {"keep", 1}, {"check_all", false}, {"temperature", 0.7}, {"top_p", 0.95}, {"top_k", 0}, {"max_new_tokens", 512}}},
           {"training",
            {{"steps", 20},
             {"lr", 1e-3},
@@ -316,6 +316,7 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
     co.sampling = {cc["max_new_tokens"].get<int64_t>(), cc["temperature"].get<double>(), cc["top_p"].get<double>(),
                    cc["top_k"].get<int64_t>(), seed};
     co.check = check;
+    co.check_all = cc["check_all"].get<bool>();
     auto cs = collect(model, tok, style, train_tasks, nullptr, sandbox, co, (sd / "train.jsonl").string());
     json seed_rec = {{"seed", seed}, {"collect", cs.to_json()}};
     kept_per_seed.push_back(cs.kept);

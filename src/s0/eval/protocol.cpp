@@ -49,7 +49,7 @@ std::string render_prompt(const Task& t, const PromptStyle& style) {
 
 json CollectSummary::to_json() const {
   return {{"problems", problems}, {"solved", solved},         {"kept", kept},
-          {"samples", samples},   {"passed_samples", passed_samples}, {"seconds", seconds}};
+          {"samples", samples},   {"checked", checked}, {"passed_samples", passed_samples}, {"seconds", seconds}};
 }
 
 namespace {
@@ -103,6 +103,7 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
                          {"max_new_tokens", opt.sampling.max_new_tokens},
                          {"seed", opt.sampling.seed},
                          {"with_states", states != nullptr},
+                         {"check_all", opt.check_all},
                          {"tasks", static_cast<int64_t>(tasks.size())}});
   // Resume: problems with a progress line are done; kept lines of any other problem (a crash
   // between the two appends) are dropped so the problem is redone cleanly.
@@ -113,6 +114,7 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
     done.insert(j.at("task_id").get<std::string>());
     sum.problems++;
     sum.samples += j.at("samples").get<int64_t>();
+    sum.checked += j.value("checked", j.at("samples").get<int64_t>());
     sum.passed_samples += j.at("passed").get<int64_t>();
     sum.kept += j.at("kept").get<int64_t>();
     sum.solved += j.at("passed").get<int64_t>() > 0;
@@ -138,32 +140,43 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
     auto gens = generate::sample_n(model, ids, opt.samples,
                                    gen_options(opt.sampling, seed, false, opt.sampling.max_new_tokens), states);
     std::vector<std::string> texts;
-    std::vector<const Task*> ts_ptr;
-    for (auto& g : gens) texts.push_back(tok.decode(g.tokens, /*skip_special_tokens=*/true)), ts_ptr.push_back(&t);
-    auto verdicts = check_all(ts_ptr, texts, sandbox, opt.check);
+    for (auto& g : gens) texts.push_back(tok.decode(g.tokens, /*skip_special_tokens=*/true));
+    // Verify in sample order, a pool's worth at a time; unless every sample's verdict is
+    // wanted, stop once `keep` usable solutions are found (the kept ones are the first
+    // passing samples either way).
+    std::vector<Verdict> verdicts(gens.size());
     std::string lines;
-    int64_t passed = 0, kept = 0;
+    int64_t passed = 0, kept = 0, checked = 0;
     const std::string prompt_text = render_prompt(t, style);
-    for (size_t i = 0; i < gens.size(); ++i) {
-      if (!verdicts[i].passed) continue;
-      ++passed;
-      const std::string completion = tok.decode(gens[i].tokens, false);  // keeps the end-of-turn token
-      // Nothing to learn from an empty completion (the prompt alone passed).
-      if (kept >= opt.keep || completion.empty()) continue;
-      ++kept;
-      json rec = {{"prompt", prompt_text},
-                  {"completion", completion},
-                  {"task_id", t.id},
-                  {"index", t.index},
-                  {"sample", static_cast<int64_t>(i)},
-                  {"seed", seed + i},
-                  {"finish_reason", gens[i].finish_reason}};
-      lines += rec.dump() + "\n";
+    const size_t chunk = static_cast<size_t>(std::max(2, opt.check.workers));
+    for (size_t a = 0; a < gens.size() && (opt.check_all || kept < opt.keep); a += chunk) {
+      const size_t b = std::min(gens.size(), a + chunk);
+      std::vector<const Task*> tp(b - a, &t);
+      std::vector<std::string> tx(texts.begin() + static_cast<std::ptrdiff_t>(a), texts.begin() + static_cast<std::ptrdiff_t>(b));
+      auto vs = check_all(tp, tx, sandbox, opt.check);
+      checked += static_cast<int64_t>(b - a);
+      for (size_t i = a; i < b; ++i) {
+        if (!vs[i - a].passed) continue;
+        ++passed;
+        const std::string completion = tok.decode(gens[i].tokens, false);  // keeps the end-of-turn token
+        // Nothing to learn from an empty completion (the prompt alone passed).
+        if (kept >= opt.keep || completion.empty()) continue;
+        ++kept;
+        json rec = {{"prompt", prompt_text},
+                    {"completion", completion},
+                    {"task_id", t.id},
+                    {"index", t.index},
+                    {"sample", static_cast<int64_t>(i)},
+                    {"seed", seed + i},
+                    {"finish_reason", gens[i].finish_reason}};
+        lines += rec.dump() + "\n";
+      }
     }
     if (!lines.empty()) io::append_durable(out_path, lines);
     io::append_durable(progress_path, json{{"task_id", t.id},
                                            {"index", t.index},
                                            {"samples", static_cast<int64_t>(gens.size())},
+                                           {"checked", checked},
                                            {"passed", passed},
                                            {"kept", kept},
                                            {"seconds", prog.elapsed() - ts}}
@@ -171,6 +184,7 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
                                           "\n");
     sum.problems++;
     sum.samples += static_cast<int64_t>(gens.size());
+    sum.checked += checked;
     sum.passed_samples += passed;
     sum.kept += kept;
     sum.solved += passed > 0;

@@ -43,11 +43,14 @@ struct CollectOptions {
   int64_t keep = 1;      // passing completions kept per problem
   SampleOptions sampling;
   CheckOptions check;
+  // false: verification stops once `keep` solutions are found (same kept set, fewer runs;
+  // passed_samples then counts only the samples checked).
+  bool check_all = false;
   bool progress = true;
 };
 
 struct CollectSummary {
-  int64_t problems = 0, solved = 0, kept = 0, samples = 0, passed_samples = 0;
+  int64_t problems = 0, solved = 0, kept = 0, samples = 0, checked = 0, passed_samples = 0;
   double seconds = 0;
   nlohmann::json to_json() const;
 };
