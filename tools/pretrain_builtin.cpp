@@ -10,6 +10,7 @@
 // tokenizer.json, tokenizer_config.json with a ChatML template, generation_config.json).
 // Loss: next-token cross-entropy on the completion tokens (+ the closing <|im_end|>), the
 // chat-rendered prompt being context. AdamW, linear warm-up then cosine decay, grad clip 1.
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/optim.h>
 
 #include <algorithm>
@@ -103,6 +104,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-examples", max_examples, "Use only the first N corpus lines (0: all)")->capture_default_str();
   app.add_option("--threads", threads)->capture_default_str();
   app.add_option("--log-every", log_every)->capture_default_str();
+  std::string profile;
+  app.add_option("--profile", profile, "Write a legacy autograd profiler trace of the whole run to this file");
   app.add_option("--save-every-s", save_every_s, "Write the model directory every this many seconds")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -229,6 +232,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::shuffle(order.begin(), order.end(), rng);
     size_t cursor = 0;
+    std::unique_ptr<torch::autograd::profiler::RecordProfile> prof;
+    if (!profile.empty()) prof = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
     double t0 = now(), last_save = now(), ema = 0;
     int64_t tokens_seen = 0;
     for (int64_t step = 1; step <= steps; ++step) {
@@ -285,6 +290,7 @@ int main(int argc, char** argv) {
       }
       if (now() - last_save > save_every_s) save(step, ema), last_save = now();
     }
+    prof.reset();
     save(steps, ema);
     std::printf("{\"out\": \"%s\", \"params\": %lld, \"final_loss_ema\": %.4f, \"seconds\": %.0f}\n", out.c_str(),
                 static_cast<long long>(n_params), ema, now() - t0);
