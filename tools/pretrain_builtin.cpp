@@ -292,6 +292,26 @@ int main(int argc, char** argv) {
     }
     prof.reset();
     save(steps, ema);
+    {
+      std::string cmd;
+      for (int i = 0; i < argc; ++i) cmd += (i ? " " : "") + std::string(argv[i]);
+      json info = {{"description", "s0 built-in Qwen3.5-architecture hybrid (" + std::to_string(layers) + " layers, " +
+                                       std::to_string(n_params) + " parameters), pretrained by tools/pretrain_builtin.cpp"},
+                   {"parameters", n_params},
+                   {"steps", steps},
+                   {"batch", batch},
+                   {"seed", seed},
+                   {"final_loss_ema", ema},
+                   {"command", cmd},
+                   {"alpha", 0.07}};
+      const std::string path = out + "/builtin.json";
+      if (fs::exists(path)) {  // keep fields set by hand later (e.g. a tuned alpha)
+        json old = json::parse(io::read_file(path));
+        for (auto& [k, v] : old.items())
+          if (!info.contains(k) || k == "alpha") info[k] = v;
+      }
+      io::write_file_atomic(path, info.dump(2) + "\n");
+    }
     std::printf("{\"out\": \"%s\", \"params\": %lld, \"final_loss_ema\": %.4f, \"seconds\": %.0f}\n", out.c_str(),
                 static_cast<long long>(n_params), ema, now() - t0);
     return 0;
