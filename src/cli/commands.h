@@ -22,5 +22,6 @@ Action add_tokenize(CLI::App& app);
 Action add_detokenize(CLI::App& app);
 Action add_train(CLI::App& app);
 Action add_states(CLI::App& app);
+Action add_serve(CLI::App& app);
 
 }  // namespace s0::cli

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
       {"detokenize", "Token ids to text with the model's tokenizer.json", s0::cli::add_detokenize},
       {"train", "Learn an S0 state set from JSONL examples (model frozen)", s0::cli::add_train},
       {"states", "Inspect state-set directories", s0::cli::add_states},
+      {"serve", "OpenAI-compatible HTTP server: one model, state sets chosen per request", s0::cli::add_serve},
       {"demo", "The main job on the built-in default model", s0::cli::add_demo},
   };
   std::map<CLI::App*, s0::cli::Action> actions;
