@@ -247,6 +247,7 @@ void Engine::loop() {
       std::vector<int64_t> last(B);
       std::vector<models::Cache*> caches(B);
       for (int64_t b = 0; b < B; ++b) last[b] = active[b]->last, caches[b] = &active[b]->cache;
+      const double t_step = now_s();
       try {
         Tensor logits = model_->decode_step(at::tensor(last, at::kLong), caches).to(at::kFloat).contiguous();
         const int64_t V = logits.size(1);
@@ -261,6 +262,8 @@ void Engine::loop() {
       std::lock_guard<std::mutex> lk(stats_mu_);
       ++stats_.decode_steps;
       const double t = now_s();
+      stats_.decode_tokens += B;
+      stats_.decode_seconds += t - t_step;
       rate_window_.emplace_back(t, B);
       while (!rate_window_.empty() && rate_window_.front().first < t - 5.0) rate_window_.pop_front();
     }

@@ -74,6 +74,8 @@ struct EngineStats {
   int64_t active = 0, queued = 0;
   int64_t sequences_started = 0, sequences_finished = 0, sequences_cancelled = 0;
   int64_t prompt_tokens = 0, generated_tokens = 0, decode_steps = 0;
+  int64_t decode_tokens = 0;    // tokens produced by batched decode steps (not by prefill)
+  double decode_seconds = 0;    // time spent in batched decode steps (incl. sampling)
   double tokens_per_second = 0;  // generated tokens/s over the last few seconds
   std::map<std::string, int64_t> sequences_by_set, tokens_by_set;  // "base" for no set
 };
