@@ -4,7 +4,8 @@
 // state set and to start a sequence from one, and the memory per loaded set. Prints JSON.
 //
 //   bench_serve [--preset 0.8b] [--dtype bf16] [--threads 0] [--tokens 32] [--prompt-len 16]
-//               [--concurrency 1,4,16] [--sets 8] [--cache-dir /tmp/s0-bench]
+//               [--concurrency 1,4,16] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]
+// Each configuration runs `repeats` times, base and mixed alternating; medians are reported.
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
@@ -43,7 +44,7 @@ static double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   std::string preset = "0.8b", dtype = "bf16", cache_dir = "/tmp/s0-bench";
-  int threads = 0, tokens = 32, prompt_len = 16, nsets = 8;
+  int threads = 0, tokens = 32, prompt_len = 16, nsets = 8, repeats = 3;
   std::vector<int> conc = {1, 4, 16};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
     else if (a == "--tokens") tokens = std::stoi(next());
     else if (a == "--prompt-len") prompt_len = std::stoi(next());
     else if (a == "--sets") nsets = std::stoi(next());
+    else if (a == "--repeats") repeats = std::stoi(next());
     else if (a == "--cache-dir") cache_dir = next();
     else if (a == "--concurrency") {
       conc.clear();
@@ -69,7 +71,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: bench_serve [--preset 0.8b] [--dtype bf16] [--threads 0] [--tokens 32] [--prompt-len 16]\n"
-                   "                   [--concurrency 1,4,16] [--sets 8] [--cache-dir /tmp/s0-bench]\n");
+                   "                   [--concurrency 1,4,16] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
   }
@@ -183,8 +185,23 @@ int main(int argc, char** argv) {
     run(1, false);  // warm-up
     json rows = json::array();
     for (int c : conc) {
-      // base and mixed alternate so that machine noise hits both alike.
-      json b = run(c, false), m = run(c, true);
+      // base and mixed alternate so that machine noise hits both alike; medians over repeats.
+      std::vector<json> bs, ms;
+      for (int r = 0; r < repeats; ++r) bs.push_back(run(c, false)), ms.push_back(run(c, true));
+      auto summary = [&](const std::vector<json>& v) {
+        std::vector<double> dec, wall, batch;
+        int errors = 0;
+        for (const auto& j : v) {
+          dec.push_back(j["decode_tokens_per_s"]), wall.push_back(j["tokens_per_s_wall"]);
+          batch.push_back(j["mean_batch"]), errors += j["errors"].get<int>();
+        }
+        return json{{"decode_tokens_per_s", median(dec)},
+                    {"tokens_per_s_wall", median(wall)},
+                    {"mean_batch", median(batch)},
+                    {"errors", errors},
+                    {"decode_tokens_per_s_runs", dec}};
+      };
+      json b = summary(bs), m = summary(ms);
       rows.push_back({{"concurrency", c},
                       {"base", b},
                       {"mixed_sets", m},
@@ -193,6 +210,7 @@ int main(int argc, char** argv) {
                                                      std::max(1e-9, b["decode_tokens_per_s"].get<double>())}});
       std::fprintf(stderr, "%s\n", rows.back().dump().c_str());
     }
+    out["repeats"] = repeats;
     out["runs"] = rows;
     out["rss_mb"] = rss_mb();
     server.stop();

@@ -89,56 +89,93 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline __m512bh ld(const 
 }
 
 // bf16 x bf16 pair dot products accumulated in fp32 (VDPBF16PS), 32 elements per step;
-// x is the layer input, already bf16 in a bf16 model.
+// x is the layer input, already bf16 in a bf16 model. R input rows share each load of 4
+// weight rows (register blocking); every (input row, weight row) accumulator sees the same
+// instruction sequence for any R, so results do not depend on the batch.
+template <int R>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void dp_block(const uint16_t* x, const uint16_t* a,
+                                                                            float* y, int64_t N, int64_t K) {
+  const int64_t K32 = K & ~int64_t(31);
+  __m512 s[R][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) s[r][0] = s[r][1] = s[r][2] = s[r][3] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K32; k += 32) {
+    const __m512bh w0 = ld(a + k), w1 = ld(a + K + k), w2 = ld(a + 2 * K + k), w3 = ld(a + 3 * K + k);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512bh xv = ld(x + r * K + k);
+      s[r][0] = _mm512_dpbf16_ps(s[r][0], w0, xv);
+      s[r][1] = _mm512_dpbf16_ps(s[r][1], w1, xv);
+      s[r][2] = _mm512_dpbf16_ps(s[r][2], w2, xv);
+      s[r][3] = _mm512_dpbf16_ps(s[r][3], w3, xv);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const uint16_t* xm = x + r * K;
+    float o[4] = {_mm512_reduce_add_ps(s[r][0]), _mm512_reduce_add_ps(s[r][1]), _mm512_reduce_add_ps(s[r][2]),
+                  _mm512_reduce_add_ps(s[r][3])};
+    for (int64_t k = K32; k < K; ++k)
+      for (int j = 0; j < 4; ++j) o[j] += bf16_to_float(a[j * K + k]) * bf16_to_float(xm[k]);
+    for (int j = 0; j < 4; ++j) y[r * N + j] = o[j];
+  }
+}
+
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp(const uint16_t* x, int64_t M,
                                                                          const uint16_t* w, float* y, int64_t N,
                                                                          int64_t r0, int64_t r1, int64_t K) {
-  const int64_t K32 = K & ~int64_t(31);
   int64_t n = r0;
   for (; n + 4 <= r1; n += 4) {
     const uint16_t* a = w + n * K;
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) dp_block<4>(x + m * K, a, y + m * N + n, N, K);
+    for (; m < M; ++m) dp_block<1>(x + m * K, a, y + m * N + n, N, K);
+  }
+  for (; n < r1; ++n)
     for (int64_t m = 0; m < M; ++m) {
       const uint16_t* xm = x + m * K;
-      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      for (int64_t k = 0; k < K32; k += 32) {
-        __m512bh xv = ld(xm + k);
-        s0 = _mm512_dpbf16_ps(s0, ld(a + k), xv);
-        s1 = _mm512_dpbf16_ps(s1, ld(a + K + k), xv);
-        s2 = _mm512_dpbf16_ps(s2, ld(a + 2 * K + k), xv);
-        s3 = _mm512_dpbf16_ps(s3, ld(a + 3 * K + k), xv);
-      }
-      float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
-                    _mm512_reduce_add_ps(s3)};
-      for (int64_t k = K32; k < K; ++k)
-        for (int j = 0; j < 4; ++j) r[j] += bf16_to_float(a[j * K + k]) * bf16_to_float(xm[k]);
-      for (int j = 0; j < 4; ++j) y[m * N + n + j] = r[j];
+      float acc = 0.f;
+      for (int64_t k = 0; k < K; ++k) acc += bf16_to_float(w[n * K + k]) * bf16_to_float(xm[k]);
+      y[m * N + n] = acc;
+    }
+}
+
+template <int R>
+__attribute__((target("avx512f"))) inline void f32_block(const float* x, const float* a, float* y, int64_t N,
+                                                          int64_t K) {
+  const int64_t K16 = K & ~int64_t(15);
+  __m512 s[R][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) s[r][0] = s[r][1] = s[r][2] = s[r][3] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K16; k += 16) {
+    const __m512 w0 = _mm512_loadu_ps(a + k), w1 = _mm512_loadu_ps(a + K + k), w2 = _mm512_loadu_ps(a + 2 * K + k),
+                 w3 = _mm512_loadu_ps(a + 3 * K + k);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = _mm512_loadu_ps(x + r * K + k);
+      s[r][0] = _mm512_fmadd_ps(w0, xv, s[r][0]);
+      s[r][1] = _mm512_fmadd_ps(w1, xv, s[r][1]);
+      s[r][2] = _mm512_fmadd_ps(w2, xv, s[r][2]);
+      s[r][3] = _mm512_fmadd_ps(w3, xv, s[r][3]);
     }
   }
-  gemv_rows_generic(x, M, w, y, N, n, r1, K, bf16_to_float, bf16_to_float);
+  for (int r = 0; r < R; ++r) {
+    const float* xm = x + r * K;
+    float o[4] = {_mm512_reduce_add_ps(s[r][0]), _mm512_reduce_add_ps(s[r][1]), _mm512_reduce_add_ps(s[r][2]),
+                  _mm512_reduce_add_ps(s[r][3])};
+    for (int64_t k = K16; k < K; ++k)
+      for (int j = 0; j < 4; ++j) o[j] += a[j * K + k] * xm[k];
+    for (int j = 0; j < 4; ++j) y[r * N + j] = o[j];
+  }
 }
 
 __attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, int64_t M, const float* w, float* y,
                                                          int64_t N, int64_t r0, int64_t r1, int64_t K) {
-  const int64_t K16 = K & ~int64_t(15);
   int64_t n = r0;
   for (; n + 4 <= r1; n += 4) {
     const float* a = w + n * K;
-    for (int64_t m = 0; m < M; ++m) {
-      const float* xm = x + m * K;
-      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      for (int64_t k = 0; k < K16; k += 16) {
-        __m512 xv = _mm512_loadu_ps(xm + k);
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), xv, s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + K + k), xv, s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + 2 * K + k), xv, s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + 3 * K + k), xv, s3);
-      }
-      float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
-                    _mm512_reduce_add_ps(s3)};
-      for (int64_t k = K16; k < K; ++k)
-        for (int j = 0; j < 4; ++j) r[j] += a[j * K + k] * xm[k];
-      for (int j = 0; j < 4; ++j) y[m * N + n + j] = r[j];
-    }
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) f32_block<4>(x + m * K, a, y + m * N + n, N, K);
+    for (; m < M; ++m) f32_block<1>(x + m * K, a, y + m * N + n, N, K);
   }
   gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, f32_id);
 }
