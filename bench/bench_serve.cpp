@@ -167,7 +167,12 @@ int main(int argc, char** argv) {
                       {"temperature", 0},
                       {"ignore_eos", true}};
           auto r = cli.Post("/v1/completions", req.dump(), "application/json");
-          if (!r || r->status != 200 || r->body.find("\"error\"") != std::string::npos) ++errors;
+          if (!r || r->status != 200 || r->body.find("\"error\"") != std::string::npos) {
+            ++errors;
+            std::fprintf(stderr, "request failed: %s\n",
+                         r ? (std::to_string(r->status) + " " + r->body.substr(0, 300)).c_str()
+                           : httplib::to_string(r.error()).c_str());
+          }
         });
       for (auto& th : ts) th.join();
       const double wall = secs(t);

@@ -596,8 +596,14 @@ TEST(Serve, BoundedLoadTestMixedSetsNoErrors) {
         if (i % 4 == 1) r["alpha"] = 0.2, r["model"] = "A";
         if (i % 5 == 0) r["stream"] = true;
         auto res = cli.Post("/v1/completions", r.dump(), "application/json");
-        if (!res || res->status != 200 || res->body.find("\"error\"") != std::string::npos) ++errors;
-        else ++ok;
+        if (!res || res->status != 200 || res->body.find("\"error\"") != std::string::npos) {
+          ++errors;
+          ADD_FAILURE() << r.dump() << " -> "
+                        << (res ? std::to_string(res->status) + " " + res->body.substr(0, 300)
+                                : "no reply: " + httplib::to_string(res.error()));
+        } else {
+          ++ok;
+        }
       }
     });
   for (auto& t : ts) t.join();
@@ -609,13 +615,15 @@ TEST(Serve, QueueLimitAnswers429) {
   serve::ServerOptions o;
   o.limits.max_queue = 2;
   TestServer s(o);
-  json r = {{"prompt", "q"}, {"max_tokens", 3}, {"n", 3}};
+  // Three long choices do not fit in a queue of two (the first two are still decoding
+  // when the third is queued): refused whole.
+  json r = {{"prompt", "q"}, {"max_tokens", 1000}, {"ignore_eos", true}, {"n", 3}};
   Reply rep = post(s, "/v1/completions", r);
   EXPECT_EQ(rep.status, 429);
   EXPECT_EQ(rep.body["error"]["code"], "queue_full");
   // The refused request's queued choices are released asynchronously (by the scheduler);
   // then a request that fits is served.
-  r["n"] = 2;
+  r["n"] = 2, r["max_tokens"] = 3;
   int status = 0;
   for (int i = 0; i < 100 && status != 200; ++i) {
     status = post(s, "/v1/completions", r).status;

@@ -1,4 +1,5 @@
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -12,11 +13,8 @@
 namespace s0::cli {
 
 namespace {
-std::atomic<serve::Server*> g_server{nullptr};
-extern "C" void on_signal(int) {
-  // stop() only flags and shuts sockets; the main thread finishes the shutdown.
-  if (auto* s = g_server.load()) std::thread([s] { s->stop(); }).detach();
-}
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop = true; }  // async-signal-safe: only a flag
 }  // namespace
 
 Action add_serve(CLI::App& app) {
@@ -50,12 +48,17 @@ Action add_serve(CLI::App& app) {
     const int port = server.bind();
     std::fprintf(stderr, "s0 serve: listening on http://%s:%d (model %s, %zu state sets)\n", o->s.host.c_str(), port,
                  o->s.model_dir.c_str(), server.engine().state_sets().size());
-    g_server = &server;
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
+    // SIGINT/SIGTERM: a watcher stops the server (running sequences end as cancelled).
+    std::atomic<bool> done{false};
+    std::thread watcher([&] {
+      while (!g_stop && !done) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      server.stop();
+    });
     server.listen();
-    g_server = nullptr;
-    server.stop();
+    done = true;
+    watcher.join();
     return 0;
   };
 }

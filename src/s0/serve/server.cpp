@@ -1,6 +1,7 @@
 #include "s0/serve/server.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -191,6 +192,8 @@ struct Server::Impl {
   std::mutex chat_mu;
   httplib::Server svr;
   std::atomic<bool> stopping{false}, listening{false};
+  std::atomic<int> listen_fd{-1};
+  std::mutex stop_mu;
   int64_t started = unix_time();
 
   std::mutex req_mu;
@@ -580,6 +583,12 @@ httplib::Server::Handler guarded(F f) {
 }  // namespace
 
 void Server::Impl::routes() {
+  // httplib listens with a backlog of 5: a burst of clients then overflows the accept
+  // queue and some connections fail. Remember the socket to raise it after bind().
+  svr.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = static_cast<int>(sock);
+  });
   svr.set_payload_max_length(opt.max_body_bytes);
   svr.set_read_timeout(opt.read_timeout_s, 0);
   const int nthreads = std::max(4, opt.http_threads);
@@ -695,14 +704,15 @@ Server::~Server() { stop(); }
 
 int Server::bind() {
   const auto& o = impl_->opt;
+  int port = o.port;
   if (o.port == 0) {
-    const int p = impl_->svr.bind_to_any_port(o.host);
-    if (p <= 0) throw Error("serve: cannot bind to " + o.host);
-    return p;
-  }
-  if (!impl_->svr.bind_to_port(o.host, o.port))
+    port = impl_->svr.bind_to_any_port(o.host);
+    if (port <= 0) throw Error("serve: cannot bind to " + o.host);
+  } else if (!impl_->svr.bind_to_port(o.host, o.port)) {
     throw Error("serve: cannot bind to " + o.host + ":" + std::to_string(o.port) + " (in use, or not an address here)");
-  return o.port;
+  }
+  if (impl_->listen_fd >= 0) ::listen(impl_->listen_fd, 1024);  // Linux: a second listen() sets the backlog
+  return port;
 }
 
 void Server::listen() {
@@ -713,6 +723,7 @@ void Server::listen() {
 
 void Server::stop() {
   if (!impl_) return;
+  std::lock_guard<std::mutex> lk(impl_->stop_mu);
   impl_->stopping = true;
   impl_->engine->stop();
   // httplib's stop() only acts on a running server: wait for listen() to get going.
