@@ -2,12 +2,15 @@
 // server driven by a real HTTP client on loopback: equality with `s0 generate`, mixed
 // concurrent batches, streaming, run-time load/unload, hostile requests, a load test.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <thread>
@@ -630,4 +633,50 @@ TEST(Serve, QueueLimitAnswers429) {
     if (status == 429) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(status, 200);
+}
+
+TEST(Serve, CommandLineServesAndStopsOnSigterm) {
+  const std::string dir = s0::testing::temp_dir("serve_cli_run");
+  const std::string log = dir + "/err.txt";
+  // Bad arguments: a message and exit status 1, never a crash.
+  const std::string s0 = S0_CLI_PATH;
+  EXPECT_EQ(WEXITSTATUS(std::system((s0 + " serve --model " + dir + "/none 2>/dev/null").c_str())), 1);
+  EXPECT_EQ(WEXITSTATUS(std::system((s0 + " serve --model '" + fx().dir + "' --dtype f32 --states nameonly 2>/dev/null").c_str())), 1);
+  EXPECT_EQ(WEXITSTATUS(std::system((s0 + " serve --model '" + fx().dir + "' --dtype f32 --states X=" + dir + " 2>/dev/null").c_str())), 1);
+  // A real run on a free port: serve one request, then SIGTERM ends it with status 0.
+  const std::string cmd = s0 + " serve --model '" + fx().dir + "' --dtype f32 --states 'A=" + fx().set_a +
+                          "' --port 0 --threads 1 2>'" + log + "' & echo $!";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  long pid = 0;
+  ASSERT_EQ(std::fscanf(p, "%ld", &pid), 1);
+  pclose(p);
+  int port = 0;
+  for (int i = 0; i < 300 && port == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::ifstream f(log);
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const auto at = text.find("http://127.0.0.1:");
+    if (at != std::string::npos) port = std::atoi(text.c_str() + at + 17);
+  }
+  ASSERT_GT(port, 0) << "no 'listening' line";
+  httplib::Client cli("127.0.0.1", port);
+  auto r = cli.Post("/v1/completions", json{{"model", "A"}, {"prompt", "hi"}, {"max_tokens", 3}}.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  ::kill(static_cast<pid_t>(pid), SIGTERM);
+  // Not our child (the shell started it): check that it is gone.
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    gone = ::kill(static_cast<pid_t>(pid), 0) != 0;
+    if (!gone) {  // an exited process nobody has reaped yet is a zombie ('Z')
+      std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
+      std::string a, b, state;
+      st >> a >> b >> state;
+      gone = state == "Z";
+    }
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(gone) << "s0 serve did not stop on SIGTERM";
+  if (!gone) ::kill(static_cast<pid_t>(pid), SIGKILL);
 }
