@@ -217,6 +217,21 @@ TEST(ServeEngine, GemvRowsIsBitwiseEqualToGemvPerRow) {
       }
 }
 
+TEST(ServeEngine, GemvRowsDoesNotDependOnTheThreadCount) {
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
+  const int saved = at::get_num_threads();
+  for (auto dt : {at::kFloat, at::kBFloat16}) {
+    Tensor w = at::randn({1001, 96}, gen).to(dt), x = at::randn({5, 96}, gen).to(dt);
+    at::set_num_threads(1);
+    Tensor one = nn::gemv_rows(x, w);
+    at::set_num_threads(3);
+    Tensor three = nn::gemv_rows(x, w);
+    at::set_num_threads(saved);
+    EXPECT_TRUE(at::equal(one, three)) << dt;
+  }
+}
+
 TEST(ServeEngine, DecodeStepIsBitwiseEqualToForwardPerSequence) {
   NoGrad ng;
   for (const char* dtype : {"f32", "bf16"}) {

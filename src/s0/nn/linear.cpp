@@ -1,5 +1,6 @@
 #include "s0/nn/linear.h"
 
+#include <algorithm>
 #include <cstring>
 
 // GCC 12's AVX-512 intrinsic headers use deliberately undefined vectors and trip this
@@ -195,9 +196,10 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   const float* xp = dp ? nullptr : xv.data_ptr<float>();
   const uint16_t* xbp = dp ? reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()) : nullptr;
   float* yp = y.data_ptr<float>();
-  // Rows split across threads in blocks of whole cache lines of output; the split depends
-  // on N and the thread count only, never on M (so rows round the same for any M).
-  at::parallel_for(0, N, 64, [&](int64_t r0, int64_t r1) {
+  // Rows split across threads in whole blocks of 4 (the kernels' unit), 64 rows at least:
+  // every row is computed the same way whatever M and whatever the thread count.
+  at::parallel_for(0, (N + 3) / 4, 16, [&](int64_t b0, int64_t b1) {
+    const int64_t r0 = 4 * b0, r1 = std::min(N, 4 * b1);
     if (bf16) {
       auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
       if (dp)

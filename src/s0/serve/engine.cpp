@@ -217,6 +217,7 @@ void Engine::admit(std::vector<std::unique_ptr<Seq>>& fresh) {
 }
 
 void Engine::loop() {
+  at::init_num_threads();  // this thread's intra-op pool gets the process's thread count
   NoGrad no_grad;
   std::vector<std::unique_ptr<Seq>> active;
   while (true) {
