@@ -149,6 +149,49 @@ int main(int argc, char** argv) {
       out["state_set"]["switch_seconds_median"] = median(with) - median(without);
     }
 
+    // The decode step alone (no HTTP, no scheduler): B caches started from zeros or from B
+    // different sets, prefilled, then timed over `tokens` batched steps; alternating.
+    {
+      NoGrad ng;
+      std::vector<adapters::StateSet> sets;
+      for (int k = 0; k < nsets; ++k) sets.push_back(adapters::load_state_set(set_dirs[k], *model));
+      std::vector<int64_t> p(prompt_len);
+      for (int i = 0; i < prompt_len; ++i) p[i] = 1000 + 37 * i;
+      json rows = json::array();
+      for (int c : conc) {
+        auto once = [&](bool mixed) {
+          std::vector<models::Cache> caches;
+          std::vector<int64_t> last(c);
+          for (int b = 0; b < c; ++b) {
+            models::StateMap st;
+            if (mixed) st = sets[b % nsets].scaled();
+            caches.push_back(model->new_cache(1, mixed ? &st : nullptr));
+            last[b] = model->forward(at::tensor(p, at::kLong).view({1, -1}), caches.back(), true)
+                          .reshape(-1).argmax().item<int64_t>();
+          }
+          std::vector<models::Cache*> ptrs;
+          for (auto& cc : caches) ptrs.push_back(&cc);
+          auto t = Clock::now();
+          for (int i = 0; i < tokens; ++i) {
+            Tensor lg = model->decode_step(at::tensor(last, at::kLong), ptrs);
+            Tensor nx = lg.argmax(-1);
+            for (int b = 0; b < c; ++b) last[b] = nx[b].item<int64_t>();
+          }
+          return c * tokens / secs(t);
+        };
+        std::vector<double> b, m;
+        for (int r = 0; r < repeats; ++r) b.push_back(once(false)), m.push_back(once(true));
+        rows.push_back({{"concurrency", c},
+                        {"base_decode_tokens_per_s", median(b)},
+                        {"mixed_decode_tokens_per_s", median(m)},
+                        {"mixed_over_base", median(m) / median(b)},
+                        {"base_runs", b},
+                        {"mixed_runs", m}});
+        std::fprintf(stderr, "engine %s\n", rows.back().dump().c_str());
+      }
+      out["decode_step_only"] = rows;
+    }
+
     std::vector<int64_t> prompt(prompt_len);
     for (int i = 0; i < prompt_len; ++i) prompt[i] = 1000 + 37 * i;
     // One run: `c` concurrent requests of `tokens` tokens each (eos ignored).
