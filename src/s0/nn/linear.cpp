@@ -6,6 +6,7 @@
 // GCC 12's AVX-512 intrinsic headers use deliberately undefined vectors and trip this
 // warning (a known false positive); it says nothing about this file's code.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"  // same false positive (_mm512_reduce_add_ps), inlined into the blocked kernels
 #include <immintrin.h>
 
 namespace s0::nn {
