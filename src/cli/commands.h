@@ -25,5 +25,6 @@ Action add_states(CLI::App& app);
 Action add_collect(CLI::App& app);
 Action add_eval(CLI::App& app);
 Action add_experiment(CLI::App& app);
+Action add_serve(CLI::App& app);
 
 }  // namespace s0::cli

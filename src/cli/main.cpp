@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
       {"collect", "Sample, verify and keep solutions as training data (METHOD.md section 4)", s0::cli::add_collect},
       {"eval", "Greedy pass@1 / pass@k on held-out problems, base vs state sets", s0::cli::add_eval},
       {"experiment", "The full protocol over seeds: collect -> train -> eval, statistics, report", s0::cli::add_experiment},
+      {"serve", "OpenAI-compatible HTTP server: one model, state sets chosen per request", s0::cli::add_serve},
       {"demo", "The main job on the built-in default model", s0::cli::add_demo},
   };
   std::map<CLI::App*, s0::cli::Action> actions;

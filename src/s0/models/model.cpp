@@ -62,6 +62,28 @@ Tensor CausalLM::forward(const Tensor& ids, Cache& cache, bool last_only) {
   return logits(h);
 }
 
+void check_decode_step_args(const CausalLM& m, const Tensor& ids, const std::vector<Cache*>& caches) {
+  if (ids.dim() != 1 || ids.scalar_type() != at::kLong)
+    throw Error("decode_step: ids must be an int64 tensor [batch]");
+  if (ids.size(0) != static_cast<int64_t>(caches.size()) || caches.empty())
+    throw Error("decode_step: " + std::to_string(ids.size(0)) + " ids for " + std::to_string(caches.size()) +
+                " caches (need one id per cache, at least one)");
+  for (const Cache* c : caches)
+    if (!c || c->batch != 1 || static_cast<int64_t>(c->layers.size()) != m.num_layers())
+      throw Error("decode_step: every cache must be a batch-1 cache of this model");
+  if (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= m.vocab_size())
+    throw Error("decode_step: token id out of range [0, " + std::to_string(m.vocab_size()) + ")");
+}
+
+Tensor CausalLM::decode_step(const Tensor& ids, const std::vector<Cache*>& caches) {
+  check_decode_step_args(*this, ids, caches);
+  NoGrad ng;
+  std::vector<Tensor> rows;
+  for (size_t b = 0; b < caches.size(); ++b)
+    rows.push_back(forward(ids.narrow(0, b, 1).view({1, 1}), *caches[b], true).view({1, -1}));
+  return at::cat(rows, 0);
+}
+
 std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtype) {
   io::ModelDir md(dir);
   const auto& cfg = md.config();

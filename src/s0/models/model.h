@@ -57,11 +57,22 @@ class CausalLM {
   virtual Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const = 0;
   virtual Tensor final_norm(const Tensor& h) const = 0;
 
+  // Batched decode: one new token for each of B independent sequences, each continuing its
+  // own cache (own length, own S0 initial states, own KV history). ids [B] int64; caches
+  // all batch-1 caches of this model. Returns float32 logits [B, vocab] (float64 for
+  // float64 test models); no autograd. Row b equals forward(ids[b], *caches[b], true):
+  // the default runs exactly that, one sequence at a time; a family may override it to
+  // share the weight reads across the batch (Qwen3.5 does, bitwise equal per row).
+  virtual Tensor decode_step(const Tensor& ids, const std::vector<Cache*>& caches);
+
   // The S0 entry point. A fresh cache for `batch` sequences; each recurrent layer in
   // `states` starts from that state (broadcast over the batch), the others from zeros.
   // Differentiable: gradients flow from the forward pass back to the given tensors.
   Cache new_cache(int64_t batch, const StateMap* states = nullptr) const;
 };
+
+// The argument checks of decode_step (shared by the overrides); throws s0::Error.
+void check_decode_step_args(const CausalLM& m, const Tensor& ids, const std::vector<Cache*>& caches);
 
 // Reads config.json, picks the family, loads the weights in `dtype` (kBFloat16 or kFloat).
 std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtype);

@@ -175,4 +175,104 @@ Tensor Qwen35Model::logits(const Tensor& hidden) const {
   return nn::linear(hidden, lm_head_).to(rdt_);  // float32 (float64 for float64 test models)
 }
 
+// ---- Batched decode (see decode_step in qwen35.h). Each function mirrors its single-sequence
+// counterpart above op for op, with nn::linear_rows for the projections; keep them in step.
+
+Tensor Qwen35Model::gated_delta_net_rows(const Layer& w, const Tensor& x, const std::vector<Cache*>& caches,
+                                         int64_t l) const {
+  const int64_t B = x.size(0), L = 1;
+  const int64_t Hk = cfg_.linear_num_key_heads, Hv = cfg_.linear_num_value_heads;
+  const int64_t dk = cfg_.linear_key_head_dim, dv = cfg_.linear_value_head_dim;
+  const int64_t kd = cfg_.linear_key_dim();
+
+  Tensor proj = nn::linear_rows(x, w.gdn.in_qkv);  // [B, 1, C]
+  const int64_t C = proj.size(2), Kc = w.gdn.conv.size(1);
+  std::vector<Tensor> hist(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const Tensor& h = caches[b]->layers[l].conv;
+    hist[b] = h.defined() ? h : at::zeros({1, C, Kc - 1}, proj.options());
+  }
+  Tensor new_hist;
+  Tensor mixed = nn::causal_conv_silu(proj, w.gdn.conv, at::cat(hist, 0), new_hist);
+  for (int64_t b = 0; b < B; ++b) caches[b]->layers[l].conv = new_hist.narrow(0, b, 1);
+
+  auto qkv = mixed.split_with_sizes({kd, kd, Hv * dv}, 2);
+  Tensor q = qkv[0].reshape({B, L, Hk, dk}).to(rdt_);
+  Tensor k = qkv[1].reshape({B, L, Hk, dk}).to(rdt_);
+  Tensor v = qkv[2].reshape({B, L, Hv, dv}).to(rdt_);
+  Tensor z = nn::linear_rows(x, w.gdn.in_z).view({B, L, Hv, dv});
+  // sigmoid/softplus on rows of Hv values: ATen's vector kernels (Sleef) and its scalar
+  // tail loop round differently, and which one an element gets depends on where it sits
+  // in the tensor, so these two run per sequence, exactly as for a sequence alone.
+  Tensor b_in = nn::linear_rows(x, w.gdn.in_b), a_in = nn::linear_rows(x, w.gdn.in_a);
+  std::vector<Tensor> betas(B), gs(B);
+  for (int64_t b = 0; b < B; ++b) {
+    betas[b] = at::sigmoid(b_in.narrow(0, b, 1)).to(rdt_);
+    gs[b] = w.gdn.neg_A * at::softplus(a_in.narrow(0, b, 1).to(rdt_) + w.gdn.dt_bias);
+  }
+  Tensor beta = at::cat(betas, 0), g = at::cat(gs, 0);  // [B, 1, Hv]
+  q = nn::l2_norm(q) * (1.0 / std::sqrt(static_cast<double>(dk)));
+  k = nn::l2_norm(k);
+  if (Hv > Hk) {
+    q = q.repeat_interleave(Hv / Hk, 2);
+    k = k.repeat_interleave(Hv / Hk, 2);
+  }
+  q = q.transpose(1, 2), k = k.transpose(1, 2), v = v.transpose(1, 2);  // [B, Hv, 1, d]
+  g = g.transpose(1, 2), beta = beta.transpose(1, 2);                   // [B, Hv, 1]
+
+  // Each sequence's recurrent state is updated in place in its own cache.
+  std::vector<Tensor> outs(B);
+  for (int64_t b = 0; b < B; ++b) {
+    Tensor& state = caches[b]->layers[l].state;
+    if (!state.defined()) state = at::zeros({1, Hv, dk, dv}, q.options());
+    outs[b] = nn::gated_delta_rule_step_(state, q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1),
+                                         g.narrow(0, b, 1), beta.narrow(0, b, 1));
+  }
+  Tensor o = at::cat(outs, 0).transpose(1, 2);  // [B, 1, Hv, dv]
+  Tensor y = nn::gated_rms_norm(o, z, w.gdn.norm, cfg_.rms_norm_eps, dtype_);
+  return nn::linear_rows(y.reshape({B, L, Hv * dv}), w.gdn.out);
+}
+
+Tensor Qwen35Model::gated_attention_rows(const Layer& w, const Tensor& x, const std::vector<Cache*>& caches,
+                                         int64_t l) const {
+  const int64_t B = x.size(0), L = 1;
+  const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
+  Tensor qg = nn::linear_rows(x, w.attn.q).view({B, L, H, 2 * hd});
+  auto parts = qg.split(hd, 3);
+  Tensor q = nn::rms_norm_1p(parts[0], w.attn.q_norm, cfg_.rms_norm_eps);
+  Tensor gate = parts[1].reshape({B, L, H * hd});
+  Tensor k = nn::rms_norm_1p(nn::linear_rows(x, w.attn.k).view({B, L, KV, hd}), w.attn.k_norm,
+                             cfg_.rms_norm_eps);
+  Tensor v = nn::linear_rows(x, w.attn.v).view({B, L, KV, hd});
+  // RoPE position and KV history are per sequence.
+  std::vector<Tensor> ctx(B);
+  for (int64_t b = 0; b < B; ++b) {
+    LayerCache& c = caches[b]->layers[l];
+    const int64_t past = caches[b]->length;
+    Tensor qb = nn::apply_rope(q.narrow(0, b, 1), inv_freq_, past).transpose(1, 2).contiguous();
+    Tensor kb = nn::apply_rope(k.narrow(0, b, 1), inv_freq_, past).transpose(1, 2);
+    Tensor vb = v.narrow(0, b, 1).transpose(1, 2);
+    Tensor k_all, v_all;
+    nn::kv_append(c.k, c.v, kb, vb, past, k_all, v_all);
+    ctx[b] = nn::causal_attention(qb, k_all, v_all, past, 1.0 / std::sqrt(static_cast<double>(hd)));
+  }
+  return nn::linear_rows(at::cat(ctx, 0) * at::sigmoid(gate), w.attn.o);
+}
+
+Tensor Qwen35Model::decode_step(const Tensor& ids, const std::vector<Cache*>& caches) {
+  check_decode_step_args(*this, ids, caches);
+  NoGrad ng;
+  const int64_t B = ids.size(0);
+  Tensor h = embed(ids.view({B, 1}));  // [B, 1, D]
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    const Layer& w = layers_[l];
+    Tensor a = nn::rms_norm_1p(h, w.in_norm, cfg_.rms_norm_eps);
+    Tensor x = h + (w.linear ? gated_delta_net_rows(w, a, caches, l) : gated_attention_rows(w, a, caches, l));
+    Tensor m = nn::rms_norm_1p(x, w.post_norm, cfg_.rms_norm_eps);
+    h = x + nn::linear_rows(nn::silu(nn::linear_rows(m, w.gate)) * nn::linear_rows(m, w.up), w.down);
+  }
+  for (Cache* c : caches) c->length += 1;
+  return nn::linear_rows(final_norm(h), lm_head_).to(rdt_).view({B, -1});
+}
+
 }  // namespace s0::models

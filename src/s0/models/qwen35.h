@@ -30,6 +30,10 @@ class Qwen35Model : public CausalLM {
   Tensor embed(const Tensor& ids) const override;
   Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const override;
   Tensor final_norm(const Tensor& h) const override;
+  // Batched decode: the linear layers run once for all B rows (gemv_rows, one pass over the
+  // weights); conv history is stacked; the recurrent step, RoPE and attention run per
+  // sequence on its own state/KV. Row b is bitwise equal to forward() on sequence b alone.
+  Tensor decode_step(const Tensor& ids, const std::vector<Cache*>& caches) override;
 
   // For the project's own pretraining tool (tools/pretrain_builtin.cpp), not for S0 training
   // (weights stay frozen there): every weight tensor as held here, by its canonical name
@@ -54,6 +58,10 @@ class Qwen35Model : public CausalLM {
 
   Tensor gated_delta_net(const Layer& w, const Tensor& x, LayerCache& c) const;
   Tensor gated_attention(const Layer& w, const Tensor& x, LayerCache& c, int64_t past) const;
+
+  Tensor gated_delta_net_rows(const Layer& w, const Tensor& x, const std::vector<Cache*>& caches, int64_t l) const;
+  Tensor gated_attention_rows(const Layer& w, const Tensor& x, const std::vector<Cache*>& caches,
+                              int64_t l) const;
 
   Qwen35Config cfg_;
   at::ScalarType dtype_;

@@ -1,10 +1,12 @@
 #include "s0/nn/linear.h"
 
+#include <algorithm>
 #include <cstring>
 
 // GCC 12's AVX-512 intrinsic headers use deliberately undefined vectors and trip this
 // warning (a known false positive); it says nothing about this file's code.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"  // same false positive (_mm512_reduce_add_ps), inlined into the blocked kernels
 #include <immintrin.h>
 
 namespace s0::nn {
@@ -28,16 +30,28 @@ inline float bf16_to_float(uint16_t b) {
   return f;
 }
 
-// Portable fallback: 4 rows at a time, fp32 accumulation.
-template <typename W, typename Load>
-void gemv_rows_generic(const float* x, const W* w, float* y, int64_t r0, int64_t r1, int64_t K, Load load) {
+// Every kernel below computes rows [r0, r1) of y = x W^T for M input rows x [M, K] at once
+// (y [M, N]). Each (input row, output row) pair is computed by exactly the same sequence of
+// operations whatever M is, so a batched call is bitwise equal to M single-row calls; the
+// batch only changes how often a block of weight rows is re-read from cache instead of
+// memory (the decode throughput win of batching).
+
+// Portable fallback: fp32 accumulation, one output at a time.
+template <typename X, typename W, typename LoadX, typename LoadW>
+void gemv_rows_generic(const X* x, int64_t M, const W* w, float* y, int64_t N, int64_t r0, int64_t r1, int64_t K,
+                       LoadX lx, LoadW lw) {
   for (int64_t n = r0; n < r1; ++n) {
     const W* row = w + n * K;
-    float acc = 0.f;
-    for (int64_t k = 0; k < K; ++k) acc += load(row[k]) * x[k];
-    y[n] = acc;
+    for (int64_t m = 0; m < M; ++m) {
+      const X* xm = x + m * K;
+      float acc = 0.f;
+      for (int64_t k = 0; k < K; ++k) acc += lw(row[k]) * lx(xm[k]);
+      y[m * N + n] = acc;
+    }
   }
 }
+
+inline float f32_id(float v) { return v; }
 
 __attribute__((target("avx512f,avx512bw"))) inline __m512 load_bf16x16(const uint16_t* p) {
   __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -45,27 +59,31 @@ __attribute__((target("avx512f,avx512bw"))) inline __m512 load_bf16x16(const uin
 }
 
 // Rows [r0, r1) of a bf16 matrix, 4 rows per pass (4 independent accumulator streams).
-__attribute__((target("avx512f,avx512bw"))) void gemv_bf16_avx512(const float* x, const uint16_t* w, float* y,
-                                                                   int64_t r0, int64_t r1, int64_t K) {
+__attribute__((target("avx512f,avx512bw"))) void gemv_bf16_avx512(const float* x, int64_t M, const uint16_t* w,
+                                                                   float* y, int64_t N, int64_t r0, int64_t r1,
+                                                                   int64_t K) {
   const int64_t K16 = K & ~int64_t(15);
   int64_t n = r0;
   for (; n + 4 <= r1; n += 4) {
     const uint16_t* a = w + n * K;
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (int64_t k = 0; k < K16; k += 16) {
-      __m512 xv = _mm512_loadu_ps(x + k);
-      s0 = _mm512_fmadd_ps(load_bf16x16(a + k), xv, s0);
-      s1 = _mm512_fmadd_ps(load_bf16x16(a + K + k), xv, s1);
-      s2 = _mm512_fmadd_ps(load_bf16x16(a + 2 * K + k), xv, s2);
-      s3 = _mm512_fmadd_ps(load_bf16x16(a + 3 * K + k), xv, s3);
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xm = x + m * K;
+      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (int64_t k = 0; k < K16; k += 16) {
+        __m512 xv = _mm512_loadu_ps(xm + k);
+        s0 = _mm512_fmadd_ps(load_bf16x16(a + k), xv, s0);
+        s1 = _mm512_fmadd_ps(load_bf16x16(a + K + k), xv, s1);
+        s2 = _mm512_fmadd_ps(load_bf16x16(a + 2 * K + k), xv, s2);
+        s3 = _mm512_fmadd_ps(load_bf16x16(a + 3 * K + k), xv, s3);
+      }
+      float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
+                    _mm512_reduce_add_ps(s3)};
+      for (int64_t k = K16; k < K; ++k)
+        for (int j = 0; j < 4; ++j) r[j] += bf16_to_float(a[j * K + k]) * xm[k];
+      for (int j = 0; j < 4; ++j) y[m * N + n + j] = r[j];
     }
-    float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
-                  _mm512_reduce_add_ps(s3)};
-    for (int64_t k = K16; k < K; ++k)
-      for (int j = 0; j < 4; ++j) r[j] += bf16_to_float(a[j * K + k]) * x[k];
-    for (int j = 0; j < 4; ++j) y[n + j] = r[j];
   }
-  gemv_rows_generic(x, w, y, n, r1, K, bf16_to_float);
+  gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, bf16_to_float);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline __m512bh ld(const uint16_t* p) {
@@ -73,92 +91,149 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline __m512bh ld(const 
 }
 
 // bf16 x bf16 pair dot products accumulated in fp32 (VDPBF16PS), 32 elements per step;
-// x is the layer input, already bf16 in a bf16 model.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp(const uint16_t* x, const uint16_t* w,
-                                                                         float* y, int64_t r0, int64_t r1,
-                                                                         int64_t K) {
+// x is the layer input, already bf16 in a bf16 model. R input rows share each load of 4
+// weight rows (register blocking); every (input row, weight row) accumulator sees the same
+// instruction sequence for any R, so results do not depend on the batch.
+template <int R>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void dp_block(const uint16_t* x, const uint16_t* a,
+                                                                            float* y, int64_t N, int64_t K) {
   const int64_t K32 = K & ~int64_t(31);
-  int64_t n = r0;
-  for (; n + 4 <= r1; n += 4) {
-    const uint16_t* a = w + n * K;
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (int64_t k = 0; k < K32; k += 32) {
-      __m512bh xv = ld(x + k);
-      s0 = _mm512_dpbf16_ps(s0, ld(a + k), xv);
-      s1 = _mm512_dpbf16_ps(s1, ld(a + K + k), xv);
-      s2 = _mm512_dpbf16_ps(s2, ld(a + 2 * K + k), xv);
-      s3 = _mm512_dpbf16_ps(s3, ld(a + 3 * K + k), xv);
+  __m512 s[R][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) s[r][0] = s[r][1] = s[r][2] = s[r][3] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K32; k += 32) {
+    const __m512bh w0 = ld(a + k), w1 = ld(a + K + k), w2 = ld(a + 2 * K + k), w3 = ld(a + 3 * K + k);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512bh xv = ld(x + r * K + k);
+      s[r][0] = _mm512_dpbf16_ps(s[r][0], w0, xv);
+      s[r][1] = _mm512_dpbf16_ps(s[r][1], w1, xv);
+      s[r][2] = _mm512_dpbf16_ps(s[r][2], w2, xv);
+      s[r][3] = _mm512_dpbf16_ps(s[r][3], w3, xv);
     }
-    float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
-                  _mm512_reduce_add_ps(s3)};
-    for (int64_t k = K32; k < K; ++k)
-      for (int j = 0; j < 4; ++j) r[j] += bf16_to_float(a[j * K + k]) * bf16_to_float(x[k]);
-    for (int j = 0; j < 4; ++j) y[n + j] = r[j];
   }
-  for (; n < r1; ++n) {
-    float acc = 0.f;
-    for (int64_t k = 0; k < K; ++k) acc += bf16_to_float(w[n * K + k]) * bf16_to_float(x[k]);
-    y[n] = acc;
+  for (int r = 0; r < R; ++r) {
+    const uint16_t* xm = x + r * K;
+    float o[4] = {_mm512_reduce_add_ps(s[r][0]), _mm512_reduce_add_ps(s[r][1]), _mm512_reduce_add_ps(s[r][2]),
+                  _mm512_reduce_add_ps(s[r][3])};
+    for (int64_t k = K32; k < K; ++k)
+      for (int j = 0; j < 4; ++j) o[j] += bf16_to_float(a[j * K + k]) * bf16_to_float(xm[k]);
+    for (int j = 0; j < 4; ++j) y[r * N + j] = o[j];
   }
 }
 
-__attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, const float* w, float* y, int64_t r0,
-                                                         int64_t r1, int64_t K) {
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp(const uint16_t* x, int64_t M,
+                                                                         const uint16_t* w, float* y, int64_t N,
+                                                                         int64_t r0, int64_t r1, int64_t K) {
+  int64_t n = r0;
+  for (; n + 4 <= r1; n += 4) {
+    const uint16_t* a = w + n * K;
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) dp_block<4>(x + m * K, a, y + m * N + n, N, K);
+    for (; m < M; ++m) dp_block<1>(x + m * K, a, y + m * N + n, N, K);
+  }
+  for (; n < r1; ++n)
+    for (int64_t m = 0; m < M; ++m) {
+      const uint16_t* xm = x + m * K;
+      float acc = 0.f;
+      for (int64_t k = 0; k < K; ++k) acc += bf16_to_float(w[n * K + k]) * bf16_to_float(xm[k]);
+      y[m * N + n] = acc;
+    }
+}
+
+template <int R>
+__attribute__((target("avx512f"))) inline void f32_block(const float* x, const float* a, float* y, int64_t N,
+                                                          int64_t K) {
   const int64_t K16 = K & ~int64_t(15);
+  __m512 s[R][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) s[r][0] = s[r][1] = s[r][2] = s[r][3] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K16; k += 16) {
+    const __m512 w0 = _mm512_loadu_ps(a + k), w1 = _mm512_loadu_ps(a + K + k), w2 = _mm512_loadu_ps(a + 2 * K + k),
+                 w3 = _mm512_loadu_ps(a + 3 * K + k);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = _mm512_loadu_ps(x + r * K + k);
+      s[r][0] = _mm512_fmadd_ps(w0, xv, s[r][0]);
+      s[r][1] = _mm512_fmadd_ps(w1, xv, s[r][1]);
+      s[r][2] = _mm512_fmadd_ps(w2, xv, s[r][2]);
+      s[r][3] = _mm512_fmadd_ps(w3, xv, s[r][3]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const float* xm = x + r * K;
+    float o[4] = {_mm512_reduce_add_ps(s[r][0]), _mm512_reduce_add_ps(s[r][1]), _mm512_reduce_add_ps(s[r][2]),
+                  _mm512_reduce_add_ps(s[r][3])};
+    for (int64_t k = K16; k < K; ++k)
+      for (int j = 0; j < 4; ++j) o[j] += a[j * K + k] * xm[k];
+    for (int j = 0; j < 4; ++j) y[r * N + j] = o[j];
+  }
+}
+
+__attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, int64_t M, const float* w, float* y,
+                                                         int64_t N, int64_t r0, int64_t r1, int64_t K) {
   int64_t n = r0;
   for (; n + 4 <= r1; n += 4) {
     const float* a = w + n * K;
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (int64_t k = 0; k < K16; k += 16) {
-      __m512 xv = _mm512_loadu_ps(x + k);
-      s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), xv, s0);
-      s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + K + k), xv, s1);
-      s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + 2 * K + k), xv, s2);
-      s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + 3 * K + k), xv, s3);
-    }
-    float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
-                  _mm512_reduce_add_ps(s3)};
-    for (int64_t k = K16; k < K; ++k)
-      for (int j = 0; j < 4; ++j) r[j] += a[j * K + k] * x[k];
-    for (int j = 0; j < 4; ++j) y[n + j] = r[j];
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) f32_block<4>(x + m * K, a, y + m * N + n, N, K);
+    for (; m < M; ++m) f32_block<1>(x + m * K, a, y + m * N + n, N, K);
   }
-  gemv_rows_generic(x, w, y, n, r1, K, [](float v) { return v; });
+  gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, f32_id);
 }
 
 }  // namespace
 
-Tensor gemv(const Tensor& x, const Tensor& w) {
-  TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && x.numel() == w.size(1), "gemv: shapes");
-  const int64_t N = w.size(0), K = w.size(1);
-  Tensor y = at::empty({N}, at::kFloat);
+Tensor gemv_rows(const Tensor& x, const Tensor& w) {
+  TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && x.dim() >= 1 && x.size(-1) == w.size(1), "gemv_rows: shapes");
+  const int64_t N = w.size(0), K = w.size(1), M = K == 0 ? 0 : x.numel() / K;
+  Tensor y = at::empty({M, N}, at::kFloat);
   const bool bf16 = w.scalar_type() == at::kBFloat16;
   const bool avx = has_avx512();
   const bool dp = bf16 && has_avx512bf16();
   // The bf16 dot-product kernel reads x as it is; the others want it in fp32 (one
-  // conversion of K values per call, none on the common bf16 path).
-  Tensor xv = dp ? x.reshape({K}).contiguous() : x.reshape({K}).to(at::kFloat).contiguous();
+  // conversion of M*K values per call, none on the common bf16 path).
+  Tensor xv = dp ? x.reshape({M, K}).contiguous() : x.reshape({M, K}).to(at::kFloat).contiguous();
   const float* xp = dp ? nullptr : xv.data_ptr<float>();
   const uint16_t* xbp = dp ? reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()) : nullptr;
   float* yp = y.data_ptr<float>();
-  // Rows split across threads in blocks of whole cache lines of output.
-  at::parallel_for(0, N, 64, [&](int64_t r0, int64_t r1) {
+  // Rows split across threads in whole blocks of 4 (the kernels' unit), 64 rows at least:
+  // every row is computed the same way whatever M and whatever the thread count.
+  at::parallel_for(0, (N + 3) / 4, 16, [&](int64_t b0, int64_t b1) {
+    const int64_t r0 = 4 * b0, r1 = std::min(N, 4 * b1);
     if (bf16) {
       auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
       if (dp)
-        gemv_bf16_dp(xbp, wp, yp, r0, r1, K);
+        gemv_bf16_dp(xbp, M, wp, yp, N, r0, r1, K);
       else if (avx)
-        gemv_bf16_avx512(xp, wp, yp, r0, r1, K);
+        gemv_bf16_avx512(xp, M, wp, yp, N, r0, r1, K);
       else
-        gemv_rows_generic(xp, wp, yp, r0, r1, K, bf16_to_float);
+        gemv_rows_generic(xp, M, wp, yp, N, r0, r1, K, f32_id, bf16_to_float);
     } else {
       const float* wp = w.data_ptr<float>();
       if (avx)
-        gemv_f32_avx512(xp, wp, yp, r0, r1, K);
+        gemv_f32_avx512(xp, M, wp, yp, N, r0, r1, K);
       else
-        gemv_rows_generic(xp, wp, yp, r0, r1, K, [](float v) { return v; });
+        gemv_rows_generic(xp, M, wp, yp, N, r0, r1, K, f32_id, f32_id);
     }
   });
   return y.to(w.scalar_type());
+}
+
+Tensor gemv(const Tensor& x, const Tensor& w) {
+  TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && x.numel() == w.size(1), "gemv: shapes");
+  return gemv_rows(x.reshape({1, w.size(1)}), w).view({w.size(0)});
+}
+
+Tensor linear_rows(const Tensor& x, const Tensor& w) {
+  if (!grad_enabled() && w.device().is_cpu() && w.is_contiguous() &&
+      (w.scalar_type() == at::kBFloat16 || w.scalar_type() == at::kFloat) &&
+      x.scalar_type() == w.scalar_type()) {
+    auto shape = x.sizes().vec();
+    shape.back() = w.size(0);
+    return gemv_rows(x, w).view(shape);
+  }
+  return nn::linear(x, w);
 }
 
 Tensor linear(const Tensor& x, const Tensor& w) {

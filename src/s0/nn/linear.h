@@ -14,4 +14,13 @@ Tensor linear(const Tensor& x, const Tensor& w);
 // bf16 or f32. Accumulates in fp32, rounds the output once to w's dtype.
 Tensor gemv(const Tensor& x, const Tensor& w);
 
+// The same kernel for M rows at once: x [..., K] (M rows) -> [..., N]. Row m of the result
+// is bitwise equal to gemv(x[m], w): the rows share each block of weights while it is in
+// cache (one pass over W for the whole batch) but not their arithmetic.
+Tensor gemv_rows(const Tensor& x, const Tensor& w);
+
+// Batched decode: y = x W^T through gemv_rows when it applies (no autograd, CPU, bf16/f32
+// weights matching x), else linear(). Each row then equals linear() on that row alone.
+Tensor linear_rows(const Tensor& x, const Tensor& w);
+
 }  // namespace s0::nn

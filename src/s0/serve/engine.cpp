@@ -1,0 +1,300 @@
+#include "s0/serve/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "s0/adapters/state_set.h"
+#include "s0/models/model.h"
+#include "s0/util/error.h"
+
+namespace s0::serve {
+
+namespace {
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+bool valid_set_name(const std::string& n) {
+  if (n.empty() || n.size() > 64 || n == "base") return false;
+  return std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
+  });
+}
+
+}  // namespace
+
+bool SeqStream::take(std::vector<int64_t>& out, int timeout_ms) {
+  std::unique_lock<std::mutex> lk(mu);
+  cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return done || !tokens.empty(); });
+  out.insert(out.end(), tokens.begin(), tokens.end());
+  tokens.clear();
+  return done;
+}
+
+struct Engine::Seq {
+  SeqRequest req;
+  std::string set_name;  // "base" or the state set's name (statistics)
+  std::shared_ptr<const adapters::StateSet> set;
+  std::shared_ptr<SeqStream> stream;
+  std::unique_ptr<generate::Sampler> sampler;
+  models::Cache cache;
+  int64_t last = -1, produced = 0;
+};
+
+Engine::Engine(std::shared_ptr<models::CausalLM> model, EngineLimits limits)
+    : model_(std::move(model)), limits_(limits) {
+  if (!model_) throw Error("serve: no model");
+  if (limits_.max_batch < 1 || limits_.max_queue < 1 || limits_.max_prompt_tokens < 1 || limits_.max_tokens_cap < 1)
+    throw Error("serve: limits must be positive");
+  eos_ = model_->eos_token_ids();
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() { stop(); }
+
+void Engine::stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+StateSetInfo Engine::load_state_set(const std::string& name, const std::string& dir) {
+  if (!valid_set_name(name))
+    throw Error("state set name '" + name + "' is invalid (1-64 characters of A-Z a-z 0-9 . _ -, not 'base')");
+  const double t0 = now_s();
+  auto set = std::make_shared<adapters::StateSet>(adapters::load_state_set(dir, *model_));
+  StateSetInfo info;
+  info.name = name;
+  info.path = dir;
+  info.bytes = set->num_bytes();
+  info.layers = static_cast<int64_t>(set->states.size());
+  info.alpha = set->alpha();
+  info.normalize = set->normalize();
+  info.load_seconds = now_s() - t0;
+  std::lock_guard<std::mutex> lk(sets_mu_);
+  sets_[name] = Entry{std::move(set), info};
+  return info;
+}
+
+bool Engine::unload_state_set(const std::string& name) {
+  std::lock_guard<std::mutex> lk(sets_mu_);
+  return sets_.erase(name) > 0;
+}
+
+std::vector<StateSetInfo> Engine::state_sets() const {
+  std::lock_guard<std::mutex> lk(sets_mu_);
+  std::vector<StateSetInfo> out;
+  for (const auto& [n, e] : sets_) out.push_back(e.info);
+  return out;
+}
+
+bool Engine::has_state_set(const std::string& name) const {
+  std::lock_guard<std::mutex> lk(sets_mu_);
+  return sets_.count(name) > 0;
+}
+
+std::shared_ptr<SeqStream> Engine::submit(const SeqRequest& r) {
+  if (r.prompt.empty()) throw Error("prompt: empty (at least one token is needed)");
+  if (static_cast<int64_t>(r.prompt.size()) > limits_.max_prompt_tokens)
+    throw Error("prompt: " + std::to_string(r.prompt.size()) + " tokens, more than the server's limit of " +
+                std::to_string(limits_.max_prompt_tokens));
+  const int64_t V = model_->vocab_size();
+  for (int64_t id : r.prompt)
+    if (id < 0 || id >= V)
+      throw Error("prompt: token id " + std::to_string(id) + " out of range [0, " + std::to_string(V) + ")");
+  if (r.max_tokens < 1 || r.max_tokens > limits_.max_tokens_cap)
+    throw Error("max_tokens: must be in [1, " + std::to_string(limits_.max_tokens_cap) + "]");
+  auto seq = std::make_unique<Seq>();
+  seq->req = r;
+  seq->sampler = std::make_unique<generate::Sampler>(r.sampling);  // validates the values
+  seq->set_name = "base";
+  if (!r.state_set.empty()) {
+    std::lock_guard<std::mutex> lk(sets_mu_);
+    auto it = sets_.find(r.state_set);
+    if (it == sets_.end()) throw Error("model: unknown state set '" + r.state_set + "'");
+    seq->set = it->second.set;
+    seq->set_name = r.state_set;
+  } else if (r.alpha) {
+    throw Error("alpha: applies to a state set, not to the base model");
+  }
+  if (r.alpha && !std::isfinite(*r.alpha)) throw Error("alpha: must be a finite number");
+  seq->stream = std::make_shared<SeqStream>();
+  auto stream = seq->stream;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stopping_) throw BusyError("the server is shutting down");
+    // Sequences cancelled while waiting (their client left) no longer count.
+    for (auto it = pending_.begin(); it != pending_.end();)
+      if ((*it)->stream->cancel) {
+        finish(**it, "cancelled");
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    if (static_cast<int64_t>(pending_.size()) + active_count_ >= limits_.max_queue)
+      throw BusyError("the server is busy: " + std::to_string(limits_.max_queue) +
+                      " sequences are queued or running; retry later");
+    pending_.push_back(std::move(seq));
+  }
+  cv_.notify_all();
+  return stream;
+}
+
+void Engine::finish(Seq& s, const std::string& reason, const std::string& error) {
+  {  // counted before the consumer can see the end
+    std::lock_guard<std::mutex> lk(stats_mu_);
+    if (reason == "cancelled")
+      ++stats_.sequences_cancelled;
+    else
+      ++stats_.sequences_finished;
+  }
+  {
+    std::lock_guard<std::mutex> lk(s.stream->mu);
+    s.stream->done = true;
+    s.stream->finish_reason = reason;
+    s.stream->error = error;
+  }
+  s.stream->cv.notify_all();
+}
+
+bool Engine::emit(Seq& s, int64_t token) {
+  ++s.produced;
+  s.last = token;
+  {
+    std::lock_guard<std::mutex> lk(s.stream->mu);
+    s.stream->tokens.push_back(token);
+  }
+  s.stream->cv.notify_all();
+  {
+    std::lock_guard<std::mutex> lk(stats_mu_);
+    ++stats_.generated_tokens;
+    ++stats_.tokens_by_set[s.set_name];
+  }
+  if (!s.req.ignore_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end()) {
+    finish(s, "eos");
+    return false;
+  }
+  if (s.produced >= s.req.max_tokens) {
+    finish(s, "length");
+    return false;
+  }
+  return true;
+}
+
+void Engine::admit(std::vector<std::unique_ptr<Seq>>& fresh) {
+  // Prefill, one new sequence at a time, from the states its set gives (the S0 entry point).
+  for (auto& s : fresh) {
+    if (s->stream->cancel) {
+      finish(*s, "cancelled");
+      s.reset();
+      continue;
+    }
+    try {
+      models::StateMap states;
+      if (s->set) states = s->set->scaled(s->req.alpha);
+      s->cache = model_->new_cache(1, s->set ? &states : nullptr);
+      Tensor ids = at::tensor(s->req.prompt, at::kLong).view({1, -1});
+      Tensor logits = model_->forward(ids, s->cache, /*last_only=*/true).to(at::kFloat).contiguous();
+      {
+        std::lock_guard<std::mutex> lk(stats_mu_);
+        ++stats_.sequences_started;
+        ++stats_.sequences_by_set[s->set_name];
+        stats_.prompt_tokens += static_cast<int64_t>(s->req.prompt.size());
+      }
+      if (!emit(*s, s->sampler->sample(logits.data_ptr<float>(), logits.size(-1)))) s.reset();
+    } catch (const std::exception& e) {
+      finish(*s, "error", e.what());
+      s.reset();
+    }
+  }
+}
+
+void Engine::loop() {
+  at::init_num_threads();  // this thread's intra-op pool gets the process's thread count
+  NoGrad no_grad;
+  std::vector<std::unique_ptr<Seq>> active;
+  while (true) {
+    std::vector<std::unique_ptr<Seq>> fresh;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stopping_ || !pending_.empty() || !active.empty(); });
+      if (stopping_) break;
+      while (!pending_.empty() && static_cast<int64_t>(active.size() + fresh.size()) < limits_.max_batch) {
+        fresh.push_back(std::move(pending_.front()));
+        pending_.pop_front();
+      }
+      active_count_ = static_cast<int64_t>(active.size() + fresh.size());
+    }
+    admit(fresh);
+    for (auto& s : fresh)
+      if (s) active.push_back(std::move(s));
+    // Cancelled sequences (client gone, stop string seen) leave the batch.
+    for (auto& s : active)
+      if (s->stream->cancel) {
+        finish(*s, "cancelled");
+        s.reset();
+      }
+    active.erase(std::remove(active.begin(), active.end(), nullptr), active.end());
+    if (!active.empty()) {
+      // One decode step for every active sequence, whatever state set each started from.
+      const int64_t B = static_cast<int64_t>(active.size());
+      std::vector<int64_t> last(B);
+      std::vector<models::Cache*> caches(B);
+      for (int64_t b = 0; b < B; ++b) last[b] = active[b]->last, caches[b] = &active[b]->cache;
+      const double t_step = now_s();
+      try {
+        Tensor logits = model_->decode_step(at::tensor(last, at::kLong), caches).to(at::kFloat).contiguous();
+        const int64_t V = logits.size(1);
+        const float* p = logits.data_ptr<float>();
+        for (int64_t b = 0; b < B; ++b)
+          if (!emit(*active[b], active[b]->sampler->sample(p + b * V, V))) active[b].reset();
+      } catch (const std::exception& e) {
+        for (auto& s : active) finish(*s, "error", e.what());
+        active.clear();
+      }
+      active.erase(std::remove(active.begin(), active.end(), nullptr), active.end());
+      std::lock_guard<std::mutex> lk(stats_mu_);
+      ++stats_.decode_steps;
+      const double t = now_s();
+      stats_.decode_tokens += B;
+      stats_.decode_seconds += t - t_step;
+      rate_window_.emplace_back(t, B);
+      while (!rate_window_.empty() && rate_window_.front().first < t - 5.0) rate_window_.pop_front();
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    active_count_ = static_cast<int64_t>(active.size());
+  }
+  for (auto& s : active) finish(*s, "cancelled");
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto& s : pending_) finish(*s, "cancelled");
+  pending_.clear();
+  active_count_ = 0;
+}
+
+EngineStats Engine::stats() const {
+  EngineStats s;
+  {
+    std::lock_guard<std::mutex> lk(stats_mu_);
+    s = stats_;
+    if (rate_window_.size() >= 2) {
+      const double span = rate_window_.back().first - rate_window_.front().first;
+      int64_t n = 0;
+      for (size_t i = 1; i < rate_window_.size(); ++i) n += rate_window_[i].second;
+      if (span > 0) s.tokens_per_second = n / span;
+    }
+    if (!rate_window_.empty() && now_s() - rate_window_.back().first > 5.0) s.tokens_per_second = 0;
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  s.active = active_count_;
+  s.queued = static_cast<int64_t>(pending_.size());
+  return s;
+}
+
+}  // namespace s0::serve

@@ -1,0 +1,145 @@
+#pragma once
+// The serving engine: one loaded model, a registry of S0 state sets chosen per sequence,
+// and a scheduler thread that batches the decode steps of every active sequence whatever
+// its state set (continuous batching). A state set only decides how a sequence's cache
+// starts (CausalLM::new_cache); after that every sequence is decoded the same way.
+// Torch-free header (the HTTP layer includes it).
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "s0/generate/sampler.h"
+
+namespace s0::models {
+class CausalLM;
+}
+namespace s0::adapters {
+struct StateSet;
+}
+
+namespace s0::serve {
+
+struct EngineLimits {
+  int64_t max_batch = 32;        // sequences decoded together
+  int64_t max_queue = 256;       // sequences waiting + active; more is refused (busy)
+  int64_t max_prompt_tokens = 8192;
+  int64_t max_tokens_cap = 4096;  // per sequence
+};
+
+// One sequence's output channel, shared by the scheduler (producer) and the request
+// handler (consumer). The consumer sets `cancel` (client gone, stop string found).
+struct SeqStream {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<int64_t> tokens;  // produced, not yet taken
+  bool done = false;
+  std::string finish_reason;  // "eos" | "length" | "cancelled" | "error"
+  std::string error;
+  std::atomic<bool> cancel{false};
+
+  // Waits up to `timeout_ms` for tokens or the end; moves the tokens out. Returns true
+  // when the sequence is finished (and every token has been taken).
+  bool take(std::vector<int64_t>& out, int timeout_ms);
+};
+
+struct SeqRequest {
+  std::vector<int64_t> prompt;
+  std::string state_set;              // "" = base model
+  std::optional<double> alpha;        // overrides the set's alpha
+  generate::SamplingParams sampling;
+  int64_t max_tokens = 16;
+  bool ignore_eos = false;  // generate exactly max_tokens (benchmarks)
+};
+
+// A loaded state set as listed by the registry.
+struct StateSetInfo {
+  std::string name, path;
+  int64_t bytes = 0;
+  int64_t layers = 0;
+  double alpha = 0;
+  bool normalize = false;
+  double load_seconds = 0;
+};
+
+struct EngineStats {
+  int64_t active = 0, queued = 0;
+  int64_t sequences_started = 0, sequences_finished = 0, sequences_cancelled = 0;
+  int64_t prompt_tokens = 0, generated_tokens = 0, decode_steps = 0;
+  int64_t decode_tokens = 0;    // tokens produced by batched decode steps (not by prefill)
+  double decode_seconds = 0;    // time spent in batched decode steps (incl. sampling)
+  double tokens_per_second = 0;  // generated tokens/s over the last few seconds
+  std::map<std::string, int64_t> sequences_by_set, tokens_by_set;  // "base" for no set
+};
+
+class Engine {
+ public:
+  Engine(std::shared_ptr<models::CausalLM> model, EngineLimits limits = {});
+  ~Engine();  // stops the scheduler; unfinished sequences end as "cancelled"
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const models::CausalLM& model() const { return *model_; }
+  const EngineLimits& limits() const { return limits_; }
+
+  // State-set registry. load validates against the model (as `s0 generate` does) and
+  // replaces a set of the same name; names are [A-Za-z0-9._-]{1,64}, not "base".
+  StateSetInfo load_state_set(const std::string& name, const std::string& dir);
+  bool unload_state_set(const std::string& name);  // false if absent
+  std::vector<StateSetInfo> state_sets() const;
+  bool has_state_set(const std::string& name) const;
+
+  // Queues one sequence. Throws s0::Error for a bad request (unknown set, prompt too long
+  // or out of vocabulary range, bad sampling values) and BusyError when the queue is full.
+  // Sequences in flight keep the states they started from if their set is unloaded.
+  std::shared_ptr<SeqStream> submit(const SeqRequest& r);
+
+  EngineStats stats() const;
+  void stop();
+
+ private:
+  struct Seq;
+  void loop();
+  void admit(std::vector<std::unique_ptr<Seq>>& fresh);
+  bool emit(Seq& s, int64_t token);  // true while the sequence goes on
+  void finish(Seq& s, const std::string& reason, const std::string& error = "");
+
+  std::shared_ptr<models::CausalLM> model_;
+  EngineLimits limits_;
+  std::vector<int64_t> eos_;
+
+  mutable std::mutex sets_mu_;
+  struct Entry {
+    std::shared_ptr<const adapters::StateSet> set;
+    StateSetInfo info;
+  };
+  std::map<std::string, Entry> sets_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Seq>> pending_;
+  int64_t active_count_ = 0;
+  bool stopping_ = false;
+
+  // Statistics (under stats_mu_).
+  mutable std::mutex stats_mu_;
+  EngineStats stats_;
+  std::deque<std::pair<double, int64_t>> rate_window_;  // (time, tokens) per step
+
+  std::thread thread_;
+};
+
+// The queue is full: the HTTP layer answers 429.
+struct BusyError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace s0::serve
