@@ -344,6 +344,17 @@ TEST(EvalStats, StudentTClosedForms) {
   EXPECT_NEAR(student_t_two_sided_p(2.228138851986, 10), 0.05, 1e-9);
 }
 
+TEST(EvalStats, McNemarExact) {
+  // By hand: b=1, c=9 -> 2 * (C(10,0) + C(10,1)) / 2^10 = 22/1024; b=0, c=48 -> 2 / 2^48.
+  EXPECT_NEAR(mcnemar_exact_p(1, 9), 22.0 / 1024, 1e-15);
+  EXPECT_NEAR(mcnemar_exact_p(9, 1), 22.0 / 1024, 1e-15);
+  EXPECT_NEAR(mcnemar_exact_p(0, 48) / std::ldexp(2.0, -48), 1.0, 1e-9);
+  EXPECT_DOUBLE_EQ(mcnemar_exact_p(5, 5), 1.0);  // min(1, ...)
+  EXPECT_DOUBLE_EQ(mcnemar_exact_p(0, 0), 1.0);
+  // R: binom.test(3, 20)$p.value = 0.002576828
+  EXPECT_NEAR(mcnemar_exact_p(3, 17), 0.002576828, 1e-9);
+}
+
 TEST(EvalStats, TTestsMatchR) {
   // R's `sleep` data (Cushny & Peebles); expected values are R's printed output of
   // t.test(extra ~ group, data = sleep)  -> t = -1.8608, df = 17.776, p-value = 0.07939

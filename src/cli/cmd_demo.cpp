@@ -1,8 +1,12 @@
-// `s0 demo`: the main job on the built-in default. Today it runs the S0 mechanics end to end
-// on a model it writes itself: init a tiny random Qwen3.5 hybrid, train a state set on a toy
-// task, reload it, generate with and without it, and report the loss, what changed and what
-// it cost per token. (Collection and evaluation on a pretrained built-in model replace the
-// toy parts as those issues land.)
+// `s0 demo`: the main job on the built-in default. The whole S0 pipeline on the project's own
+// small pretrained hybrid (assets/builtin, see tools/builtin/README.md): evaluate the base
+// model on held-out problems, then over several seeds collect verified solutions on the
+// training problems (sampled from the frozen model, executed in the sandbox), train a state
+// set, evaluate it; print base vs S0 with std and Welch's p, the state-set size and the decode
+// speed with and without S0.
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -11,111 +15,195 @@
 
 #include "commands.h"
 #include "s0/adapters/state_set.h"
+#include "s0/eval/experiment.h"
+#include "s0/eval/protocol.h"
+#include "s0/eval/tasks.h"
 #include "s0/generate/generate.h"
 #include "s0/io/atomic_file.h"
-#include "s0/models/init_model.h"
 #include "s0/models/model.h"
 #include "s0/text/tokenizer.h"
-#include "s0/train/trainer.h"
+#include "s0/util/error.h"
 
 namespace s0::cli {
 
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// --assets, else $S0_ASSETS, else the source tree's assets/ (compiled in), else <exe>/../assets.
+std::string find_assets(const std::string& flag) {
+  std::vector<std::string> tries;
+  if (!flag.empty()) tries.push_back(flag);
+  if (const char* e = std::getenv("S0_ASSETS")) tries.push_back(e);
+#ifdef S0_ASSETS_DIR
+  tries.push_back(S0_ASSETS_DIR);
+#endif
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) tries.push_back((fs::path(std::string(buf, static_cast<size_t>(n))).parent_path().parent_path() / "assets").string());
+  for (const auto& t : tries)
+    if (fs::exists(fs::path(t) / "builtin" / "model" / "config.json")) return t;
+  std::string msg = "the built-in model was not found; looked in:";
+  for (const auto& t : tries) msg += " " + t + "/builtin/model";
+  throw Error(msg + " (pass --assets DIR or set S0_ASSETS)");
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
 Action add_demo(CLI::App& app) {
   struct Opts {
-    std::string out = "out/demo";
-    int64_t new_tokens = 48;
+    std::string out = "out/demo", assets;
     int threads = 0;
-    int64_t steps = 30;
+    int64_t seeds = 5, train_problems = 0, eval_problems = 0, samples = 16, steps = 20, max_new = 128;
+    double alpha = -1;
+    bool quick = false, unsafe_exec = false;
   };
   auto o = std::make_shared<Opts>();
-  app.add_option("--out", o->out, "Working directory for the demo's files")->capture_default_str();
-  app.add_option("--new-tokens", o->new_tokens, "Tokens generated per prompt")->capture_default_str();
-  app.add_option("--threads", o->threads, "Intra-op threads (0 = all cores)")->capture_default_str();
+  app.add_option("--out", o->out, "Working directory for the demo's files (rerun resumes)")->capture_default_str();
+  app.add_option("--assets", o->assets, "Folder holding builtin/model and builtin/tasks");
+  app.add_option("--seeds", o->seeds, "Seeds (collect -> train -> eval each)")->capture_default_str();
+  app.add_option("--train-problems", o->train_problems, "Use the first N training problems (0: all)");
+  app.add_option("--eval-problems", o->eval_problems, "Use the first N held-out problems (0: all)");
+  app.add_option("--samples", o->samples, "Completions sampled per training problem")->capture_default_str();
   app.add_option("--steps", o->steps, "S0 training steps")->capture_default_str();
+  app.add_option("--alpha", o->alpha, "Inference scale of the states (default: the built-in model's)");
+  app.add_option("--max-new-tokens", o->max_new, "New tokens per completion")->capture_default_str();
+  app.add_option("--threads", o->threads, "Intra-op threads (0 = all cores)")->capture_default_str();
+  app.add_flag("--quick", o->quick, "A fast smoke run: 1 seed, 8 training and 10 held-out problems, 4 samples, 2 steps");
+  app.add_flag("--unsafe-exec", o->unsafe_exec, "Run model code without bubblewrap when it is unavailable");
   return [o]() {
-    namespace fs = std::filesystem;
+    if (o->quick) o->seeds = 1, o->train_problems = 8, o->eval_problems = 10, o->samples = 4, o->steps = 2;
+    if (o->seeds < 1) throw Error("--seeds must be >= 1");
+    const fs::path assets = fs::path(find_assets(o->assets)) / "builtin";
+    const fs::path out = fs::absolute(o->out);
+    fs::create_directories(out);
+    const std::string model_dir = (assets / "model").string();
+    json info = json::parse(io::read_file((assets / "model" / "builtin.json").string()));
+    const double alpha = o->alpha >= 0 ? o->alpha : info.value("alpha", 0.07);
+
+    // One task file, training problems first (the experiment selects by index).
+    auto train = eval::read_tasks(eval::TaskKind::HumanEval, (assets / "tasks" / "train.jsonl").string());
+    auto held = eval::read_tasks(eval::TaskKind::HumanEval, (assets / "tasks" / "eval.jsonl").string());
+    const int64_t ntr = o->train_problems > 0 ? std::min<int64_t>(o->train_problems, train.size()) : train.size();
+    const int64_t nev = o->eval_problems > 0 ? std::min<int64_t>(o->eval_problems, held.size()) : held.size();
+    {
+      std::string all = eval::read_text_file((assets / "tasks" / "train.jsonl").string());
+      if (!all.empty() && all.back() != '\n') all += '\n';
+      all += eval::read_text_file((assets / "tasks" / "eval.jsonl").string());
+      io::write_file_atomic((out / "tasks.jsonl").string(), all);
+    }
+    json seeds = json::array();
+    for (int64_t s = 0; s < o->seeds; ++s) seeds.push_back(s);
+    json cfg = {{"model", model_dir},
+                {"tasks", (out / "tasks.jsonl").string()},
+                {"task_kind", "humaneval"},
+                {"db_dir", ""},
+                {"train_problems", "0-" + std::to_string(ntr - 1)},
+                {"eval_problems", std::to_string(train.size()) + "-" + std::to_string(train.size() + nev - 1)},
+                {"seeds", seeds},
+                {"chat", true},
+                {"thinking", false},
+                {"dtype", "f32"},
+                {"threads", o->threads},
+                {"unsafe_exec", o->unsafe_exec},
+                {"timeout", 10.0},
+                {"workers", 2},
+                {"collect", {{"samples", o->samples}, {"keep", 1}, {"check_all", false}, {"temperature", 0.7},
+                             {"top_p", 0.95}, {"top_k", 0}, {"max_new_tokens", o->max_new}}},
+                {"training", {{"steps", o->steps}, {"lr", 1e-3}, {"l2", 5e-4}, {"clip", 1.0}, {"layers", "all"},
+                              {"max_length", 2048}, {"normalize", false}, {"alpha_in_training", false}}},
+                {"eval", {{"alphas", {alpha}}, {"max_new_tokens", o->max_new}, {"samples", 0}, {"ks", {1}}}},
+                {"out", (out / "experiment").string()}};
     models::configure_runtime(o->threads);
-    const std::string model_dir = o->out + "/model", states_dir = o->out + "/states";
-    std::fprintf(stderr, "[1/4] writing the built-in tiny Qwen3.5 hybrid to %s\n", model_dir.c_str());
-    models::InitOptions init;
-    init.seed = 1;
-    init.dtype = "f32";
-    models::write_random_qwen35(model_dir, models::Qwen35Config::preset("tiny"), init);
     auto model = models::load_model(model_dir, at::kFloat);
+    std::fprintf(stderr, "s0 demo: built-in model %s (%s), %lld training / %lld held-out problems, %lld seeds\n",
+                 model_dir.c_str(), info.value("description", std::string("")).c_str(), static_cast<long long>(ntr),
+                 static_cast<long long>(nev), static_cast<long long>(o->seeds));
+    json summary = eval::run_experiment(cfg, model.get());
 
-    std::fprintf(stderr, "[2/4] training an S0 state set (one [H,K,V] state per GatedDeltaNet layer, model frozen) -> %s\n",
-                 states_dir.c_str());
-    // A built-in toy task: every prompt asks for the same fixed answer. On random weights this
-    // shows the mechanics (the completion loss falls, the outputs change), not a task lift.
-    auto tok = text::Tokenizer::from_model_dir(model_dir);
-    const char* questions[] = {"lamp green river", "cloud seven apple", "stone quiet lamp", "river apple cloud",
-                               "seven stone green", "quiet cloud river"};
-    std::vector<train::Example> data;
-    for (const char* q : questions) {
-      train::Example ex;
-      for (auto id : tok.encode(std::string("Q: ") + q + "\nA:")) ex.ids.push_back(id), ex.target.push_back(0);
-      for (auto id : tok.encode(" OK DONE", false)) ex.ids.push_back(id), ex.target.push_back(1);
-      data.push_back(ex);
+    // Decode speed with and without S0 (seed 0's states), same prompt, same length, alternating.
+    std::fprintf(stderr, "s0 demo: decode speed with and without S0\n");
+    const fs::path states_dir = out / "experiment" / "seed_0" / "states";
+    json speed = json(nullptr);
+    int64_t state_bytes = 0;
+    if (fs::exists(states_dir / "states.safetensors")) {
+      auto set = adapters::load_state_set(states_dir.string(), *model);
+      state_bytes = set.num_bytes();
+      auto states = set.scaled(alpha);
+      auto tok = text::Tokenizer::from_model_dir(model_dir);
+      auto chat = text::ChatTemplate::from_model_dir(model_dir);
+      eval::PromptStyle style;
+      style.chat = &chat;
+      auto ids = tok.encode(eval::render_prompt(held[0], style), true);
+      generate::GenerateOptions g;
+      g.max_new_tokens = 128;
+      g.eos_ids = {-1};
+      std::vector<double> rb, rs;
+      for (int rep = 0; rep < 3; ++rep) {
+        auto b = generate::generate(*model, {ids}, g)[0];
+        auto s = generate::generate(*model, {ids}, g, &states)[0];
+        rb.push_back((b.tokens.size() - 1) / std::max(b.decode_seconds, 1e-9));
+        rs.push_back((s.tokens.size() - 1) / std::max(s.decode_seconds, 1e-9));
+      }
+      speed = {{"base", median(rb)}, {"s0", median(rs)}, {"s0_over_base", median(rs) / median(rb)}};
     }
-    train::TrainConfig cfg;
-    cfg.steps = o->steps;
-    cfg.lr = 0.05;
-    cfg.alpha = 1.0;  // the paper's 0.07 is tuned for real checkpoints, not this random toy
-    std::vector<double> losses;
-    train::Trainer trainer(*model, data, cfg);
-    trainer.train(states_dir, false, [&](const train::StepReport& r) {
-      losses.push_back(r.loss);
-      if (r.step == 1 || r.step % 10 == 0 || r.step == r.steps)
-        std::fprintf(stderr, "      step %lld/%lld  completion loss %.3f\n", static_cast<long long>(r.step),
-                     static_cast<long long>(r.steps), r.loss);
-    });
-    auto loaded = adapters::load_state_set(states_dir, *model);
-    auto states = loaded.scaled();
 
-    std::fprintf(stderr, "[3/4] greedy generation, base vs S0\n");
-    std::vector<std::vector<int64_t>> prompts = {tok.encode("Q: lamp green river\nA:"),   // a training prompt
-                                                 tok.encode("Q: apple lamp seven\nA:")};  // an unseen one
-    generate::GenerateOptions opt;
-    opt.max_new_tokens = o->new_tokens;
-    opt.eos_ids = {-1};  // run the full length so the timings compare equal work
-    auto base = generate::generate(*model, prompts, opt);
-    auto tuned = generate::generate(*model, prompts, opt, &states);
-
-    std::fprintf(stderr, "[4/4] report\n");
-    nlohmann::json report = {{"model", model_dir}, {"states", states_dir}, {"training_loss", losses},
-                             {"state_set_bytes", loaded.num_bytes()}, {"prompts", nlohmann::json::array()}};
-    double tb = 0, tt = 0;
-    int64_t nb = 0, nt = 0;
-    std::printf("%-8s %-10s %s\n", "prompt", "tokens", "first generated ids");
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      auto show = [](const std::vector<int64_t>& v) {
-        std::string s;
-        for (size_t k = 0; k < std::min<size_t>(v.size(), 12); ++k) s += std::to_string(v[k]) + " ";
-        return s;
-      };
-      size_t same = 0;
-      while (same < base[i].tokens.size() && same < tuned[i].tokens.size() &&
-             base[i].tokens[same] == tuned[i].tokens[same])
-        ++same;
-      std::printf("%-8zu %-10s %s  %s\n", i, "base", show(base[i].tokens).c_str(),
-                  nlohmann::json(tok.decode(base[i].tokens, true)).dump().c_str());
-      std::printf("%-8zu %-10s %s  %s  (first %zu tokens equal to base)\n", i, "S0", show(tuned[i].tokens).c_str(),
-                  nlohmann::json(tok.decode(tuned[i].tokens, true)).dump().c_str(), same);
-      report["prompts"].push_back({{"base", base[i].tokens}, {"s0", tuned[i].tokens}, {"common_prefix", same}});
-      tb += base[i].decode_seconds, nb += base[i].tokens.size() - 1;
-      tt += tuned[i].decode_seconds, nt += tuned[i].tokens.size() - 1;
-    }
-    double rb = nb / std::max(tb, 1e-9), rt = nt / std::max(tt, 1e-9);
-    report["decode_tokens_per_s"] = {{"base", rb}, {"s0", rt}, {"s0_over_base", rt / rb}};
-    std::printf("\ndecode tokens/s: base %.1f, with S0 %.1f (ratio %.3f); state set %lld bytes\n", rb, rt,
-                rt / rb, static_cast<long long>(loaded.num_bytes()));
-    const std::string report_path = o->out + "/report.json";
-    io::write_file_atomic(report_path, report.dump(2));
-    std::printf("report: %s\nstate set: %s\n", report_path.c_str(), states_dir.c_str());
-    if (!losses.empty())
-      std::printf("training: completion loss %.3f -> %.3f over %zu steps\n", losses.front(), losses.back(), losses.size());
-    std::printf("(pipeline demo on a random tiny model: the built-in pretrained model and the evaluation with\n"
-                " pass@1 statistics replace it as those issues land)\n");
+    const json& m = summary["methods"][0];
+    const double base = summary["base"]["pass@1"].get<double>();
+    json result = {{"model", model_dir},
+                   {"alpha", alpha},
+                   {"train_problems", ntr},
+                   {"eval_problems", nev},
+                   {"seeds", o->seeds},
+                   {"base_pass@1", base},
+                   {"s0_pass@1_per_seed", m["pass@1_per_seed"]},
+                   {"s0_pass@1_mean", m.value("pass@1_mean", json(nullptr))},
+                   {"s0_pass@1_std", m.value("pass@1_std", json(nullptr))},
+                   {"delta_pp_mean", m.value("delta_pp_mean", json(nullptr))},
+                   {"delta_pp_std", m.value("delta_pp_std", json(nullptr))},
+                   {"welch_p", m.contains("welch_vs_base") ? m["welch_vs_base"]["p"] : json(nullptr)},
+                   {"welch_zero_variance", m.contains("welch_vs_base") ? m["welch_vs_base"]["zero_variance"] : json(nullptr)},
+                   {"mcnemar_p_max", m.value("mcnemar_p_max", json(nullptr))},
+                   {"fail_to_pass", m["fail_to_pass"]},
+                   {"pass_to_fail", m["pass_to_fail"]},
+                   {"state_set_bytes", state_bytes},
+                   {"decode_tokens_per_s", speed},
+                   {"report", (out / "experiment" / "report.md").string()},
+                   {"state_set", states_dir.string()}};
+    io::write_file_atomic((out / "demo.json").string(), result.dump(2) + "\n");
+    auto f1 = [](const json& v) {
+      char b[32];
+      if (!v.is_number()) return std::string("n/a");
+      snprintf(b, sizeof b, "%.1f", v.get<double>());
+      return std::string(b);
+    };
+    std::printf("\nS0 tuning on the built-in model: greedy pass@1 on %lld held-out problems, %lld seed%s, alpha %g\n\n",
+                static_cast<long long>(nev), static_cast<long long>(o->seeds), o->seeds > 1 ? "s" : "", alpha);
+    std::printf("| base | S0 (mean ± std) | delta pp (mean ± std) | Welch p | McNemar p (max over seeds) | state set | decode tok/s base / S0 |\n");
+    std::printf("|---|---|---|---|---|---|---|\n");
+    auto pv = [](const json& v) {
+      char b[32] = "n/a";
+      if (v.is_number()) snprintf(b, sizeof b, "%.2g", v.get<double>());
+      return std::string(b);
+    };
+    const std::string welch = result["welch_zero_variance"].is_boolean() && result["welch_zero_variance"].get<bool>()
+                                  ? "undefined (std 0)"
+                                  : pv(result["welch_p"]);
+    std::printf("| %s%% | %s ± %s%% | %s ± %s | %s | %s | %.1f KB | %s / %s |\n", f1(base).c_str(),
+                f1(result["s0_pass@1_mean"]).c_str(), f1(result["s0_pass@1_std"]).c_str(),
+                f1(result["delta_pp_mean"]).c_str(), f1(result["delta_pp_std"]).c_str(), welch.c_str(),
+                pv(result["mcnemar_p_max"]).c_str(), state_bytes / 1024.0,
+                speed.is_null() ? "n/a" : f1(speed["base"]).c_str(), speed.is_null() ? "n/a" : f1(speed["s0"]).c_str());
+    std::printf("\nFAIL->PASS %lld, PASS->FAIL %lld (summed over seeds)\n", static_cast<long long>(result["fail_to_pass"].get<int64_t>()),
+                static_cast<long long>(result["pass_to_fail"].get<int64_t>()));
+    std::printf("\nreport:    %s\nstate set: %s\nsummary:   %s\n", result["report"].get<std::string>().c_str(),
+                states_dir.string().c_str(), (out / "demo.json").string().c_str());
     return 0;
   };
 }

@@ -302,6 +302,7 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
   std::map<double, std::vector<double>> pass_by_alpha;  // alpha -> per-seed pass@1 (%)
   std::map<double, std::vector<int64_t>> divergence;
   std::map<double, int64_t> flips_up, flips_down;
+  std::map<double, std::vector<double>> mcnemar;  // per seed, exact McNemar p vs base
   std::vector<int64_t> kept_per_seed;
   for (const auto& sj : cfg["seeds"]) {
     const uint64_t seed = sj.get<uint64_t>();
@@ -375,6 +376,8 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
       pass_by_alpha[a].push_back(100.0 * c["pass@1"].get<double>());
       flips_up[a] += static_cast<int64_t>(c["fail_to_pass"].size());
       flips_down[a] += static_cast<int64_t>(c["pass_to_fail"].size());
+      mcnemar[a].push_back(mcnemar_exact_p(static_cast<int64_t>(c["fail_to_pass"].size()),
+                                           static_cast<int64_t>(c["pass_to_fail"].size())));
       for (auto& p : c["first_char_divergence"]["positions"]) divergence[a].push_back(p.get<int64_t>());
     }
     seeds_out.push_back(seed_rec);
@@ -399,8 +402,12 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
         // Greedy base is deterministic: the same value for every seed (zero variance), where
         // Welch's test reduces to a one-sample t-test of the deltas.
         auto t = welch_t_test(v, std::vector<double>(v.size(), base_pct));
-        m["welch_vs_base"] = {{"t", t.t}, {"df", t.df}, {"p", t.p}};
+        m["welch_vs_base"] = {{"t", t.t}, {"df", t.df}, {"p", t.p}, {"zero_variance", stddev(v) == 0}};
       }
+    }
+    if (!mcnemar[a].empty()) {
+      m["mcnemar_p_per_seed"] = mcnemar[a];
+      m["mcnemar_p_max"] = *std::max_element(mcnemar[a].begin(), mcnemar[a].end());
     }
     m["fail_to_pass"] = flips_up[a];
     m["pass_to_fail"] = flips_down[a];
@@ -457,16 +464,22 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
      << "- model: `" << cfg["model"].get<std::string>() << "`\n- tasks: `" << cfg["tasks"].get<std::string>() << "` ("
      << task_kind_name(kind) << "), " << train_tasks.size() << " training problems, " << eval_tasks.size()
      << " held out\n- seeds: " << cfg["seeds"].dump() << "\n- sandbox: " << (sandbox.isolated() ? "bubblewrap" : "none")
-     << "\n\n| method | pass@1 (mean ± std) | delta vs base (pp) | Welch p vs base | FAIL->PASS | PASS->FAIL | seeds |\n"
-     << "|---|---|---|---|---|---|---|\n"
-     << "| base | " << num(base_pct) << " | | | | | (deterministic) |\n";
+     << "\n\n| method | pass@1 (mean ± std) | delta vs base (pp) | Welch p vs base | McNemar p (max over seeds) | FAIL->PASS | PASS->FAIL | seeds |\n"
+     << "|---|---|---|---|---|---|---|---|\n"
+     << "| base | " << num(base_pct) << " | | | | | | (deterministic) |\n";
   for (const auto& m : methods) {
     md << "| " << m["name"].get<std::string>() << " | "
        << (m.contains("pass@1_mean") ? pm(m["pass@1_mean"], m["pass@1_std"]) : "n/a") << " | "
        << (m.contains("delta_pp_mean") ? pm(m["delta_pp_mean"], m["delta_pp_std"]) : "n/a") << " | "
-       << (m.contains("welch_vs_base") ? pval(m["welch_vs_base"]["p"]) : "") << " | " << m["fail_to_pass"] << " | "
+       << (m.contains("welch_vs_base")
+               ? (m["welch_vs_base"]["zero_variance"].get<bool>() ? std::string("undefined (zero variance)")
+                                                                   : pval(m["welch_vs_base"]["p"]))
+               : "")
+       << " | " << (m.contains("mcnemar_p_max") ? pval(m["mcnemar_p_max"]) : "") << " | " << m["fail_to_pass"] << " | "
        << m["pass_to_fail"] << " | " << m["seeds"] << " |\n";
   }
+  md << "\nWelch's t-test compares the per-seed pass@1 with the (deterministic) base; McNemar's exact test compares "
+        "base and S0 problem by problem within a seed (FAIL->PASS vs PASS->FAIL), the largest p over seeds shown.\n";
   for (const auto& p : paired)
     md << "\nPaired t-test " << p["a"].get<std::string>() << " vs " << p["b"].get<std::string>() << " (same seeds): mean "
        << num(p["mean_diff_pp"]) << " pp, t = " << num(p["t"], 3) << ", p = " << pval(p["p"]) << ".\n";

@@ -1,5 +1,6 @@
 #include "s0/eval/stats.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -118,6 +119,17 @@ TTest paired_t_test(const std::vector<double>& a, const std::vector<double>& b) 
   r.t = r.mean_diff / se;
   r.p = student_t_two_sided_p(r.t, r.df);
   return r;
+}
+
+double mcnemar_exact_p(int64_t b, int64_t c) {
+  if (b < 0 || c < 0) throw Error("McNemar test needs non-negative counts");
+  const int64_t n = b + c, k = std::min(b, c);
+  if (n == 0) return 1.0;
+  // log C(n, i) - n log 2, summed in probability space (each term <= 1, no overflow)
+  double tail = 0;
+  for (int64_t i = 0; i <= k; ++i)
+    tail += std::exp(std::lgamma(n + 1.0) - std::lgamma(i + 1.0) - std::lgamma(n - i + 1.0) - n * std::log(2.0));
+  return std::min(1.0, 2 * tail);
 }
 
 }  // namespace s0::eval

@@ -28,4 +28,9 @@ TTest welch_t_test(const std::vector<double>& a, const std::vector<double>& b);
 // Paired t-test on a[i] - b[i] (two-sided), df = n - 1.
 TTest paired_t_test(const std::vector<double>& a, const std::vector<double>& b);
 
+// Exact McNemar test (two-sided) for paired binary outcomes on the same problems: b and c are
+// the discordant counts (FAIL->PASS, PASS->FAIL); p = min(1, 2 P(X <= min(b, c))), X ~ Bin(b+c, 1/2).
+// b + c = 0: p = 1.
+double mcnemar_exact_p(int64_t b, int64_t c);
+
 }  // namespace s0::eval
