@@ -19,6 +19,12 @@ Tensor rms_norm_1p(const Tensor& x, const Tensor& w, double eps) {
   return (x32 * r * (w.to(a) + 1.0)).to(x.scalar_type());
 }
 
+Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
+  const auto a = acc(x.scalar_type());
+  Tensor x32 = x.to(a);
+  return w * (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + eps)).to(x.scalar_type());
+}
+
 Tensor gated_rms_norm(const Tensor& o, const Tensor& z, const Tensor& w, double eps,
                       at::ScalarType dtype) {
   const auto a = acc(dtype);
@@ -95,7 +101,7 @@ struct ConvTaps : public torch::autograd::Function<ConvTaps> {
 }  // namespace
 
 Tensor causal_conv_silu(const Tensor& x, const Tensor& weight, const Tensor& history,
-                        Tensor& new_history) {
+                        Tensor& new_history, const Tensor& bias) {
   const int64_t B = x.size(0), L = x.size(1), C = x.size(2), Kc = weight.size(1);
   Tensor xt = x.transpose(1, 2);  // [B, C, L]
   Tensor hist = history.defined() ? history : at::zeros({B, C, Kc - 1}, x.options());
@@ -105,6 +111,7 @@ Tensor causal_conv_silu(const Tensor& x, const Tensor& weight, const Tensor& his
   // much faster than a depthwise conv1d on CPU, and the same for one or many tokens.
   Tensor f = full.to(weight.scalar_type());
   Tensor y = grad_enabled() && f.requires_grad() ? ConvTaps::apply(f, weight) : ConvTaps::taps(f, weight, L);
+  if (bias.defined()) y = y + bias.view({1, C, 1});
   return nn::silu(y.to(x.scalar_type())).transpose(1, 2);  // [B, L, C]
 }
 
