@@ -274,6 +274,26 @@ TEST_F(TinyFalconH1, RejectsBadStatesAndConfigs) {
   auto c4 = j;
   c4["mamba_d_head"] = "auto";
   EXPECT_EQ(FalconH1Config::from_json(c4, "config.json").mamba_d_head, 16);
+  // transformers writes time_step_limit with Python's non-standard Infinity.
+  {
+    const std::string d = s0::testing::temp_dir("fh1_inf");
+    for (const char* f : {"model.safetensors"})
+      fs::copy_file(*dir_ + "/" + f, d + "/" + f, fs::copy_options::overwrite_existing);
+    std::string text = j.dump(2);
+    text.insert(text.rfind('}'), ", \"time_step_limit\": [0.0, Infinity], \"note\": \"NaN Infinity\"\n");
+    io::write_file_atomic(d + "/config.json", text);
+    auto m = models::load_model(d, at::kFloat);
+    auto* f = dynamic_cast<models::FalconH1Model*>(m.get());
+    ASSERT_NE(f, nullptr);
+    EXPECT_LT(f->config().time_step_max_clamp, 0);  // unbounded
+    io::write_file_atomic(d + "/config.json", text + "x");
+    EXPECT_THROW(models::load_model(d, at::kFloat), s0::Error);
+  }
+  auto c6 = j;
+  c6["time_step_limit"] = {0.01, 0.05};
+  auto cl = FalconH1Config::from_json(c6, "config.json");
+  EXPECT_EQ(cl.time_step_min_clamp, 0.01);
+  EXPECT_EQ(cl.time_step_max_clamp, 0.05);
   auto c5 = j;
   c5.erase("rope_theta");
   c5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 123.0}};
