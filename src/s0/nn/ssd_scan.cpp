@@ -3,6 +3,7 @@
 #include <limits>
 #include <vector>
 
+#include "s0/nn/batched_matmul.h"
 #include "s0/util/blas_threads.h"
 
 namespace s0::nn {
@@ -65,13 +66,13 @@ SsdResult ssd_scan_chunked(const Tensor& x, const Tensor& dt, const Tensor& A, c
   const int64_t Nc = (L + Q - 1) / Q, pad = Nc * Q - L;
 
   // Zero-pad the tail to whole chunks (dt = 0 there: no decay, no write), then view heads
-  // as [G, Hg] so that B and C broadcast over the heads of their group without copies.
+  // as [G, Hg]: B and C are shared by the heads of a group.
   auto pad4 = [&](const Tensor& t) { return pad ? at::constant_pad_nd(t, {0, 0, 0, pad}) : t; };
   auto pad3 = [&](const Tensor& t) { return pad ? at::constant_pad_nd(t, {0, pad}) : t; };
   Tensor xc = pad4(x).reshape({Bz, G, Hg, Nc, Q, P});
   Tensor dtc = pad3(dt).reshape({Bz, G, Hg, Nc, Q});
-  Tensor Bc = pad4(Bm).reshape({Bz, G, 1, Nc, Q, N});
-  Tensor Cc = pad4(Cm).reshape({Bz, G, 1, Nc, Q, N});
+  Tensor Bc = pad4(Bm).reshape({Bz * G * Nc, Q, N});  // one matrix per (batch, group, chunk)
+  Tensor Cc = pad4(Cm).reshape({Bz * G * Nc, Q, N});
 
   Tensor a = dtc * A.view({1, G, Hg, 1, 1});  // log-decay per step (<= 0)
   Tensor xb = xc * dtc.unsqueeze(-1);         // dt_s x_s
@@ -80,17 +81,21 @@ SsdResult ssd_scan_chunked(const Tensor& x, const Tensor& dt, const Tensor& A, c
   Tensor upper = at::ones({Q, Q}, opts_bool).triu(1);  // s > t: masked before exp
   Tensor seg = (lam.unsqueeze(-1) - lam.unsqueeze(-2))
                    .masked_fill(upper, -std::numeric_limits<double>::infinity())
-                   .exp();                                           // [.., Q(t), Q(s)]
+                   .exp();                                           // [Bz,G,Hg,Nc,Q(t),Q(s)]
   // 1. Intra-chunk: y_t = sum_{s<=t} (C_t . B_s) exp(lam_t - lam_s) dt_s x_s.
-  Tensor CB = Cc.matmul(Bc.transpose(-1, -2));                       // [Bz,G,1,Nc,Q,Q]
-  Tensor y = (CB * seg).matmul(xb);                                  // [Bz,G,Hg,Nc,Q,P]
-  // 2. Each chunk's own contribution to the state at its end.
+  Tensor CB = batched_matmul(Cc, false, Bc, true).view({Bz, G, 1, Nc, Q, Q});
+  Tensor y = batched_matmul((CB * seg).reshape({-1, Q, Q}), false, xb.reshape({-1, Q, P}), false)
+                 .view({Bz, G, Hg, Nc, Q, P});
+  // 2. Each chunk's own contribution to the state at its end, all heads of a group in one
+  //    product: [Q, Hg*P]^T [Q, N].
   Tensor lam_end = lam.select(-1, Q - 1);                            // [Bz,G,Hg,Nc]
   Tensor w_end = (lam_end.unsqueeze(-1) - lam).exp().unsqueeze(-1);  // exp(lam_end - lam_s)
-  Tensor dS = (xb * w_end).transpose(-1, -2).matmul(Bc);             // [Bz,G,Hg,Nc,P,N]
+  Tensor xw = (xb * w_end).permute({0, 1, 3, 4, 2, 5}).reshape({Bz * G * Nc, Q, Hg * P});
+  Tensor dS = batched_matmul(xw, true, Bc, false)                    // [Bz*G*Nc, Hg*P, N]
+                  .view({Bz, G, Nc, Hg, P, N});
   Tensor decay = lam_end.exp().unsqueeze(-1).unsqueeze(-1);          // [Bz,G,Hg,Nc,1,1]
   // 3. State passing; the state entering each chunk feeds its off-diagonal outputs.
-  auto dSn = dS.unbind(3), decn = decay.unbind(3);
+  auto dSn = dS.unbind(2), decn = decay.unbind(3);
   S = S.reshape({Bz, G, Hg, P, N});
   std::vector<Tensor> enter;
   enter.reserve(Nc);
@@ -98,9 +103,12 @@ SsdResult ssd_scan_chunked(const Tensor& x, const Tensor& dt, const Tensor& A, c
     enter.push_back(S);
     S = S * decn[c] + dSn[c];
   }
-  Tensor Se = at::stack(enter, 3);                                   // [Bz,G,Hg,Nc,P,N]
-  // 4. Off-diagonal: y_t += exp(lam_t) S_enter C_t.
-  y = y + Cc.matmul(Se.transpose(-1, -2)) * lam.exp().unsqueeze(-1);
+  Tensor Se = at::stack(enter, 2).reshape({Bz * G * Nc, Hg * P, N});  // [Bz,G,Nc,Hg,P,N]
+  // 4. Off-diagonal: y_t += exp(lam_t) S_enter C_t, all heads of a group in one product.
+  Tensor yoff = batched_matmul(Cc, false, Se, true)                   // [Bz*G*Nc, Q, Hg*P]
+                    .view({Bz, G, Nc, Q, Hg, P})
+                    .permute({0, 1, 4, 2, 3, 5});
+  y = y + yoff * lam.exp().unsqueeze(-1);
   Tensor out = y.reshape({Bz, H, Nc * Q, P});
   if (pad) out = out.narrow(2, 0, L);
   return {out, S.reshape({Bz, H, P, N})};
