@@ -1,6 +1,8 @@
 #include "s0/nn/ssd_scan.h"
 
 #include <limits>
+
+#include <torch/csrc/autograd/custom_function.h>
 #include <vector>
 
 #include "s0/nn/batched_matmul.h"
@@ -29,6 +31,33 @@ void check_shapes(const Tensor& x, const Tensor& dt, const Tensor& A, const Tens
 
 Tensor zeros_state(const Tensor& x, const Tensor& Bm) {
   return at::zeros({x.size(0), x.size(1), x.size(3), Bm.size(3)}, x.options());
+}
+
+// seg[.., t, s] = exp(lam_t - lam_s) for s <= t, else 0 (masked before the exp: no overflow).
+// One fused forward and a two-reduction backward (d lam = rowsum(G) - colsum(G) with
+// G = grad * seg) instead of autograd's sub / masked_fill / exp chain over [.., Q, Q].
+struct SegExp : public torch::autograd::Function<SegExp> {
+  static Tensor compute(const Tensor& lam) {
+    const int64_t Q = lam.size(-1);
+    Tensor upper = at::ones({Q, Q}, lam.options().dtype(at::kBool)).triu(1);
+    Tensor seg = lam.unsqueeze(-1) - lam.unsqueeze(-2);
+    seg.masked_fill_(upper, -std::numeric_limits<double>::infinity());
+    return seg.exp_();
+  }
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& lam) {
+    Tensor seg = compute(lam);
+    ctx->save_for_backward({seg});
+    return seg;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    Tensor G = grads[0] * ctx->get_saved_variables()[0];
+    return {G.sum(-1) - G.sum(-2)};
+  }
+};
+
+Tensor seg_exp(const Tensor& lam) {
+  return grad_enabled() && lam.requires_grad() ? SegExp::apply(lam) : SegExp::compute(lam);
 }
 
 }  // namespace
@@ -77,11 +106,7 @@ SsdResult ssd_scan_chunked(const Tensor& x, const Tensor& dt, const Tensor& A, c
   Tensor a = dtc * A.view({1, G, Hg, 1, 1});  // log-decay per step (<= 0)
   Tensor xb = xc * dtc.unsqueeze(-1);         // dt_s x_s
   Tensor lam = a.cumsum(-1);                  // inclusive in-chunk cumulative log-decay
-  auto opts_bool = at::TensorOptions().dtype(at::kBool).device(x.device());
-  Tensor upper = at::ones({Q, Q}, opts_bool).triu(1);  // s > t: masked before exp
-  Tensor seg = (lam.unsqueeze(-1) - lam.unsqueeze(-2))
-                   .masked_fill(upper, -std::numeric_limits<double>::infinity())
-                   .exp();                                           // [Bz,G,Hg,Nc,Q(t),Q(s)]
+  Tensor seg = seg_exp(lam);                  // [Bz,G,Hg,Nc,Q(t),Q(s)]
   // 1. Intra-chunk: y_t = sum_{s<=t} (C_t . B_s) exp(lam_t - lam_s) dt_s x_s.
   Tensor CB = batched_matmul(Cc, false, Bc, true).view({Bz, G, 1, Nc, Q, Q});
   Tensor y = batched_matmul((CB * seg).reshape({-1, Q, Q}), false, xb.reshape({-1, Q, P}), false)
