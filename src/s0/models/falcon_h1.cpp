@@ -106,10 +106,10 @@ Tensor FalconH1Model::mamba(const Layer& w, const Tensor& u, LayerCache& c) cons
   auto parts = zxbcdt.split_with_sizes({Ds, Cd, H}, 2);
   // 3. Depthwise causal conv + SiLU over x|B|C, continuing the cache's window.
   Tensor xbc = nn::causal_conv_silu(parts[1], w.conv, c.conv, c.conv, w.conv_b);
-  auto xs = xbc.split_with_sizes({Ds, G * N, G * N}, 2);
-  Tensor x = xs[0].reshape({B, L, H, P}).to(rdt_);
-  Tensor Bm = xs[1].reshape({B, L, G, N}).to(rdt_);
-  Tensor Cm = xs[2].reshape({B, L, G, N}).to(rdt_);
+  auto xs = xbc.to(rdt_).split_with_sizes({Ds, G * N, G * N}, 2);  // one conversion
+  Tensor x = xs[0].reshape({B, L, H, P});
+  Tensor Bm = xs[1].reshape({B, L, G, N});
+  Tensor Cm = xs[2].reshape({B, L, G, N});
   // 5. dt = softplus(dt + dt_bias), clamped to time_step_limit when one is set.
   Tensor dt = at::softplus(parts[2].to(rdt_) + w.dt_bias);  // [B, L, H]
   if (cfg_.time_step_min_clamp > 0 || cfg_.time_step_max_clamp >= 0)
