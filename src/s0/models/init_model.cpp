@@ -178,20 +178,7 @@ json byte_vocab(int64_t offset) {
 
 std::string byte_level_tokenizer_json(int64_t first_special) {
   // GPT-2 byte <-> unicode mapping: printable bytes map to themselves, the rest to U+0100+.
-  json vocab = json::object();
-  int extra = 0;
-  for (int b = 0; b < 256; ++b) {
-    bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-    uint32_t cp = printable ? b : 256 + extra++;
-    std::string s;
-    if (cp < 0x80) {
-      s += static_cast<char>(cp);
-    } else {
-      s += static_cast<char>(0xC0 | (cp >> 6));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-    vocab[s] = b;
-  }
+  json vocab = byte_vocab(0);
   json added = json::array();
   const char* specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
   for (int i = 0; i < 3; ++i)
