@@ -390,6 +390,26 @@ TEST(FalconH1Variants, TiedEmbeddingsBiasesAndGatedNorm) {
   }
 }
 
+TEST(FalconH1Variants, TimeStepLimitClampsDt) {
+  auto dir = s0::testing::tiny_falcon_h1("f32", 3);
+  const std::string clamped = s0::testing::temp_dir("fh1_clamp");
+  fs::copy_file(dir + "/model.safetensors", clamped + "/model.safetensors", fs::copy_options::overwrite_existing);
+  auto j = nlohmann::json::parse(io::read_file(dir + "/config.json"));
+  j["time_step_limit"] = {0.05, 0.06};
+  io::write_file_atomic(clamped + "/config.json", j.dump(2));
+  auto a = models::load_model(dir, at::kFloat), b = models::load_model(clamped, at::kFloat);
+  NoGrad ng;
+  auto ids = random_ids(40, a->vocab_size(), 8);
+  auto ca = a->new_cache(1), cb = b->new_cache(1);
+  EXPECT_GT(max_rel(b->forward(ids_tensor(ids), cb), a->forward(ids_tensor(ids), ca)), 1e-3);
+  // Prefill + decode still agree under the clamp.
+  auto c1 = b->new_cache(1), c2 = b->new_cache(1);
+  Tensor full = b->forward(ids_tensor(ids), c1)[0];
+  std::vector<Tensor> rows{b->forward(ids_tensor({ids.begin(), ids.begin() + 30}), c2)[0]};
+  for (int t = 30; t < 40; ++t) rows.push_back(b->forward(ids_tensor({ids[t]}), c2)[0]);
+  EXPECT_LT(max_rel(at::cat(rows, 0), full), 1e-5);
+}
+
 TEST(FalconH1Variants, InitModelTokenizerAndChatTemplate) {
   auto dir = s0::testing::tiny_falcon_h1("f32", 3);
   auto tok = text::Tokenizer::from_model_dir(dir);
