@@ -105,7 +105,8 @@ Tensor FalconH1Model::mamba(const Layer& w, const Tensor& u, LayerCache& c) cons
   Tensor zxbcdt = w.in_proj(u * cfg_.ssm_in_multiplier) * mup_;  // [B, L, 2Ds + 2GN + H]
   auto parts = zxbcdt.split_with_sizes({Ds, Cd, H}, 2);
   // 3. Depthwise causal conv + SiLU over x|B|C, continuing the cache's window.
-  Tensor xbc = nn::causal_conv_silu(parts[1], w.conv, c.conv, c.conv, w.conv_b);
+  Tensor xbc = w.conv_b.defined() ? nn::causal_conv_bias_silu(parts[1], w.conv, w.conv_b, c.conv, c.conv)
+                                   : nn::causal_conv_silu(parts[1], w.conv, c.conv, c.conv);
   auto xs = xbc.to(rdt_).split_with_sizes({Ds, G * N, G * N}, 2);  // one conversion
   Tensor x = xs[0].reshape({B, L, H, P});
   Tensor Bm = xs[1].reshape({B, L, G, N});

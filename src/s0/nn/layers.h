@@ -34,9 +34,11 @@ Tensor rope_inv_freq(int64_t rotary_dim, double theta);
 // Causal depthwise conv over time + SiLU with a history of the last Kc-1 raw inputs.
 // x [B, L, C] (dtype), weight [C, Kc] float32, history [B, C, Kc-1] or undefined (zeros).
 // Returns silu(conv) [B, L, C] in x's dtype; `new_history` receives the last Kc-1 inputs.
-// `bias` [C] float32 (optional) is added before the SiLU.
 Tensor causal_conv_silu(const Tensor& x, const Tensor& weight, const Tensor& history,
-                        Tensor& new_history, const Tensor& bias = Tensor());
+                        Tensor& new_history);
+// The same with a per-channel bias [C] (float32) added before the SiLU.
+Tensor causal_conv_bias_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& history,
+                             Tensor& new_history);
 
 // Appends k, v [B, KV, L, hd] after `past` valid positions of the cache buffers and returns
 // views of all past+L positions. Without autograd the buffers grow geometrically and are
