@@ -2,7 +2,7 @@
 // with random weights), with and without a random non-zero S0 state set, plus the GEMM
 // throughput measured in the same run. Prints one JSON object.
 //
-//   bench_engine --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len 512] [--decode 64]
+//   bench_engine [--arch qwen35|falcon_h1] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len 512] [--decode 64]
 //   bench_engine --model DIR --dtype f32
 #include <chrono>
 #include <algorithm>
@@ -32,7 +32,7 @@ static double rss_gb() {
 }
 
 int main(int argc, char** argv) {
-  std::string model_dir, preset, dtype = "bf16", cache_dir = "/tmp/s0-bench";
+  std::string model_dir, preset, dtype = "bf16", cache_dir = "/tmp/s0-bench", arch = "qwen35";
   int threads = 0, prompt_len = 512, decode = 64, repeats = 3;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
     };
     if (a == "--model") model_dir = next();
     else if (a == "--preset") preset = next();
+    else if (a == "--arch") arch = next();
     else if (a == "--dtype") dtype = next();
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--prompt-len") prompt_len = std::stoi(next());
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
     else if (a == "--repeats") repeats = std::stoi(next());
     else if (a == "--cache-dir") cache_dir = next();
     else {
-      std::fprintf(stderr, "usage: bench_engine (--model DIR | --preset NAME) [--dtype bf16|f32] [--threads N]\n"
+      std::fprintf(stderr, "usage: bench_engine (--model DIR | [--arch qwen35|falcon_h1] --preset NAME) [--dtype bf16|f32] [--threads N]\n"
                            "       [--prompt-len 512] [--decode 64] [--repeats 3] [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
@@ -59,8 +60,8 @@ int main(int argc, char** argv) {
     nlohmann::json out;
     if (model_dir.empty()) {
       if (preset.empty()) preset = "tiny";
-      model_dir = cache_dir + "/qwen35-" + preset + "-" + dtype;
-      if (double s = bench::ensure_preset_dir(model_dir, preset, dtype); s > 0) out["init_model_seconds"] = s;
+      model_dir = cache_dir + "/" + arch + "-" + preset + "-" + dtype;
+      if (double s = bench::ensure_preset_dir(model_dir, preset, dtype, arch); s > 0) out["init_model_seconds"] = s;
     }
     const auto st = models::parse_dtype(dtype);
     auto t0 = Clock::now();

@@ -8,6 +8,7 @@
 #include "s0/models/init_model.h"
 #include "s0/models/model.h"
 #include "s0/nn/linear.h"
+#include "s0/util/error.h"
 
 namespace s0::bench {
 
@@ -15,14 +16,20 @@ using Clock = std::chrono::steady_clock;
 
 inline double secs(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
 
-// CACHE/qwen35-PRESET-DTYPE, written with random weights when absent. Returns the seconds
-// spent writing it (0 when it already existed).
-inline double ensure_preset_dir(const std::string& dir, const std::string& preset, const std::string& dtype) {
+// CACHE/ARCH-PRESET-DTYPE, written with random weights when absent. Returns the seconds
+// spent writing it (0 when it already existed). arch: "qwen35" | "falcon_h1".
+inline double ensure_preset_dir(const std::string& dir, const std::string& preset, const std::string& dtype,
+                                const std::string& arch = "qwen35") {
   if (std::filesystem::exists(dir + "/config.json")) return 0;
   auto t0 = Clock::now();
   models::InitOptions opt;
   opt.dtype = dtype;
-  models::write_random_qwen35(dir, models::Qwen35Config::preset(preset), opt);
+  if (arch == "falcon_h1")
+    models::write_random_falcon_h1(dir, models::FalconH1Config::preset(preset), opt);
+  else if (arch == "qwen35")
+    models::write_random_qwen35(dir, models::Qwen35Config::preset(preset), opt);
+  else
+    throw Error("unknown --arch '" + arch + "' (expected qwen35 or falcon_h1)");
   return secs(t0);
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <initializer_list>
 #include <memory>
 #include <sstream>
@@ -139,6 +140,35 @@ TEST(Cli, InitModelTiny) {
   auto g = run_cli({"generate", "--model", out, "--dtype", "f32", "--threads", "1", "--prompt-ids", "5,6",
                     "--max-new-tokens", "2"});
   EXPECT_EQ(g.exit_code, 0) << describe(g);
+}
+
+TEST(Cli, InitModelFalconH1TrainAndGenerate) {
+  // Falcon-H1 end to end through the CLI: init-model, S0 training (arch mamba2), generation
+  // with the trained states through the chat template.
+  const std::string base = s0::testing::temp_dir("cli_fh1");
+  const std::string out = base + "/m";
+  auto r = run_cli({"init-model", "--arch", "falcon_h1", "--preset", "tiny", "--dtype", "f32", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  auto lines = json_lines(r.out);
+  ASSERT_EQ(lines.size(), 1u) << r.out;
+  EXPECT_EQ(lines[0].at("arch"), "falcon_h1");
+  auto model = models::load_model(out, at::kFloat);
+  EXPECT_EQ(model->model_type(), "falcon_h1");
+  {
+    std::ofstream data(base + "/data.jsonl");
+    for (int i = 0; i < 3; ++i)
+      data << "{\"prompt\": \"Say hi " << i << "\", \"completion\": \" hi hi\"}\n";
+  }
+  auto t = run_cli({"train", "--model", out, "--dtype", "f32", "--data", base + "/data.jsonl", "--out",
+                    base + "/states", "--steps", "2", "--chat", "--threads", "1"});
+  ASSERT_EQ(t.exit_code, 0) << describe(t);
+  auto meta = nlohmann::json::parse(io::read_file(base + "/states/meta.json"));
+  EXPECT_EQ(meta.at("arch"), "mamba2");
+  auto g = run_cli({"generate", "--model", out, "--dtype", "f32", "--threads", "1", "--states", base + "/states",
+                    "--prompt", "Hello", "--chat", "--max-new-tokens", "3"});
+  EXPECT_EQ(g.exit_code, 0) << describe(g);
+  expect_cli_error({"init-model", "--arch", "falcon_h1", "--preset", "0.8b", "--out", base + "/x"},
+                   {"falcon_h1", "0.8b", "0.5b"});
 }
 
 TEST(Cli, InitModelErrors) {

@@ -34,4 +34,22 @@ inline std::string tiny_qwen35(const std::string& dtype = "f32", uint64_t seed =
   return dir;
 }
 
+// Writes the "tiny" Falcon-H1 preset (random weights), optionally changed by `edit`.
+template <typename Edit>
+inline std::string tiny_falcon_h1_with(const std::string& name, Edit&& edit, const std::string& dtype = "f32",
+                                  uint64_t seed = 1, uint64_t shard_bytes = 0) {
+  std::string dir = temp_dir("tiny_falcon_" + name + "_" + dtype + "_" + std::to_string(seed));
+  s0::models::InitOptions opt;
+  opt.seed = seed;
+  opt.dtype = dtype;
+  opt.shard_bytes = shard_bytes;
+  auto cfg = s0::models::FalconH1Config::preset("tiny");
+  edit(cfg);
+  s0::models::write_random_falcon_h1(dir, cfg, opt);
+  return dir;
+}
+inline std::string tiny_falcon_h1(const std::string& dtype = "f32", uint64_t seed = 1) {
+  return tiny_falcon_h1_with("plain", [](s0::models::FalconH1Config&) {}, dtype, seed);
+}
+
 }  // namespace s0::testing

@@ -13,11 +13,40 @@ using nlohmann::json;
 
 namespace {
 
+// Python's json module writes the non-standard tokens Infinity, -Infinity and NaN (e.g.
+// transformers saves Falcon-H1's default time_step_limit as [0.0, Infinity]). Outside
+// strings they become null, which the config readers treat as "no value / unbounded".
+std::string python_nonfinite_to_null(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  bool in_str = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_str) {
+      out += c;
+      if (c == '\\' && i + 1 < text.size()) out += text[++i];
+      else if (c == '"') in_str = false;
+      continue;
+    }
+    if (c == '"') in_str = true;
+    auto at = [&](const char* w) { return text.compare(i, std::char_traits<char>::length(w), w) == 0; };
+    if (at("-Infinity")) out += "null", i += 8;
+    else if (at("Infinity")) out += "null", i += 7;
+    else if (at("NaN")) out += "null", i += 2;
+    else out += c;
+  }
+  return out;
+}
+
 json read_json(const std::string& path) {
   std::string text = read_file(path);
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {
+    try {
+      return json::parse(python_nonfinite_to_null(text));
+    } catch (const json::parse_error&) {
+    }
     throw Error(path + ": invalid JSON: " + e.what());
   }
 }

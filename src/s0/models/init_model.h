@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "s0/models/falcon_h1_config.h"
 #include "s0/models/qwen35_config.h"
 
 namespace s0::models {
@@ -17,6 +18,12 @@ struct InitOptions {
 };
 
 void write_random_qwen35(const std::string& dir, const Qwen35Config& cfg, const InitOptions& opt);
+void write_random_falcon_h1(const std::string& dir, const FalconH1Config& cfg, const InitOptions& opt);
+
+// Falcon-H1 style tokenizer.json: the 256 byte tokens from id 16, <|pad|> 0,
+// <|begin_of_text|> 1, <|end_of_text|> 11, <|im_start|> 12, <|im_end|> 13; Llama-3 split
+// regex, ignore_merges.
+std::string falcon_h1_tokenizer_json();
 
 // A byte-level BPE tokenizer.json with the 256 byte tokens (GPT-2 byte<->unicode mapping),
 // no merges, and the ChatML special tokens at ids `first_special`, +1, +2

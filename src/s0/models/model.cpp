@@ -7,6 +7,7 @@
 #include "s0/io/atomic_file.h"
 #include "s0/util/blas_threads.h"
 #include "s0/io/model_dir.h"
+#include "s0/models/falcon_h1.h"
 #include "s0/models/qwen35.h"
 #include "s0/util/error.h"
 
@@ -92,8 +93,9 @@ std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtyp
     throw Error(md.config_path() + ": 'model_type' must be a string, found " + it->type_name());
   std::string type = it == cfg.end() ? std::string() : it->get<std::string>();
   if (type == "qwen3_5" || type == "qwen3_5_text") return std::make_unique<Qwen35Model>(md, dtype);
+  if (type == "falcon_h1") return std::make_unique<FalconH1Model>(md, dtype);
   throw Error(md.config_path() + ": unsupported model_type '" + type +
-              "' (supported: qwen3_5, qwen3_5_text)");
+              "' (supported: qwen3_5, qwen3_5_text, falcon_h1)");
 }
 
 at::ScalarType parse_dtype(const std::string& s) {

@@ -11,13 +11,15 @@
 namespace s0::models {
 
 // Initial recurrent states: layer index -> the layer's native state shape, float32
-// (GatedDeltaNet [H, K, V]). Inference passes scaled states; training passes its leaves.
+// (GatedDeltaNet [H, K, V], Mamba-2 [H, P, N]). Inference passes scaled states; training
+// passes its leaves.
 using StateMap = std::map<int64_t, Tensor>;
 
-// What one layer keeps between calls. Recurrent layers use conv/state, attention layers k/v.
+// What one layer keeps between calls. Recurrent layers use conv/state, attention layers k/v
+// (Falcon-H1's parallel hybrid layers use all four).
 struct LayerCache {
   Tensor conv;   // [B, C, Kc-1] last raw conv inputs (model dtype); undefined = zero history
-  Tensor state;  // [B, H, K, V] float32 recurrent state; undefined = zeros
+  Tensor state;  // [B, H, K, V] / [B, H, P, N] float32 recurrent state; undefined = zeros
   Tensor k, v;   // [B, KV, capacity, head_dim]; the first Cache::length positions are valid
 };
 

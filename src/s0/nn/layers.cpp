@@ -19,6 +19,12 @@ Tensor rms_norm_1p(const Tensor& x, const Tensor& w, double eps) {
   return (x32 * r * (w.to(a) + 1.0)).to(x.scalar_type());
 }
 
+Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
+  const auto a = acc(x.scalar_type());
+  Tensor x32 = x.to(a);
+  return w * (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + eps)).to(x.scalar_type());
+}
+
 Tensor gated_rms_norm(const Tensor& o, const Tensor& z, const Tensor& w, double eps,
                       at::ScalarType dtype) {
   const auto a = acc(dtype);
@@ -157,6 +163,19 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
   Tensor probs = at::softmax(scores, -1, acc(q.scalar_type())).to(q.scalar_type());
   Tensor ctx = at::matmul(probs, v);  // [B, KV, G*L, hd]
   return ctx.view({B, H, L, hd}).transpose(1, 2).reshape({B, L, H * hd});
+}
+
+Tensor causal_conv_bias_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& history,
+                             Tensor& new_history) {
+  // As causal_conv_silu, with the per-channel bias added before the SiLU (Mamba-2's conv1d).
+  const int64_t B = x.size(0), L = x.size(1), C = x.size(2), Kc = weight.size(1);
+  Tensor hist = history.defined() ? history : at::zeros({B, C, Kc - 1}, x.options());
+  Tensor full = at::cat({hist, x.transpose(1, 2)}, 2);  // [B, C, L + Kc - 1]
+  new_history = full.narrow(2, L, Kc - 1).contiguous();
+  Tensor f = full.to(weight.scalar_type());
+  Tensor y = grad_enabled() && f.requires_grad() ? ConvTaps::apply(f, weight) : ConvTaps::taps(f, weight, L);
+  y = y + bias.view({1, C, 1});
+  return nn::silu(y.to(x.scalar_type())).transpose(1, 2);  // [B, L, C]
 }
 
 }  // namespace s0::nn

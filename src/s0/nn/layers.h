@@ -8,6 +8,9 @@ namespace s0::nn {
 // (1 + w) RMSNorm over the last dim: fp32 math, one rounding to x's dtype at the end.
 Tensor rms_norm_1p(const Tensor& x, const Tensor& w, double eps);
 
+// Plain RMSNorm (Llama/Falcon-H1 order): normalise in fp32, round to x's dtype, then times w.
+Tensor rms_norm(const Tensor& x, const Tensor& w, double eps);
+
 // Gated RMSNorm of GatedDeltaNet: normalise o (fp32, rounded to dtype), times w (dtype,
 // used as is), times silu(z) in fp32, rounded to dtype. o, z: [..., V]; w: [V].
 Tensor gated_rms_norm(const Tensor& o, const Tensor& z, const Tensor& w, double eps,
@@ -33,6 +36,9 @@ Tensor rope_inv_freq(int64_t rotary_dim, double theta);
 // Returns silu(conv) [B, L, C] in x's dtype; `new_history` receives the last Kc-1 inputs.
 Tensor causal_conv_silu(const Tensor& x, const Tensor& weight, const Tensor& history,
                         Tensor& new_history);
+// The same with a per-channel bias [C] (float32) added before the SiLU.
+Tensor causal_conv_bias_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& history,
+                             Tensor& new_history);
 
 // Appends k, v [B, KV, L, hd] after `past` valid positions of the cache buffers and returns
 // views of all past+L positions. Without autograd the buffers grow geometrically and are

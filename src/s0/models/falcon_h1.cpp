@@ -1,0 +1,177 @@
+#include "s0/models/falcon_h1.h"
+
+#include <cmath>
+
+#include "s0/models/weights.h"
+#include "s0/nn/layers.h"
+#include "s0/nn/linear.h"
+#include "s0/nn/ssd_scan.h"
+#include "s0/util/error.h"
+
+namespace s0::models {
+
+Tensor FalconH1Model::Linear::operator()(const Tensor& x) const {
+  Tensor y = nn::linear(x, w);
+  return b.defined() ? y + b : y;
+}
+
+FalconH1Model::FalconH1Model(const io::ModelDir& dir, at::ScalarType dtype)
+    : cfg_(FalconH1Config::from_json(dir.config(), dir.config_path())),
+      dtype_(dtype),
+      rdt_(dtype == at::kDouble ? at::kDouble : at::kFloat) {
+  if (dtype != at::kBFloat16 && dtype != at::kFloat && dtype != at::kDouble)
+    throw Error("Falcon-H1: weight dtype must be bf16, f32 or f64");
+  // The gated norm: the config decides; a checkpoint whose config does not say but which
+  // carries the norm weights was trained with it (shared spec 1.3).
+  if (!dir.config().contains("mamba_rms_norm") && dir.has("layers.0.mamba.norm.weight"))
+    cfg_.mamba_rms_norm = true;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& t : falcon_h1_tensor_shapes(cfg_)) shapes[t.name] = t.shape;
+  auto W = [&](const std::string& name) { return load_weight(dir, name, shapes.at(name), dtype_); };
+  // HF rounds every parameter to the model dtype at load; keep that rounding, compute in fp32.
+  auto R = [&](const std::string& name) { return W(name).to(rdt_); };
+  auto Lin = [&](const std::string& name, bool bias) {
+    return Linear{W(name + ".weight"), bias ? W(name + ".bias") : Tensor()};
+  };
+
+  embed_ = W("embed_tokens.weight");
+  norm_ = W("final_layernorm.weight");
+  // lm_head: absent means tied (as HF does when tie_word_embeddings is set).
+  lm_head_ = !cfg_.tie_word_embeddings && dir.has("lm_head.weight") ? W("lm_head.weight") : embed_;
+  inv_freq_ = nn::rope_inv_freq(cfg_.head_dim, cfg_.rope_theta).to(rdt_);
+
+  // The muP vector over the in_proj output segments [z | x | B | C | dt] (not in checkpoints).
+  const int64_t Ds = cfg_.mamba_d_ssm, GN = cfg_.mamba_n_groups * cfg_.mamba_d_state;
+  const int64_t seg[5] = {Ds, Ds, GN, GN, cfg_.mamba_n_heads};
+  std::vector<Tensor> parts;
+  for (int i = 0; i < 5; ++i) parts.push_back(at::full({seg[i]}, cfg_.ssm_multipliers[i], at::kDouble));
+  mup_ = at::cat(parts).to(dtype_);
+
+  layers_.resize(cfg_.num_hidden_layers);
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    Layer& L = layers_[l];
+    const std::string p = "layers." + std::to_string(l) + ".";
+    L.in_norm = W(p + "input_layernorm.weight");
+    L.pre_ff_norm = W(p + "pre_ff_layernorm.weight");
+    const std::string a = p + "self_attn.";
+    L.q = Lin(a + "q_proj", cfg_.attention_bias);
+    L.k = Lin(a + "k_proj", cfg_.attention_bias);
+    L.v = Lin(a + "v_proj", cfg_.attention_bias);
+    L.o = Lin(a + "o_proj", cfg_.attention_bias);
+    const std::string m = p + "mamba.";
+    L.in_proj = Lin(m + "in_proj", cfg_.mamba_proj_bias);
+    L.out_proj = Lin(m + "out_proj", cfg_.projectors_bias);
+    L.conv = R(m + "conv1d.weight").squeeze(1).contiguous();
+    if (cfg_.mamba_conv_bias) L.conv_b = R(m + "conv1d.bias");
+    L.neg_A = -R(m + "A_log").exp();
+    L.dt_bias = R(m + "dt_bias");
+    L.D = R(m + "D");
+    if (cfg_.mamba_rms_norm) L.norm = W(m + "norm.weight");
+    const std::string f = p + "feed_forward.";
+    L.gate = Lin(f + "gate_proj", cfg_.mlp_bias);
+    L.up = Lin(f + "up_proj", cfg_.mlp_bias);
+    L.down = Lin(f + "down_proj", cfg_.mlp_bias);
+  }
+}
+
+std::vector<int64_t> FalconH1Model::recurrent_layers() const {
+  std::vector<int64_t> r(cfg_.num_hidden_layers);
+  for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i) r[i] = i;
+  return r;
+}
+
+Tensor FalconH1Model::attention(const Layer& w, const Tensor& u, LayerCache& c, int64_t past) const {
+  const int64_t B = u.size(0), L = u.size(1);
+  const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
+  Tensor x = u * cfg_.attention_in_multiplier;
+  Tensor q = w.q(x).view({B, L, H, hd});
+  Tensor k = (w.k(x) * cfg_.key_multiplier).view({B, L, KV, hd});  // before RoPE and caching
+  Tensor v = w.v(x).view({B, L, KV, hd});
+  q = nn::apply_rope(q, inv_freq_, past).transpose(1, 2).contiguous();  // [B, H, L, hd]
+  k = nn::apply_rope(k, inv_freq_, past).transpose(1, 2);               // [B, KV, L, hd]
+  v = v.transpose(1, 2);
+  Tensor k_all, v_all;
+  nn::kv_append(c.k, c.v, k, v, past, k_all, v_all);
+  Tensor ctx = nn::causal_attention(q, k_all, v_all, past, 1.0 / std::sqrt(static_cast<double>(hd)));
+  return w.o(ctx) * cfg_.attention_out_multiplier;
+}
+
+Tensor FalconH1Model::mamba(const Layer& w, const Tensor& u, LayerCache& c) const {
+  const int64_t B = u.size(0), L = u.size(1);
+  const int64_t H = cfg_.mamba_n_heads, P = cfg_.mamba_d_head, G = cfg_.mamba_n_groups,
+                N = cfg_.mamba_d_state, Ds = cfg_.mamba_d_ssm, Cd = cfg_.conv_dim();
+
+  // 1-2. in_proj on the scaled input, times the muP vector; split z | xBC | dt.
+  Tensor zxbcdt = w.in_proj(u * cfg_.ssm_in_multiplier) * mup_;  // [B, L, 2Ds + 2GN + H]
+  auto parts = zxbcdt.split_with_sizes({Ds, Cd, H}, 2);
+  // 3. Depthwise causal conv + SiLU over x|B|C, continuing the cache's window.
+  Tensor xbc = w.conv_b.defined() ? nn::causal_conv_bias_silu(parts[1], w.conv, w.conv_b, c.conv, c.conv)
+                                   : nn::causal_conv_silu(parts[1], w.conv, c.conv, c.conv);
+  auto xs = xbc.to(rdt_).split_with_sizes({Ds, G * N, G * N}, 2);  // one conversion
+  Tensor x = xs[0].reshape({B, L, H, P});
+  Tensor Bm = xs[1].reshape({B, L, G, N});
+  Tensor Cm = xs[2].reshape({B, L, G, N});
+  // 5. dt = softplus(dt + dt_bias), clamped to time_step_limit when one is set.
+  Tensor dt = at::softplus(parts[2].to(rdt_) + w.dt_bias);  // [B, L, H]
+  if (cfg_.time_step_min_clamp > 0 || cfg_.time_step_max_clamp >= 0)
+    dt = cfg_.time_step_max_clamp >= 0 ? dt.clamp(cfg_.time_step_min_clamp, cfg_.time_step_max_clamp)
+                                       : dt.clamp_min(cfg_.time_step_min_clamp);
+
+  // 6. The SSD recurrence from the cache's state (zeros, or the injected S0).
+  Tensor y;  // [B, L, H, P]
+  if (L == 1 && !grad_enabled()) {
+    if (!c.state.defined()) c.state = at::zeros({B, H, P, N}, x.options());
+    if (!c.state.is_contiguous()) c.state = c.state.contiguous();
+    y = nn::ssd_step_(c.state, x.select(1, 0), dt.select(1, 0), w.neg_A, Bm.select(1, 0), Cm.select(1, 0))
+            .unsqueeze(1);
+  } else {
+    auto r = nn::ssd_scan_chunked(x.transpose(1, 2), dt.transpose(1, 2), w.neg_A, Bm.transpose(1, 2),
+                                  Cm.transpose(1, 2), c.state, cfg_.mamba_chunk_size);
+    y = r.out.transpose(1, 2);
+    c.state = r.state;
+  }
+  y = (y + x * w.D.view({1, 1, H, 1})).reshape({B, L, Ds});  // D skip on the post-conv x
+
+  // 7. Gate: y * silu(z), or the grouped gated RMSNorm.
+  Tensor z = at::silu(parts[0].to(rdt_));
+  Tensor o;
+  if (!cfg_.mamba_rms_norm) {
+    o = (y * z).to(dtype_);
+  } else {
+    auto group_norm = [&](const Tensor& t) {
+      Tensor g = t.view({B, L, G, Ds / G});
+      return (g * at::rsqrt(g.pow(2).mean(-1, true) + cfg_.rms_norm_eps)).view({B, L, Ds});
+    };
+    const Tensor wn = w.norm.to(rdt_);
+    o = (cfg_.mamba_norm_before_gate ? group_norm(y) * wn * z : group_norm(y * z) * wn).to(dtype_);
+  }
+  // 8. out_proj, then the branch multiplier.
+  return w.out_proj(o) * cfg_.ssm_out_multiplier;
+}
+
+Tensor FalconH1Model::mlp(const Layer& w, const Tensor& x) const {
+  // The gate multiplier acts inside the SiLU.
+  Tensor g = nn::silu(w.gate(x) * cfg_.mlp_multipliers[0]);
+  return w.down(g * w.up(x)) * cfg_.mlp_multipliers[1];
+}
+
+Tensor FalconH1Model::embed(const Tensor& ids) const {
+  return embed_.index_select(0, ids.reshape(-1)).view({ids.size(0), ids.size(1), cfg_.hidden_size}) *
+         cfg_.embedding_multiplier;
+}
+
+Tensor FalconH1Model::layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const {
+  const Layer& w = layers_.at(l);
+  Tensor u = nn::rms_norm(h, w.in_norm, cfg_.rms_norm_eps);  // shared by both branches
+  Tensor x = h + mamba(w, u, c) + attention(w, u, c, past);
+  return x + mlp(w, nn::rms_norm(x, w.pre_ff_norm, cfg_.rms_norm_eps));
+}
+
+Tensor FalconH1Model::final_norm(const Tensor& h) const { return nn::rms_norm(h, norm_, cfg_.rms_norm_eps); }
+
+Tensor FalconH1Model::logits(const Tensor& hidden) const {
+  // float32 (float64 for float64 test models), times lm_head_multiplier.
+  return nn::linear(hidden, lm_head_).to(rdt_) * cfg_.lm_head_multiplier;
+}
+
+}  // namespace s0::models

@@ -1,0 +1,60 @@
+#pragma once
+// Falcon-H1: every decoder layer runs GQA attention and a Mamba-2 mixer side by side on the
+// same normed input and sums them, then a SwiGLU MLP; muP multipliers throughout. Math per
+// shared spec falcon_h1.md section 3. S0 enters through every layer's SSM state [H, P, N].
+#include <vector>
+
+#include "s0/io/model_dir.h"
+#include "s0/models/falcon_h1_config.h"
+#include "s0/models/model.h"
+
+namespace s0::models {
+
+class FalconH1Model : public CausalLM {
+ public:
+  FalconH1Model(const io::ModelDir& dir, at::ScalarType dtype);
+
+  const FalconH1Config& config() const { return cfg_; }
+
+  std::string model_type() const override { return "falcon_h1"; }
+  std::string recurrent_arch() const override { return "mamba2"; }
+  int64_t vocab_size() const override { return cfg_.vocab_size; }
+  int64_t num_layers() const override { return cfg_.num_hidden_layers; }
+  std::vector<int64_t> eos_token_ids() const override { return cfg_.eos_token_ids; }
+  std::vector<int64_t> recurrent_layers() const override;  // every layer
+  std::vector<int64_t> state_shape() const override {
+    return {cfg_.mamba_n_heads, cfg_.mamba_d_head, cfg_.mamba_d_state};
+  }
+  at::ScalarType dtype() const override { return dtype_; }
+
+  Tensor logits(const Tensor& hidden) const override;
+  Tensor embed(const Tensor& ids) const override;
+  Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const override;
+  Tensor final_norm(const Tensor& h) const override;
+
+ private:
+  struct Linear {
+    Tensor w, b;  // b undefined when the config says no bias
+    Tensor operator()(const Tensor& x) const;
+  };
+  struct Layer {
+    Tensor in_norm, pre_ff_norm;
+    Linear q, k, v, o;                       // attention
+    Linear in_proj, out_proj;                // Mamba-2
+    Tensor conv /*[Cdim, K] f32*/, conv_b /*[Cdim] f32 or undefined*/;
+    Tensor neg_A, dt_bias, D /*[H] f32*/, norm /*[Dssm] or undefined*/;
+    Linear gate, up, down;                   // MLP
+  };
+
+  Tensor attention(const Layer& w, const Tensor& u, LayerCache& c, int64_t past) const;
+  Tensor mamba(const Layer& w, const Tensor& u, LayerCache& c) const;
+  Tensor mlp(const Layer& w, const Tensor& x) const;
+
+  FalconH1Config cfg_;
+  at::ScalarType dtype_;
+  at::ScalarType rdt_;  // recurrent/norm math: float32 (float64 for float64 test models)
+  Tensor embed_, norm_, lm_head_, inv_freq_, mup_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace s0::models
