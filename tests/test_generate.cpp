@@ -144,6 +144,35 @@ TEST(Generate, SampleNEqualsOneAtATime) {
   }
 }
 
+// Several prompts decoded together through decode_step (admitting new prompts as others
+// finish) give exactly generate()'s tokens for each prompt: greedy and sampled, with and
+// without S0, with rows stopping at different steps.
+TEST(Generate, BatchedEqualsOneAtATime) {
+  auto& m = *tiny();
+  at::manual_seed(5);
+  models::StateMap states;
+  for (int64_t l : m.recurrent_layers()) states[l] = at::randn(m.state_shape(), at::kFloat) * 0.5;
+  std::vector<std::vector<int64_t>> prompts = {{5, 9, 33, 2}, {7}, {100, 3, 3, 3, 3, 3, 8}, {42, 1}, {9, 9}, {300, 2, 1}};
+  for (double temp : {0.0, 1.0})
+    for (const models::StateMap* sp : std::vector<const models::StateMap*>{nullptr, &states}) {
+      generate::GenerateOptions opt;
+      opt.max_new_tokens = 10;
+      opt.sampling = {temp, 0, 0.95, 31};
+      auto probe = generate::generate(m, {prompts[0]}, opt, sp);
+      opt.eos_ids = {probe[0].tokens[2], probe[0].tokens[6]};
+      auto single = generate::generate(m, prompts, opt, sp);
+      std::vector<size_t> done_order;
+      auto batched = generate::generate_batched(m, prompts, opt, sp, /*max_batch=*/3,
+                                                [&](size_t i, const generate::Generation&) { done_order.push_back(i); });
+      ASSERT_EQ(batched.size(), prompts.size());
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        EXPECT_EQ(batched[i].tokens, single[i].tokens) << "prompt " << i << " temp " << temp << " states " << (sp != nullptr);
+        EXPECT_EQ(batched[i].finish_reason, single[i].finish_reason);
+      }
+      EXPECT_EQ(done_order.size(), prompts.size());
+    }
+}
+
 std::vector<double> frequencies(const SamplingParams& p, const std::vector<float>& logits, int n) {
   Sampler s(p);
   std::vector<double> f(logits.size(), 0.0);

@@ -162,6 +162,8 @@ Action add_eval(CLI::App& app) {
   app.add_flag("--no-base", o->no_base, "Skip the base model (only with --states)");
   app.add_option("--samples", o->eo.samples, "Also sample n completions per problem for pass@k (0: greedy only)")
       ->capture_default_str();
+  app.add_option("--batch", o->eo.batch, "Problems decoded together (greedy; results equal one at a time)")
+      ->capture_default_str();
   app.add_option("--k", o->ks, "pass@k values reported for --samples")->capture_default_str();
   app.add_option("--temperature", o->eo.sampling.temperature, "Temperature of the pass@k samples")->capture_default_str();
   app.add_option("--top-p", o->eo.sampling.top_p, "Top-p of the pass@k samples")->capture_default_str();

@@ -69,6 +69,7 @@ struct Condition {
 struct EvalOptions {
   int64_t max_new_tokens = 512;
   int64_t samples = 0;              // > 0: also sample n per problem for pass@k
+  int64_t batch = 16;               // greedy problems decoded together (same tokens as one by one)
   std::vector<int64_t> ks = {1, 5, 10};
   SampleOptions sampling;           // for the sampled pass@k
   CheckOptions check;

@@ -144,4 +144,85 @@ std::vector<Generation> sample_n(models::CausalLM& model, const std::vector<int6
   return out;
 }
 
+std::vector<Generation> generate_batched(models::CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
+                                        const GenerateOptions& opt, const models::StateMap* states, int64_t max_batch,
+                                        const std::function<void(size_t, const Generation&)>& on_done) {
+  if (opt.max_new_tokens < 0) throw Error("max_new_tokens must be >= 0");
+  if (max_batch < 1) throw Error("max_batch must be >= 1");
+  if (!opt.stop_strings.empty() && !opt.decode)
+    throw Error("stop strings need a tokenizer to decode the generated text");
+  for (size_t i = 0; i < prompts.size(); ++i)
+    if (prompts[i].empty()) throw Error("prompt " + std::to_string(i) + " is empty");
+  const std::vector<int64_t> eos = opt.eos_ids.empty() ? model.eos_token_ids() : opt.eos_ids;
+  NoGrad no_grad;
+  std::vector<Generation> out(prompts.size());
+  struct Seq {
+    size_t i;
+    models::Cache cache;
+    Sampler sampler;
+    double t0;
+  };
+  std::vector<Seq> active;
+  size_t next = 0;
+  // Samples a token for sequence `s` from its logits row; true when the sequence is finished.
+  auto take = [&](Seq& s, const float* row, int64_t V) {
+    Generation& g = out[s.i];
+    int64_t tok = s.sampler.sample(row, V);
+    g.tokens.push_back(tok);
+    if (opt.on_token) opt.on_token(s.i, tok);
+    if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
+      g.finish_reason = "eos";
+      return true;
+    }
+    if (!opt.stop_strings.empty()) {
+      std::string text = opt.decode(g.tokens);
+      for (const auto& st : opt.stop_strings)
+        if (!st.empty() && text.find(st) != std::string::npos) {
+          g.finish_reason = "stop";
+          return true;
+        }
+    }
+    return static_cast<int64_t>(g.tokens.size()) >= opt.max_new_tokens;
+  };
+  auto finish = [&](Seq& s) {
+    out[s.i].decode_seconds = now() - s.t0;
+    if (on_done) on_done(s.i, out[s.i]);
+  };
+  for (;;) {
+    // Admit (prefill) new prompts while there is room.
+    while (static_cast<int64_t>(active.size()) < max_batch && next < prompts.size()) {
+      const size_t i = next++;
+      SamplingParams sp = opt.sampling;
+      sp.seed += i;
+      Seq s{i, model.new_cache(1, states), Sampler(sp), 0};
+      Generation& g = out[i];
+      g.finish_reason = "length";
+      double t0 = now();
+      Tensor logits = model.forward(at::tensor(prompts[i], at::kLong).view({1, -1}), s.cache, true)
+                          .to(at::kFloat)
+                          .contiguous();
+      g.prefill_seconds = now() - t0;
+      s.t0 = now();
+      if (opt.max_new_tokens == 0 || take(s, logits.data_ptr<float>(), logits.size(-1))) {
+        finish(s);
+        continue;
+      }
+      active.push_back(std::move(s));
+    }
+    if (active.empty()) break;
+    std::vector<int64_t> ids;
+    std::vector<models::Cache*> caches;
+    for (auto& s : active) ids.push_back(out[s.i].tokens.back()), caches.push_back(&s.cache);
+    Tensor logits = model.decode_step(at::tensor(ids, at::kLong), caches).to(at::kFloat).contiguous();
+    const int64_t V = logits.size(-1);
+    std::vector<Seq> still;
+    for (size_t r = 0; r < active.size(); ++r) {
+      if (take(active[r], logits.data_ptr<float>() + static_cast<int64_t>(r) * V, V)) finish(active[r]);
+      else still.push_back(std::move(active[r]));
+    }
+    active = std::move(still);
+  }
+  return out;
+}
+
 }  // namespace s0::generate

@@ -39,4 +39,15 @@ std::vector<Generation> generate(models::CausalLM& model,
 std::vector<Generation> sample_n(models::CausalLM& model, const std::vector<int64_t>& prompt, int64_t n,
                                  const GenerateOptions& opt, const models::StateMap* states = nullptr);
 
+// Several prompts decoded together (continuous batching through CausalLM::decode_step):
+// each prompt is prefilled alone into its own cache, then every step decodes one token for
+// all active sequences at once; up to `max_batch` sequences are active, a finished one is
+// replaced by the next prompt. Prompt i samples with seed + i; the tokens equal generate()'s
+// for every prompt (decode_step is bitwise equal per row). `on_done(i, generation)` is called
+// as each prompt finishes.
+std::vector<Generation> generate_batched(
+    models::CausalLM& model, const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& opt,
+    const models::StateMap* states = nullptr, int64_t max_batch = 16,
+    const std::function<void(size_t, const Generation&)>& on_done = {});
+
 }  // namespace s0::generate
