@@ -20,18 +20,15 @@
 #include "s0/train/trainer.h"
 #include "s0/util/error.h"
 #include "test_util.h"
+#include "tensor_util.h"
 
 using namespace s0;
+using s0::testing::ids_tensor;
+using s0::testing::max_rel;
 namespace fs = std::filesystem;
 using models::FalconH1Config;
 
 namespace {
-
-double max_rel(const Tensor& a, const Tensor& b) {
-  return (a - b).abs().max().item<double>() / std::max(b.abs().max().item<double>(), 1e-30);
-}
-
-Tensor ids_tensor(const std::vector<int64_t>& ids) { return at::tensor(ids, at::kLong).view({1, -1}).clone(); }
 
 std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);

@@ -4,8 +4,11 @@
 
 #include "s0/nn/gated_delta_rule.h"
 #include "s0/nn/gdr_fast.h"
+#include "tensor_util.h"
 
 using namespace s0;
+using s0::testing::ids_tensor;
+using s0::testing::max_rel;
 using s0::nn::gated_delta_rule_chunked;
 using s0::nn::gated_delta_rule_recurrent;
 
@@ -33,11 +36,6 @@ Inputs make_inputs(int64_t B, int64_t H, int64_t L, int64_t K, int64_t V, at::Sc
     for (Tensor* t : {&in.q, &in.k, &in.v, &in.g, &in.beta, &in.s0})
       *t = t->detach().requires_grad_(true);
   return in;
-}
-
-double max_rel(const Tensor& a, const Tensor& b) {
-  double scale = std::max(b.abs().max().item<double>(), 1e-30);
-  return (a - b).abs().max().item<double>() / scale;
 }
 
 // Loss touching outputs and final state with random weights.

@@ -14,19 +14,14 @@
 #include "s0/models/weights.h"
 #include "s0/util/error.h"
 #include "test_util.h"
+#include "tensor_util.h"
 
 using namespace s0;
+using s0::testing::ids_tensor;
+using s0::testing::max_rel;
 namespace fs = std::filesystem;
 
 namespace {
-
-double max_rel(const Tensor& a, const Tensor& b) {
-  return (a - b).abs().max().item<double>() / std::max(b.abs().max().item<double>(), 1e-30);
-}
-
-Tensor ids_tensor(const std::vector<int64_t>& ids) {
-  return at::tensor(ids, at::kLong).view({1, -1}).clone();
-}
 
 models::StateMap load_states(const std::string& path) {
   io::SafetensorsFile f(path);

@@ -5,8 +5,11 @@
 
 #include "s0/nn/batched_matmul.h"
 #include "s0/nn/ssd_scan.h"
+#include "tensor_util.h"
 
 using namespace s0;
+using s0::testing::ids_tensor;
+using s0::testing::max_rel;
 using s0::nn::ssd_scan_chunked;
 using s0::nn::ssd_scan_recurrent;
 
@@ -33,11 +36,6 @@ Inputs make_inputs(int64_t B, int64_t H, int64_t G, int64_t L, int64_t P, int64_
   if (requires_grad)
     for (Tensor* t : in.ptrs()) *t = t->detach().requires_grad_(true);
   return in;
-}
-
-double max_rel(const Tensor& a, const Tensor& b) {
-  double scale = std::max(b.abs().max().item<double>(), 1e-30);
-  return (a - b).abs().max().item<double>() / scale;
 }
 
 Tensor loss_of(const nn::SsdResult& r, const Tensor& wo, const Tensor& ws) {

@@ -48,9 +48,7 @@ void add_common(CLI::App& app, Common& c) {
 }
 
 std::string default_range(eval::TaskKind k, bool train, int64_t n) {
-  if (k == eval::TaskKind::HumanEval && n == 164) return train ? "0-79" : "80-163";
-  if (k == eval::TaskKind::Math && n == 500) return train ? "0-249" : "250-499";
-  return "all";
+  return eval::standard_split(k, n, train).value_or("all");
 }
 
 struct Loaded {

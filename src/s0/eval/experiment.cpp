@@ -124,6 +124,21 @@ std::string head(int w, int h) {
   return b;
 }
 
+// Document head, title and five horizontal grid lines labelled with their values over [a, b]
+// (`y` maps a value to its pixel row).
+template <class YMap>
+std::string frame(const std::string& title, int W, int H, int L, int R, double a, double b, YMap y) {
+  std::ostringstream o;
+  o << head(W, H) << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << esc(title) << "</text>\n";
+  for (int i = 0; i <= 4; ++i) {
+    double v = a + (b - a) * i / 4;
+    o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << num(y(v)) << "\" y2=\"" << num(y(v))
+      << "\" stroke=\"#ddd\"/>\n<text x=\"" << L - 6 << "\" y=\"" << num(y(v) + 4) << "\" text-anchor=\"end\">" << num(v)
+      << "</text>\n";
+  }
+  return o.str();
+}
+
 // A "nice" axis range containing [lo, hi].
 std::pair<double, double> axis(double lo, double hi) {
   if (lo == hi) lo -= 1, hi += 1;
@@ -141,13 +156,7 @@ std::string svg_bar_chart(const std::string& title, const std::vector<std::strin
   auto [a, b] = axis(lo, hi);
   auto y = [&](double v) { return T + (H - T - B) * (b - v) / (b - a); };
   std::ostringstream o;
-  o << head(W, H) << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << esc(title) << "</text>\n";
-  for (int i = 0; i <= 4; ++i) {
-    double v = a + (b - a) * i / 4;
-    o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << num(y(v)) << "\" y2=\"" << num(y(v))
-      << "\" stroke=\"#ddd\"/>\n<text x=\"" << L - 6 << "\" y=\"" << num(y(v) + 4) << "\" text-anchor=\"end\">" << num(v)
-      << "</text>\n";
-  }
+  o << frame(title, W, H, L, R, a, b, y);
   o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << num(y(0)) << "\" y2=\"" << num(y(0)) << "\" stroke=\"#333\"/>\n";
   const double slot = static_cast<double>(W - L - R) / std::max<size_t>(1, values.size());
   for (size_t i = 0; i < values.size(); ++i) {
@@ -179,13 +188,7 @@ std::string svg_line_chart(const std::string& title, const std::vector<double>& 
   auto X = [&](double v) { return L + (W - L - R) * (v - c) / (d - c); };
   auto Y = [&](double v) { return T + (H - T - B) * (b - v) / (b - a); };
   std::ostringstream o;
-  o << head(W, H) << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << esc(title) << "</text>\n";
-  for (int i = 0; i <= 4; ++i) {
-    double v = a + (b - a) * i / 4;
-    o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << num(Y(v)) << "\" y2=\"" << num(Y(v))
-      << "\" stroke=\"#ddd\"/>\n<text x=\"" << L - 6 << "\" y=\"" << num(Y(v) + 4) << "\" text-anchor=\"end\">" << num(v)
-      << "</text>\n";
-  }
+  o << frame(title, W, H, L, R, a, b, Y);
   for (double v : xs)
     o << "<text x=\"" << num(X(v)) << "\" y=\"" << H - B + 16 << "\" text-anchor=\"middle\">" << num(v, 3) << "</text>\n";
   o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << num(Y(baseline)) << "\" y2=\"" << num(Y(baseline))
@@ -248,7 +251,7 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
   const int64_t n = static_cast<int64_t>(all.size());
   auto range = [&](const char* key, bool train) {
     if (cfg[key].is_string()) return cfg[key].get<std::string>();
-    if (kind == TaskKind::HumanEval && n == 164) return std::string(train ? "0-79" : "80-163");
+    if (auto split = standard_split(kind, n, train)) return *split;
     throw Error(std::string("experiment config: \"") + key + "\" is required for this task file");
   };
   auto train_tasks = select_tasks(all, parse_ranges(range("train_problems", true), n, "train_problems"));

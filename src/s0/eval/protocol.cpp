@@ -135,7 +135,8 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
   for (const Task& t : tasks) {
     if (done.count(t.id)) continue;
     const double ts = prog.elapsed();
-    std::vector<int64_t> ids = tok.encode(render_prompt(t, style), true);
+    const std::string prompt_text = render_prompt(t, style);
+    std::vector<int64_t> ids = tok.encode(prompt_text, true);
     const uint64_t seed = problem_seed(opt.sampling.seed, t.index);
     auto gens = generate::sample_n(model, ids, opt.samples,
                                    gen_options(opt.sampling, seed, false, opt.sampling.max_new_tokens), states);
@@ -147,7 +148,6 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
     std::vector<Verdict> verdicts(gens.size());
     std::string lines;
     int64_t passed = 0, kept = 0, checked = 0;
-    const std::string prompt_text = render_prompt(t, style);
     const size_t chunk = static_cast<size_t>(std::max(2, opt.check.workers));
     for (size_t a = 0; a < gens.size() && (opt.check_all || kept < opt.keep); a += chunk) {
       const size_t b = std::min(gens.size(), a + chunk);

@@ -193,6 +193,12 @@ std::vector<int64_t> parse_ranges(const std::string& spec, int64_t n, const std:
   return {set.begin(), set.end()};
 }
 
+std::optional<std::string> standard_split(TaskKind kind, int64_t n, bool train) {
+  if (kind == TaskKind::HumanEval && n == 164) return train ? "0-79" : "80-163";
+  if (kind == TaskKind::Math && n == 500) return train ? "0-249" : "250-499";
+  return std::nullopt;
+}
+
 std::vector<Task> select_tasks(const std::vector<Task>& all, const std::vector<int64_t>& indices) {
   std::vector<Task> out;
   for (int64_t i : indices) {

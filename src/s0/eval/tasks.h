@@ -7,6 +7,7 @@
 //               (DB_DIR/<db_id>/<db_id>.sqlite or DB_DIR/<db_id>.sqlite)
 // Torch-free. Errors name the file, line and field.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,10 @@ std::vector<Task> read_tasks(TaskKind kind, const std::string& path, const std::
 // "0-79", "80-163", "0-9,20,30-39", "all" -> sorted unique indices < n; an index out of range
 // or malformed text is an error naming `what`.
 std::vector<int64_t> parse_ranges(const std::string& spec, int64_t n, const std::string& what);
+
+// The paper's train/held-out split of a standard file (METHOD.md section 4): HumanEval's 164
+// problems 0-79 / 80-163, MATH-500's 0-249 / 250-499; nullopt for any other file.
+std::optional<std::string> standard_split(TaskKind kind, int64_t n, bool train);
 
 // Keeps the tasks whose index is listed.
 std::vector<Task> select_tasks(const std::vector<Task>& all, const std::vector<int64_t>& indices);

@@ -12,6 +12,23 @@ double now() {
   using namespace std::chrono;
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
+// Whether `tok`, just appended to g.tokens, ends the generation (eos id or a stop string);
+// sets the finish reason when it does.
+bool ends_generation(Generation& g, int64_t tok, const std::vector<int64_t>& eos, const GenerateOptions& opt) {
+  if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
+    g.finish_reason = "eos";
+    return true;
+  }
+  if (opt.stop_strings.empty()) return false;
+  const std::string text = opt.decode(g.tokens);
+  for (const auto& s : opt.stop_strings)
+    if (!s.empty() && text.find(s) != std::string::npos) {
+      g.finish_reason = "stop";
+      return true;
+    }
+  return false;
+}
+
 }  // namespace
 
 std::vector<Generation> generate(models::CausalLM& model,
@@ -43,19 +60,7 @@ std::vector<Generation> generate(models::CausalLM& model,
       int64_t tok = sampler.sample(logits.data_ptr<float>(), logits.size(-1));
       g.tokens.push_back(tok);
       if (opt.on_token) opt.on_token(i, tok);
-      if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
-        g.finish_reason = "eos";
-        break;
-      }
-      if (!opt.stop_strings.empty()) {
-        std::string text = opt.decode(g.tokens);
-        bool hit = std::any_of(opt.stop_strings.begin(), opt.stop_strings.end(),
-                               [&](const std::string& s) { return !s.empty() && text.find(s) != std::string::npos; });
-        if (hit) {
-          g.finish_reason = "stop";
-          break;
-        }
-      }
+      if (ends_generation(g, tok, eos, opt)) break;
       if (t + 1 == opt.max_new_tokens) break;
       step.fill_(tok);
       logits = model.forward(step, cache, true).to(at::kFloat).contiguous();
@@ -114,20 +119,7 @@ std::vector<Generation> sample_n(models::CausalLM& model, const std::vector<int6
       int64_t tok = samplers[static_cast<size_t>(i)].sample(lp + static_cast<int64_t>(r) * V, V);
       g.tokens.push_back(tok);
       if (opt.on_token) opt.on_token(static_cast<size_t>(i), tok);
-      bool done = false;
-      if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
-        g.finish_reason = "eos";
-        done = true;
-      } else if (!opt.stop_strings.empty()) {
-        std::string text = opt.decode(g.tokens);
-        for (const auto& s : opt.stop_strings)
-          if (!s.empty() && text.find(s) != std::string::npos) {
-            g.finish_reason = "stop";
-            done = true;
-            break;
-          }
-      }
-      if (!done) {
+      if (!ends_generation(g, tok, eos, opt)) {
         keep_rows.push_back(static_cast<int64_t>(r));
         keep.push_back(i);
         next.push_back(tok);
@@ -170,19 +162,7 @@ std::vector<Generation> generate_batched(models::CausalLM& model, const std::vec
     int64_t tok = s.sampler.sample(row, V);
     g.tokens.push_back(tok);
     if (opt.on_token) opt.on_token(s.i, tok);
-    if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
-      g.finish_reason = "eos";
-      return true;
-    }
-    if (!opt.stop_strings.empty()) {
-      std::string text = opt.decode(g.tokens);
-      for (const auto& st : opt.stop_strings)
-        if (!st.empty() && text.find(st) != std::string::npos) {
-          g.finish_reason = "stop";
-          return true;
-        }
-    }
-    return static_cast<int64_t>(g.tokens.size()) >= opt.max_new_tokens;
+    return ends_generation(g, tok, eos, opt) || static_cast<int64_t>(g.tokens.size()) >= opt.max_new_tokens;
   };
   auto finish = [&](Seq& s) {
     out[s.i].decode_seconds = now() - s.t0;
