@@ -5,12 +5,16 @@
 //   bench_train [--arch qwen35|falcon_h1] --preset 0.8b --dtype bf16 --tokens 512 [--completion 256] [--steps 2]
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <string>
 
+#include <map>
+
 #include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "s0/models/init_model.h"
 #include "s0/models/falcon_h1.h"
@@ -22,6 +26,50 @@
 
 using namespace s0;
 
+// Self CPU time per operator name over the profiled events of every thread (legacy
+// profiler: push/pop pairs, nested per thread).
+static std::string shapes_of(const torch::autograd::profiler::LegacyEvent& e) {
+  std::string s;
+  for (const auto& sh : e.shapes()) {
+    s += s.empty() ? "[" : ", [";
+    for (size_t i = 0; i < sh.size(); ++i) s += (i ? "," : "") + std::to_string(sh[i]);
+    s += "]";
+  }
+  return s;
+}
+
+// with_shapes: one row per (operator, input shapes) instead of per operator.
+static nlohmann::json op_profile(const torch::autograd::profiler::thread_event_lists& lists, size_t top,
+                                 bool with_shapes) {
+  using torch::autograd::profiler::EventKind;
+  std::map<std::string, std::pair<double, int64_t>> self;  // name -> (us, calls)
+  for (const auto& events : lists) {
+    struct Open { const torch::autograd::profiler::LegacyEvent* e; double child_us; };
+    std::vector<Open> stack;
+    for (const auto& e : events) {
+      if (e.kind() == EventKind::PushRange) {
+        stack.push_back({&e, 0.0});
+      } else if (e.kind() == EventKind::PopRange && !stack.empty()) {
+        Open o = stack.back();
+        stack.pop_back();
+        const double us = o.e->cpuElapsedUs(e);
+        auto& s = self[with_shapes ? std::string(o.e->name()) + " " + shapes_of(*o.e) : std::string(o.e->name())];
+        s.first += us - o.child_us, s.second += 1;
+        if (!stack.empty()) stack.back().child_us += us;
+      }
+    }
+  }
+  std::vector<std::pair<std::string, std::pair<double, int64_t>>> v(self.begin(), self.end());
+  std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
+  double total = 0;
+  for (auto& x : v) total += x.second.first;
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t i = 0; i < std::min(top, v.size()); ++i)
+    out.push_back({{"op", v[i].first}, {"self_ms", v[i].second.first / 1e3}, {"calls", v[i].second.second},
+                   {"share", v[i].second.first / std::max(total, 1e-9)}});
+  return out;
+}
+
 static double peak_rss_gb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -31,7 +79,7 @@ static double peak_rss_gb() {
 int main(int argc, char** argv) {
   std::string model_dir, preset = "0.8b", dtype = "bf16", cache_dir = "/tmp/s0-bench", arch = "qwen35";
   int threads = 0, tokens = 512, completion = -1, steps = 2;
-  bool recompute = true;
+  bool recompute = true, profile = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -47,9 +95,11 @@ int main(int argc, char** argv) {
     else if (a == "--completion") completion = std::stoi(next());
     else if (a == "--steps") steps = std::stoi(next());
     else if (a == "--no-recompute") recompute = false;
+    else if (a == "--profile") profile = true;
     else {
       std::fprintf(stderr, "usage: bench_train (--model DIR | [--arch qwen35|falcon_h1] --preset NAME) [--dtype bf16|f32] [--tokens 512]\n"
-                           "       [--completion N (default tokens/2)] [--steps 2] [--threads N] [--no-recompute]\n");
+                           "       [--completion N (default tokens/2)] [--steps 2] [--threads N] [--no-recompute]\n"
+                           "       [--profile: one more step under the operator profiler, top ops by self time]\n");
       return 2;
     }
   }
@@ -123,6 +173,19 @@ int main(int argc, char** argv) {
     train::Trainer tr(*model, {ex}, cfg);
     tr.train(out, false, [&](const train::StepReport& r) { times.push_back(r.seconds); });
     double best = *std::min_element(times.begin(), times.end());
+    nlohmann::json prof;
+    if (profile) {
+      // One extra step under the profiler (its own timing is not part of the numbers above).
+      namespace pf = torch::autograd::profiler;
+      train::TrainConfig pc = cfg;
+      pc.steps = 1;
+      train::Trainer ptr(*model, {ex}, pc);
+      pf::enableProfilerLegacy(
+          torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU, /*shapes=*/true));
+      ptr.train(out + "-profile", false, {});
+      auto events = pf::disableProfilerLegacy();
+      prof = {{"by_op", op_profile(events, 30, false)}, {"by_op_and_shapes", op_profile(events, 40, true)}};
+    }
     nlohmann::json j = {{"model", model_dir},
                         {"model_type", model->model_type()},
                         {"dtype", dtype},
@@ -137,6 +200,7 @@ int main(int argc, char** argv) {
                         {"mfu_vs_gemm", flops / best / 1e9 / gemm},
                         {"recompute", recompute},
                         {"peak_rss_gb", peak_rss_gb()}};
+    if (profile) j["profile_top_ops"] = prof;
     std::printf("%s\n", j.dump(2).c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

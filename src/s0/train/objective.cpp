@@ -2,6 +2,8 @@
 
 #include "s0/util/error.h"
 
+#include <ATen/record_function.h>
+
 namespace s0::train {
 
 int64_t Example::num_targets() const {
@@ -50,6 +52,7 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
   // 1. Forward without autograd, keeping each layer's input.
   std::vector<Tensor> inputs(N + 1);
   {
+    RECORD_FUNCTION("s0::forward_no_grad", std::vector<c10::IValue>());
     NoGrad ng;
     for (auto id : ex.ids)
       if (id < 0 || id >= model.vocab_size())
@@ -67,6 +70,7 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
   at::AutoGradMode grad_on(true);
   LossAndGrad out;
   Tensor hN = inputs[N].detach().requires_grad_(true);
+  RECORD_FUNCTION("s0::loss_and_head_grad", std::vector<c10::IValue>());
   Tensor loss = loss_from_last_hidden(model, hN, tg);
   out.loss = loss.item<double>();
   Tensor g = torch::autograd::grad({loss}, {hN})[0];
@@ -86,6 +90,7 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
       wrt.push_back(s_leaf);
     }
     if (wrt.empty()) break;  // layer 0 without a state: nothing left to differentiate
+    RECORD_FUNCTION("s0::layer_recompute_backward", std::vector<c10::IValue>());
     Tensor y = model.layer(l, x, c, 0);
     auto gr = torch::autograd::grad({y}, wrt, {g});
     size_t k = 0;
