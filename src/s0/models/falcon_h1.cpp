@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "s0/models/weights.h"
+#include "s0/nn/fused.h"
 #include "s0/nn/layers.h"
 #include "s0/nn/linear.h"
 #include "s0/nn/ssd_scan.h"
@@ -172,6 +173,11 @@ Tensor FalconH1Model::final_norm(const Tensor& h) const { return nn::rms_norm(h,
 Tensor FalconH1Model::logits(const Tensor& hidden) const {
   // float32 (float64 for float64 test models), times lm_head_multiplier.
   return nn::linear(hidden, lm_head_).to(rdt_) * cfg_.lm_head_multiplier;
+}
+
+nn::RowsCrossEntropy FalconH1Model::rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const {
+  if (!rows.device().is_cpu() || rows.scalar_type() != lm_head_.scalar_type()) return CausalLM::rows_cross_entropy(rows, labels, scale);
+  return nn::cross_entropy_rows(rows, lm_head_, labels, scale, 256, cfg_.lm_head_multiplier);
 }
 
 }  // namespace s0::models

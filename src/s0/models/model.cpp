@@ -110,6 +110,16 @@ std::string dtype_str(at::ScalarType t) {
   return c10::toString(t);
 }
 
+nn::RowsCrossEntropy CausalLM::rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const {
+  at::AutoGradMode grad_on(true);
+  Tensor r = rows.detach().requires_grad_(true);
+  Tensor loss = at::cross_entropy_loss(logits(r), labels, {}, at::Reduction::Sum);
+  nn::RowsCrossEntropy out;
+  out.grad = torch::autograd::grad({loss * scale}, {r})[0];
+  out.loss_sum = loss.item<double>();
+  return out;
+}
+
 void configure_runtime(int n) {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);  // the largest value glibc accepts
   // OpenBLAS only sees small products in inference (big GEMMs go to oneDNN); its worker

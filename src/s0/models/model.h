@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "s0/nn/fused.h"
 #include "s0/util/torch.h"
 
 namespace s0::models {
@@ -52,6 +53,12 @@ class CausalLM {
   // completion positions only, so the full [L, vocab] matrix is never formed).
   Tensor hidden(const Tensor& ids, Cache& cache);
   virtual Tensor logits(const Tensor& hidden) const = 0;
+
+  // Training's loss head: the cross-entropy of logits(rows) against labels [M] for
+  // final-normed hidden rows [M, D] (model dtype), summed over the rows, and its gradient
+  // d(scale * sum)/d rows, without autograd. The default goes through logits() and
+  // autograd; families override it with a fused kernel that never holds all the logits.
+  virtual nn::RowsCrossEntropy rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const;
 
   // The pieces hidden() is made of, one decoder layer at a time (training recomputes layers
   // one by one to bound memory). `past` = tokens already in the cache.

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "s0/models/weights.h"
+#include "s0/nn/fused.h"
 #include "s0/nn/gated_delta_rule.h"
 #include "s0/nn/layers.h"
 #include "s0/nn/linear.h"
@@ -175,6 +176,11 @@ Tensor Qwen35Model::logits(const Tensor& hidden) const {
   return nn::linear(hidden, lm_head_).to(rdt_);  // float32 (float64 for float64 test models)
 }
 
+nn::RowsCrossEntropy Qwen35Model::rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const {
+  if (!rows.device().is_cpu() || rows.scalar_type() != lm_head_.scalar_type()) return CausalLM::rows_cross_entropy(rows, labels, scale);
+  return nn::cross_entropy_rows(rows, lm_head_, labels, scale, 256);
+}
+
 // ---- Batched decode (see decode_step in qwen35.h). Each function mirrors its single-sequence
 // counterpart above op for op, with nn::linear_rows for the projections; keep them in step.
 
@@ -269,7 +275,7 @@ Tensor Qwen35Model::decode_step(const Tensor& ids, const std::vector<Cache*>& ca
     Tensor a = nn::rms_norm_1p(h, w.in_norm, cfg_.rms_norm_eps);
     Tensor x = h + (w.linear ? gated_delta_net_rows(w, a, caches, l) : gated_attention_rows(w, a, caches, l));
     Tensor m = nn::rms_norm_1p(x, w.post_norm, cfg_.rms_norm_eps);
-    h = x + nn::linear_rows(nn::silu(nn::linear_rows(m, w.gate)) * nn::linear_rows(m, w.up), w.down);
+    h = x + nn::linear_rows(nn::silu_mul(nn::linear_rows(m, w.gate), nn::linear_rows(m, w.up)), w.down);
   }
   for (Cache* c : caches) c->length += 1;
   return nn::linear_rows(final_norm(h), lm_head_).to(rdt_).view({B, -1});

@@ -27,6 +27,7 @@ class Qwen35Model : public CausalLM {
   at::ScalarType dtype() const override { return dtype_; }
 
   Tensor logits(const Tensor& hidden) const override;
+  nn::RowsCrossEntropy rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const override;
   Tensor embed(const Tensor& ids) const override;
   Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const override;
   Tensor final_norm(const Tensor& h) const override;

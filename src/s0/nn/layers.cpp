@@ -1,4 +1,5 @@
 #include "s0/nn/layers.h"
+#include "s0/nn/fused.h"
 #include "s0/nn/linear.h"
 
 #include <limits>
@@ -46,7 +47,7 @@ Tensor silu(const Tensor& x) {
 }
 
 Tensor swiglu(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down) {
-  return nn::linear(nn::silu(nn::linear(x, gate)) * nn::linear(x, up), down);
+  return nn::linear(nn::silu_mul(nn::linear(x, gate), nn::linear(x, up)), down);
 }
 
 Tensor rope_inv_freq(int64_t rotary_dim, double theta) {
@@ -100,21 +101,47 @@ struct ConvTaps : public torch::autograd::Function<ConvTaps> {
 
 }  // namespace
 
-Tensor causal_conv_silu(const Tensor& x, const Tensor& weight, const Tensor& history,
-                        Tensor& new_history) {
-  const int64_t B = x.size(0), L = x.size(1), C = x.size(2), Kc = weight.size(1);
-  Tensor xt = x.transpose(1, 2);  // [B, C, L]
+namespace {
+
+// The last Kc-1 raw inputs of [history | x] (a constant for autograd: see layers.h).
+Tensor conv_history(const Tensor& x, const Tensor& history, int64_t Kc) {
+  NoGrad ng;
+  const int64_t B = x.size(0), L = x.size(1), C = x.size(2);
+  if (L >= Kc - 1) return x.narrow(1, L - (Kc - 1), Kc - 1).transpose(1, 2).contiguous();
   Tensor hist = history.defined() ? history : at::zeros({B, C, Kc - 1}, x.options());
-  Tensor full = at::cat({hist, xt}, 2);  // [B, C, L + Kc - 1]
-  new_history = full.narrow(2, L, Kc - 1).contiguous();
-  // Depthwise taps as Kc shifted multiply-adds (tap Kc-1 multiplies the current token);
-  // much faster than a depthwise conv1d on CPU, and the same for one or many tokens.
-  Tensor f = full.to(weight.scalar_type());
-  // ConvTaps gives input gradients only (S0 training); a trainable weight (the pretraining
-  // tool) takes plain autograd through the taps.
+  return at::cat({hist, x.transpose(1, 2)}, 2).narrow(2, L, Kc - 1).contiguous();
+}
+
+// The reference formulation (ATen ops; plain autograd for a trainable weight, bias or
+// history): Kc shifted multiply-adds over [history | x] in [B, C, L + Kc - 1].
+Tensor conv_silu_reference(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& history) {
+  const int64_t B = x.size(0), L = x.size(1), C = x.size(2), Kc = weight.size(1);
+  Tensor hist = history.defined() ? history : at::zeros({B, C, Kc - 1}, x.options());
+  Tensor f = at::cat({hist, x.transpose(1, 2)}, 2).to(weight.scalar_type());
   Tensor y = grad_enabled() && f.requires_grad() && !weight.requires_grad() ? ConvTaps::apply(f, weight)
                                                                               : ConvTaps::taps(f, weight, L);
+  if (bias.defined()) y = y + bias.view({1, C, 1});
   return nn::silu(y.to(x.scalar_type())).transpose(1, 2);  // [B, L, C]
+}
+
+Tensor conv_silu_any(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& history,
+                     Tensor& new_history) {
+  const bool fused = !weight.requires_grad() && !(bias.defined() && bias.requires_grad()) &&
+                     !(history.defined() && history.requires_grad()) && x.device().is_cpu();
+  Tensor y = fused ? nn::conv_silu(x, weight, bias, history) : conv_silu_reference(x, weight, bias, history);
+  new_history = conv_history(x, history, weight.size(1));
+  return y;
+}
+
+}  // namespace
+
+Tensor causal_conv_silu(const Tensor& x, const Tensor& weight, const Tensor& history, Tensor& new_history) {
+  return conv_silu_any(x, weight, Tensor(), history, new_history);
+}
+
+Tensor causal_conv_bias_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& history,
+                             Tensor& new_history) {
+  return conv_silu_any(x, weight, bias, history, new_history);
 }
 
 void kv_append(Tensor& kbuf, Tensor& vbuf, const Tensor& k, const Tensor& v, int64_t past,
@@ -163,19 +190,6 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64
   Tensor probs = at::softmax(scores, -1, acc(q.scalar_type())).to(q.scalar_type());
   Tensor ctx = at::matmul(probs, v);  // [B, KV, G*L, hd]
   return ctx.view({B, H, L, hd}).transpose(1, 2).reshape({B, L, H * hd});
-}
-
-Tensor causal_conv_bias_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& history,
-                             Tensor& new_history) {
-  // As causal_conv_silu, with the per-channel bias added before the SiLU (Mamba-2's conv1d).
-  const int64_t B = x.size(0), L = x.size(1), C = x.size(2), Kc = weight.size(1);
-  Tensor hist = history.defined() ? history : at::zeros({B, C, Kc - 1}, x.options());
-  Tensor full = at::cat({hist, x.transpose(1, 2)}, 2);  // [B, C, L + Kc - 1]
-  new_history = full.narrow(2, L, Kc - 1).contiguous();
-  Tensor f = full.to(weight.scalar_type());
-  Tensor y = grad_enabled() && f.requires_grad() ? ConvTaps::apply(f, weight) : ConvTaps::taps(f, weight, L);
-  y = y + bias.view({1, C, 1});
-  return nn::silu(y.to(x.scalar_type())).transpose(1, 2);  // [B, L, C]
 }
 
 }  // namespace s0::nn

@@ -29,12 +29,6 @@ Targets targets_of(const Example& ex) {
   return {at::tensor(rows, at::kLong), at::tensor(labels, at::kLong)};
 }
 
-// Mean CE from the last layer's output h [1, L, D].
-Tensor loss_from_last_hidden(models::CausalLM& model, const Tensor& h, const Targets& tg) {
-  Tensor hn = model.final_norm(h)[0];
-  return at::cross_entropy_loss(model.logits(hn.index_select(0, tg.rows)), tg.labels);
-}
-
 }  // namespace
 
 Tensor completion_loss(models::CausalLM& model, const Example& ex, const models::StateMap* states) {
@@ -71,9 +65,11 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
   LossAndGrad out;
   Tensor hN = inputs[N].detach().requires_grad_(true);
   RECORD_FUNCTION("s0::loss_and_head_grad", std::vector<c10::IValue>());
-  Tensor loss = loss_from_last_hidden(model, hN, tg);
-  out.loss = loss.item<double>();
-  Tensor g = torch::autograd::grad({loss}, {hN})[0];
+  Tensor rows = model.final_norm(hN)[0].index_select(0, tg.rows);
+  const auto n = static_cast<double>(tg.rows.size(0));
+  auto ce = model.rows_cross_entropy(rows.detach(), tg.labels, 1.0 / n);
+  out.loss = ce.loss_sum / n;
+  Tensor g = torch::autograd::grad({rows}, {hN}, {ce.grad})[0];
   // 3. Layers from the last to the first, each recomputed with autograd from its input and
   //    its initial state (a fresh cache entry: the whole example is one call from position 0).
   const auto sdt = model.dtype() == at::kDouble ? at::kDouble : at::kFloat;
