@@ -171,3 +171,45 @@ TEST(FusedCrossEntropy, RejectsLabelsOutOfRange) {
   EXPECT_THROW(nn::cross_entropy_rows(h, w, at::tensor(std::vector<int64_t>{1, 10}, at::kLong), 1.0), c10::Error);
   EXPECT_THROW(nn::cross_entropy_rows(h, w, at::tensor(std::vector<int64_t>{-1, 0}, at::kLong), 1.0), c10::Error);
 }
+
+TEST(FusedNorms, L2NormHeadsMatchesTheReferenceOpsWithGradients) {
+  auto g = gen(7);
+  for (auto dt : {at::kDouble, at::kFloat, at::kBFloat16}) {
+    const auto acc = dt == at::kDouble ? at::kDouble : at::kFloat;
+    // A head-split slice of a wider projection, as the model passes it (strided rows).
+    Tensor wide = at::randn({2, 9, 3 * 40}, g).to(dt);
+    Tensor up = at::randn({2, 3, 9, 20}, g).to(acc);
+    const double scale = 0.3;
+    Tensor w1 = wide.clone().requires_grad_(true), w2 = wide.clone().requires_grad_(true);
+    Tensor y1 = nn::l2_norm_heads(w1.narrow(2, 40, 60).view({2, 9, 3, 20}), scale);
+    Tensor y2 = (nn::l2_norm(w2.narrow(2, 40, 60).reshape({2, 9, 3, 20}).to(acc)) * scale).transpose(1, 2);
+    ASSERT_EQ(y1.sizes(), y2.sizes());
+    EXPECT_TRUE(y1.is_contiguous());
+    const double tol = dt == at::kDouble ? 1e-14 : dt == at::kFloat ? 1e-6 : 1e-2;
+    EXPECT_LT(max_rel(y1.to(at::kDouble), y2.to(at::kDouble)), tol) << dt;
+    Tensor g1 = torch::autograd::grad({(y1 * up).sum()}, {w1})[0];
+    Tensor g2 = torch::autograd::grad({(y2 * up).sum()}, {w2})[0];
+    EXPECT_LT(max_rel(g1.to(at::kDouble), g2.to(at::kDouble)), tol * 4) << dt;
+    EXPECT_EQ(g1.narrow(2, 0, 40).abs().max().item<double>(), 0.0);  // outside the slice
+  }
+}
+
+TEST(FusedNorms, GatedRmsNormHeadsMatchesTheReferenceOpsWithGradients) {
+  auto g = gen(8);
+  for (auto dt : {at::kDouble, at::kFloat, at::kBFloat16}) {
+    const auto acc = dt == at::kDouble ? at::kDouble : at::kFloat;
+    const int64_t B = 2, L = 7, H = 3, V = 24;
+    Tensor o = at::randn({B, H, L, V}, g).to(acc), z = (at::randn({B, L, H, V}, g) * 2).to(dt);
+    Tensor w = (at::randn({V}, g) * 0.2 + 1).to(dt), up = at::randn({B, L, H * V}, g).to(dt);
+    Tensor o1 = o.clone().requires_grad_(true), o2 = o.clone().requires_grad_(true);
+    Tensor z1 = z.clone().requires_grad_(true), z2 = z.clone().requires_grad_(true);
+    Tensor y1 = nn::gated_rms_norm_heads(o1, z1, w, 1e-6);
+    Tensor y2 = nn::gated_rms_norm(o2.transpose(1, 2), z2, w, 1e-6, dt).reshape({B, L, H * V});
+    const double tol = dt == at::kDouble ? 1e-14 : dt == at::kFloat ? 1e-6 : 1e-2;
+    EXPECT_LT(max_rel(y1.to(at::kDouble), y2.to(at::kDouble)), tol) << dt;
+    auto g1 = torch::autograd::grad({(y1 * up).sum()}, {o1, z1});
+    auto g2 = torch::autograd::grad({(y2 * up).sum()}, {o2, z2});
+    EXPECT_LT(max_rel(g1[0].to(at::kDouble), g2[0].to(at::kDouble)), tol * 4) << dt;
+    EXPECT_LT(max_rel(g1[1].to(at::kDouble), g2[1].to(at::kDouble)), tol * 4) << dt;
+  }
+}

@@ -72,22 +72,20 @@ Tensor Qwen35Model::gated_delta_net(const Layer& w, const Tensor& x, LayerCache&
   // Projections, then the causal conv + SiLU over the q|k|v channels.
   Tensor mixed = nn::causal_conv_silu(nn::linear(x, w.gdn.in_qkv), w.gdn.conv, c.conv, c.conv);
   auto qkv = mixed.split_with_sizes({kd, kd, Hv * dv}, 2);  // one backward (cat), not three
-  Tensor q = qkv[0].reshape({B, L, Hk, dk}).to(rdt_);
-  Tensor k = qkv[1].reshape({B, L, Hk, dk}).to(rdt_);
-  Tensor v = qkv[2].reshape({B, L, Hv, dv}).to(rdt_);
   Tensor z = nn::linear(x, w.gdn.in_z).view({B, L, Hv, dv});
   Tensor beta = at::sigmoid(nn::linear(x, w.gdn.in_b)).to(rdt_);  // sigmoid in model dtype
   Tensor g = w.gdn.neg_A * at::softplus(nn::linear(x, w.gdn.in_a).to(rdt_) + w.gdn.dt_bias);
 
-  // Kernel inputs in fp32: L2-normalised q, k; q scaled by dk^-0.5; value-head grouping.
-  q = nn::l2_norm(q) * (1.0 / std::sqrt(static_cast<double>(dk)));
-  k = nn::l2_norm(k);
+  // Kernel inputs in fp32, head-major [B, H, L, d]: L2-normalised q, k (q scaled by
+  // dk^-0.5), value-head grouping.
+  Tensor q = nn::l2_norm_heads(qkv[0].view({B, L, Hk, dk}), 1.0 / std::sqrt(static_cast<double>(dk)));
+  Tensor k = nn::l2_norm_heads(qkv[1].view({B, L, Hk, dk}), 1.0);
+  Tensor v = qkv[2].view({B, L, Hv, dv}).transpose(1, 2).to(rdt_);
   if (Hv > Hk) {
-    q = q.repeat_interleave(Hv / Hk, 2);
-    k = k.repeat_interleave(Hv / Hk, 2);
+    q = q.repeat_interleave(Hv / Hk, 1);
+    k = k.repeat_interleave(Hv / Hk, 1);
   }
-  q = q.transpose(1, 2), k = k.transpose(1, 2), v = v.transpose(1, 2);  // [B, Hv, L, d]
-  g = g.transpose(1, 2), beta = beta.transpose(1, 2);                   // [B, Hv, L]
+  g = g.transpose(1, 2), beta = beta.transpose(1, 2);  // [B, Hv, L]
 
   Tensor o;
   if (L == 1 && !grad_enabled()) {
@@ -98,9 +96,7 @@ Tensor Qwen35Model::gated_delta_net(const Layer& w, const Tensor& x, LayerCache&
     o = r.out;
     c.state = r.state;
   }
-  o = o.transpose(1, 2);  // [B, L, Hv, dv]
-  Tensor y = nn::gated_rms_norm(o, z, w.gdn.norm, cfg_.rms_norm_eps, dtype_);
-  return nn::linear(y.reshape({B, L, Hv * dv}), w.gdn.out);
+  return nn::linear(nn::gated_rms_norm_heads(o, z, w.gdn.norm, cfg_.rms_norm_eps), w.gdn.out);
 }
 
 Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, LayerCache& c,
@@ -203,9 +199,6 @@ Tensor Qwen35Model::gated_delta_net_rows(const Layer& w, const Tensor& x, const 
   for (int64_t b = 0; b < B; ++b) caches[b]->layers[l].conv = new_hist.narrow(0, b, 1);
 
   auto qkv = mixed.split_with_sizes({kd, kd, Hv * dv}, 2);
-  Tensor q = qkv[0].reshape({B, L, Hk, dk}).to(rdt_);
-  Tensor k = qkv[1].reshape({B, L, Hk, dk}).to(rdt_);
-  Tensor v = qkv[2].reshape({B, L, Hv, dv}).to(rdt_);
   Tensor z = nn::linear_rows(x, w.gdn.in_z).view({B, L, Hv, dv});
   // sigmoid/softplus on rows of Hv values: ATen's vector kernels (Sleef) and its scalar
   // tail loop round differently, and which one an element gets depends on where it sits
@@ -217,14 +210,14 @@ Tensor Qwen35Model::gated_delta_net_rows(const Layer& w, const Tensor& x, const 
     gs[b] = w.gdn.neg_A * at::softplus(a_in.narrow(0, b, 1).to(rdt_) + w.gdn.dt_bias);
   }
   Tensor beta = at::cat(betas, 0), g = at::cat(gs, 0);  // [B, 1, Hv]
-  q = nn::l2_norm(q) * (1.0 / std::sqrt(static_cast<double>(dk)));
-  k = nn::l2_norm(k);
+  Tensor q = nn::l2_norm_heads(qkv[0].view({B, L, Hk, dk}), 1.0 / std::sqrt(static_cast<double>(dk)));
+  Tensor k = nn::l2_norm_heads(qkv[1].view({B, L, Hk, dk}), 1.0);
+  Tensor v = qkv[2].view({B, L, Hv, dv}).transpose(1, 2).to(rdt_);  // [B, Hv, 1, d]
   if (Hv > Hk) {
-    q = q.repeat_interleave(Hv / Hk, 2);
-    k = k.repeat_interleave(Hv / Hk, 2);
+    q = q.repeat_interleave(Hv / Hk, 1);
+    k = k.repeat_interleave(Hv / Hk, 1);
   }
-  q = q.transpose(1, 2), k = k.transpose(1, 2), v = v.transpose(1, 2);  // [B, Hv, 1, d]
-  g = g.transpose(1, 2), beta = beta.transpose(1, 2);                   // [B, Hv, 1]
+  g = g.transpose(1, 2), beta = beta.transpose(1, 2);  // [B, Hv, 1]
 
   // Each sequence's recurrent state is updated in place in its own cache.
   std::vector<Tensor> outs(B);
@@ -234,9 +227,8 @@ Tensor Qwen35Model::gated_delta_net_rows(const Layer& w, const Tensor& x, const 
     outs[b] = nn::gated_delta_rule_step_(state, q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1),
                                          g.narrow(0, b, 1), beta.narrow(0, b, 1));
   }
-  Tensor o = at::cat(outs, 0).transpose(1, 2);  // [B, 1, Hv, dv]
-  Tensor y = nn::gated_rms_norm(o, z, w.gdn.norm, cfg_.rms_norm_eps, dtype_);
-  return nn::linear_rows(y.reshape({B, L, Hv * dv}), w.gdn.out);
+  Tensor o = at::cat(outs, 0);  // [B, Hv, 1, dv]
+  return nn::linear_rows(nn::gated_rms_norm_heads(o, z, w.gdn.norm, cfg_.rms_norm_eps), w.gdn.out);
 }
 
 Tensor Qwen35Model::gated_attention_rows(const Layer& w, const Tensor& x, const std::vector<Cache*>& caches,

@@ -7,6 +7,7 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "s0/nn/layers.h"
 #include "s0/nn/linear.h"
 
 // GCC 12's AVX-512 intrinsic headers trip these (known false positives).
@@ -401,7 +402,235 @@ S0_INLINE double ce_row(typename St<T>::Raw* z, int64_t V, int64_t label, double
   return loss;
 }
 
+
+// ---- norms ---------------------------------------------------------------------------------
+
+at::ScalarType acc_type(const Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
+// Strided [B, L, H, d] view with a contiguous last dim (a head-split slice of a projection).
+struct View4 {
+  int64_t B, L, H, d, sb, sl, sh;
+  explicit View4(const Tensor& t)
+      : B(t.size(0)), L(t.size(1)), H(t.size(2)), d(t.size(3)), sb(t.stride(0)), sl(t.stride(1)), sh(t.stride(2)) {
+    TORCH_CHECK(t.stride(3) == 1, "fused norm: the last dim must be contiguous");
+  }
+  int64_t at(int64_t b, int64_t l, int64_t h) const { return b * sb + l * sl + h * sh; }
+};
+
+// y[b, h, l, :] = scale * x r, r = (sum x^2 + eps)^-1/2, for x[b, l, h, :] (any dtype, strided).
+template <class T, class A = typename St<T>::A>
+S0_INLINE void l2_fwd_rows(const typename St<T>::Raw* x, const View4& v, A* y, A scale, A eps, int64_t r0,
+                           int64_t r1) {
+  using S = St<T>;
+  for (int64_t r = r0; r < r1; ++r) {  // r = (b * H + h) * L + l: output order
+    const int64_t l = r % v.L, h = (r / v.L) % v.H, b = r / (v.L * v.H);
+    const auto* xs = x + v.at(b, l, h);
+    A ss = 0;
+    for (int64_t i = 0; i < v.d; ++i) ss += S::load(xs[i]) * S::load(xs[i]);
+    const A rr = A(1) / std::sqrt(ss + eps);
+    A* o = y + r * v.d;
+    for (int64_t i = 0; i < v.d; ++i) o[i] = S::load(xs[i]) * rr * scale;
+  }
+}
+
+// dx[b, l, h, :] = scale (r dy - x r^3 sum(dy x)), contiguous [B, L, H, d] in x's dtype.
+template <class T, class A = typename St<T>::A>
+S0_INLINE void l2_bwd_rows(const typename St<T>::Raw* x, const View4& v, const A* dy, typename St<T>::Raw* dx,
+                           A scale, A eps, int64_t r0, int64_t r1) {
+  using S = St<T>;
+  for (int64_t r = r0; r < r1; ++r) {  // r = (b * L + l) * H + h: input order
+    const int64_t h = r % v.H, l = (r / v.H) % v.L, b = r / (v.H * v.L);
+    const auto* xs = x + v.at(b, l, h);
+    const A* g = dy + ((b * v.H + h) * v.L + l) * v.d;
+    A ss = 0, dot = 0;
+    for (int64_t i = 0; i < v.d; ++i) {
+      const A xv = S::load(xs[i]);
+      ss += xv * xv, dot += g[i] * xv;
+    }
+    const A rr = A(1) / std::sqrt(ss + eps), k = rr * rr * rr * dot;
+    auto* o = dx + r * v.d;
+    for (int64_t i = 0; i < v.d; ++i) o[i] = S::store(scale * (rr * g[i] - S::load(xs[i]) * k));
+  }
+}
+
+struct L2HeadsFn : public torch::autograd::Function<L2HeadsFn> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, double scale, double eps) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["eps"] = eps;
+    const View4 v(x);
+    Tensor y = at::empty({v.B, v.H, v.L, v.d}, x.options().dtype(acc_type(x)));
+    dispatch_dtype(x.scalar_type(), "l2_norm_heads", [&](auto tag) {
+      using T = decltype(tag);
+      using A = typename St<T>::A;
+      const auto* xp = raw<T>(x);
+      A* yp = y.data_ptr<A>();
+      at::parallel_for(0, v.B * v.H * v.L, row_grain(v.d), [&](int64_t r0, int64_t r1) {
+        dispatch<T>([&](auto) __attribute__((always_inline)) {
+          l2_fwd_rows<T>(xp, v, yp, static_cast<A>(scale), static_cast<A>(eps), r0, r1);
+        });
+      });
+    });
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const Tensor x = ctx->get_saved_variables()[0];
+    const double scale = ctx->saved_data["scale"].toDouble(), eps = ctx->saved_data["eps"].toDouble();
+    const View4 v(x);
+    Tensor dy = grads[0].to(acc_type(x)).contiguous();
+    Tensor dx = at::empty({v.B, v.L, v.H, v.d}, x.options());
+    dispatch_dtype(x.scalar_type(), "l2_norm_heads backward", [&](auto tag) {
+      using T = decltype(tag);
+      using A = typename St<T>::A;
+      const auto* xp = raw<T>(x);
+      auto* dxp = raw<T>(dx);
+      const A* gp = dy.data_ptr<A>();
+      at::parallel_for(0, v.B * v.L * v.H, row_grain(v.d), [&](int64_t r0, int64_t r1) {
+        dispatch<T>([&](auto) __attribute__((always_inline)) {
+          l2_bwd_rows<T>(xp, v, gp, dxp, static_cast<A>(scale), static_cast<A>(eps), r0, r1);
+        });
+      });
+    });
+    return {dx, Tensor(), Tensor()};
+  }
+};
+
+// Gated RMSNorm of GatedDeltaNet per (b, l, h) row of V values, the reference's roundings:
+// o32 = round(o); n = round(o32 r); p = round(n w); y = round(p silu(z)).
+template <class T, class Exp, class A = typename St<T>::A>
+S0_INLINE void grms_fwd_rows(const A* o, const typename St<T>::Raw* z, const View4& zv,
+                             const typename St<T>::Raw* w, typename St<T>::Raw* y, A eps, int64_t r0, int64_t r1,
+                             Exp exp) {
+  using S = St<T>;
+  const int64_t V = zv.d;
+  std::vector<A> e(V);
+  for (int64_t r = r0; r < r1; ++r) {  // r = (b * L + l) * H + h
+    const int64_t h = r % zv.H, l = (r / zv.H) % zv.L, b = r / (zv.H * zv.L);
+    const A* os = o + ((b * zv.H + h) * zv.L + l) * V;
+    const auto* zs = z + zv.at(b, l, h);
+    A ss = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      const A ov = S::round(os[i]);
+      ss += ov * ov;
+    }
+    const A rr = A(1) / std::sqrt(ss / V + eps);
+    for (int64_t i = 0; i < V; ++i) e[i] = -S::load(zs[i]);
+    exp(e.data(), e.data(), V);
+    auto* ys = y + r * V;
+    for (int64_t i = 0; i < V; ++i) {
+      const A p = S::round(S::round(S::round(os[i]) * rr) * S::load(w[i]));
+      const A zz = S::load(zs[i]);
+      ys[i] = S::store(p * (zz / (A(1) + e[i])));
+    }
+  }
+}
+
+template <class T, class Exp, class A = typename St<T>::A>
+S0_INLINE void grms_bwd_rows(const A* o, const typename St<T>::Raw* z, const View4& zv,
+                             const typename St<T>::Raw* w, const typename St<T>::Raw* dy, A* dout,
+                             typename St<T>::Raw* dz, A eps, int64_t r0, int64_t r1, Exp exp) {
+  using S = St<T>;
+  const int64_t V = zv.d;
+  std::vector<A> e(V), dn(V);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t h = r % zv.H, l = (r / zv.H) % zv.L, b = r / (zv.H * zv.L);
+    const int64_t orow = ((b * zv.H + h) * zv.L + l) * V;
+    const A* os = o + orow;
+    const auto* zs = z + zv.at(b, l, h);
+    const auto* g = dy + r * V;
+    A ss = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      const A ov = S::round(os[i]);
+      ss += ov * ov;
+    }
+    const A rr = A(1) / std::sqrt(ss / V + eps);
+    for (int64_t i = 0; i < V; ++i) e[i] = -S::load(zs[i]);
+    exp(e.data(), e.data(), V);
+    A dot = 0;
+    auto* dzs = dz + r * V;
+    for (int64_t i = 0; i < V; ++i) {
+      const A ov = S::round(os[i]), zz = S::load(zs[i]), sg = A(1) / (A(1) + e[i]);
+      const A p = S::round(S::round(ov * rr) * S::load(w[i]));
+      const A gy = S::load(g[i]);
+      dzs[i] = S::store(gy * p * (sg * (A(1) + zz * (A(1) - sg))));
+      dn[i] = S::round(S::round(gy * zz * sg) * S::load(w[i]));
+      dot += dn[i] * ov;
+    }
+    const A k = rr * rr * rr * dot / V;
+    A* d = dout + orow;
+    for (int64_t i = 0; i < V; ++i) d[i] = S::round(rr * dn[i] - S::round(os[i]) * k);
+  }
+}
+
+struct GatedRmsFn : public torch::autograd::Function<GatedRmsFn> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& o, const Tensor& z, const Tensor& w,
+                        double eps) {
+    ctx->save_for_backward({o, z, w});
+    ctx->saved_data["eps"] = eps;
+    const View4 zv(z);
+    Tensor y = at::empty({zv.B, zv.L, zv.H * zv.d}, z.options());
+    dispatch_dtype(z.scalar_type(), "gated_rms_norm", [&](auto tag) {
+      using T = decltype(tag);
+      using A = typename St<T>::A;
+      const auto *zp = raw<T>(z), *wp = raw<T>(w);
+      auto* yp = raw<T>(y);
+      const A* op = o.data_ptr<A>();
+      at::parallel_for(0, zv.B * zv.L * zv.H, row_grain(zv.d), [&](int64_t r0, int64_t r1) {
+        dispatch<T>([&](auto exp) __attribute__((always_inline)) {
+          grms_fwd_rows<T>(op, zp, zv, wp, yp, static_cast<A>(eps), r0, r1, exp);
+        });
+      });
+    });
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto sv = ctx->get_saved_variables();
+    const Tensor &o = sv[0], &z = sv[1], &w = sv[2];
+    const double eps = ctx->saved_data["eps"].toDouble();
+    const View4 zv(z);
+    Tensor dy = grads[0].contiguous();
+    Tensor dout = at::empty_like(o), dz = at::empty({zv.B, zv.L, zv.H, zv.d}, z.options());
+    dispatch_dtype(z.scalar_type(), "gated_rms_norm backward", [&](auto tag) {
+      using T = decltype(tag);
+      using A = typename St<T>::A;
+      const auto *zp = raw<T>(z), *wp = raw<T>(w), *gp = raw<T>(dy);
+      auto* dzp = raw<T>(dz);
+      const A* op = o.data_ptr<A>();
+      A* dop = dout.data_ptr<A>();
+      at::parallel_for(0, zv.B * zv.L * zv.H, row_grain(zv.d), [&](int64_t r0, int64_t r1) {
+        dispatch<T>([&](auto exp) __attribute__((always_inline)) {
+          grms_bwd_rows<T>(op, zp, zv, wp, gp, dop, dzp, static_cast<A>(eps), r0, r1, exp);
+        });
+      });
+    });
+    return {dout, dz, Tensor(), Tensor()};
+  }
+};
+
 }  // namespace
+
+Tensor l2_norm_heads(const Tensor& x, double scale, double eps) {
+  TORCH_CHECK(x.dim() == 4, "l2_norm_heads: x must be [B, L, H, d]");
+  Tensor xc = x.stride(3) == 1 ? x : x.contiguous();
+  if (grad_enabled() && x.requires_grad()) return L2HeadsFn::apply(xc, scale, eps);
+  torch::autograd::AutogradContext ctx;
+  return L2HeadsFn::forward(&ctx, xc, scale, eps);
+}
+
+Tensor gated_rms_norm_heads(const Tensor& o, const Tensor& z, const Tensor& w, double eps) {
+  TORCH_CHECK(o.dim() == 4 && z.dim() == 4 && o.size(0) == z.size(0) && o.size(1) == z.size(2) &&
+                  o.size(2) == z.size(1) && o.size(3) == z.size(3) && w.numel() == z.size(3) &&
+                  o.scalar_type() == acc_type(z) && w.scalar_type() == z.scalar_type(),
+              "gated_rms_norm_heads: o [B, H, L, V] f32 (f64 for f64), z [B, L, H, V] and w [V] of the model dtype");
+  if (grad_enabled() && w.requires_grad())  // a trainable weight (pretraining): the reference ops
+    return gated_rms_norm(o.transpose(1, 2), z, w, eps, z.scalar_type()).flatten(2);
+  Tensor oc = o.contiguous(), zc = z.stride(3) == 1 ? z : z.contiguous(), wc = w.contiguous();
+  if (grad_enabled() && (o.requires_grad() || z.requires_grad())) return GatedRmsFn::apply(oc, zc, wc, eps);
+  torch::autograd::AutogradContext ctx;
+  return GatedRmsFn::forward(&ctx, oc, zc, wc, eps);
+}
 
 Tensor conv_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& history) {
   TORCH_CHECK(x.dim() == 3 && weight.dim() == 2 && weight.size(0) == x.size(2), "conv_silu: shapes");

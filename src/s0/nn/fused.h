@@ -22,6 +22,18 @@ Tensor conv_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, cons
 // rounded to the dtype. g, u [..., I] of one dtype. Differentiable with respect to g and u.
 Tensor silu_mul(const Tensor& g, const Tensor& u);
 
+// GatedDeltaNet's kernel inputs: x [B, L, H, d] (bf16/f32, last dim contiguous, e.g. a
+// head-split slice of the conv output) -> scale * x / sqrt(sum(x^2) + eps) as float32
+// [B, H, L, d] contiguous (head-major, the recurrence's layout). Differentiable in x.
+Tensor l2_norm_heads(const Tensor& x, double scale, double eps = 1e-6);
+
+// GatedDeltaNet's gated RMSNorm on the recurrence output o [B, H, L, V] (float32) with the
+// gate z [B, L, H, V] and weight w [V] (model dtype): o rounded to the dtype, normalised in
+// f32 and rounded, times w (rounded), times silu(z) in f32, rounded. Returns [B, L, H*V]
+// in the model dtype. Differentiable in o and z (and in w through the reference ops, for
+// pretraining, when w requires grad).
+Tensor gated_rms_norm_heads(const Tensor& o, const Tensor& z, const Tensor& w, double eps);
+
 // Cross-entropy of logits = h W^T (rows of h [M, D], W [V, D], both of the model dtype;
 // logits rounded to it, as the model's lm_head output is) against labels [M] (int64).
 // The logits are multiplied by `logit_multiplier` in f32 (Falcon-H1's lm_head_multiplier).
