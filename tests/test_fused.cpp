@@ -213,3 +213,21 @@ TEST(FusedNorms, GatedRmsNormHeadsMatchesTheReferenceOpsWithGradients) {
     EXPECT_LT(max_rel(g1[1].to(at::kDouble), g2[1].to(at::kDouble)), tol * 4) << dt;
   }
 }
+
+TEST(FusedNorms, RmsNorm1pMatchesTheFormulaWithGradients) {
+  auto g = gen(9);
+  for (auto dt : {at::kDouble, at::kFloat, at::kBFloat16}) {
+    const auto acc = dt == at::kDouble ? at::kDouble : at::kFloat;
+    Tensor x = (at::randn({2, 5, 3, 64}, g) * 3).to(dt), w = (at::randn({64}, g) * 0.1).to(dt);
+    Tensor up = at::randn({2, 5, 3, 64}, g).to(dt);
+    Tensor x1 = x.clone().requires_grad_(true), x2 = x.clone().requires_grad_(true);
+    Tensor y1 = nn::rms_norm_1p(x1, w, 1e-6);
+    Tensor x32 = x2.to(acc);
+    Tensor y2 = (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + 1e-6) * (w.to(acc) + 1.0)).to(dt);
+    const double tol = dt == at::kDouble ? 1e-14 : dt == at::kFloat ? 1e-6 : 1e-2;
+    EXPECT_LT(max_rel(y1.to(at::kDouble), y2.to(at::kDouble)), tol) << dt;
+    Tensor g1 = torch::autograd::grad({(y1 * up).sum()}, {x1})[0];
+    Tensor g2 = torch::autograd::grad({(y2 * up).sum()}, {x2})[0];
+    EXPECT_LT(max_rel(g1.to(at::kDouble), g2.to(at::kDouble)), tol * 4) << dt;
+  }
+}

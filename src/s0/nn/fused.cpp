@@ -609,7 +609,91 @@ struct GatedRmsFn : public torch::autograd::Function<GatedRmsFn> {
   }
 };
 
+
+// (1 + w) RMSNorm rows: y = round((x r) (1 + w)), r = (mean(x^2) + eps)^-1/2.
+template <class T, class A = typename St<T>::A>
+S0_INLINE void rms1p_fwd_rows(const typename St<T>::Raw* x, const typename St<T>::Raw* w, typename St<T>::Raw* y,
+                              int64_t D, A eps, int64_t r0, int64_t r1) {
+  using S = St<T>;
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* xs = x + r * D;
+    A ss = 0;
+    for (int64_t i = 0; i < D; ++i) ss += S::load(xs[i]) * S::load(xs[i]);
+    const A rr = A(1) / std::sqrt(ss / D + eps);
+    auto* ys = y + r * D;
+    for (int64_t i = 0; i < D; ++i) ys[i] = S::store(S::load(xs[i]) * rr * (S::load(w[i]) + A(1)));
+  }
+}
+
+// dx = r (1 + w) dy - x r^3 / D sum(x (1 + w) dy).
+template <class T, class A = typename St<T>::A>
+S0_INLINE void rms1p_bwd_rows(const typename St<T>::Raw* x, const typename St<T>::Raw* w,
+                              const typename St<T>::Raw* dy, typename St<T>::Raw* dx, int64_t D, A eps, int64_t r0,
+                              int64_t r1) {
+  using S = St<T>;
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto *xs = x + r * D, *g = dy + r * D;
+    A ss = 0, dot = 0;
+    for (int64_t i = 0; i < D; ++i) {
+      const A xv = S::load(xs[i]);
+      ss += xv * xv, dot += xv * (S::load(w[i]) + A(1)) * S::load(g[i]);
+    }
+    const A rr = A(1) / std::sqrt(ss / D + eps), k = rr * rr * rr * dot / D;
+    auto* o = dx + r * D;
+    for (int64_t i = 0; i < D; ++i) o[i] = S::store(rr * (S::load(w[i]) + A(1)) * S::load(g[i]) - S::load(xs[i]) * k);
+  }
+}
+
+struct RmsNorm1pFn : public torch::autograd::Function<RmsNorm1pFn> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& w, double eps) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["eps"] = eps;
+    Tensor y = at::empty_like(x);
+    const int64_t D = x.size(-1), N = D ? x.numel() / D : 0;
+    dispatch_dtype(x.scalar_type(), "rms_norm_1p", [&](auto tag) {
+      using T = decltype(tag);
+      using A = typename St<T>::A;
+      const auto *xp = raw<T>(x), *wp = raw<T>(w);
+      auto* yp = raw<T>(y);
+      at::parallel_for(0, N, row_grain(D), [&](int64_t r0, int64_t r1) {
+        dispatch<T>([&](auto) __attribute__((always_inline)) {
+          rms1p_fwd_rows<T>(xp, wp, yp, D, static_cast<A>(eps), r0, r1);
+        });
+      });
+    });
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto sv = ctx->get_saved_variables();
+    const Tensor &x = sv[0], &w = sv[1];
+    const double eps = ctx->saved_data["eps"].toDouble();
+    Tensor dy = grads[0].contiguous(), dx = at::empty_like(x);
+    const int64_t D = x.size(-1), N = D ? x.numel() / D : 0;
+    dispatch_dtype(x.scalar_type(), "rms_norm_1p backward", [&](auto tag) {
+      using T = decltype(tag);
+      using A = typename St<T>::A;
+      const auto *xp = raw<T>(x), *wp = raw<T>(w), *gp = raw<T>(dy);
+      auto* dxp = raw<T>(dx);
+      at::parallel_for(0, N, row_grain(D), [&](int64_t r0, int64_t r1) {
+        dispatch<T>([&](auto) __attribute__((always_inline)) {
+          rms1p_bwd_rows<T>(xp, wp, gp, dxp, D, static_cast<A>(eps), r0, r1);
+        });
+      });
+    });
+    return {dx, Tensor(), Tensor()};
+  }
+};
 }  // namespace
+
+Tensor rms_norm_1p_fused(const Tensor& x, const Tensor& w, double eps) {
+  TORCH_CHECK(x.dim() >= 1 && w.numel() == x.size(-1) && w.scalar_type() == x.scalar_type(),
+              "rms_norm_1p: w must be [D] of x's dtype");
+  Tensor xc = x.contiguous(), wc = w.contiguous();
+  if (grad_enabled() && x.requires_grad()) return RmsNorm1pFn::apply(xc, wc, eps);
+  torch::autograd::AutogradContext ctx;
+  return RmsNorm1pFn::forward(&ctx, xc, wc, eps);
+}
 
 Tensor l2_norm_heads(const Tensor& x, double scale, double eps) {
   TORCH_CHECK(x.dim() == 4, "l2_norm_heads: x must be [B, L, H, d]");

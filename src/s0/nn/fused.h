@@ -22,6 +22,10 @@ Tensor conv_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, cons
 // rounded to the dtype. g, u [..., I] of one dtype. Differentiable with respect to g and u.
 Tensor silu_mul(const Tensor& g, const Tensor& u);
 
+// (1 + w) RMSNorm over the last dim (x and w of one dtype; f32 math, one rounding), the
+// kernel behind nn::rms_norm_1p. Differentiable in x (w is a constant here).
+Tensor rms_norm_1p_fused(const Tensor& x, const Tensor& w, double eps);
+
 // GatedDeltaNet's kernel inputs: x [B, L, H, d] (bf16/f32, last dim contiguous, e.g. a
 // head-split slice of the conv output) -> scale * x / sqrt(sum(x^2) + eps) as float32
 // [B, H, L, d] contiguous (head-major, the recurrence's layout). Differentiable in x.

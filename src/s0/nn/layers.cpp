@@ -14,6 +14,9 @@ at::ScalarType acc(at::ScalarType t) { return t == at::kDouble ? at::kDouble : a
 }  // namespace
 
 Tensor rms_norm_1p(const Tensor& x, const Tensor& w, double eps) {
+  if (x.device().is_cpu() && x.scalar_type() == w.scalar_type() && !(grad_enabled() && w.requires_grad()))
+    return rms_norm_1p_fused(x, w, eps);
+  // The reference ops (a trainable weight: pretraining).
   const auto a = acc(x.scalar_type());
   Tensor x32 = x.to(a);
   Tensor r = at::rsqrt(x32.pow(2).mean(-1, true) + eps);
