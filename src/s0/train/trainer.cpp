@@ -183,7 +183,9 @@ adapters::StateSet Trainer::train(const std::string& out_dir, bool resume,
       Tensor denom = (v_[l] / bc2).sqrt_().add_(cfg_.adam_eps);
       S_[l].addcdiv_(m_[l], denom, -cfg_.lr / bc1);
     }
+    const double t_ckpt = now();
     save_checkpoint(out_dir, step);
+    const double ckpt_seconds = now() - t_ckpt;
     last_loss = loss_sum;
 
     StepReport r;
@@ -195,6 +197,7 @@ adapters::StateSet Trainer::train(const std::string& out_dir, bool resume,
     for (auto l : order) r.state_norms.push_back({l, S_.at(l).norm().item<double>()});
     r.tokens = tokens;
     r.seconds = now() - t0;
+    r.checkpoint_seconds = ckpt_seconds;
     elapsed += r.seconds;
     r.tokens_per_s = tokens / std::max(r.seconds, 1e-9);
     r.eta_seconds = elapsed / (step - start) * (cfg_.steps - step);

@@ -36,7 +36,8 @@ struct StepReport {
   double grad_norm = 0;          // before clipping
   std::vector<std::pair<int64_t, double>> state_norms;
   int64_t tokens = 0;            // tokens processed this step
-  double seconds = 0, tokens_per_s = 0, eta_seconds = 0;
+  double seconds = 0, tokens_per_s = 0, eta_seconds = 0;  // seconds: the whole step
+  double checkpoint_seconds = 0;  // of which writing the checkpoint (once per step, not per example)
 };
 
 class Trainer {
