@@ -29,6 +29,14 @@ GdrResult gated_delta_rule_chunked(const Tensor& q, const Tensor& k, const Tenso
                                    const Tensor& g, const Tensor& beta, const Tensor& state0,
                                    int64_t chunk_size = 64);
 
+// The chunked form in ATen ops (any dtype; differentiable through libtorch autograd).
+// gated_delta_rule_chunked runs this except for CPU float32 when oneDNN's sgemm is
+// available, where it takes the per-head kernels of gdr_fast.h (with gradients: a custom
+// autograd Function); float64 always lands here and serves as the reference.
+GdrResult gated_delta_rule_chunked_aten(const Tensor& q, const Tensor& k, const Tensor& v,
+                                        const Tensor& g, const Tensor& beta, const Tensor& state0,
+                                        int64_t chunk_size = 64);
+
 // Decode fast path: one token (L = 1), updating `state` in place, no autograd.
 // Returns o [B, H, 1, V].
 Tensor gated_delta_rule_step_(Tensor& state, const Tensor& q, const Tensor& k, const Tensor& v,
