@@ -37,6 +37,18 @@ SgemmFn sgemm() {
   return f;
 }
 
+// sum_i a_i b_i in eight float lanes (vectorisable without reassociation flags).
+double dot(const float* a, const float* b, int64_t n) {
+  float lane[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += a[i + l] * b[i + l];
+  double acc = 0.0;
+  for (; i < n; ++i) acc += double(a[i]) * b[i];
+  for (int l = 0; l < 8; ++l) acc += lane[l];
+  return acc;
+}
+
 // Decaying states underflow into denormals, which are ~100x slower to compute with; flush
 // them to zero while a kernel runs (they are below 1e-38 of values of order 1).
 struct FlushDenormals {
@@ -58,7 +70,24 @@ struct Chunk {
       : K(K_), V(V_), gam(C), e(C), el(C), D(keep_D ? C * C : 0), A(C * C), Aqk(C * C), kb(C * K_), W(C * K_),
         U(C * V_), Qp(C * K_), Kp(C * K_) {}
 
-  void compute(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t c_) {
+  // solve = false leaves U = beta v, W = beta exp(gam) k (the right-hand sides).
+  // T = (I + A)^-1 (lower unitriangular, c x c) by forward substitution on the identity.
+  void inverse(float* T) const {
+    std::fill(T, T + c * c, 0.f);
+    for (int64_t r = 0; r < c; ++r) {
+      float* Tr = T + r * c;
+      Tr[r] = 1.f;
+      for (int64_t s = 0; s < r; ++s) {
+        const float a = A[r * c + s];
+        if (a == 0.f) continue;
+        const float* Ts = T + s * c;
+        for (int64_t j = 0; j <= s; ++j) Tr[j] -= a * Ts[j];
+      }
+    }
+  }
+
+  void compute(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t c_,
+               bool solve = true) {
     const SgemmFn mm = sgemm();
     c = c_;
     float acc = 0.f;
@@ -85,6 +114,7 @@ struct Chunk {
         A[r * c + s] = s < r ? A[r * c + s] * d : 0.f;
         Aqk[r * c + s] *= d;
       }
+    if (!solve) return;
     // (I + A) U = beta v and (I + A) W = beta k exp(gam): forward substitution.
     for (int64_t r = 1; r < c; ++r)
       for (int64_t s = 0; s < r; ++s) {
@@ -126,6 +156,7 @@ void head_backward(const float* q, const float* k, const float* v, const float* 
                    float* dbeta, int64_t L, int64_t K, int64_t V, int64_t C) {
   const SgemmFn mm = sgemm();
   Chunk ch(C, K, V, true);
+  std::vector<float> T(C * C), Us(C * V), Ws(C * K), dU(C * V), dW(C * K);
   std::vector<float> Vn(C * V), dX(C * V), dY(C * K), dQp(C * K), dKp(C * K), dkb(C * K), dA(C * C), dAqk(C * C);
   std::vector<double> dgam(C), colsum(C);
   const int64_t N = (L + C - 1) / C;
@@ -134,38 +165,35 @@ void head_backward(const float* q, const float* k, const float* v, const float* 
     const float *qc = q + r0 * K, *kc = k + r0 * K, *vc = v + r0 * V, *S = states + n * K * V;
     const float* dO = dout + r0 * V;
     float *dqc = dq + r0 * K, *dkc = dk + r0 * K, *dvc = dv + r0 * V;
-    ch.compute(qc, kc, vc, g + r0, beta + r0, c);
-    const float *U = ch.U.data(), *W = ch.W.data(), *A = ch.A.data(), *Aqk = ch.Aqk.data(), *D = ch.D.data();
+    // The solves as products with T = (I + A)^-1 (the backward needs T^T as well).
+    ch.compute(qc, kc, vc, g + r0, beta + r0, c, /*solve=*/false);
+    ch.inverse(T.data());
+    mm('N', 'N', c, V, c, 1.f, T.data(), c, ch.U.data(), V, 0.f, Us.data(), V);
+    mm('N', 'N', c, K, c, 1.f, T.data(), c, ch.W.data(), K, 0.f, Ws.data(), K);
+    const float *U = Us.data(), *W = Ws.data(), *A = ch.A.data(), *Aqk = ch.Aqk.data(), *D = ch.D.data();
     // Vn = U - W S.
     std::copy(U, U + c * V, Vn.data());
     mm('N', 'N', c, V, K, -1.f, W, K, S, V, 1.f, Vn.data(), V);
 
     // Through O = Qp S + Aqk Vn and S' = exp(glast) S + Kp^T Vn (dS holds dS').
-    // dVn = Aqk^T dO + Kp dS'  (held in dX: the gradient of U is that of Vn)
-    mm('T', 'N', c, V, c, 1.f, Aqk, c, dO, V, 0.f, dX.data(), V);
-    mm('N', 'N', c, V, K, 1.f, ch.Kp.data(), K, dS, V, 1.f, dX.data(), V);
+    // dVn = Aqk^T dO + Kp dS'  (= dU: the gradient of U is that of Vn)
+    mm('T', 'N', c, V, c, 1.f, Aqk, c, dO, V, 0.f, dU.data(), V);
+    mm('N', 'N', c, V, K, 1.f, ch.Kp.data(), K, dS, V, 1.f, dU.data(), V);
     mm('N', 'T', c, c, V, 1.f, dO, V, Vn.data(), V, 0.f, dAqk.data(), c);       // dAqk = dO Vn^T
     mm('N', 'T', c, K, V, 1.f, dO, V, S, V, 0.f, dQp.data(), K);                // dQp = dO S^T
     mm('N', 'T', c, K, V, 1.f, Vn.data(), V, dS, V, 0.f, dKp.data(), K);        // dKp = Vn dS'^T
-    mm('N', 'T', c, K, V, -1.f, dX.data(), V, S, V, 0.f, dY.data(), K);         // dW = -dVn S^T
+    mm('N', 'T', c, K, V, -1.f, dU.data(), V, S, V, 0.f, dW.data(), K);         // dW = -dVn S^T
     const float dl = std::exp(ch.glast);
-    double dglast = 0.0;
-    for (int64_t i = 0; i < K * V; ++i) dglast += double(S[i]) * dS[i];
-    dglast *= dl;
+    double dglast = dl * dot(S, dS, K * V);
     // dS = exp(glast) dS' + Qp^T dO - W^T dVn.
     for (int64_t i = 0; i < K * V; ++i) dS[i] *= dl;
     mm('T', 'N', K, V, c, 1.f, ch.Qp.data(), K, dO, V, 1.f, dS, V);
-    mm('T', 'N', K, V, c, -1.f, W, K, dX.data(), V, 1.f, dS, V);
+    mm('T', 'N', K, V, c, -1.f, W, K, dU.data(), V, 1.f, dS, V);
 
     // Through the solves U = (I+A)^-1 X, W = (I+A)^-1 Y: dX = (I+A)^-T dU, dY = (I+A)^-T dW
-    // (back substitution), dA = -(dX U^T + dY W^T) on the strict lower triangle.
-    for (int64_t s = c - 1; s > 0; --s)
-      for (int64_t r = 0; r < s; ++r) {
-        const float a = A[s * c + r];
-        if (a == 0.f) continue;
-        for (int64_t j = 0; j < V; ++j) dX[r * V + j] -= a * dX[s * V + j];
-        for (int64_t i = 0; i < K; ++i) dY[r * K + i] -= a * dY[s * K + i];
-      }
+    // (products with T^T), dA = -(dX U^T + dY W^T) on the strict lower triangle.
+    mm('T', 'N', c, V, c, 1.f, T.data(), c, dU.data(), V, 0.f, dX.data(), V);
+    mm('T', 'N', c, K, c, 1.f, T.data(), c, dW.data(), K, 0.f, dY.data(), K);
     mm('N', 'T', c, c, V, -1.f, dX.data(), V, U, V, 0.f, dA.data(), c);
     mm('N', 'T', c, c, K, -1.f, dY.data(), K, W, K, 1.f, dA.data(), c);
 
@@ -196,20 +224,15 @@ void head_backward(const float* q, const float* k, const float* v, const float* 
     // Kp = exp(glast - gam) k.
     for (int64_t r = 0; r < c; ++r) {
       const float b = beta[r0 + r], e = ch.e[r], el = ch.el[r];
-      double sY = 0, skb = 0, sX = 0, sQ = 0, sK = 0;
-      for (int64_t i = 0; i < K; ++i) {
-        const int64_t x = r * K + i;
-        sY += double(dY[x]) * kc[x];
-        skb += double(dkb[x]) * kc[x];
-        sQ += double(dQp[x]) * ch.Qp[x];
-        sK += double(dKp[x]) * ch.Kp[x];
-        dqc[x] += e * dQp[x];
-        dkc[x] += b * dkb[x] + b * e * dY[x] + el * dKp[x];
+      const int64_t x = r * K, y = r * V;
+      const double sY = dot(&dY[x], kc + x, K), skb = dot(&dkb[x], kc + x, K);
+      const double sQ = dot(&dQp[x], &ch.Qp[x], K), sK = dot(&dKp[x], &ch.Kp[x], K);
+      const double sX = dot(&dX[y], vc + y, V);
+      for (int64_t i = x; i < x + K; ++i) {
+        dqc[i] += e * dQp[i];
+        dkc[i] += b * dkb[i] + b * e * dY[i] + el * dKp[i];
       }
-      for (int64_t j = 0; j < V; ++j) {
-        sX += double(dX[r * V + j]) * vc[r * V + j];
-        dvc[r * V + j] = b * dX[r * V + j];
-      }
+      for (int64_t j = y; j < y + V; ++j) dvc[j] = b * dX[j];
       dbeta[r0 + r] = float(sX + e * sY + skb);
       dgam[r] += -colsum[r] + b * e * sY + sQ - sK;
       dglast += sK;
