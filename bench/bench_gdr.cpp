@@ -3,7 +3,7 @@
 // hand-written fast path (gdr_fast) against libtorch autograd through the ATen chunked
 // form, measured in the same run. Prints one JSON object.
 //
-//   bench_gdr [--only-fast 1] [--threads 2] [--B 1] [--H 16] [--L 512] [--K 128] [--V 128] [--C 64] [--repeats 5]
+//   bench_gdr [--only-fast 1] [--threads 2] [--B 1] [--H 16] [--L 512] [--K 128] [--V 128] [--C 64] [--repeats 10]
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -20,7 +20,7 @@ using bench::Clock;
 using bench::secs;
 
 int main(int argc, char** argv) {
-  int64_t only_fast = 0, threads = 2, B = 1, H = 16, L = 512, K = 128, V = 128, C = 64, repeats = 5;
+  int64_t only_fast = 0, threads = 2, B = 1, H = 16, L = 512, K = 128, V = 128, C = 64, repeats = 10;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (i + 1 >= argc) throw Error("missing value after " + a);
@@ -55,30 +55,33 @@ int main(int argc, char** argv) {
                   : nn::gated_delta_rule_chunked_aten(in[0], in[1], in[2], in[3], in[4], in[5], C);
     return torch::autograd::grad({(r.out * wo).sum()}, in);
   };
-  auto time_of = [&](bool fast) {
-    step(fast);  // warm-up
-    double best = 1e30, total = 0;
-    for (int64_t i = 0; i < repeats; ++i) {
-      auto t = Clock::now();
-      step(fast);
-      const double s = secs(t);
-      best = std::min(best, s), total += s;
-    }
-    return std::make_pair(best, total / repeats);
+  // The two interleaved, one call each per round (the machine's load drifts): best and
+  // median over the rounds.
+  auto timed = [&](bool fast) {
+    auto t = Clock::now();
+    step(fast);
+    return secs(t);
+  };
+  auto stats = [](std::vector<double> xs) {
+    std::sort(xs.begin(), xs.end());
+    return nlohmann::json{{"best", xs.front()}, {"median", xs[xs.size() / 2]}};
   };
   if (only_fast) {  // for profiling the fast path alone
-    auto [best, mean] = time_of(true);
-    std::printf("{\"fast_fwd_bwd_s\": {\"best\": %g, \"mean\": %g}}\n", best, mean);
+    std::vector<double> f;
+    step(true);
+    for (int64_t i = 0; i < repeats; ++i) f.push_back(timed(true));
+    std::printf("%s\n", nlohmann::json{{"fast_fwd_bwd_s", stats(f)}}.dump().c_str());
     return 0;
   }
+  step(true), step(false);  // warm-up
+  std::vector<double> tf, ta;
+  for (int64_t i = 0; i < repeats; ++i) tf.push_back(timed(true)), ta.push_back(timed(false));
   // Agreement of the two (sanity): max relative difference of the gradients.
   auto ga = step(true), gb = step(false);
   double max_rel = 0;
   for (size_t i = 0; i < ga.size(); ++i)
     max_rel = std::max(max_rel, (ga[i] - gb[i]).abs().max().item<double>() /
                                     std::max(gb[i].abs().max().item<double>(), 1e-30));
-  auto [fast_best, fast_mean] = time_of(true);
-  auto [aten_best, aten_mean] = time_of(false);
   // Forward only (no autograd) with the fast kernel, for scale.
   double fwd_best = 1e30;
   {
@@ -89,11 +92,13 @@ int main(int argc, char** argv) {
       if (i) fwd_best = std::min(fwd_best, secs(t));
     }
   }
+  auto jf = stats(tf), ja = stats(ta);
   nlohmann::json j = {{"threads", threads}, {"B", B}, {"H", H}, {"L", L}, {"K", K}, {"V", V}, {"C", C},
                       {"repeats", repeats},
-                      {"fast_fwd_bwd_s", {{"best", fast_best}, {"mean", fast_mean}}},
-                      {"aten_autograd_fwd_bwd_s", {{"best", aten_best}, {"mean", aten_mean}}},
-                      {"speedup_best", aten_best / fast_best},
+                      {"fast_fwd_bwd_s", jf},
+                      {"aten_autograd_fwd_bwd_s", ja},
+                      {"speedup_best", ja["best"].get<double>() / jf["best"].get<double>()},
+                      {"speedup_median", ja["median"].get<double>() / jf["median"].get<double>()},
                       {"fast_fwd_only_s", fwd_best},
                       {"grad_max_rel_diff", max_rel}};
   std::printf("%s\n", j.dump(2).c_str());
