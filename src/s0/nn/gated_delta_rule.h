@@ -2,7 +2,8 @@
 // The gated delta rule (GatedDeltaNet's recurrence), twice: the step-by-step recurrence
 // (the definition; decode) and the chunked form (prefill and training). Both take an
 // initial state and return the final one, and both are differentiable with respect to
-// every input, the initial state included (libtorch autograd).
+// every input, the initial state included (libtorch autograd; on CPU float32 the chunked
+// form's gradients come from the hand-written backward of gdr_fast.h).
 //
 // Shapes (value-head major; q/k already expanded to the value heads):
 //   q, k  [B, H, L, K]     v  [B, H, L, V]     g, beta  [B, H, L]

@@ -156,8 +156,11 @@ void head_backward(const float* q, const float* k, const float* v, const float* 
                    float* dbeta, int64_t L, int64_t K, int64_t V, int64_t C) {
   const SgemmFn mm = sgemm();
   Chunk ch(C, K, V, true);
-  std::vector<float> T(C * C), Us(C * V), Ws(C * K), dU(C * V), dW(C * K);
-  std::vector<float> Vn(C * V), dX(C * V), dY(C * K), dQp(C * K), dKp(C * K), dkb(C * K), dA(C * C), dAqk(C * C);
+  // Products are fused where operands can sit side by side: [U | W], [dU | dW], [dX | dY]
+  // are [c, V + K] (row stride P); [dA; dAqk] is [2c, c]; [kb; q] and [dkb; dq'] are [2c, K].
+  const int64_t P = V + K;
+  std::vector<float> T(C * C), XY(C * P), UW(C * P), dUW(C * P), dXY(C * P), dAA(2 * C * C);
+  std::vector<float> Vn(C * V), dQp(C * K), dKp(C * K), KBQ(2 * C * K), DKQ(2 * C * K);
   std::vector<double> dgam(C), colsum(C);
   const int64_t N = (L + C - 1) / C;
   for (int64_t n = N - 1; n >= 0; --n) {
@@ -165,37 +168,41 @@ void head_backward(const float* q, const float* k, const float* v, const float* 
     const float *qc = q + r0 * K, *kc = k + r0 * K, *vc = v + r0 * V, *S = states + n * K * V;
     const float* dO = dout + r0 * V;
     float *dqc = dq + r0 * K, *dkc = dk + r0 * K, *dvc = dv + r0 * V;
-    // The solves as products with T = (I + A)^-1 (the backward needs T^T as well).
+    // The chunk's quantities; the solves as products with T = (I + A)^-1 (the backward
+    // needs T^T as well): [U | W] = T [beta v | beta exp(gam) k].
     ch.compute(qc, kc, vc, g + r0, beta + r0, c, /*solve=*/false);
     ch.inverse(T.data());
-    mm('N', 'N', c, V, c, 1.f, T.data(), c, ch.U.data(), V, 0.f, Us.data(), V);
-    mm('N', 'N', c, K, c, 1.f, T.data(), c, ch.W.data(), K, 0.f, Ws.data(), K);
-    const float *U = Us.data(), *W = Ws.data(), *A = ch.A.data(), *Aqk = ch.Aqk.data(), *D = ch.D.data();
+    for (int64_t r = 0; r < c; ++r) {
+      std::copy(&ch.U[r * V], &ch.U[r * V] + V, &XY[r * P]);
+      std::copy(&ch.W[r * K], &ch.W[r * K] + K, &XY[r * P + V]);
+    }
+    mm('N', 'N', c, P, c, 1.f, T.data(), c, XY.data(), P, 0.f, UW.data(), P);
+    const float *U = UW.data(), *W = UW.data() + V, *A = ch.A.data(), *Aqk = ch.Aqk.data(), *D = ch.D.data();
+    float *dU = dUW.data(), *dW = dUW.data() + V, *dA = dAA.data(), *dAqk = dAA.data() + c * c;
     // Vn = U - W S.
-    std::copy(U, U + c * V, Vn.data());
-    mm('N', 'N', c, V, K, -1.f, W, K, S, V, 1.f, Vn.data(), V);
+    for (int64_t r = 0; r < c; ++r) std::copy(U + r * P, U + r * P + V, &Vn[r * V]);
+    mm('N', 'N', c, V, K, -1.f, W, P, S, V, 1.f, Vn.data(), V);
 
     // Through O = Qp S + Aqk Vn and S' = exp(glast) S + Kp^T Vn (dS holds dS').
     // dVn = Aqk^T dO + Kp dS'  (= dU: the gradient of U is that of Vn)
-    mm('T', 'N', c, V, c, 1.f, Aqk, c, dO, V, 0.f, dU.data(), V);
-    mm('N', 'N', c, V, K, 1.f, ch.Kp.data(), K, dS, V, 1.f, dU.data(), V);
-    mm('N', 'T', c, c, V, 1.f, dO, V, Vn.data(), V, 0.f, dAqk.data(), c);       // dAqk = dO Vn^T
+    mm('T', 'N', c, V, c, 1.f, Aqk, c, dO, V, 0.f, dU, P);
+    mm('N', 'N', c, V, K, 1.f, ch.Kp.data(), K, dS, V, 1.f, dU, P);
+    mm('N', 'T', c, c, V, 1.f, dO, V, Vn.data(), V, 0.f, dAqk, c);              // dAqk = dO Vn^T
     mm('N', 'T', c, K, V, 1.f, dO, V, S, V, 0.f, dQp.data(), K);                // dQp = dO S^T
     mm('N', 'T', c, K, V, 1.f, Vn.data(), V, dS, V, 0.f, dKp.data(), K);        // dKp = Vn dS'^T
-    mm('N', 'T', c, K, V, -1.f, dU.data(), V, S, V, 0.f, dW.data(), K);         // dW = -dVn S^T
+    mm('N', 'T', c, K, V, -1.f, dU, P, S, V, 0.f, dW, P);                       // dW = -dVn S^T
     const float dl = std::exp(ch.glast);
     double dglast = dl * dot(S, dS, K * V);
     // dS = exp(glast) dS' + Qp^T dO - W^T dVn.
     for (int64_t i = 0; i < K * V; ++i) dS[i] *= dl;
     mm('T', 'N', K, V, c, 1.f, ch.Qp.data(), K, dO, V, 1.f, dS, V);
-    mm('T', 'N', K, V, c, -1.f, W, K, dU.data(), V, 1.f, dS, V);
+    mm('T', 'N', K, V, c, -1.f, W, P, dU, P, 1.f, dS, V);
 
-    // Through the solves U = (I+A)^-1 X, W = (I+A)^-1 Y: dX = (I+A)^-T dU, dY = (I+A)^-T dW
-    // (products with T^T), dA = -(dX U^T + dY W^T) on the strict lower triangle.
-    mm('T', 'N', c, V, c, 1.f, T.data(), c, dU.data(), V, 0.f, dX.data(), V);
-    mm('T', 'N', c, K, c, 1.f, T.data(), c, dW.data(), K, 0.f, dY.data(), K);
-    mm('N', 'T', c, c, V, -1.f, dX.data(), V, U, V, 0.f, dA.data(), c);
-    mm('N', 'T', c, c, K, -1.f, dY.data(), K, W, K, 1.f, dA.data(), c);
+    // Through the solves U = (I+A)^-1 X, W = (I+A)^-1 Y: [dX | dY] = (I+A)^-T [dU | dW]
+    // (a product with T^T), dA = -(dX U^T + dY W^T) on the strict lower triangle.
+    mm('T', 'N', c, P, c, 1.f, T.data(), c, dUW.data(), P, 0.f, dXY.data(), P);
+    mm('N', 'T', c, c, P, -1.f, dXY.data(), P, UW.data(), P, 0.f, dA, c);
+    const float *dX = dXY.data(), *dY = dXY.data() + V;
 
     // Through the decayed products A = (kb k^T) o D, Aqk = (q k^T) o D: the decay's share goes
     // to gam (d log D[r,s] = d gam_r - d gam_s), the rest becomes dA o D, dAqk o D (in place).
@@ -215,24 +222,27 @@ void head_backward(const float* q, const float* k, const float* v, const float* 
       }
       dgam[r] = row;
     }
-    mm('N', 'N', c, K, c, 1.f, dA.data(), c, kc, K, 0.f, dkb.data(), K);          // d(kb) = MA k
-    mm('T', 'N', c, K, c, 1.f, dA.data(), c, ch.kb.data(), K, 0.f, dkc, K);      // dk = MA^T kb
-    mm('T', 'N', c, K, c, 1.f, dAqk.data(), c, qc, K, 1.f, dkc, K);              //    + MQ^T q
-    mm('N', 'N', c, K, c, 1.f, dAqk.data(), c, kc, K, 0.f, dqc, K);              // dq = MQ k
+    // [d(kb); dq'] = [dA; dAqk] k;  dk' = [dA; dAqk]^T [kb; q] = dA^T kb + dAqk^T q.
+    std::copy(ch.kb.data(), ch.kb.data() + c * K, KBQ.data());
+    std::copy(qc, qc + c * K, KBQ.data() + c * K);
+    mm('N', 'N', 2 * c, K, c, 1.f, dAA.data(), c, kc, K, 0.f, DKQ.data(), K);
+    mm('T', 'N', c, K, 2 * c, 1.f, dAA.data(), c, KBQ.data(), K, 0.f, dkc, K);
+    const float *dkb = DKQ.data(), *dqa = DKQ.data() + c * K;
 
     // Row scalings: kb = beta k, Y = beta exp(gam) k, X = beta v, Qp = exp(gam) q,
     // Kp = exp(glast - gam) k.
     for (int64_t r = 0; r < c; ++r) {
       const float b = beta[r0 + r], e = ch.e[r], el = ch.el[r];
-      const int64_t x = r * K, y = r * V;
-      const double sY = dot(&dY[x], kc + x, K), skb = dot(&dkb[x], kc + x, K);
+      const int64_t x = r * K;
+      const float *dXr = dX + r * P, *dYr = dY + r * P;
+      const double sY = dot(dYr, kc + x, K), skb = dot(&dkb[x], kc + x, K);
       const double sQ = dot(&dQp[x], &ch.Qp[x], K), sK = dot(&dKp[x], &ch.Kp[x], K);
-      const double sX = dot(&dX[y], vc + y, V);
-      for (int64_t i = x; i < x + K; ++i) {
-        dqc[i] += e * dQp[i];
-        dkc[i] += b * dkb[i] + b * e * dY[i] + el * dKp[i];
+      const double sX = dot(dXr, vc + r * V, V);
+      for (int64_t i = 0; i < K; ++i) {
+        dqc[x + i] = dqa[x + i] + e * dQp[x + i];
+        dkc[x + i] += b * dkb[x + i] + b * e * dYr[i] + el * dKp[x + i];
       }
-      for (int64_t j = y; j < y + V; ++j) dvc[j] = b * dX[j];
+      for (int64_t j = 0; j < V; ++j) dvc[r * V + j] = b * dXr[j];
       dbeta[r0 + r] = float(sX + e * sY + skb);
       dgam[r] += -colsum[r] + b * e * sY + sQ - sK;
       dglast += sK;
