@@ -157,7 +157,7 @@ void head_forward(const float* q, const float* k, const float* v, const float* g
 
 // Backward, one head. `states` as saved by head_forward; dout [L, V]; dS [K, V]: in, the
 // gradient of the final state; out, the gradient of the initial state. Writes dq, dk [L, K],
-// dv [L, V], dg, dbeta [L].
+// dv [L, V], dg, dbeta [L] unless dq is null (only the initial state's gradient wanted).
 void head_backward(const float* q, const float* k, const float* v, const float* g, const float* beta,
                    const float* states, const float* dout, float* dS, float* dq, float* dk, float* dv, float* dg,
                    float* dbeta, int64_t L, int64_t K, int64_t V, int64_t C) {
@@ -194,16 +194,20 @@ void head_backward(const float* q, const float* k, const float* v, const float* 
     // dVn = Aqk^T dO + Kp dS'  (= dU: the gradient of U is that of Vn)
     mm('T', 'N', c, V, c, 1.f, Aqk, c, dO, V, 0.f, dU, P);
     mm('N', 'N', c, V, K, 1.f, ch.Kp.data(), K, dS, V, 1.f, dU, P);
-    mm('N', 'T', c, c, V, 1.f, dO, V, Vn.data(), V, 0.f, dAqk, c);              // dAqk = dO Vn^T
-    mm('N', 'T', c, K, V, 1.f, dO, V, S, V, 0.f, dQp.data(), K);                // dQp = dO S^T
-    mm('N', 'T', c, K, V, 1.f, Vn.data(), V, dS, V, 0.f, dKp.data(), K);        // dKp = Vn dS'^T
-    mm('N', 'T', c, K, V, -1.f, dU, P, S, V, 0.f, dW, P);                       // dW = -dVn S^T
     const float dl = std::exp(ch.glast);
-    double dglast = dl * dot(S, dS, K * V);
+    double dglast = 0.0;
+    if (dq) {
+      mm('N', 'T', c, c, V, 1.f, dO, V, Vn.data(), V, 0.f, dAqk, c);              // dAqk = dO Vn^T
+      mm('N', 'T', c, K, V, 1.f, dO, V, S, V, 0.f, dQp.data(), K);                // dQp = dO S^T
+      mm('N', 'T', c, K, V, 1.f, Vn.data(), V, dS, V, 0.f, dKp.data(), K);        // dKp = Vn dS'^T
+      mm('N', 'T', c, K, V, -1.f, dU, P, S, V, 0.f, dW, P);                       // dW = -dVn S^T
+      dglast = dl * dot(S, dS, K * V);
+    }
     // dS = exp(glast) dS' + Qp^T dO - W^T dVn.
     for (int64_t i = 0; i < K * V; ++i) dS[i] *= dl;
     mm('T', 'N', K, V, c, 1.f, ch.Qp.data(), K, dO, V, 1.f, dS, V);
     mm('T', 'N', K, V, c, -1.f, W, P, dU, P, 1.f, dS, V);
+    if (!dq) continue;
 
     // Through the solves U = (I+A)^-1 X, W = (I+A)^-1 Y: [dX | dY] = (I+A)^-T [dU | dW]
     // (a product with T^T), dA = -(dX U^T + dY W^T) on the strict lower triangle.
@@ -305,22 +309,28 @@ struct GdrFunction : public torch::autograd::Function<GdrFunction> {
     const auto saved = ctx->get_saved_variables();
     const Tensor &q = saved[0], &k = saved[1], &v = saved[2], &g = saved[3], &beta = saved[4], &states = saved[5];
     const int64_t C = ctx->saved_data["C"].toInt();
+    bool inputs_grad = false;  // q, k, v, g, beta (S0 training's first layer wants none)
+    for (size_t i = 0; i < 5; ++i) inputs_grad = inputs_grad || ctx->needs_input_grad(i);
     const int64_t B = q.size(0), H = q.size(1), L = q.size(2), K = q.size(3), V = v.size(3), N = states.size(2);
     Tensor dout = grads[0].defined() ? grads[0].contiguous() : at::zeros({B, H, L, V}, v.options());
     Tensor dS = grads[1].defined() ? grads[1].contiguous().clone() : at::zeros({B, H, K, V}, v.options());
-    Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v), dg = at::empty_like(g),
-           db = at::empty_like(beta);
+    Tensor dq, dk, dv, dg, db;
+    if (inputs_grad)
+      dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v), dg = at::empty_like(g),
+      db = at::empty_like(beta);
+    auto ptr = [](Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+    auto at_h = [](float* p, int64_t off) { return p ? p + off : nullptr; };
     const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
     const float *gp = g.data_ptr<float>(), *bp = beta.data_ptr<float>(), *stp = states.data_ptr<float>();
     const float* dop = dout.data_ptr<float>();
-    float *dsp = dS.data_ptr<float>(), *dqp = dq.data_ptr<float>(), *dkp = dk.data_ptr<float>();
-    float *dvp = dv.data_ptr<float>(), *dgp = dg.data_ptr<float>(), *dbp = db.data_ptr<float>();
+    float *dsp = dS.data_ptr<float>(), *dqp = ptr(dq), *dkp = ptr(dk), *dvp = ptr(dv), *dgp = ptr(dg),
+          *dbp = ptr(db);
     at::parallel_for(0, B * H, 1, [&](int64_t h0, int64_t h1) {
       FlushDenormals ftz;
       for (int64_t h = h0; h < h1; ++h)
         head_backward(qp + h * L * K, kp + h * L * K, vp + h * L * V, gp + h * L, bp + h * L,
-                      stp + h * N * K * V, dop + h * L * V, dsp + h * K * V, dqp + h * L * K, dkp + h * L * K,
-                      dvp + h * L * V, dgp + h * L, dbp + h * L, L, K, V, C);
+                      stp + h * N * K * V, dop + h * L * V, dsp + h * K * V, at_h(dqp, h * L * K),
+                      at_h(dkp, h * L * K), at_h(dvp, h * L * V), at_h(dgp, h * L), at_h(dbp, h * L), L, K, V, C);
     });
     if (!ctx->saved_data["has_state0"].toBool()) dS = Tensor();
     return {dq, dk, dv, dg, db, dS, Tensor(), Tensor()};
