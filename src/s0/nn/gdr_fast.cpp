@@ -14,6 +14,7 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -264,6 +265,19 @@ void head_backward(const float* q, const float* k, const float* v, const float* 
   }
 }
 
+// fn(h) for h in [0, n) on the intra-op threads, denormals flushed. Heads are handed out one
+// at a time (not in fixed blocks), so a thread that the OS deschedules on a busy machine
+// does not hold the others up.
+template <typename Fn>
+void for_each_head(int64_t n, const Fn& fn) {
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(n, at::get_num_threads());
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    FlushDenormals ftz;
+    for (int64_t h; (h = next.fetch_add(1)) < n;) fn(h);
+  });
+}
+
 struct Inputs {
   Tensor q, k, v, g, beta;
   Inputs(const Tensor& q_, const Tensor& k_, const Tensor& v_, const Tensor& g_, const Tensor& b_)
@@ -281,11 +295,9 @@ GdrResult run_forward(const Inputs& in, const Tensor& state0, int64_t C, Tensor*
   const float *gp = in.g.data_ptr<float>(), *bp = in.beta.data_ptr<float>();
   float *sp = S.data_ptr<float>(), *op = out.data_ptr<float>();
   float* stp = states ? states->data_ptr<float>() : nullptr;
-  at::parallel_for(0, B * H, 1, [&](int64_t h0, int64_t h1) {
-    FlushDenormals ftz;
-    for (int64_t h = h0; h < h1; ++h)
-      head_forward(qp + h * L * K, kp + h * L * K, vp + h * L * V, gp + h * L, bp + h * L, sp + h * K * V,
-                   op + h * L * V, stp ? stp + h * N * K * V : nullptr, L, K, V, C);
+  for_each_head(B * H, [&](int64_t h) {
+    head_forward(qp + h * L * K, kp + h * L * K, vp + h * L * V, gp + h * L, bp + h * L, sp + h * K * V,
+                 op + h * L * V, stp ? stp + h * N * K * V : nullptr, L, K, V, C);
   });
   return {out, S};
 }
@@ -325,12 +337,10 @@ struct GdrFunction : public torch::autograd::Function<GdrFunction> {
     const float* dop = dout.data_ptr<float>();
     float *dsp = dS.data_ptr<float>(), *dqp = ptr(dq), *dkp = ptr(dk), *dvp = ptr(dv), *dgp = ptr(dg),
           *dbp = ptr(db);
-    at::parallel_for(0, B * H, 1, [&](int64_t h0, int64_t h1) {
-      FlushDenormals ftz;
-      for (int64_t h = h0; h < h1; ++h)
-        head_backward(qp + h * L * K, kp + h * L * K, vp + h * L * V, gp + h * L, bp + h * L,
-                      stp + h * N * K * V, dop + h * L * V, dsp + h * K * V, at_h(dqp, h * L * K),
-                      at_h(dkp, h * L * K), at_h(dvp, h * L * V), at_h(dgp, h * L), at_h(dbp, h * L), L, K, V, C);
+    for_each_head(B * H, [&](int64_t h) {
+      head_backward(qp + h * L * K, kp + h * L * K, vp + h * L * V, gp + h * L, bp + h * L, stp + h * N * K * V,
+                    dop + h * L * V, dsp + h * K * V, at_h(dqp, h * L * K), at_h(dkp, h * L * K),
+                    at_h(dvp, h * L * V), at_h(dgp, h * L), at_h(dbp, h * L), L, K, V, C);
     });
     if (!ctx->saved_data["has_state0"].toBool()) dS = Tensor();
     return {dq, dk, dv, dg, db, dS, Tensor(), Tensor()};
