@@ -6,6 +6,8 @@
 #include "s0/nn/gdr_fast.h"
 #include "tensor_util.h"
 
+#include <torch/csrc/autograd/function.h>
+
 using namespace s0;
 using s0::testing::ids_tensor;
 using s0::testing::max_rel;
@@ -165,6 +167,159 @@ TEST(GdrFast, MatchesRecurrentWithoutAutograd) {
     // The caller's initial state is not modified.
     Inputs again = make_inputs(2, 3, L, 16, 8, at::kFloat, 77 + L, false);
     EXPECT_TRUE(at::equal(in.s0, again.s0));
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// The differentiable fast path (float32, hand-written backward) against autograd through
+// the ATen chunked form in float64 (the reference; the finite-difference test checks it).
+struct GradCase {
+  int64_t B, H, L, K, V, C;
+};
+
+Inputs to_double(const Inputs& in) {
+  Inputs d;
+  Tensor* dst[] = {&d.q, &d.k, &d.v, &d.g, &d.beta, &d.s0};
+  auto src = in.all();
+  for (size_t i = 0; i < 6; ++i)
+    if (src[i].defined()) *dst[i] = src[i].detach().to(at::kDouble).requires_grad_(true);
+  return d;
+}
+
+std::vector<Tensor> defined_of(const std::vector<Tensor>& ts) {
+  std::vector<Tensor> r;
+  for (const Tensor& t : ts)
+    if (t.defined()) r.push_back(t);
+  return r;
+}
+
+// Gradients of sum(out * wo) (+ sum(state * ws) when ws is defined) w.r.t. the defined inputs.
+std::vector<Tensor> grads_of(const nn::GdrResult& r, const Inputs& in, const Tensor& wo, const Tensor& ws) {
+  Tensor loss = (r.out * wo.to(r.out.scalar_type())).sum();
+  if (ws.defined()) loss = loss + (r.state * ws.to(r.state.scalar_type())).sum();
+  return torch::autograd::grad({loss}, defined_of(in.all()));
+}
+
+void expect_fast_grads_match(const GradCase& gc, bool with_state0, bool state_grad, uint64_t seed,
+                             double g_scale = 1.0, double fwd_tol = 2e-5) {
+  const auto [B, H, L, K, V, C] = gc;
+  Inputs f = make_inputs(B, H, L, K, V, at::kFloat, seed, true);
+  if (g_scale != 1.0) f.g = (f.g.detach() * g_scale).requires_grad_(true);
+  if (!with_state0) f.s0 = Tensor();
+  Inputs d = to_double(f);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + 1);
+  Tensor wo = at::randn({B, H, L, V}, gen, at::kDouble);
+  Tensor ws = state_grad ? at::randn({B, H, K, V}, gen, at::kDouble) : Tensor();
+
+  auto rf = gated_delta_rule_chunked(f.q, f.k, f.v, f.g, f.beta, f.s0, C);
+  ASSERT_TRUE(rf.out.grad_fn() != nullptr);
+  EXPECT_NE(rf.out.grad_fn()->name().find("GdrFunction"), std::string::npos)
+      << "float32 with gradients should take the fast path, got " << rf.out.grad_fn()->name();
+  auto rd = gated_delta_rule_chunked(d.q, d.k, d.v, d.g, d.beta, d.s0, C);
+  auto rec = gated_delta_rule_recurrent(d.q, d.k, d.v, d.g, d.beta, d.s0);
+  std::string where = "B=" + std::to_string(B) + " H=" + std::to_string(H) + " L=" + std::to_string(L) +
+                      " K=" + std::to_string(K) + " V=" + std::to_string(V) + " C=" + std::to_string(C) +
+                      (with_state0 ? " state0" : " no state0") + (state_grad ? " +dstate" : "");
+  EXPECT_LT(max_rel(rf.out.to(at::kDouble), rec.out), fwd_tol) << "output vs recurrence, " << where;
+  EXPECT_LT(max_rel(rf.state.to(at::kDouble), rec.state), fwd_tol) << "final state vs recurrence, " << where;
+
+  auto gf = grads_of(rf, f, wo, ws);
+  auto gd = grads_of(rd, d, wo, ws);
+  ASSERT_EQ(gf.size(), gd.size());
+  const char* names[] = {"q", "k", "v", "g", "beta", "initial state"};
+  for (size_t i = 0; i < gf.size(); ++i) {
+    EXPECT_EQ(gf[i].scalar_type(), at::kFloat);
+    EXPECT_LT(max_rel(gf[i].to(at::kDouble), gd[i]), 1e-4) << "gradient w.r.t. " << names[i] << ", " << where;
+  }
+  if (with_state0) EXPECT_GT(gd[5].abs().max().item<double>(), 1e-3) << where;
+}
+
+TEST(GdrFastGrad, MatchesFloat64Autograd) {
+  if (!s0::nn::gdr_fast_available()) GTEST_SKIP() << "oneDNN sgemm not found in this process";
+  const GradCase cases[] = {{2, 3, 100, 16, 24, 64}, {2, 3, 30, 16, 24, 64}, {2, 3, 1, 16, 24, 64},
+                            {2, 3, 64, 16, 24, 64},  {2, 3, 200, 16, 24, 64}, {1, 2, 70, 24, 16, 16},
+                            {1, 2, 37, 8, 8, 5}};
+  uint64_t seed = 500;
+  for (const GradCase& c : cases) expect_fast_grads_match(c, true, true, seed++);
+}
+
+TEST(GdrFastGrad, OutputGradientOnlyAndNoInitialState) {
+  if (!s0::nn::gdr_fast_available()) GTEST_SKIP() << "oneDNN sgemm not found in this process";
+  const GradCase c{2, 3, 100, 16, 24, 64};
+  expect_fast_grads_match(c, true, false, 900);   // training: only `out` gets a gradient
+  expect_fast_grads_match(c, false, true, 901);   // no initial state (zeros, no gradient)
+  expect_fast_grads_match(c, false, false, 902);
+}
+
+TEST(GdrFastGrad, StrongDecays) {
+  // Log-decays of tens per step: in-chunk cumulative sums reach the thousands, where
+  // exp(-gam) would overflow; only exponentials of differences may be formed. (At such
+  // magnitudes float32 cumulative sums lose digits to cancellation in gam_r - gam_s, in the
+  // forward as in the ATen float32 form: a looser forward tolerance for the second case.)
+  if (!s0::nn::gdr_fast_available()) GTEST_SKIP() << "oneDNN sgemm not found in this process";
+  expect_fast_grads_match({2, 3, 100, 16, 24, 64}, true, true, 950, 30.0);
+  expect_fast_grads_match({1, 2, 130, 16, 8, 64}, true, true, 951, 100.0, 1e-4);
+}
+
+TEST(GdrFastGrad, NonContiguousInputsAndPartialRequiresGrad) {
+  if (!s0::nn::gdr_fast_available()) GTEST_SKIP() << "oneDNN sgemm not found in this process";
+  const int64_t B = 2, H = 3, L = 90, K = 16, V = 24;
+  Inputs in = make_inputs(B, H, L, K, V, at::kFloat, 31, false);
+  // Only the initial state trains (S0); q, k, v arrive as transposed views.
+  auto t = [](const Tensor& x) { return x.transpose(1, 2).contiguous().transpose(1, 2); };
+  Tensor s0f = in.s0.clone().requires_grad_(true);
+  auto rf = gated_delta_rule_chunked(t(in.q), t(in.k), t(in.v), in.g, in.beta, s0f, 64);
+  Tensor s0d = in.s0.to(at::kDouble).requires_grad_(true);
+  auto dd = [](const Tensor& x) { return x.to(at::kDouble); };
+  auto rd = gated_delta_rule_chunked(dd(in.q), dd(in.k), dd(in.v), dd(in.g), dd(in.beta), s0d, 64);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(8);
+  Tensor wo = at::randn({B, H, L, V}, gen, at::kDouble);
+  Tensor gf = torch::autograd::grad({(rf.out * wo.to(at::kFloat)).sum()}, {s0f})[0];
+  Tensor gd = torch::autograd::grad({(rd.out * wo).sum()}, {s0d})[0];
+  EXPECT_LT(max_rel(gf.to(at::kDouble), gd), 1e-4);
+  EXPECT_LT(max_rel(rf.out.to(at::kDouble), rd.out), 2e-5);
+}
+
+TEST(GdrFastGrad, MatchesFiniteDifferenceCheckedFloat64Gradients) {
+  // The setup of Gdr.FiniteDifferencesFloat64: float64 analytic gradients of the ATen
+  // chunked form, checked here against central differences, and the float32 fast path's
+  // gradients held against them.
+  if (!s0::nn::gdr_fast_available()) GTEST_SKIP() << "oneDNN sgemm not found in this process";
+  const int64_t B = 1, H = 2, L = 70, K = 4, V = 3, C = 16;
+  Inputs in = make_inputs(B, H, L, K, V, at::kDouble, 7, false);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  Tensor wo = at::randn({B, H, L, V}, gen, at::kDouble);
+  Tensor ws = at::randn({B, H, K, V}, gen, at::kDouble);
+  auto f = [&](const Inputs& x) {
+    return loss_of(gated_delta_rule_chunked(x.q, x.k, x.v, x.g, x.beta, x.s0, C), wo.to(x.q.scalar_type()),
+                   ws.to(x.q.scalar_type()));
+  };
+  Inputs gi = in, fi = in;
+  for (Tensor* t : {&gi.q, &gi.k, &gi.v, &gi.g, &gi.beta, &gi.s0}) *t = t->clone().requires_grad_(true);
+  for (Tensor* t : {&fi.q, &fi.k, &fi.v, &fi.g, &fi.beta, &fi.s0}) *t = t->to(at::kFloat).requires_grad_(true);
+  auto gd = torch::autograd::grad({f(gi)}, gi.all());
+  auto gf = torch::autograd::grad({f(fi)}, fi.all());
+  for (int which = 0; which < 6; ++which) {
+    Tensor base = in.all()[which];
+    for (int sample = 0; sample < 4; ++sample) {
+      int64_t idx = (sample * 7919 + which * 104729 + 17) % base.numel();
+      const double eps = 1e-6;
+      auto eval_at = [&](double delta) {
+        Inputs x = in;
+        Tensor* ts[] = {&x.q, &x.k, &x.v, &x.g, &x.beta, &x.s0};
+        *ts[which] = base.clone();
+        ts[which]->view(-1)[idx] += delta;
+        NoGrad ng;
+        return f(x).item<double>();
+      };
+      const double fd = (eval_at(eps) - eval_at(-eps)) / (2 * eps);
+      EXPECT_NEAR(gd[which].reshape(-1)[idx].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd)))
+          << "float64 input " << which << " element " << idx;
+    }
+    EXPECT_LT(max_rel(gf[which].to(at::kDouble), gd[which]), 1e-4) << "float32 fast path, input " << which;
   }
 }
 

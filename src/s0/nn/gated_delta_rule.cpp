@@ -62,8 +62,22 @@ GdrResult gated_delta_rule_chunked(const Tensor& q, const Tensor& k, const Tenso
   const bool needs_grad = grad_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad() ||
                                              g.requires_grad() || beta.requires_grad() ||
                                              (state0.defined() && state0.requires_grad()));
-  if (!needs_grad && q.is_cpu() && q.scalar_type() == at::kFloat && gdr_fast_available())
-    return gated_delta_rule_chunked_fast(q, k, v, g, beta, state0, C);
+  bool all_cpu_f32 = true;
+  for (const Tensor* t : {&q, &k, &v, &g, &beta, &state0})
+    if (t->defined()) all_cpu_f32 = all_cpu_f32 && t->is_cpu() && t->scalar_type() == at::kFloat;
+  if (all_cpu_f32 && gdr_fast_available()) {
+    if (!needs_grad) return gated_delta_rule_chunked_fast(q, k, v, g, beta, state0, C);
+    // Training: the same kernel as an autograd Function with a hand-written backward.
+    if (q.size(2) > 0) return gated_delta_rule_chunked_fast_grad(q, k, v, g, beta, state0, C);
+  }
+  return gated_delta_rule_chunked_aten(q, k, v, g, beta, state0, C);
+}
+
+GdrResult gated_delta_rule_chunked_aten(const Tensor& q, const Tensor& k, const Tensor& v,
+                                        const Tensor& g, const Tensor& beta, const Tensor& state0,
+                                        int64_t C) {
+  check_shapes(q, k, v, g, beta, state0);
+  TORCH_CHECK(C > 0, "gated_delta_rule_chunked: chunk size must be positive");
   SingleThreadedBlas single_threaded_blas;
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), K = q.size(3), V = v.size(3);
   Tensor S = state0.defined() ? state0 : zeros_state(k, v);

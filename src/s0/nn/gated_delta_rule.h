@@ -2,7 +2,8 @@
 // The gated delta rule (GatedDeltaNet's recurrence), twice: the step-by-step recurrence
 // (the definition; decode) and the chunked form (prefill and training). Both take an
 // initial state and return the final one, and both are differentiable with respect to
-// every input, the initial state included (libtorch autograd).
+// every input, the initial state included (libtorch autograd; on CPU float32 the chunked
+// form's gradients come from the hand-written backward of gdr_fast.h).
 //
 // Shapes (value-head major; q/k already expanded to the value heads):
 //   q, k  [B, H, L, K]     v  [B, H, L, V]     g, beta  [B, H, L]
@@ -28,6 +29,14 @@ GdrResult gated_delta_rule_recurrent(const Tensor& q, const Tensor& k, const Ten
 GdrResult gated_delta_rule_chunked(const Tensor& q, const Tensor& k, const Tensor& v,
                                    const Tensor& g, const Tensor& beta, const Tensor& state0,
                                    int64_t chunk_size = 64);
+
+// The chunked form in ATen ops (any dtype; differentiable through libtorch autograd).
+// gated_delta_rule_chunked runs this except for CPU float32 when oneDNN's sgemm is
+// available, where it takes the per-head kernels of gdr_fast.h (with gradients: a custom
+// autograd Function); float64 always lands here and serves as the reference.
+GdrResult gated_delta_rule_chunked_aten(const Tensor& q, const Tensor& k, const Tensor& v,
+                                        const Tensor& g, const Tensor& beta, const Tensor& state0,
+                                        int64_t chunk_size = 64);
 
 // Decode fast path: one token (L = 1), updating `state` in place, no autograd.
 // Returns o [B, H, 1, V].

@@ -1,12 +1,20 @@
-// Inference-only chunked gated delta rule: the same WY algorithm as
+// Chunked gated delta rule on CPU float32: the same WY algorithm as
 // gated_delta_rule_chunked, written per head with oneDNN's thread-safe sgemm and run for
 // all heads in parallel. libtorch's path for these small batched products goes through
 // OpenBLAS, which serialises concurrent callers and so keeps the recurrence on one core.
+//
+// Training: a custom autograd Function. Its forward is the inference kernel that also
+// keeps the state at the start of every chunk; its backward walks the chunks from last to
+// first, recomputes each chunk's intra-chunk quantities from the saved inputs and
+// back-propagates through them by hand (matrix products with sgemm, the rest in loops).
 #include "s0/nn/gdr_fast.h"
 
 #include <dlfcn.h>
 #include <xmmintrin.h>
 
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -30,54 +38,314 @@ SgemmFn sgemm() {
   return f;
 }
 
-// One head: q, k [L, K], v [L, V], g, beta [L] (row-major float32); S [K, V] in/out; out [L, V].
-void head(const float* q, const float* k, const float* v, const float* g, const float* beta, float* S, float* out,
-          int64_t L, int64_t K, int64_t V, int64_t C) {
-  const SgemmFn mm = sgemm();
-  std::vector<float> gam(C), A(C * C), Aqk(C * C), kb(C * K), W(C * K), U(C * V), Qp(C * K), Kp(C * K);
-  for (int64_t r0 = 0; r0 < L; r0 += C) {
-    const int64_t c = std::min(C, L - r0);
-    const float *qc = q + r0 * K, *kc = k + r0 * K, *vc = v + r0 * V;
-    float acc = 0.f;
-    for (int64_t r = 0; r < c; ++r) gam[r] = acc += g[r0 + r];
-    const float glast = gam[c - 1];
+// y -= a x over n floats: the forward substitutions' inner loop. Also built for AVX2 and
+// picked at run time; AVX2 without FMA rounds exactly as the baseline SSE build does.
+__attribute__((target_clones("avx2", "default"))) void sub_scaled(float* y, const float* x, float a,
+                                                                  int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] -= a * x[i];
+}
+
+// sum_i a_i b_i in eight float lanes (vectorisable without reassociation flags).
+double dot(const float* a, const float* b, int64_t n) {
+  float lane[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += a[i + l] * b[i + l];
+  double acc = 0.0;
+  for (; i < n; ++i) acc += double(a[i]) * b[i];
+  for (int l = 0; l < 8; ++l) acc += lane[l];
+  return acc;
+}
+
+// Decaying states underflow into denormals, which are ~100x slower to compute with; flush
+// them to zero while a kernel runs (they are below 1e-38 of values of order 1).
+struct FlushDenormals {
+  unsigned csr = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(csr | 0x8040); }  // FTZ | DAZ
+  ~FlushDenormals() { _mm_setcsr(csr); }
+};
+
+// One chunk's intra-chunk quantities (c rows, row-major), computed from the inputs alone:
+//   gam = cumsum(g);  D[r,s] = exp(gam_r - gam_s) (s <= r, else 0);  kb = beta k;
+//   A = strict_lower((kb k^T) o D);  Aqk = lower((q k^T) o D);
+//   U = (I + A)^-1 beta v;  W = (I + A)^-1 beta exp(gam) k;
+//   Qp = exp(gam) q;  Kp = exp(glast - gam) k.
+struct Chunk {
+  int64_t K, V, c = 0;
+  std::vector<float> gam, e, el, D, A, Aqk, kb, W, U, Qp, Kp;
+  float glast = 0.f;
+  Chunk(int64_t C, int64_t K_, int64_t V_, bool keep_D)
+      : K(K_), V(V_), gam(C), e(C), el(C), D(keep_D ? C * C : 0), A(C * C), Aqk(C * C), kb(C * K_), W(C * K_),
+        U(C * V_), Qp(C * K_), Kp(C * K_) {}
+
+  // solve = false leaves U = beta v, W = beta exp(gam) k (the right-hand sides).
+  // T = (I + A)^-1 (lower unitriangular, c x c) by forward substitution on the identity.
+  void inverse(float* T) const {
+    std::fill(T, T + c * c, 0.f);
     for (int64_t r = 0; r < c; ++r) {
-      const float b = beta[r0 + r], e = std::exp(gam[r]), el = std::exp(glast - gam[r]);
-      for (int64_t i = 0; i < K; ++i) {
-        kb[r * K + i] = kc[r * K + i] * b;
-        W[r * K + i] = kb[r * K + i] * e;
-        Qp[r * K + i] = qc[r * K + i] * e;
-        Kp[r * K + i] = kc[r * K + i] * el;
+      float* Tr = T + r * c;
+      Tr[r] = 1.f;
+      for (int64_t s = 0; s < r; ++s) {
+        const float a = A[r * c + s];
+        if (a == 0.f) continue;
+        const float* Ts = T + s * c;
+        for (int64_t j = 0; j <= s; ++j) Tr[j] -= a * Ts[j];
       }
-      for (int64_t j = 0; j < V; ++j) U[r * V + j] = vc[r * V + j] * b;
     }
-    // A = (beta k) k^T, strictly lower, decayed; Aqk = q k^T, lower with diagonal, decayed.
-    mm('N', 'T', c, c, K, 1.f, kb.data(), K, kc, K, 0.f, A.data(), c);
-    mm('N', 'T', c, c, K, 1.f, qc, K, kc, K, 0.f, Aqk.data(), c);
+  }
+
+  void compute(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t c_,
+               bool solve = true) {
+    const SgemmFn mm = sgemm();
+    c = c_;
+    float acc = 0.f;
+    for (int64_t r = 0; r < c; ++r) gam[r] = acc += g[r];
+    glast = gam[c - 1];
+    for (int64_t r = 0; r < c; ++r) {
+      const float b = beta[r];
+      e[r] = std::exp(gam[r]), el[r] = std::exp(glast - gam[r]);
+      for (int64_t i = 0; i < K; ++i) {
+        kb[r * K + i] = k[r * K + i] * b;
+        W[r * K + i] = kb[r * K + i] * e[r];
+        Qp[r * K + i] = q[r * K + i] * e[r];
+        Kp[r * K + i] = k[r * K + i] * el[r];
+      }
+      for (int64_t j = 0; j < V; ++j) U[r * V + j] = v[r * V + j] * b;
+    }
+    mm('N', 'T', c, c, K, 1.f, kb.data(), K, k, K, 0.f, A.data(), c);
+    mm('N', 'T', c, c, K, 1.f, q, K, k, K, 0.f, Aqk.data(), c);
+    const bool keep_D = !D.empty();
     for (int64_t r = 0; r < c; ++r)
       for (int64_t s = 0; s < c; ++s) {
         const float d = s <= r ? std::exp(gam[r] - gam[s]) : 0.f;
+        if (keep_D) D[r * c + s] = d;
         A[r * c + s] = s < r ? A[r * c + s] * d : 0.f;
         Aqk[r * c + s] *= d;
       }
+    if (!solve) return;
     // (I + A) U = beta v and (I + A) W = beta k exp(gam): forward substitution.
     for (int64_t r = 1; r < c; ++r)
       for (int64_t s = 0; s < r; ++s) {
         const float a = A[r * c + s];
         if (a == 0.f) continue;
-        for (int64_t j = 0; j < V; ++j) U[r * V + j] -= a * U[s * V + j];
-        for (int64_t i = 0; i < K; ++i) W[r * K + i] -= a * W[s * K + i];
+        sub_scaled(&U[r * V], &U[s * V], a, V);
+        sub_scaled(&W[r * K], &W[s * K], a, K);
       }
+  }
+};
+
+// Forward, one head: q, k [L, K], v [L, V], g, beta [L] (row-major float32); S [K, V]
+// in/out; out [L, V]. `states` (optional) receives the state at the start of every chunk.
+void head_forward(const float* q, const float* k, const float* v, const float* g, const float* beta, float* S,
+                  float* out, float* states, int64_t L, int64_t K, int64_t V, int64_t C) {
+  const SgemmFn mm = sgemm();
+  Chunk ch(C, K, V, false);
+  for (int64_t r0 = 0, n = 0; r0 < L; r0 += C, ++n) {
+    if (states) std::copy(S, S + K * V, states + n * K * V);
+    const int64_t c = std::min(C, L - r0);
+    ch.compute(q + r0 * K, k + r0 * K, v + r0 * V, g + r0, beta + r0, c);
+    float* U = ch.U.data();
     // Vnew = U - W S;  O = Qp S + Aqk Vnew;  S = exp(glast) S + Kp^T Vnew.
-    mm('N', 'N', c, V, K, -1.f, W.data(), K, S, V, 1.f, U.data(), V);
+    mm('N', 'N', c, V, K, -1.f, ch.W.data(), K, S, V, 1.f, U, V);
     float* oc = out + r0 * V;
-    mm('N', 'N', c, V, K, 1.f, Qp.data(), K, S, V, 0.f, oc, V);
-    mm('N', 'N', c, V, c, 1.f, Aqk.data(), c, U.data(), V, 1.f, oc, V);
-    const float dl = std::exp(glast);
+    mm('N', 'N', c, V, K, 1.f, ch.Qp.data(), K, S, V, 0.f, oc, V);
+    mm('N', 'N', c, V, c, 1.f, ch.Aqk.data(), c, U, V, 1.f, oc, V);
+    const float dl = std::exp(ch.glast);
     for (int64_t i = 0; i < K * V; ++i) S[i] *= dl;
-    mm('T', 'N', K, V, c, 1.f, Kp.data(), K, U.data(), V, 1.f, S, V);
+    mm('T', 'N', K, V, c, 1.f, ch.Kp.data(), K, U, V, 1.f, S, V);
   }
 }
+
+// Backward, one head. `states` as saved by head_forward; dout [L, V]; dS [K, V]: in, the
+// gradient of the final state; out, the gradient of the initial state. Writes dq, dk [L, K],
+// dv [L, V], dg, dbeta [L] unless dq is null (only the initial state's gradient wanted).
+void head_backward(const float* q, const float* k, const float* v, const float* g, const float* beta,
+                   const float* states, const float* dout, float* dS, float* dq, float* dk, float* dv, float* dg,
+                   float* dbeta, int64_t L, int64_t K, int64_t V, int64_t C) {
+  const SgemmFn mm = sgemm();
+  Chunk ch(C, K, V, true);
+  // Products are fused where operands can sit side by side: [U | W], [dU | dW], [dX | dY]
+  // are [c, V + K] (row stride P); [dA; dAqk] is [2c, c]; [kb; q] and [dkb; dq'] are [2c, K].
+  const int64_t P = V + K;
+  std::vector<float> T(C * C), XY(C * P), UW(C * P), dUW(C * P), dXY(C * P), dAA(2 * C * C);
+  std::vector<float> Vn(C * V), dQp(C * K), dKp(C * K), KBQ(2 * C * K), DKQ(2 * C * K);
+  std::vector<double> dgam(C), colsum(C);
+  const int64_t N = (L + C - 1) / C;
+  for (int64_t n = N - 1; n >= 0; --n) {
+    const int64_t r0 = n * C, c = std::min(C, L - r0);
+    const float *qc = q + r0 * K, *kc = k + r0 * K, *vc = v + r0 * V, *S = states + n * K * V;
+    const float* dO = dout + r0 * V;
+    float *dqc = dq + r0 * K, *dkc = dk + r0 * K, *dvc = dv + r0 * V;
+    // The chunk's quantities; the solves as products with T = (I + A)^-1 (the backward
+    // needs T^T as well): [U | W] = T [beta v | beta exp(gam) k].
+    ch.compute(qc, kc, vc, g + r0, beta + r0, c, /*solve=*/false);
+    ch.inverse(T.data());
+    for (int64_t r = 0; r < c; ++r) {
+      std::copy(&ch.U[r * V], &ch.U[r * V] + V, &XY[r * P]);
+      std::copy(&ch.W[r * K], &ch.W[r * K] + K, &XY[r * P + V]);
+    }
+    mm('N', 'N', c, P, c, 1.f, T.data(), c, XY.data(), P, 0.f, UW.data(), P);
+    const float *U = UW.data(), *W = UW.data() + V, *A = ch.A.data(), *Aqk = ch.Aqk.data(), *D = ch.D.data();
+    float *dU = dUW.data(), *dW = dUW.data() + V, *dA = dAA.data(), *dAqk = dAA.data() + c * c;
+    // Vn = U - W S.
+    for (int64_t r = 0; r < c; ++r) std::copy(U + r * P, U + r * P + V, &Vn[r * V]);
+    mm('N', 'N', c, V, K, -1.f, W, P, S, V, 1.f, Vn.data(), V);
+
+    // Through O = Qp S + Aqk Vn and S' = exp(glast) S + Kp^T Vn (dS holds dS').
+    // dVn = Aqk^T dO + Kp dS'  (= dU: the gradient of U is that of Vn)
+    mm('T', 'N', c, V, c, 1.f, Aqk, c, dO, V, 0.f, dU, P);
+    mm('N', 'N', c, V, K, 1.f, ch.Kp.data(), K, dS, V, 1.f, dU, P);
+    const float dl = std::exp(ch.glast);
+    double dglast = 0.0;
+    if (dq) {
+      mm('N', 'T', c, c, V, 1.f, dO, V, Vn.data(), V, 0.f, dAqk, c);              // dAqk = dO Vn^T
+      mm('N', 'T', c, K, V, 1.f, dO, V, S, V, 0.f, dQp.data(), K);                // dQp = dO S^T
+      mm('N', 'T', c, K, V, 1.f, Vn.data(), V, dS, V, 0.f, dKp.data(), K);        // dKp = Vn dS'^T
+      mm('N', 'T', c, K, V, -1.f, dU, P, S, V, 0.f, dW, P);                       // dW = -dVn S^T
+      dglast = dl * dot(S, dS, K * V);
+    }
+    // dS = exp(glast) dS' + Qp^T dO - W^T dVn.
+    for (int64_t i = 0; i < K * V; ++i) dS[i] *= dl;
+    mm('T', 'N', K, V, c, 1.f, ch.Qp.data(), K, dO, V, 1.f, dS, V);
+    mm('T', 'N', K, V, c, -1.f, W, P, dU, P, 1.f, dS, V);
+    if (!dq) continue;
+
+    // Through the solves U = (I+A)^-1 X, W = (I+A)^-1 Y: [dX | dY] = (I+A)^-T [dU | dW]
+    // (a product with T^T), dA = -(dX U^T + dY W^T) on the strict lower triangle.
+    mm('T', 'N', c, P, c, 1.f, T.data(), c, dUW.data(), P, 0.f, dXY.data(), P);
+    mm('N', 'T', c, c, P, -1.f, dXY.data(), P, UW.data(), P, 0.f, dA, c);
+    const float *dX = dXY.data(), *dY = dXY.data() + V;
+
+    // Through the decayed products A = (kb k^T) o D, Aqk = (q k^T) o D: the decay's share goes
+    // to gam (d log D[r,s] = d gam_r - d gam_s), the rest becomes dA o D, dAqk o D (in place).
+    std::fill(colsum.begin(), colsum.begin() + c, 0.0);
+    for (int64_t r = 0; r < c; ++r) {
+      double row = 0.0;
+      for (int64_t s = 0; s < c; ++s) {
+        const int64_t i = r * c + s;
+        if (s > r) {
+          dA[i] = dAqk[i] = 0.f;
+          continue;
+        }
+        const double p = (s < r ? double(dA[i]) * A[i] : 0.0) + double(dAqk[i]) * Aqk[i];
+        row += p, colsum[s] += p;
+        dA[i] = s < r ? dA[i] * D[i] : 0.f;
+        dAqk[i] *= D[i];
+      }
+      dgam[r] = row;
+    }
+    // [d(kb); dq'] = [dA; dAqk] k;  dk' = [dA; dAqk]^T [kb; q] = dA^T kb + dAqk^T q.
+    std::copy(ch.kb.data(), ch.kb.data() + c * K, KBQ.data());
+    std::copy(qc, qc + c * K, KBQ.data() + c * K);
+    mm('N', 'N', 2 * c, K, c, 1.f, dAA.data(), c, kc, K, 0.f, DKQ.data(), K);
+    mm('T', 'N', c, K, 2 * c, 1.f, dAA.data(), c, KBQ.data(), K, 0.f, dkc, K);
+    const float *dkb = DKQ.data(), *dqa = DKQ.data() + c * K;
+
+    // Row scalings: kb = beta k, Y = beta exp(gam) k, X = beta v, Qp = exp(gam) q,
+    // Kp = exp(glast - gam) k.
+    for (int64_t r = 0; r < c; ++r) {
+      const float b = beta[r0 + r], e = ch.e[r], el = ch.el[r];
+      const int64_t x = r * K;
+      const float *dXr = dX + r * P, *dYr = dY + r * P;
+      const double sY = dot(dYr, kc + x, K), skb = dot(&dkb[x], kc + x, K);
+      const double sQ = dot(&dQp[x], &ch.Qp[x], K), sK = dot(&dKp[x], &ch.Kp[x], K);
+      const double sX = dot(dXr, vc + r * V, V);
+      for (int64_t i = 0; i < K; ++i) {
+        dqc[x + i] = dqa[x + i] + e * dQp[x + i];
+        dkc[x + i] += b * dkb[x + i] + b * e * dYr[i] + el * dKp[x + i];
+      }
+      for (int64_t j = 0; j < V; ++j) dvc[r * V + j] = b * dXr[j];
+      dbeta[r0 + r] = float(sX + e * sY + skb);
+      dgam[r] += -colsum[r] + b * e * sY + sQ - sK;
+      dglast += sK;
+    }
+    dgam[c - 1] += dglast;  // glast = gam_{c-1}
+    double acc = 0.0;       // gam = cumsum(g): dg = reverse cumsum of dgam
+    for (int64_t r = c - 1; r >= 0; --r) dg[r0 + r] = float(acc += dgam[r]);
+  }
+}
+
+// fn(h) for h in [0, n) on the intra-op threads, denormals flushed. Heads are handed out one
+// at a time (not in fixed blocks), so a thread that the OS deschedules on a busy machine
+// does not hold the others up.
+template <typename Fn>
+void for_each_head(int64_t n, const Fn& fn) {
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(n, at::get_num_threads());
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    FlushDenormals ftz;
+    for (int64_t h; (h = next.fetch_add(1)) < n;) fn(h);
+  });
+}
+
+struct Inputs {
+  Tensor q, k, v, g, beta;
+  Inputs(const Tensor& q_, const Tensor& k_, const Tensor& v_, const Tensor& g_, const Tensor& b_)
+      : q(q_.contiguous()), k(k_.contiguous()), v(v_.contiguous()), g(g_.contiguous()), beta(b_.contiguous()) {}
+};
+
+// Runs the forward for all heads; `states` (optional) is [B, H, N, K, V].
+GdrResult run_forward(const Inputs& in, const Tensor& state0, int64_t C, Tensor* states) {
+  const int64_t B = in.q.size(0), H = in.q.size(1), L = in.q.size(2), K = in.q.size(3), V = in.v.size(3);
+  Tensor S = state0.defined() ? state0.contiguous().clone() : at::zeros({B, H, K, V}, in.q.options());
+  Tensor out = at::empty({B, H, L, V}, in.v.options());
+  const int64_t N = (L + C - 1) / C;
+  if (states) *states = at::empty({B, H, N, K, V}, in.q.options());
+  const float *qp = in.q.data_ptr<float>(), *kp = in.k.data_ptr<float>(), *vp = in.v.data_ptr<float>();
+  const float *gp = in.g.data_ptr<float>(), *bp = in.beta.data_ptr<float>();
+  float *sp = S.data_ptr<float>(), *op = out.data_ptr<float>();
+  float* stp = states ? states->data_ptr<float>() : nullptr;
+  for_each_head(B * H, [&](int64_t h) {
+    head_forward(qp + h * L * K, kp + h * L * K, vp + h * L * V, gp + h * L, bp + h * L, sp + h * K * V,
+                 op + h * L * V, stp ? stp + h * N * K * V : nullptr, L, K, V, C);
+  });
+  return {out, S};
+}
+
+struct GdrFunction : public torch::autograd::Function<GdrFunction> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& q,
+                                                const Tensor& k, const Tensor& v, const Tensor& g,
+                                                const Tensor& beta, const Tensor& state0, int64_t C,
+                                                bool has_state0) {
+    Inputs in(q, k, v, g, beta);
+    Tensor states;
+    GdrResult r = run_forward(in, state0, C, &states);
+    ctx->save_for_backward({in.q, in.k, in.v, in.g, in.beta, states});
+    ctx->saved_data["C"] = C;
+    ctx->saved_data["has_state0"] = has_state0;
+    return {r.out, r.state};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &q = saved[0], &k = saved[1], &v = saved[2], &g = saved[3], &beta = saved[4], &states = saved[5];
+    const int64_t C = ctx->saved_data["C"].toInt();
+    bool inputs_grad = false;  // q, k, v, g, beta (S0 training's first layer wants none)
+    for (size_t i = 0; i < 5; ++i) inputs_grad = inputs_grad || ctx->needs_input_grad(i);
+    const int64_t B = q.size(0), H = q.size(1), L = q.size(2), K = q.size(3), V = v.size(3), N = states.size(2);
+    Tensor dout = grads[0].defined() ? grads[0].contiguous() : at::zeros({B, H, L, V}, v.options());
+    Tensor dS = grads[1].defined() ? grads[1].contiguous().clone() : at::zeros({B, H, K, V}, v.options());
+    Tensor dq, dk, dv, dg, db;
+    if (inputs_grad)
+      dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v), dg = at::empty_like(g),
+      db = at::empty_like(beta);
+    auto ptr = [](Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+    auto at_h = [](float* p, int64_t off) { return p ? p + off : nullptr; };
+    const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
+    const float *gp = g.data_ptr<float>(), *bp = beta.data_ptr<float>(), *stp = states.data_ptr<float>();
+    const float* dop = dout.data_ptr<float>();
+    float *dsp = dS.data_ptr<float>(), *dqp = ptr(dq), *dkp = ptr(dk), *dvp = ptr(dv), *dgp = ptr(dg),
+          *dbp = ptr(db);
+    for_each_head(B * H, [&](int64_t h) {
+      head_backward(qp + h * L * K, kp + h * L * K, vp + h * L * V, gp + h * L, bp + h * L, stp + h * N * K * V,
+                    dop + h * L * V, dsp + h * K * V, at_h(dqp, h * L * K), at_h(dkp, h * L * K),
+                    at_h(dvp, h * L * V), at_h(dgp, h * L), at_h(dbp, h * L), L, K, V, C);
+    });
+    if (!ctx->saved_data["has_state0"].toBool()) dS = Tensor();
+    return {dq, dk, dv, dg, db, dS, Tensor(), Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -86,24 +354,17 @@ bool gdr_fast_available() { return sgemm() != nullptr; }
 GdrResult gated_delta_rule_chunked_fast(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
                                         const Tensor& beta, const Tensor& state0, int64_t C) {
   NoGrad ng;
-  const int64_t B = q.size(0), H = q.size(1), L = q.size(2), K = q.size(3), V = v.size(3);
-  Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(), gc = g.contiguous(), bc = beta.contiguous();
-  Tensor S = state0.defined() ? state0.contiguous().clone() : at::zeros({B, H, K, V}, q.options());
-  Tensor out = at::empty({B, H, L, V}, v.options());
-  const float *qp = qc.data_ptr<float>(), *kp = kc.data_ptr<float>(), *vp = vc.data_ptr<float>();
-  const float *gp = gc.data_ptr<float>(), *bp = bc.data_ptr<float>();
-  float *sp = S.data_ptr<float>(), *op = out.data_ptr<float>();
-  at::parallel_for(0, B * H, 1, [&](int64_t h0, int64_t h1) {
-    // Decaying states underflow into denormals, which are ~100x slower to compute with;
-    // flush them to zero here (they are below 1e-38 of values of order 1).
-    const unsigned csr = _mm_getcsr();
-    _mm_setcsr(csr | 0x8040);  // FTZ | DAZ
-    for (int64_t h = h0; h < h1; ++h)
-      head(qp + h * L * K, kp + h * L * K, vp + h * L * V, gp + h * L, bp + h * L, sp + h * K * V,
-           op + h * L * V, L, K, V, C);
-    _mm_setcsr(csr);
-  });
-  return {out, S};
+  return run_forward(Inputs(q, k, v, g, beta), state0, C, nullptr);
+}
+
+GdrResult gated_delta_rule_chunked_fast_grad(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                                             const Tensor& beta, const Tensor& state0, int64_t C) {
+  TORCH_CHECK(q.size(2) > 0, "gated_delta_rule_chunked_fast_grad: empty sequence");
+  // libtorch 1.13's custom Functions take no undefined tensors: zeros stand in (no gradient).
+  const bool has_state0 = state0.defined();
+  Tensor s0 = has_state0 ? state0 : at::zeros({q.size(0), q.size(1), q.size(3), v.size(3)}, q.options());
+  auto r = GdrFunction::apply(q, k, v, g, beta, s0, C, has_state0);
+  return {r[0], r[1]};
 }
 
 }  // namespace s0::nn
