@@ -110,6 +110,17 @@ std::string dtype_str(at::ScalarType t) {
   return c10::toString(t);
 }
 
+namespace {
+[[noreturn]] void no_split(const CausalLM& m) {
+  throw Error(m.model_type() + ": this model family does not provide the layer split (splits_layers())");
+}
+}  // namespace
+
+Tensor CausalLM::mixer_core(int64_t, const Tensor&, LayerCache&, int64_t) const { no_split(*this); }
+Tensor CausalLM::mixer_out_weight(int64_t) const { no_split(*this); }
+Tensor CausalLM::mlp_core(int64_t, const Tensor&) const { no_split(*this); }
+Tensor CausalLM::mlp_down_weight(int64_t) const { no_split(*this); }
+
 nn::RowsCrossEntropy CausalLM::rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const {
   at::AutoGradMode grad_on(true);
   Tensor r = rows.detach().requires_grad_(true);

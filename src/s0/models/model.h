@@ -66,6 +66,18 @@ class CausalLM {
   virtual Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const = 0;
   virtual Tensor final_norm(const Tensor& h) const = 0;
 
+  // Optional finer split of a decoder layer, for training: S0 needs input gradients only,
+  // and those never need the forward values of the two output projections, so a recomputed
+  // layer can skip both GEMMs. With x the residual stream after the mixer:
+  //   x = h + mixer_core(h) W_out^T,   layer(h) = x + mlp_core(x) W_down^T.
+  // mixer_core includes the input norm; mlp_core the post-mixer norm. A family that
+  // provides the split returns true from splits_layers() (the others throw).
+  virtual bool splits_layers() const { return false; }
+  virtual Tensor mixer_core(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const;
+  virtual Tensor mixer_out_weight(int64_t l) const;  // W_out [D, mixer width]
+  virtual Tensor mlp_core(int64_t l, const Tensor& x) const;
+  virtual Tensor mlp_down_weight(int64_t l) const;  // W_down [D, MLP width]
+
   // Batched decode: one new token for each of B independent sequences, each continuing its
   // own cache (own length, own S0 initial states, own KV history). ids [B] int64; caches
   // all batch-1 caches of this model. Returns float32 logits [B, vocab] (float64 for

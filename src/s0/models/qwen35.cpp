@@ -96,7 +96,7 @@ Tensor Qwen35Model::gated_delta_net(const Layer& w, const Tensor& x, LayerCache&
     o = r.out;
     c.state = r.state;
   }
-  return nn::linear(nn::gated_rms_norm_heads(o, z, w.gdn.norm, cfg_.rms_norm_eps), w.gdn.out);
+  return nn::gated_rms_norm_heads(o, z, w.gdn.norm, cfg_.rms_norm_eps);  // out_proj: see layer()
 }
 
 Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, LayerCache& c,
@@ -117,18 +117,35 @@ Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, LayerCache&
   Tensor k_all, v_all;
   nn::kv_append(c.k, c.v, k, v, past, k_all, v_all);
   Tensor ctx = nn::causal_attention(q, k_all, v_all, past, 1.0 / std::sqrt(static_cast<double>(hd)));
-  return nn::linear(ctx * at::sigmoid(gate), w.attn.o);
+  return ctx * at::sigmoid(gate);  // o_proj: see layer()
 }
 
 Tensor Qwen35Model::embed(const Tensor& ids) const {
   return embed_.index_select(0, ids.reshape(-1)).view({ids.size(0), ids.size(1), cfg_.hidden_size});
 }
 
-Tensor Qwen35Model::layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const {
+Tensor Qwen35Model::mixer_core(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const {
   const Layer& w = layers_.at(l);
   Tensor a = nn::rms_norm_1p(h, w.in_norm, cfg_.rms_norm_eps);
-  Tensor x = h + (w.linear ? gated_delta_net(w, a, c) : gated_attention(w, a, c, past));
-  return x + nn::swiglu(nn::rms_norm_1p(x, w.post_norm, cfg_.rms_norm_eps), w.gate, w.up, w.down);
+  return w.linear ? gated_delta_net(w, a, c) : gated_attention(w, a, c, past);
+}
+
+Tensor Qwen35Model::mixer_out_weight(int64_t l) const {
+  const Layer& w = layers_.at(l);
+  return w.linear ? w.gdn.out : w.attn.o;
+}
+
+Tensor Qwen35Model::mlp_core(int64_t l, const Tensor& x) const {
+  const Layer& w = layers_.at(l);
+  Tensor m = nn::rms_norm_1p(x, w.post_norm, cfg_.rms_norm_eps);
+  return nn::silu_mul(nn::linear(m, w.gate), nn::linear(m, w.up));
+}
+
+Tensor Qwen35Model::mlp_down_weight(int64_t l) const { return layers_.at(l).down; }
+
+Tensor Qwen35Model::layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const {
+  Tensor x = h + nn::linear(mixer_core(l, h, c, past), mixer_out_weight(l));
+  return x + nn::linear(mlp_core(l, x), mlp_down_weight(l));
 }
 
 std::vector<std::pair<std::string, Tensor*>> Qwen35Model::mutable_weights() {

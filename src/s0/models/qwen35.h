@@ -30,6 +30,11 @@ class Qwen35Model : public CausalLM {
   nn::RowsCrossEntropy rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const override;
   Tensor embed(const Tensor& ids) const override;
   Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const override;
+  bool splits_layers() const override { return true; }
+  Tensor mixer_core(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const override;
+  Tensor mixer_out_weight(int64_t l) const override;
+  Tensor mlp_core(int64_t l, const Tensor& x) const override;
+  Tensor mlp_down_weight(int64_t l) const override;
   Tensor final_norm(const Tensor& h) const override;
   // Batched decode: the linear layers run once for all B rows (gemv_rows, one pass over the
   // weights); conv history is stacked; the recurrent step, RoPE and attention run per

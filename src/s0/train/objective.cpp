@@ -1,5 +1,6 @@
 #include "s0/train/objective.h"
 
+#include "s0/nn/linear.h"
 #include "s0/util/error.h"
 
 #include <ATen/record_function.h>
@@ -43,8 +44,10 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
   Targets tg = targets_of(ex);
   const int64_t N = model.num_layers();
   Tensor ids = at::tensor(ex.ids, at::kLong).view({1, -1});
-  // 1. Forward without autograd, keeping each layer's input.
-  std::vector<Tensor> inputs(N + 1);
+  // 1. Forward without autograd, keeping each layer's input (and, for families that split
+  //    their layers, the residual stream after the mixer).
+  const bool split = model.splits_layers();
+  std::vector<Tensor> inputs(N + 1), mids(N);
   {
     RECORD_FUNCTION("s0::forward_no_grad", std::vector<c10::IValue>());
     NoGrad ng;
@@ -56,7 +59,12 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
     Tensor h = model.embed(ids);
     for (int64_t l = 0; l < N; ++l) {
       inputs[l] = h;
-      h = model.layer(l, h, cache.layers[l], 0);
+      if (split) {
+        mids[l] = h + nn::linear(model.mixer_core(l, h, cache.layers[l], 0), model.mixer_out_weight(l));
+        h = mids[l] + nn::linear(model.mlp_core(l, mids[l]), model.mlp_down_weight(l));
+      } else {
+        h = model.layer(l, h, cache.layers[l], 0);
+      }
     }
     inputs[N] = h;
   }
@@ -72,6 +80,9 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
   Tensor g = torch::autograd::grad({rows}, {hN}, {ce.grad})[0];
   // 3. Layers from the last to the first, each recomputed with autograd from its input and
   //    its initial state (a fresh cache entry: the whole example is one call from position 0).
+  //    Split layers: the MLP half from the kept mid-stream x, the mixer half from the input;
+  //    the output projections' input gradients are plain products with their weights
+  //    (d core = d out W), so their forward GEMMs are not recomputed.
   const auto sdt = model.dtype() == at::kDouble ? at::kDouble : at::kFloat;
   for (int64_t l = N - 1; l >= 0; --l) {
     Tensor x = inputs[l].detach().requires_grad_(l > 0);
@@ -87,8 +98,17 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
     }
     if (wrt.empty()) break;  // layer 0 without a state: nothing left to differentiate
     RECORD_FUNCTION("s0::layer_recompute_backward", std::vector<c10::IValue>());
-    Tensor y = model.layer(l, x, c, 0);
-    auto gr = torch::autograd::grad({y}, wrt, {g});
+    std::vector<Tensor> gr;
+    if (split) {
+      Tensor xm = mids[l].detach().requires_grad_(true);
+      Tensor act = model.mlp_core(l, xm);
+      Tensor dx = g + torch::autograd::grad({act}, {xm}, {at::matmul(g, model.mlp_down_weight(l))})[0];
+      Tensor core = model.mixer_core(l, x, c, 0);
+      gr = torch::autograd::grad({core}, wrt, {at::matmul(dx, model.mixer_out_weight(l))});
+      if (l > 0) gr[0] = gr[0] + dx;  // the residual path
+    } else {
+      gr = torch::autograd::grad({model.layer(l, x, c, 0)}, wrt, {g});
+    }
     size_t k = 0;
     if (l > 0) g = gr[k++];
     if (s_leaf.defined()) out.grads[l] = gr[k];
