@@ -151,6 +151,38 @@ void dispatch_dtype(at::ScalarType t, const char* what, const F& f) {
 // Rows [r0, r1) in blocks of at most this many elements (keeps the scratch in L1/L2).
 constexpr int64_t kBlock = 2048;
 
+// sum_i f(i) over [0, n) in 16 fixed lanes (lane i % 16, lanes added in order at the end):
+// the compiler vectorises it without reassociating anything (a plain `s += f(i)` loop
+// stays scalar), and the result depends only on n and the values, never on where the row
+// sits in memory (batched decode relies on that).
+template <class A, class F>
+S0_INLINE A lane_sum(int64_t n, F f) {
+  A acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += f(i + j);
+  for (int j = 0; i + j < n; ++j) acc[j] += f(i + j);
+  A s = 0;
+  for (int j = 0; j < 16; ++j) s += acc[j];
+  return s;
+}
+
+template <class A, class F>
+S0_INLINE A lane_max(int64_t n, F f) {
+  A acc[16];
+  for (int j = 0; j < 16; ++j) acc[j] = -std::numeric_limits<A>::infinity();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) {
+      const A v = f(i + j);
+      acc[j] = v > acc[j] ? v : acc[j];
+    }
+  for (int j = 0; i + j < n; ++j) acc[j] = std::max(acc[j], f(i + j));
+  A m = acc[0];
+  for (int j = 1; j < 16; ++j) m = std::max(m, acc[j]);
+  return m;
+}
+
 // ---- conv + SiLU ---------------------------------------------------------------------
 
 // pre[r, c] = round(bias[c] + sum_j wt[j, c] x[b, l - (Kc-1) + j, c]) (history before l = 0),
@@ -378,16 +410,13 @@ S0_INLINE double ce_row(typename St<T>::Raw* z, int64_t V, int64_t label, double
   using A = typename S::A;
   A buf[kBlock];
   const A m = static_cast<A>(mult);
-  A mx = -std::numeric_limits<A>::infinity();
-  for (int64_t i = 0; i < V; ++i) mx = std::max(mx, S::load(z[i]) * m);
+  const A mx = lane_max<A>(V, [&](int64_t i) { return S::load(z[i]) * m; });
   double sum = 0;
   for (int64_t s = 0; s < V; s += kBlock) {
     const int64_t n = std::min(kBlock, V - s);
     for (int64_t i = 0; i < n; ++i) buf[i] = S::load(z[s + i]) * m - mx;
     exp(buf, buf, n);
-    A part = 0;
-    for (int64_t i = 0; i < n; ++i) part += buf[i];
-    sum += part;
+    sum += lane_sum<A>(n, [&](int64_t i) { return buf[i]; });
   }
   const double lse = static_cast<double>(mx) + std::log(sum);
   const double loss = lse - static_cast<double>(S::load(z[label]) * m);
@@ -425,8 +454,7 @@ S0_INLINE void l2_fwd_rows(const typename St<T>::Raw* x, const View4& v, A* y, A
   for (int64_t r = r0; r < r1; ++r) {  // r = (b * H + h) * L + l: output order
     const int64_t l = r % v.L, h = (r / v.L) % v.H, b = r / (v.L * v.H);
     const auto* xs = x + v.at(b, l, h);
-    A ss = 0;
-    for (int64_t i = 0; i < v.d; ++i) ss += S::load(xs[i]) * S::load(xs[i]);
+    const A ss = lane_sum<A>(v.d, [&](int64_t i) { return S::load(xs[i]) * S::load(xs[i]); });
     const A rr = A(1) / std::sqrt(ss + eps);
     A* o = y + r * v.d;
     for (int64_t i = 0; i < v.d; ++i) o[i] = S::load(xs[i]) * rr * scale;
@@ -442,11 +470,8 @@ S0_INLINE void l2_bwd_rows(const typename St<T>::Raw* x, const View4& v, const A
     const int64_t h = r % v.H, l = (r / v.H) % v.L, b = r / (v.H * v.L);
     const auto* xs = x + v.at(b, l, h);
     const A* g = dy + ((b * v.H + h) * v.L + l) * v.d;
-    A ss = 0, dot = 0;
-    for (int64_t i = 0; i < v.d; ++i) {
-      const A xv = S::load(xs[i]);
-      ss += xv * xv, dot += g[i] * xv;
-    }
+    const A ss = lane_sum<A>(v.d, [&](int64_t i) { return S::load(xs[i]) * S::load(xs[i]); });
+    const A dot = lane_sum<A>(v.d, [&](int64_t i) { return g[i] * S::load(xs[i]); });
     const A rr = A(1) / std::sqrt(ss + eps), k = rr * rr * rr * dot;
     auto* o = dx + r * v.d;
     for (int64_t i = 0; i < v.d; ++i) o[i] = S::store(scale * (rr * g[i] - S::load(xs[i]) * k));
@@ -509,11 +534,7 @@ S0_INLINE void grms_fwd_rows(const A* o, const typename St<T>::Raw* z, const Vie
     const int64_t h = r % zv.H, l = (r / zv.H) % zv.L, b = r / (zv.H * zv.L);
     const A* os = o + ((b * zv.H + h) * zv.L + l) * V;
     const auto* zs = z + zv.at(b, l, h);
-    A ss = 0;
-    for (int64_t i = 0; i < V; ++i) {
-      const A ov = S::round(os[i]);
-      ss += ov * ov;
-    }
+    const A ss = lane_sum<A>(V, [&](int64_t i) { return S::round(os[i]) * S::round(os[i]); });
     const A rr = A(1) / std::sqrt(ss / V + eps);
     for (int64_t i = 0; i < V; ++i) e[i] = -S::load(zs[i]);
     exp(e.data(), e.data(), V);
@@ -539,15 +560,10 @@ S0_INLINE void grms_bwd_rows(const A* o, const typename St<T>::Raw* z, const Vie
     const A* os = o + orow;
     const auto* zs = z + zv.at(b, l, h);
     const auto* g = dy + r * V;
-    A ss = 0;
-    for (int64_t i = 0; i < V; ++i) {
-      const A ov = S::round(os[i]);
-      ss += ov * ov;
-    }
+    const A ss = lane_sum<A>(V, [&](int64_t i) { return S::round(os[i]) * S::round(os[i]); });
     const A rr = A(1) / std::sqrt(ss / V + eps);
     for (int64_t i = 0; i < V; ++i) e[i] = -S::load(zs[i]);
     exp(e.data(), e.data(), V);
-    A dot = 0;
     auto* dzs = dz + r * V;
     for (int64_t i = 0; i < V; ++i) {
       const A ov = S::round(os[i]), zz = S::load(zs[i]), sg = A(1) / (A(1) + e[i]);
@@ -555,8 +571,8 @@ S0_INLINE void grms_bwd_rows(const A* o, const typename St<T>::Raw* z, const Vie
       const A gy = S::load(g[i]);
       dzs[i] = S::store(gy * p * (sg * (A(1) + zz * (A(1) - sg))));
       dn[i] = S::round(S::round(gy * zz * sg) * S::load(w[i]));
-      dot += dn[i] * ov;
     }
+    const A dot = lane_sum<A>(V, [&](int64_t i) { return dn[i] * S::round(os[i]); });
     const A k = rr * rr * rr * dot / V;
     A* d = dout + orow;
     for (int64_t i = 0; i < V; ++i) d[i] = S::round(rr * dn[i] - S::round(os[i]) * k);
@@ -617,8 +633,7 @@ S0_INLINE void rms1p_fwd_rows(const typename St<T>::Raw* x, const typename St<T>
   using S = St<T>;
   for (int64_t r = r0; r < r1; ++r) {
     const auto* xs = x + r * D;
-    A ss = 0;
-    for (int64_t i = 0; i < D; ++i) ss += S::load(xs[i]) * S::load(xs[i]);
+    const A ss = lane_sum<A>(D, [&](int64_t i) { return S::load(xs[i]) * S::load(xs[i]); });
     const A rr = A(1) / std::sqrt(ss / D + eps);
     auto* ys = y + r * D;
     for (int64_t i = 0; i < D; ++i) ys[i] = S::store(S::load(xs[i]) * rr * (S::load(w[i]) + A(1)));
@@ -633,11 +648,8 @@ S0_INLINE void rms1p_bwd_rows(const typename St<T>::Raw* x, const typename St<T>
   using S = St<T>;
   for (int64_t r = r0; r < r1; ++r) {
     const auto *xs = x + r * D, *g = dy + r * D;
-    A ss = 0, dot = 0;
-    for (int64_t i = 0; i < D; ++i) {
-      const A xv = S::load(xs[i]);
-      ss += xv * xv, dot += xv * (S::load(w[i]) + A(1)) * S::load(g[i]);
-    }
+    const A ss = lane_sum<A>(D, [&](int64_t i) { return S::load(xs[i]) * S::load(xs[i]); });
+    const A dot = lane_sum<A>(D, [&](int64_t i) { return S::load(xs[i]) * (S::load(w[i]) + A(1)) * S::load(g[i]); });
     const A rr = A(1) / std::sqrt(ss / D + eps), k = rr * rr * rr * dot / D;
     auto* o = dx + r * D;
     for (int64_t i = 0; i < D; ++i) o[i] = S::store(rr * (S::load(w[i]) + A(1)) * S::load(g[i]) - S::load(xs[i]) * k);
