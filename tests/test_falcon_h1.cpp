@@ -488,6 +488,14 @@ TEST(FalconH1Train, RecomputedGradientsEqualPlainAutograd) {
     Tensor loss = train::completion_loss(*model, ex, &leaf);
     auto ref = torch::autograd::grad({loss}, leaves);
     auto got = train::completion_loss_and_grad(*model, ex, states);
+    // Keeping the projection outputs (the default) changes no value: the replayed GEMM
+    // outputs are the ones recomputation would produce, bit for bit.
+    auto lean = train::completion_loss_and_grad(*model, ex, states, /*keep_projections=*/false);
+    EXPECT_GT(got.replayed, 0);
+    EXPECT_GT(got.kept_bytes, 0);
+    EXPECT_EQ(lean.replayed, 0);
+    EXPECT_EQ(got.loss, lean.loss);
+    for (auto& [l, gl] : lean.grads) EXPECT_TRUE(at::equal(got.grads.at(l), gl)) << "layer " << l;
     EXPECT_NEAR(got.loss, loss.item<double>(), 1e-12 * std::abs(got.loss));
     size_t i = 0;
     for (auto& [l, x] : states) {

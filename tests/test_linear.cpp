@@ -30,3 +30,57 @@ TEST(Gemv, UsedOnlyWithoutAutograd) {
   auto g = torch::autograd::grad({y.sum()}, {x})[0];
   EXPECT_TRUE(at::allclose(g, w.sum(0, true), 1e-5, 1e-5));  // summation order differs
 }
+
+TEST(LinearTape, RecordsWithoutAutogradAndReplaysWithTheLinearInputGradient) {
+  auto g = at::make_generator<at::CPUGeneratorImpl>(3);
+  Tensor w = at::randn({7, 5}, g, at::kDouble), x = at::randn({2, 3, 5}, g, at::kDouble);
+  nn::LinearTape tape;
+  Tensor y_rec;
+  {
+    NoGrad ng;
+    nn::LinearTapeScope rec(&tape, nn::LinearTape::Mode::kRecord);
+    y_rec = nn::linear(x, w);
+    EXPECT_THROW(nn::linear(x, w), c10::Error);  // one output per weight
+  }
+  EXPECT_EQ(tape.outputs.size(), 1u);
+  EXPECT_EQ(tape.bytes, 2 * 3 * 7 * 8);
+  // Replay: the kept tensor's values (even if x differs), and dx = dy W.
+  Tensor xr = (x * 1.5).requires_grad_(true);
+  Tensor up = at::randn({2, 3, 7}, g, at::kDouble);
+  Tensor y;
+  {
+    nn::LinearTapeScope rep(&tape, nn::LinearTape::Mode::kReplay);
+    y = nn::linear(xr, w);
+  }
+  EXPECT_TRUE(at::equal(y, y_rec));
+  EXPECT_EQ(tape.replayed, 1);
+  EXPECT_TRUE(tape.outputs.empty());
+  EXPECT_EQ(tape.bytes, 0);
+  Tensor dx = torch::autograd::grad({(y * up).sum()}, {xr})[0];
+  EXPECT_LT((dx - at::matmul(up, w)).abs().max().item<double>(), 1e-12);
+  // Handed out once: a second call computes.
+  {
+    nn::LinearTapeScope rep(&tape, nn::LinearTape::Mode::kReplay);
+    Tensor again = nn::linear(xr, w);
+    EXPECT_LT((again - at::matmul(xr, w.t())).abs().max().item<double>(), 1e-12);
+  }
+  // A shape mismatch is not replayed.
+  {
+    NoGrad ng;
+    nn::LinearTapeScope rec(&tape, nn::LinearTape::Mode::kRecord);
+    nn::linear(x, w);
+  }
+  {
+    nn::LinearTapeScope rep(&tape, nn::LinearTape::Mode::kReplay);
+    Tensor x1 = x.narrow(1, 0, 1);
+    EXPECT_LT((nn::linear(x1, w) - at::matmul(x1, w.t())).abs().max().item<double>(), 1e-12);
+    EXPECT_EQ(tape.replayed, 1);
+  }
+  // Recording with autograd on keeps nothing.
+  nn::LinearTape t2;
+  {
+    nn::LinearTapeScope rec(&t2, nn::LinearTape::Mode::kRecord);
+    nn::linear(x, w);
+  }
+  EXPECT_TRUE(t2.outputs.empty());
+}

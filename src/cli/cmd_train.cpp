@@ -30,7 +30,7 @@ Action add_train(CLI::App& app) {
     std::string model, data, out, dtype = "bf16", layers = "all";
     train::TrainConfig cfg;
     double alpha = -1;
-    bool chat = false, resume = false, no_recompute = false;
+    bool chat = false, resume = false, no_recompute = false, recompute_projections = false;
     int threads = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -49,7 +49,9 @@ Action add_train(CLI::App& app) {
   app.add_option("--seed", o->cfg.seed, "Seed (recorded; training is full-batch and deterministic)")->capture_default_str();
   app.add_flag("--resume", o->resume, "Continue from the checkpoint in --out");
   app.add_flag("--chat", o->chat, "Render prompts through the model's chat template");
-  app.add_flag("--no-recompute", o->no_recompute, "Keep all activations (faster, more memory)");
+  app.add_flag("--no-recompute", o->no_recompute, "Keep all activations (most memory)");
+  app.add_flag("--recompute-projections", o->recompute_projections,
+               "Recompute the layers' projection GEMMs too (least memory: ~one layer's activations)");
   app.add_option("--dtype", o->dtype, "Weight dtype: bf16 or f32")->capture_default_str();
   app.add_option("--threads", o->threads, "Intra-op threads (0 = all cores)")->capture_default_str();
   return [o]() {
@@ -68,6 +70,7 @@ Action add_train(CLI::App& app) {
     auto cfg = o->cfg;
     cfg.layers = o->layers;
     cfg.recompute = !o->no_recompute;
+    cfg.keep_projections = !o->recompute_projections;
     if (o->alpha >= 0) cfg.alpha = o->alpha;
     const bool tty = isatty(fileno(stderr));
     train::Trainer trainer(*model, std::move(data.examples), cfg);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <torch/csrc/autograd/custom_function.h>
+
 // GCC 12's AVX-512 intrinsic headers use deliberately undefined vectors and trip this
 // warning (a known false positive); it says nothing about this file's code.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -236,7 +238,69 @@ Tensor linear_rows(const Tensor& x, const Tensor& w) {
   return nn::linear(x, w);
 }
 
+namespace {
+
+thread_local LinearTape* g_tape = nullptr;
+thread_local LinearTape::Mode g_tape_mode = LinearTape::Mode::kRecord;
+
+// Returns a kept projection output y = x W^T; backward: dx = dy W.
+struct ReplayLinear : public torch::autograd::Function<ReplayLinear> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& w, const Tensor& y) {
+    ctx->saved_data["w"] = w;
+    ctx->saved_data["x_sizes"] = x.sizes().vec();
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const Tensor w = ctx->saved_data["w"].toTensor();
+    const auto sizes = ctx->saved_data["x_sizes"].toIntVector();
+    Tensor dx = at::matmul(grads[0], w).view(sizes);
+    return {dx, Tensor(), Tensor()};
+  }
+};
+
+Tensor linear_compute(const Tensor& x, const Tensor& w);
+
+}  // namespace
+
+LinearTapeScope::LinearTapeScope(LinearTape* tape, LinearTape::Mode mode) : prev_tape_(g_tape), prev_mode_(g_tape_mode) {
+  g_tape = tape, g_tape_mode = mode;
+}
+
+LinearTapeScope::~LinearTapeScope() { g_tape = prev_tape_, g_tape_mode = prev_mode_; }
+
 Tensor linear(const Tensor& x, const Tensor& w) {
+  if (!g_tape) return linear_compute(x, w);
+  LinearTape& t = *g_tape;
+  const void* key = w.data_ptr();
+  if (g_tape_mode == LinearTape::Mode::kRecord) {
+    Tensor y = linear_compute(x, w);
+    if (!grad_enabled()) {
+      auto [it, fresh] = t.outputs.emplace(key, y);
+      TORCH_CHECK(fresh, "LinearTape: a weight was used twice while recording");
+      t.bytes += y.numel() * y.element_size();
+    }
+    return y;
+  }
+  auto it = t.outputs.find(key);
+  if (it != t.outputs.end()) {
+    Tensor y = it->second;
+    auto want = x.sizes().vec();
+    want.back() = w.size(0);
+    if (y.sizes().vec() == want && y.scalar_type() == x.scalar_type()) {
+      t.outputs.erase(it);
+      t.bytes -= y.numel() * y.element_size();
+      t.replayed += 1;
+      if (grad_enabled() && x.requires_grad()) return ReplayLinear::apply(x, w.detach(), y);
+      return y;
+    }
+  }
+  return linear_compute(x, w);
+}
+
+namespace {
+
+Tensor linear_compute(const Tensor& x, const Tensor& w) {
   const int64_t K = w.size(1);
   if (!grad_enabled() && x.numel() == K && w.device().is_cpu() && w.is_contiguous() &&
       (w.scalar_type() == at::kBFloat16 || w.scalar_type() == at::kFloat) &&
@@ -256,5 +320,7 @@ Tensor linear(const Tensor& x, const Tensor& w) {
   }
   return at::linear(x, w);
 }
+
+}  // namespace
 
 }  // namespace s0::nn

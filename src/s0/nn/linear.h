@@ -4,11 +4,38 @@
 // CPU has it): libtorch 1.13's bf16 path for M = 1 reaches about 20 GB/s here against
 // ~33 GB/s of memory bandwidth. fp32 GEMMs without autograd go to oneDNN; everything else
 // to at::linear (oneDNN for bf16, BLAS for fp32).
+#include <map>
+
 #include "s0/util/torch.h"
 
 namespace s0::nn {
 
 Tensor linear(const Tensor& x, const Tensor& w);
+
+// Projection outputs kept for training recomputation. While a tape is recording (set with
+// LinearTapeScope, autograd off), linear() stores each output under its weight; while it
+// replays, a linear() whose weight and output shape match a stored output returns that
+// output (as a differentiable op whose input gradient is dy W: weights are frozen) instead
+// of recomputing the GEMM. A recomputed layer then redoes only its elementwise work and
+// recurrence. Each stored output is handed out once and then dropped.
+struct LinearTape {
+  enum class Mode { kRecord, kReplay };
+  std::map<const void*, Tensor> outputs;  // weight data pointer -> y
+  int64_t bytes = 0;                      // held now
+  int64_t replayed = 0;                   // outputs handed back so far
+};
+
+class LinearTapeScope {
+ public:
+  LinearTapeScope(LinearTape* tape, LinearTape::Mode mode);
+  ~LinearTapeScope();
+  LinearTapeScope(const LinearTapeScope&) = delete;
+  LinearTapeScope& operator=(const LinearTapeScope&) = delete;
+
+ private:
+  LinearTape* prev_tape_;
+  LinearTape::Mode prev_mode_;
+};
 
 // The GEMV itself, exposed for tests: x [K] (same dtype as w), w [N, K] contiguous,
 // bf16 or f32. Accumulates in fp32, rounds the output once to w's dtype.

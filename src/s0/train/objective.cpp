@@ -40,7 +40,7 @@ Tensor completion_loss(models::CausalLM& model, const Example& ex, const models:
 }
 
 LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
-                                     const models::StateMap& states) {
+                                     const models::StateMap& states, bool keep_projections) {
   Targets tg = targets_of(ex);
   const int64_t N = model.num_layers();
   Tensor ids = at::tensor(ex.ids, at::kLong).view({1, -1});
@@ -48,6 +48,9 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
   //    their layers, the residual stream after the mixer).
   const bool split = model.splits_layers();
   std::vector<Tensor> inputs(N + 1), mids(N);
+  nn::LinearTape tape;
+  nn::LinearTape* tp = keep_projections ? &tape : nullptr;
+  using Mode = nn::LinearTape::Mode;
   {
     RECORD_FUNCTION("s0::forward_no_grad", std::vector<c10::IValue>());
     NoGrad ng;
@@ -59,10 +62,20 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
     Tensor h = model.embed(ids);
     for (int64_t l = 0; l < N; ++l) {
       inputs[l] = h;
-      if (split) {
-        mids[l] = h + nn::linear(model.mixer_core(l, h, cache.layers[l], 0), model.mixer_out_weight(l));
-        h = mids[l] + nn::linear(model.mlp_core(l, mids[l]), model.mlp_down_weight(l));
+      if (split) {  // the output projections are never replayed: not kept
+        Tensor core;
+        {
+          nn::LinearTapeScope rec(tp, Mode::kRecord);
+          core = model.mixer_core(l, h, cache.layers[l], 0);
+        }
+        mids[l] = h + nn::linear(core, model.mixer_out_weight(l));
+        {
+          nn::LinearTapeScope rec(tp, Mode::kRecord);
+          core = model.mlp_core(l, mids[l]);
+        }
+        h = mids[l] + nn::linear(core, model.mlp_down_weight(l));
       } else {
+        nn::LinearTapeScope rec(tp, Mode::kRecord);
         h = model.layer(l, h, cache.layers[l], 0);
       }
     }
@@ -71,6 +84,7 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
   // 2. Loss and its gradient w.r.t. the last layer's output.
   at::AutoGradMode grad_on(true);
   LossAndGrad out;
+  out.kept_bytes = tape.bytes;
   Tensor hN = inputs[N].detach().requires_grad_(true);
   RECORD_FUNCTION("s0::loss_and_head_grad", std::vector<c10::IValue>());
   Tensor rows = model.final_norm(hN)[0].index_select(0, tg.rows);
@@ -98,6 +112,7 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
     }
     if (wrt.empty()) break;  // layer 0 without a state: nothing left to differentiate
     RECORD_FUNCTION("s0::layer_recompute_backward", std::vector<c10::IValue>());
+    nn::LinearTapeScope replay(tp, Mode::kReplay);
     std::vector<Tensor> gr;
     if (split) {
       Tensor xm = mids[l].detach().requires_grad_(true);
@@ -113,6 +128,7 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
     if (l > 0) g = gr[k++];
     if (s_leaf.defined()) out.grads[l] = gr[k];
   }
+  out.replayed = tape.replayed;
   return out;
 }
 

@@ -24,11 +24,16 @@ Tensor completion_loss(models::CausalLM& model, const Example& ex, const models:
 // recomputation: a forward pass without autograd keeps only each layer's input
 // ([L, D] per layer), then each layer is recomputed with autograd from the last to the
 // first, so peak memory stays near one layer's activations instead of all of them.
+// keep_projections: the forward pass also keeps every layer's projection (GEMM) outputs
+// (nn::LinearTape; ~30 KB per token per layer in bf16 for the 0.8B shape) and the
+// recomputation reuses them, redoing only elementwise work and the recurrence.
 struct LossAndGrad {
   double loss = 0;
-  models::StateMap grads;  // d loss / d state, for every layer in `states`
+  models::StateMap grads;        // d loss / d state, for every layer in `states`
+  int64_t kept_bytes = 0;        // projection outputs kept at the end of the forward pass
+  int64_t replayed = 0;          // of them, reused by the recomputation (the rest recomputed)
 };
 LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
-                                     const models::StateMap& states);
+                                     const models::StateMap& states, bool keep_projections = true);
 
 }  // namespace s0::train

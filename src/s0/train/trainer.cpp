@@ -142,7 +142,7 @@ adapters::StateSet Trainer::train(const std::string& out_dir, bool resume,
         // Gradients w.r.t. the injected states, chained through the alpha scale.
         for (size_t i = 0; i < order.size(); ++i)
           inj[order[i]] = cfg_.alpha_in_training ? S_.at(order[i]) * a : S_.at(order[i]);
-        auto r = completion_loss_and_grad(model_, ex, inj);
+        auto r = completion_loss_and_grad(model_, ex, inj, cfg_.keep_projections);
         const double chain = (cfg_.alpha_in_training ? a : 1.0) / N;
         for (size_t i = 0; i < order.size(); ++i) grads[i].add_(r.grads.at(order[i]), chain);
         loss_sum += r.loss / N;
