@@ -70,7 +70,17 @@ int main(int argc, char** argv) {
     std::vector<double> f;
     step(true);
     for (int64_t i = 0; i < repeats; ++i) f.push_back(timed(true));
-    std::printf("%s\n", nlohmann::json{{"fast_fwd_bwd_s", stats(f)}}.dump().c_str());
+    std::vector<double> fo;  // inference forward (no autograd), as in training's no-grad pass
+    {
+      NoGrad ng;
+      nn::gated_delta_rule_chunked_fast(q, k, v, g, beta, s0, C);
+      for (int64_t i = 0; i < repeats; ++i) {
+        auto t = Clock::now();
+        nn::gated_delta_rule_chunked_fast(q, k, v, g, beta, s0, C);
+        fo.push_back(secs(t));
+      }
+    }
+    std::printf("%s\n", nlohmann::json{{"fast_fwd_bwd_s", stats(f)}, {"fast_fwd_only_s", stats(fo)}}.dump().c_str());
     return 0;
   }
   step(true), step(false);  // warm-up

@@ -8,6 +8,8 @@
 
 #include <torch/csrc/autograd/function.h>
 
+#include <limits>
+
 using namespace s0;
 using s0::testing::ids_tensor;
 using s0::testing::max_rel;
@@ -321,6 +323,53 @@ TEST(GdrFastGrad, MatchesFiniteDifferenceCheckedFloat64Gradients) {
     }
     EXPECT_LT(max_rel(gf[which].to(at::kDouble), gd[which]), 1e-4) << "float32 fast path, input " << which;
   }
+}
+
+}  // namespace
+
+namespace {
+
+// The kernel's small-matrix product against a float64 product, for sizes that are not
+// multiples of the register blocks (including 1), both operand layouts, padded leading
+// dimensions, and beta = 0 with a NaN-filled output (must be ignored, as in BLAS).
+TEST(GdrFast, SmallSgemmMatchesFloat64) {
+  if (!s0::nn::gdr_fast_available()) GTEST_SKIP() << "no sgemm in this process";
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const int64_t sizes[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 65, 130};
+  int64_t cases = 0;
+  for (int64_t M : sizes)
+    for (int64_t N : sizes)
+      for (int64_t K : {int64_t(1), int64_t(5), int64_t(64), int64_t(129)}) {
+        if ((M * N * K) % 3 != 0 && M > 9 && N > 9) continue;  // keep the sweep short
+        for (char ta : {'N', 'T'})
+          for (char tb : {'N', 'T'})
+            for (float beta : {0.f, 1.f, -0.5f}) {
+              const float alpha = -1.25f;
+              // Stored shapes with padding on the leading dimension (+3).
+              const int64_t ar = ta == 'N' ? M : K, ac = ta == 'N' ? K : M;
+              const int64_t br = tb == 'N' ? K : N, bc = tb == 'N' ? N : K;
+              Tensor A = at::randn({ar, ac + 3}, gen, at::kFloat), B = at::randn({br, bc + 3}, gen, at::kFloat);
+              Tensor C = at::randn({M, N + 3}, gen, at::kFloat);
+              if (beta == 0.f) C.narrow(1, 0, N).fill_(std::numeric_limits<float>::quiet_NaN());
+              Tensor C0 = C.clone();
+              s0::nn::gdr_sgemm(ta, tb, M, N, K, alpha, A.data_ptr<float>(), ac + 3, B.data_ptr<float>(), bc + 3,
+                                beta, C.data_ptr<float>(), N + 3);
+              Tensor a = A.narrow(1, 0, ac).to(at::kDouble), b = B.narrow(1, 0, bc).to(at::kDouble);
+              if (ta == 'T') a = a.t();
+              if (tb == 'T') b = b.t();
+              Tensor c0 = C0.narrow(1, 0, N).to(at::kDouble);
+              Tensor ref = alpha * at::mm(a, b), bound = std::abs(alpha) * at::mm(a.abs(), b.abs());
+              if (beta != 0.f) ref = ref + beta * c0, bound = bound + std::abs(beta) * c0.abs();
+              Tensor err = (C.narrow(1, 0, N).to(at::kDouble) - ref).abs();
+              const double worst = (err / (bound + 1e-30)).max().item<double>();
+              EXPECT_LT(worst, 1.2e-7 * (K + 2)) << "M=" << M << " N=" << N << " K=" << K << " " << ta << tb
+                                                 << " beta=" << beta;
+              // The padding columns are untouched.
+              EXPECT_TRUE(at::equal(C.narrow(1, N, 3), C0.narrow(1, N, 3)));
+              ++cases;
+            }
+      }
+  EXPECT_GT(cases, 100);
 }
 
 }  // namespace
