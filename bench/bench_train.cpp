@@ -79,7 +79,7 @@ static double peak_rss_gb() {
 int main(int argc, char** argv) {
   std::string model_dir, preset = "0.8b", dtype = "bf16", cache_dir = "/tmp/s0-bench", arch = "qwen35";
   int threads = 0, tokens = 512, completion = -1, steps = 2;
-  bool recompute = true, profile = false;
+  bool recompute = true, profile = false, keep_projections = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -96,9 +96,10 @@ int main(int argc, char** argv) {
     else if (a == "--steps") steps = std::stoi(next());
     else if (a == "--no-recompute") recompute = false;
     else if (a == "--profile") profile = true;
+    else if (a == "--recompute-projections") keep_projections = false;
     else {
       std::fprintf(stderr, "usage: bench_train (--model DIR | [--arch qwen35|falcon_h1] --preset NAME) [--dtype bf16|f32] [--tokens 512]\n"
-                           "       [--completion N (default tokens/2)] [--steps 2] [--threads N] [--no-recompute]\n"
+                           "       [--completion N (default tokens/2)] [--steps 2] [--threads N] [--no-recompute | --recompute-projections]\n"
                            "       [--profile: one more step under the operator profiler, top ops by self time]\n");
       return 2;
     }
@@ -168,6 +169,7 @@ int main(int argc, char** argv) {
     train::TrainConfig cfg;
     cfg.steps = steps;
     cfg.recompute = recompute;
+    cfg.keep_projections = keep_projections;
     std::vector<double> times, ckpt;
     std::string out = cache_dir + "/bench-train-out";
     train::Trainer tr(*model, {ex}, cfg);
@@ -205,6 +207,7 @@ int main(int argc, char** argv) {
                         {"gemm_gflops", gemm},
                         {"mfu_vs_gemm", flops / best / 1e9 / gemm},
                         {"recompute", recompute},
+                        {"keep_projections", recompute && keep_projections},
                         {"peak_rss_gb", peak_rss_gb()}};
     if (profile) j["profile_top_ops"] = prof;
     std::printf("%s\n", j.dump(2).c_str());
