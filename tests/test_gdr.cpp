@@ -47,6 +47,20 @@ Tensor loss_of(const nn::GdrResult& r, const Tensor& wo, const Tensor& ws) {
   return (r.out * wo).sum() + (r.state * ws).sum();
 }
 
+// Central difference of f at element idx of input `which` (0..5 = q, k, v, g, beta, s0).
+template <class F>
+double central_difference(const Inputs& in, const F& f, int which, int64_t idx, double eps = 1e-6) {
+  auto eval_at = [&](double delta) {
+    Inputs x = in;
+    Tensor* ts[] = {&x.q, &x.k, &x.v, &x.g, &x.beta, &x.s0};
+    *ts[which] = ts[which]->clone();
+    ts[which]->view(-1)[idx] += delta;
+    NoGrad ng;
+    return f(x).template item<double>();
+  };
+  return (eval_at(eps) - eval_at(-eps)) / (2 * eps);
+}
+
 class GdrParam : public ::testing::TestWithParam<std::tuple<int64_t, at::ScalarType>> {};
 
 TEST_P(GdrParam, ChunkedMatchesRecurrentWithGradients) {
@@ -98,16 +112,7 @@ TEST(Gdr, FiniteDifferencesFloat64) {
       Tensor base = in.all()[which];
       for (int sample = 0; sample < 6; ++sample) {
         int64_t idx = (sample * 7919 + which * 104729) % base.numel();
-        const double eps = 1e-6;
-        auto eval_at = [&](double delta) {
-          Inputs x = in;
-          Tensor* ts[] = {&x.q, &x.k, &x.v, &x.g, &x.beta, &x.s0};
-          *ts[which] = base.clone();
-          ts[which]->view(-1)[idx] += delta;
-          NoGrad ng;
-          return f(x).item<double>();
-        };
-        double fd = (eval_at(eps) - eval_at(-eps)) / (2 * eps);
+        double fd = central_difference(in, f, which, idx);
         double an = grads[which].reshape(-1)[idx].item<double>();
         EXPECT_NEAR(an, fd, 1e-6 * std::max(1.0, std::abs(fd)))
             << (chunked ? "chunked" : "recurrent") << " input " << which << " element " << idx;
@@ -308,16 +313,7 @@ TEST(GdrFastGrad, MatchesFiniteDifferenceCheckedFloat64Gradients) {
     Tensor base = in.all()[which];
     for (int sample = 0; sample < 4; ++sample) {
       int64_t idx = (sample * 7919 + which * 104729 + 17) % base.numel();
-      const double eps = 1e-6;
-      auto eval_at = [&](double delta) {
-        Inputs x = in;
-        Tensor* ts[] = {&x.q, &x.k, &x.v, &x.g, &x.beta, &x.s0};
-        *ts[which] = base.clone();
-        ts[which]->view(-1)[idx] += delta;
-        NoGrad ng;
-        return f(x).item<double>();
-      };
-      const double fd = (eval_at(eps) - eval_at(-eps)) / (2 * eps);
+      const double fd = central_difference(in, f, which, idx);
       EXPECT_NEAR(gd[which].reshape(-1)[idx].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd)))
           << "float64 input " << which << " element " << idx;
     }

@@ -21,6 +21,7 @@ namespace s0::nn {
 namespace {
 
 #define S0_INLINE inline __attribute__((always_inline))
+#define S0_INLINE_LAMBDA __attribute__((always_inline))
 
 bool has_avx512() {
   static const bool v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
@@ -328,9 +329,9 @@ struct ConvSiluFn : public torch::autograd::Function<ConvSiluFn> {
 
 // ---- silu(g) * u -----------------------------------------------------------------------
 
-template <class T, class Exp>
-S0_INLINE void silu_mul_fwd(const typename St<T>::Raw* g, const typename St<T>::Raw* u, typename St<T>::Raw* out,
-                            int64_t i0, int64_t i1, Exp exp) {
+// For elements [i0, i1) in blocks: e = exp(-g) for the block, then body(index, g, e).
+template <class T, class Exp, class Body>
+S0_INLINE void with_exp_neg(const typename St<T>::Raw* g, int64_t i0, int64_t i1, Exp exp, Body body) {
   using S = St<T>;
   using A = typename S::A;
   A e[kBlock];
@@ -338,11 +339,18 @@ S0_INLINE void silu_mul_fwd(const typename St<T>::Raw* g, const typename St<T>::
     const int64_t n = std::min(kBlock, i1 - s);
     for (int64_t i = 0; i < n; ++i) e[i] = -S::load(g[s + i]);
     exp(e, e, n);
-    for (int64_t i = 0; i < n; ++i) {
-      const A gv = S::load(g[s + i]);
-      out[s + i] = S::store(S::round(gv / (A(1) + e[i])) * S::load(u[s + i]));
-    }
+    for (int64_t i = 0; i < n; ++i) body(s + i, S::load(g[s + i]), e[i]);
   }
+}
+
+template <class T, class Exp>
+S0_INLINE void silu_mul_fwd(const typename St<T>::Raw* g, const typename St<T>::Raw* u, typename St<T>::Raw* out,
+                            int64_t i0, int64_t i1, Exp exp) {
+  using S = St<T>;
+  using A = typename S::A;
+  with_exp_neg<T>(g, i0, i1, exp, [&](int64_t i, A gv, A e) S0_INLINE_LAMBDA {
+    out[i] = S::store(S::round(gv / (A(1) + e)) * S::load(u[i]));
+  });
 }
 
 // dg = round(round(da u) silu'(g)), du = round(da round(silu(g))): the reference's rounding.
@@ -352,17 +360,11 @@ S0_INLINE void silu_mul_bwd(const typename St<T>::Raw* da, const typename St<T>:
                             int64_t i0, int64_t i1, Exp exp) {
   using S = St<T>;
   using A = typename S::A;
-  A e[kBlock];
-  for (int64_t s = i0; s < i1; s += kBlock) {
-    const int64_t n = std::min(kBlock, i1 - s);
-    for (int64_t i = 0; i < n; ++i) e[i] = -S::load(g[s + i]);
-    exp(e, e, n);
-    for (int64_t i = 0; i < n; ++i) {
-      const A gv = S::load(g[s + i]), d = S::load(da[s + i]), sg = A(1) / (A(1) + e[i]);
-      du[s + i] = S::store(d * S::round(gv * sg));
-      dg[s + i] = S::store(S::round(d * S::load(u[s + i])) * (sg * (A(1) + gv * (A(1) - sg))));
-    }
-  }
+  with_exp_neg<T>(g, i0, i1, exp, [&](int64_t i, A gv, A e) S0_INLINE_LAMBDA {
+    const A d = S::load(da[i]), sg = A(1) / (A(1) + e);
+    du[i] = S::store(d * S::round(gv * sg));
+    dg[i] = S::store(S::round(d * S::load(u[i])) * (sg * (A(1) + gv * (A(1) - sg))));
+  });
 }
 
 Tensor silu_mul_forward(const Tensor& g, const Tensor& u) {
