@@ -33,7 +33,10 @@ Tensor rope_inv_freq(int64_t rotary_dim, double theta);
 
 // Causal depthwise conv over time + SiLU with a history of the last Kc-1 raw inputs.
 // x [B, L, C] (dtype), weight [C, Kc] float32, history [B, C, Kc-1] or undefined (zeros).
-// Returns silu(conv) [B, L, C] in x's dtype; `new_history` receives the last Kc-1 inputs.
+// Returns silu(conv) [B, L, C] in x's dtype; `new_history` receives the last Kc-1 inputs
+// (never part of an autograd graph). Runs the fused kernel (nn::conv_silu: gradient w.r.t.
+// x only) unless the weight, bias or history requires grad (pretraining), which takes the
+// reference ATen ops under plain autograd.
 Tensor causal_conv_silu(const Tensor& x, const Tensor& weight, const Tensor& history,
                         Tensor& new_history);
 // The same with a per-channel bias [C] (float32) added before the SiLU.
