@@ -7,6 +7,7 @@
 #include "s0/train/trainer.h"
 #include "s0/util/error.h"
 #include "test_util.h"
+#include "train_check.h"
 
 using namespace s0;
 using train::Example;
@@ -108,14 +109,7 @@ TEST(Train, RecomputedGradientsEqualPlainAutograd) {
       // Keeping the projection outputs (the default) changes values by rounding only: the
       // kept outputs come from the no-grad forward pass (f32: oneDNN), a recomputation
       // under autograd from at::linear.
-      auto lean = train::completion_loss_and_grad(*model, ex, states, /*keep_projections=*/false);
-      EXPECT_GT(got.replayed, 0);
-      EXPECT_GT(got.kept_bytes, 0);
-      EXPECT_EQ(lean.replayed, 0);
-      EXPECT_EQ(got.loss, lean.loss);
-      for (auto& [l, gl] : lean.grads)
-        EXPECT_LT((got.grads.at(l) - gl).abs().max().item<double>(), (dt == at::kDouble ? 1e-12 : 1e-4) * gl.abs().max().item<double>())
-            << "layer " << l;
+      s0::testing::expect_kept_projections_match(*model, ex, states, got, dt == at::kDouble ? 1e-12 : 1e-4);
       const double tol = dt == at::kDouble ? 1e-12 : 1e-4;  // f32: rounding of a different op order
       EXPECT_NEAR(got.loss, loss.item<double>(), tol * std::abs(got.loss));
       ASSERT_EQ(got.grads.size(), states.size());

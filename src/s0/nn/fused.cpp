@@ -480,25 +480,29 @@ S0_INLINE void l2_bwd_rows(const typename St<T>::Raw* x, const View4& v, const A
   }
 }
 
+Tensor l2_heads_forward(const Tensor& x, double scale, double eps) {
+  const View4 v(x);
+  Tensor y = at::empty({v.B, v.H, v.L, v.d}, x.options().dtype(acc_type(x)));
+  dispatch_dtype(x.scalar_type(), "l2_norm_heads", [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename St<T>::A;
+    const auto* xp = raw<T>(x);
+    A* yp = y.data_ptr<A>();
+    at::parallel_for(0, v.B * v.H * v.L, row_grain(v.d), [&](int64_t r0, int64_t r1) {
+      dispatch<T>([&](auto) __attribute__((always_inline)) {
+        l2_fwd_rows<T>(xp, v, yp, static_cast<A>(scale), static_cast<A>(eps), r0, r1);
+      });
+    });
+  });
+  return y;
+}
+
 struct L2HeadsFn : public torch::autograd::Function<L2HeadsFn> {
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, double scale, double eps) {
     ctx->save_for_backward({x});
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["eps"] = eps;
-    const View4 v(x);
-    Tensor y = at::empty({v.B, v.H, v.L, v.d}, x.options().dtype(acc_type(x)));
-    dispatch_dtype(x.scalar_type(), "l2_norm_heads", [&](auto tag) {
-      using T = decltype(tag);
-      using A = typename St<T>::A;
-      const auto* xp = raw<T>(x);
-      A* yp = y.data_ptr<A>();
-      at::parallel_for(0, v.B * v.H * v.L, row_grain(v.d), [&](int64_t r0, int64_t r1) {
-        dispatch<T>([&](auto) __attribute__((always_inline)) {
-          l2_fwd_rows<T>(xp, v, yp, static_cast<A>(scale), static_cast<A>(eps), r0, r1);
-        });
-      });
-    });
-    return y;
+    return l2_heads_forward(x, scale, eps);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -581,26 +585,30 @@ S0_INLINE void grms_bwd_rows(const A* o, const typename St<T>::Raw* z, const Vie
   }
 }
 
+Tensor gated_rms_forward(const Tensor& o, const Tensor& z, const Tensor& w, double eps) {
+  const View4 zv(z);
+  Tensor y = at::empty({zv.B, zv.L, zv.H * zv.d}, z.options());
+  dispatch_dtype(z.scalar_type(), "gated_rms_norm", [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename St<T>::A;
+    const auto *zp = raw<T>(z), *wp = raw<T>(w);
+    auto* yp = raw<T>(y);
+    const A* op = o.data_ptr<A>();
+    at::parallel_for(0, zv.B * zv.L * zv.H, row_grain(zv.d), [&](int64_t r0, int64_t r1) {
+      dispatch<T>([&](auto exp) __attribute__((always_inline)) {
+        grms_fwd_rows<T>(op, zp, zv, wp, yp, static_cast<A>(eps), r0, r1, exp);
+      });
+    });
+  });
+  return y;
+}
+
 struct GatedRmsFn : public torch::autograd::Function<GatedRmsFn> {
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& o, const Tensor& z, const Tensor& w,
                         double eps) {
     ctx->save_for_backward({o, z, w});
     ctx->saved_data["eps"] = eps;
-    const View4 zv(z);
-    Tensor y = at::empty({zv.B, zv.L, zv.H * zv.d}, z.options());
-    dispatch_dtype(z.scalar_type(), "gated_rms_norm", [&](auto tag) {
-      using T = decltype(tag);
-      using A = typename St<T>::A;
-      const auto *zp = raw<T>(z), *wp = raw<T>(w);
-      auto* yp = raw<T>(y);
-      const A* op = o.data_ptr<A>();
-      at::parallel_for(0, zv.B * zv.L * zv.H, row_grain(zv.d), [&](int64_t r0, int64_t r1) {
-        dispatch<T>([&](auto exp) __attribute__((always_inline)) {
-          grms_fwd_rows<T>(op, zp, zv, wp, yp, static_cast<A>(eps), r0, r1, exp);
-        });
-      });
-    });
-    return y;
+    return gated_rms_forward(o, z, w, eps);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -658,24 +666,28 @@ S0_INLINE void rms1p_bwd_rows(const typename St<T>::Raw* x, const typename St<T>
   }
 }
 
+Tensor rms1p_forward(const Tensor& x, const Tensor& w, double eps) {
+  Tensor y = at::empty_like(x);
+  const int64_t D = x.size(-1), N = D ? x.numel() / D : 0;
+  dispatch_dtype(x.scalar_type(), "rms_norm_1p", [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename St<T>::A;
+    const auto *xp = raw<T>(x), *wp = raw<T>(w);
+    auto* yp = raw<T>(y);
+    at::parallel_for(0, N, row_grain(D), [&](int64_t r0, int64_t r1) {
+      dispatch<T>([&](auto) __attribute__((always_inline)) {
+        rms1p_fwd_rows<T>(xp, wp, yp, D, static_cast<A>(eps), r0, r1);
+      });
+    });
+  });
+  return y;
+}
+
 struct RmsNorm1pFn : public torch::autograd::Function<RmsNorm1pFn> {
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& w, double eps) {
     ctx->save_for_backward({x, w});
     ctx->saved_data["eps"] = eps;
-    Tensor y = at::empty_like(x);
-    const int64_t D = x.size(-1), N = D ? x.numel() / D : 0;
-    dispatch_dtype(x.scalar_type(), "rms_norm_1p", [&](auto tag) {
-      using T = decltype(tag);
-      using A = typename St<T>::A;
-      const auto *xp = raw<T>(x), *wp = raw<T>(w);
-      auto* yp = raw<T>(y);
-      at::parallel_for(0, N, row_grain(D), [&](int64_t r0, int64_t r1) {
-        dispatch<T>([&](auto) __attribute__((always_inline)) {
-          rms1p_fwd_rows<T>(xp, wp, yp, D, static_cast<A>(eps), r0, r1);
-        });
-      });
-    });
-    return y;
+    return rms1p_forward(x, w, eps);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -705,16 +717,14 @@ Tensor rms_norm_1p_fused(const Tensor& x, const Tensor& w, double eps) {
               "rms_norm_1p: w must be [D] of x's dtype");
   Tensor xc = x.contiguous(), wc = w.contiguous();
   if (grad_enabled() && x.requires_grad()) return RmsNorm1pFn::apply(xc, wc, eps);
-  torch::autograd::AutogradContext ctx;
-  return RmsNorm1pFn::forward(&ctx, xc, wc, eps);
+  return rms1p_forward(xc, wc, eps);
 }
 
 Tensor l2_norm_heads(const Tensor& x, double scale, double eps) {
   TORCH_CHECK(x.dim() == 4, "l2_norm_heads: x must be [B, L, H, d]");
   Tensor xc = x.stride(3) == 1 ? x : x.contiguous();
   if (grad_enabled() && x.requires_grad()) return L2HeadsFn::apply(xc, scale, eps);
-  torch::autograd::AutogradContext ctx;
-  return L2HeadsFn::forward(&ctx, xc, scale, eps);
+  return l2_heads_forward(xc, scale, eps);
 }
 
 Tensor gated_rms_norm_heads(const Tensor& o, const Tensor& z, const Tensor& w, double eps) {
@@ -726,8 +736,7 @@ Tensor gated_rms_norm_heads(const Tensor& o, const Tensor& z, const Tensor& w, d
     return gated_rms_norm(o.transpose(1, 2), z, w, eps, z.scalar_type()).flatten(2);
   Tensor oc = o.contiguous(), zc = z.stride(3) == 1 ? z : z.contiguous(), wc = w.contiguous();
   if (grad_enabled() && (o.requires_grad() || z.requires_grad())) return GatedRmsFn::apply(oc, zc, wc, eps);
-  torch::autograd::AutogradContext ctx;
-  return GatedRmsFn::forward(&ctx, oc, zc, wc, eps);
+  return gated_rms_forward(oc, zc, wc, eps);
 }
 
 Tensor conv_silu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& history) {

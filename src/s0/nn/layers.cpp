@@ -49,9 +49,6 @@ Tensor silu(const Tensor& x) {
   return at::silu(x);
 }
 
-Tensor swiglu(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down) {
-  return nn::linear(nn::silu_mul(nn::linear(x, gate), nn::linear(x, up)), down);
-}
 
 Tensor rope_inv_freq(int64_t rotary_dim, double theta) {
   Tensor expo = at::arange(0, rotary_dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(rotary_dim);

@@ -1,5 +1,5 @@
 #pragma once
-// Small shared operators: norms, RoPE, SwiGLU, causal depthwise conv, KV append, attention.
+// Small shared operators: norms, RoPE, causal depthwise conv, KV append, attention.
 // Rounding points follow the Hugging Face reference (see shared spec qwen35.md section 8).
 #include "s0/util/torch.h"
 
@@ -22,8 +22,6 @@ Tensor l2_norm(const Tensor& x, double eps = 1e-6);
 // SiLU rounded once to x's dtype.
 Tensor silu(const Tensor& x);
 
-// SwiGLU MLP: down(silu(gate(x)) * up(x)).
-Tensor swiglu(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down);
 
 // Partial NeoX ("rotate_half") RoPE on the first `rotary_dim` dims of x [B, L, heads, hd]
 // at positions start..start+L-1. inv_freq [rotary_dim/2] float32. cos/sin are rounded to
