@@ -2,10 +2,14 @@
 # Installs every Debian package s0 needs to build, test and run. Idempotent: packages
 # already present are skipped, and nothing is fetched when all of them are installed.
 set -euo pipefail
+# Each one is used: compilers and build tools; libtorch (tensors, autograd, oneDNN) with the
+# pthread OpenBLAS it calls for small products; JSON, CLI parsing, HTTP (s0 serve); SQLite
+# (Spider checks), zlib (gzip tokenizer.json), ICU (tokenizer regex classes and NFC);
+# GoogleTest; bubblewrap (the sandbox).
 pkgs=(build-essential cmake ninja-build pkg-config
       libtorch-dev libopenblas0-pthread nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
-      libfmt-dev libpcre2-dev libutf8proc-dev libsqlite3-dev zlib1g-dev libicu-dev
-      googletest libgtest-dev libgmock-dev libbenchmark-dev bubblewrap)
+      libsqlite3-dev zlib1g-dev libicu-dev
+      libgtest-dev bubblewrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -73,7 +73,7 @@ Action add_generate(CLI::App& app) {
     opt.max_new_tokens = o->max_new;
     opt.sampling = {o->temperature, o->top_k, o->top_p, o->seed};
     opt.stop_strings = o->stop;
-    if (tok) opt.decode = [&](const std::vector<int64_t>& ids) { return tok->decode(ids); };
+    if (tok) opt.tokenizer = &*tok;
     auto gens = generate::generate(*model, prompts, opt, o->states.empty() ? nullptr : &states);
     for (size_t i = 0; i < gens.size(); ++i) {
       const auto& g = gens[i];

@@ -67,20 +67,22 @@ bool StateSet::normalize() const {
   return it != config.end() && it->is_boolean() && it->get<bool>();
 }
 
+Tensor scale_state(const Tensor& s, double alpha, bool normalize) {
+  if (!normalize) return s * alpha;
+  const double n = s.norm().item<double>();
+  return n > 0 ? s * (alpha / n) : at::zeros_like(s);
+}
+
 models::StateMap StateSet::scaled(std::optional<double> alpha_override) const {
   // Not value_or(alpha()): an explicit override must not depend on the config's alpha.
   const double a = alpha_override ? *alpha_override : alpha();
-  const bool norm = normalize();
   models::StateMap out;
-  for (const auto& [l, s] : states) {
-    if (norm) {
-      double n = s.norm().item<double>();
-      out[l] = n > 0 ? s * (a / n) : at::zeros_like(s);
-    } else {
-      out[l] = s * a;
-    }
-  }
+  for (const auto& [l, s] : states) out[l] = scale_state(s, a, normalize());
   return out;
+}
+
+std::shared_ptr<const models::Adapter> StateSet::adapter(std::optional<double> alpha_override) const {
+  return std::make_shared<models::InitialStates>(scaled(alpha_override));
 }
 
 int64_t StateSet::num_bytes() const {

@@ -6,6 +6,7 @@
 //   meta.json           {"arch", "recurrent_layers", "state_shape"}
 // At inference the states are scaled: alpha * S, or alpha * S / ||S|| with `normalize`.
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,6 +20,11 @@ namespace s0::adapters {
 // The reference library's default alpha: 0.07 for gated_delta_net, 0.65 for mamba2.
 double default_alpha(const std::string& arch);
 
+// The one definition of how a stored state is injected: alpha * S, or alpha * S / ||S||_F
+// with `normalize` (a zero state stays zero). Inference (StateSet::scaled) and training
+// with --alpha-in-training both use it.
+Tensor scale_state(const Tensor& s, double alpha, bool normalize);
+
 struct StateSet {
   std::string arch;                  // "gated_delta_net" | "mamba2"
   std::vector<int64_t> state_shape;  // per layer, e.g. [H, K, V]
@@ -29,6 +35,8 @@ struct StateSet {
   bool normalize() const;   // config "normalize" (default false)
   // The states to inject: alpha * S (alpha * S / ||S||_F when normalizing; zero stays zero).
   models::StateMap scaled(std::optional<double> alpha_override = std::nullopt) const;
+  // The same, as what a sequence carries through the adapter door.
+  std::shared_ptr<const models::Adapter> adapter(std::optional<double> alpha_override = std::nullopt) const;
   int64_t num_bytes() const;
 };
 

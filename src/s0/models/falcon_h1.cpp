@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "s0/models/blocks.h"
 #include "s0/models/weights.h"
 #include "s0/nn/fused.h"
 #include "s0/nn/layers.h"
@@ -11,8 +12,8 @@
 
 namespace s0::models {
 
-Tensor FalconH1Model::Linear::operator()(const Tensor& x) const {
-  Tensor y = nn::linear(x, w);
+Tensor FalconH1Model::Linear::operator()(const Tensor& x, const SeqGroups& gs) const {
+  Tensor y = project(x, w, name, gs);
   return b.defined() ? y + b : y;
 }
 
@@ -32,7 +33,7 @@ FalconH1Model::FalconH1Model(const io::ModelDir& dir, at::ScalarType dtype)
   // HF rounds every parameter to the model dtype at load; keep that rounding, compute in fp32.
   auto R = [&](const std::string& name) { return W(name).to(rdt_); };
   auto Lin = [&](const std::string& name, bool bias) {
-    return Linear{W(name + ".weight"), bias ? W(name + ".bias") : Tensor()};
+    return Linear{W(name + ".weight"), bias ? W(name + ".bias") : Tensor(), name};
   };
 
   embed_ = W("embed_tokens.weight");
@@ -81,29 +82,32 @@ std::vector<int64_t> FalconH1Model::recurrent_layers() const {
   return r;
 }
 
-Tensor FalconH1Model::attention(const Layer& w, const Tensor& u, LayerCache& c, int64_t past) const {
+Tensor FalconH1Model::attention(const Layer& w, const Tensor& u, const SeqGroups& gs) const {
   const int64_t B = u.size(0), L = u.size(1);
   const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
   Tensor x = u * cfg_.attention_in_multiplier;
-  Tensor q = w.q(x).view({B, L, H, hd});
-  Tensor k = (w.k(x) * cfg_.key_multiplier).view({B, L, KV, hd});  // before RoPE and caching
-  Tensor v = w.v(x).view({B, L, KV, hd});
-  q = nn::apply_rope(q, inv_freq_, past).transpose(1, 2).contiguous();  // [B, H, L, hd]
-  k = nn::apply_rope(k, inv_freq_, past).transpose(1, 2);               // [B, KV, L, hd]
-  v = v.transpose(1, 2);
-  Tensor k_all, v_all;
-  nn::kv_append(c.k, c.v, k, v, past, k_all, v_all);
-  Tensor ctx = nn::causal_attention(q, k_all, v_all, past, 1.0 / std::sqrt(static_cast<double>(hd)));
-  return w.o(ctx) * cfg_.attention_out_multiplier;
+  Tensor q = w.q(x, gs).view({B, L, H, hd});
+  Tensor k = (w.k(x, gs) * cfg_.key_multiplier).view({B, L, KV, hd});  // before RoPE and caching
+  Tensor v = w.v(x, gs).view({B, L, KV, hd});
+  Tensor ctx = rope_attention(q, k, v, inv_freq_, gs, 1.0 / std::sqrt(static_cast<double>(hd)));
+  return w.o(ctx, gs) * cfg_.attention_out_multiplier;
 }
 
-Tensor FalconH1Model::mamba(const Layer& w, const Tensor& u, LayerCache& c) const {
-  const int64_t B = u.size(0), L = u.size(1);
+Tensor FalconH1Model::mamba(int64_t l, const Layer& w, const Tensor& u, const SeqGroups& gs) const {
+  // 1-2. in_proj on the scaled input, times the muP vector; split z | xBC | dt.
+  Tensor zxbcdt = w.in_proj(u * cfg_.ssm_in_multiplier, gs) * mup_;  // [B, L, 2Ds + 2GN + H]
+  // 3-7 run per group: the conv history and the recurrence are the group's own, and the
+  // transcendental functions then round exactly as for a sequence alone.
+  Tensor o = per_group(gs, [&](const SeqGroup& g, int64_t r) { return mamba_core(l, w, rows_of(zxbcdt, g, r), g); });
+  // 8. out_proj, then the branch multiplier.
+  return w.out_proj(o, gs) * cfg_.ssm_out_multiplier;
+}
+
+Tensor FalconH1Model::mamba_core(int64_t l, const Layer& w, const Tensor& zxbcdt, const SeqGroup& grp) const {
+  LayerCache& c = *grp.cache;
+  const int64_t B = zxbcdt.size(0), L = zxbcdt.size(1);
   const int64_t H = cfg_.mamba_n_heads, P = cfg_.mamba_d_head, G = cfg_.mamba_n_groups,
                 N = cfg_.mamba_d_state, Ds = cfg_.mamba_d_ssm, Cd = cfg_.conv_dim();
-
-  // 1-2. in_proj on the scaled input, times the muP vector; split z | xBC | dt.
-  Tensor zxbcdt = w.in_proj(u * cfg_.ssm_in_multiplier) * mup_;  // [B, L, 2Ds + 2GN + H]
   auto parts = zxbcdt.split_with_sizes({Ds, Cd, H}, 2);
   // 3. Depthwise causal conv + SiLU over x|B|C, continuing the cache's window.
   Tensor xbc = w.conv_b.defined() ? nn::causal_conv_bias_silu(parts[1], w.conv, w.conv_b, c.conv, c.conv)
@@ -118,9 +122,9 @@ Tensor FalconH1Model::mamba(const Layer& w, const Tensor& u, LayerCache& c) cons
     dt = cfg_.time_step_max_clamp >= 0 ? dt.clamp(cfg_.time_step_min_clamp, cfg_.time_step_max_clamp)
                                        : dt.clamp_min(cfg_.time_step_min_clamp);
 
-  // 6. The SSD recurrence from the cache's state (zeros, or the injected S0).
+  // 6. The SSD recurrence from the cache's state (zeros, or the adapter's initial state).
   Tensor y;  // [B, L, H, P]
-  if (L == 1 && !grad_enabled()) {
+  if (stepping(zxbcdt)) {
     if (!c.state.defined()) c.state = at::zeros({B, H, P, N}, x.options());
     if (!c.state.is_contiguous()) c.state = c.state.contiguous();
     y = nn::ssd_step_(c.state, x.select(1, 0), dt.select(1, 0), w.neg_A, Bm.select(1, 0), Cm.select(1, 0))
@@ -131,29 +135,31 @@ Tensor FalconH1Model::mamba(const Layer& w, const Tensor& u, LayerCache& c) cons
     y = r.out.transpose(1, 2);
     c.state = r.state;
   }
+  if (grp.adapter && grp.adapter->has_readout_hook()) {
+    // Head-major query C (groups expanded to heads) and readout, [B, H, L, N] / [B, H, L, P].
+    Tensor Ch = Cm.repeat_interleave(H / G, 2).transpose(1, 2);
+    y = grp.adapter->recurrent_readout(l, Ch, y.transpose(1, 2)).transpose(1, 2);
+  }
   y = (y + x * w.D.view({1, 1, H, 1})).reshape({B, L, Ds});  // D skip on the post-conv x
 
   // 7. Gate: y * silu(z), or the grouped gated RMSNorm.
   Tensor z = at::silu(parts[0].to(rdt_));
-  Tensor o;
-  if (!cfg_.mamba_rms_norm) {
-    o = (y * z).to(dtype_);
-  } else {
-    auto group_norm = [&](const Tensor& t) {
-      Tensor g = t.view({B, L, G, Ds / G});
-      return (g * at::rsqrt(g.pow(2).mean(-1, true) + cfg_.rms_norm_eps)).view({B, L, Ds});
-    };
-    const Tensor wn = w.norm.to(rdt_);
-    o = (cfg_.mamba_norm_before_gate ? group_norm(y) * wn * z : group_norm(y * z) * wn).to(dtype_);
-  }
-  // 8. out_proj, then the branch multiplier.
-  return w.out_proj(o) * cfg_.ssm_out_multiplier;
+  if (!cfg_.mamba_rms_norm) return (y * z).to(dtype_);
+  auto group_norm = [&](const Tensor& t) {
+    Tensor g = t.view({B, L, G, Ds / G});
+    return (g * at::rsqrt(g.pow(2).mean(-1, true) + cfg_.rms_norm_eps)).view({B, L, Ds});
+  };
+  const Tensor wn = w.norm.to(rdt_);
+  return (cfg_.mamba_norm_before_gate ? group_norm(y) * wn * z : group_norm(y * z) * wn).to(dtype_);
 }
 
-Tensor FalconH1Model::mlp(const Layer& w, const Tensor& x) const {
-  // The gate multiplier acts inside the SiLU.
-  Tensor g = nn::silu(w.gate(x) * cfg_.mlp_multipliers[0]);
-  return w.down(g * w.up(x)) * cfg_.mlp_multipliers[1];
+Tensor FalconH1Model::mlp(const Layer& w, const Tensor& x, const SeqGroups& gs) const {
+  // The gate multiplier acts inside the SiLU (per group: a transcendental function).
+  Tensor gp = w.gate(x, gs);
+  Tensor g = per_group(gs, [&](const SeqGroup& grp, int64_t r) {
+    return nn::silu(rows_of(gp, grp, r) * cfg_.mlp_multipliers[0]);
+  });
+  return w.down(g * w.up(x, gs), gs) * cfg_.mlp_multipliers[1];
 }
 
 Tensor FalconH1Model::embed(const Tensor& ids) const {
@@ -161,18 +167,22 @@ Tensor FalconH1Model::embed(const Tensor& ids) const {
          cfg_.embedding_multiplier;
 }
 
-Tensor FalconH1Model::layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const {
+Tensor FalconH1Model::layer(int64_t l, const Tensor& h, const SeqGroups& gs) const {
   const Layer& w = layers_.at(l);
-  Tensor u = nn::rms_norm(h, w.in_norm, cfg_.rms_norm_eps);  // shared by both branches
-  Tensor x = h + mamba(w, u, c) + attention(w, u, c, past);
-  return x + mlp(w, nn::rms_norm(x, w.pre_ff_norm, cfg_.rms_norm_eps));
+  // The norms' rsqrt runs per group (its vector and scalar paths round differently).
+  auto norm = [&](const Tensor& t, const Tensor& wn) {
+    return per_group(gs, [&](const SeqGroup& g, int64_t r) { return nn::rms_norm(rows_of(t, g, r), wn, cfg_.rms_norm_eps); });
+  };
+  Tensor u = norm(h, w.in_norm);  // shared by both branches
+  Tensor x = h + mamba(l, w, u, gs) + attention(w, u, gs);
+  return x + mlp(w, norm(x, w.pre_ff_norm), gs);
 }
 
 Tensor FalconH1Model::final_norm(const Tensor& h) const { return nn::rms_norm(h, norm_, cfg_.rms_norm_eps); }
 
 Tensor FalconH1Model::logits(const Tensor& hidden) const {
   // float32 (float64 for float64 test models), times lm_head_multiplier.
-  return nn::linear(hidden, lm_head_).to(rdt_) * cfg_.lm_head_multiplier;
+  return project(hidden, lm_head_).to(rdt_) * cfg_.lm_head_multiplier;
 }
 
 nn::RowsCrossEntropy FalconH1Model::rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const {

@@ -30,13 +30,15 @@ class FalconH1Model : public CausalLM {
   Tensor logits(const Tensor& hidden) const override;
   nn::RowsCrossEntropy rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const override;
   Tensor embed(const Tensor& ids) const override;
-  Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const override;
+  using CausalLM::layer;
+  Tensor layer(int64_t l, const Tensor& h, const SeqGroups& groups) const override;
   Tensor final_norm(const Tensor& h) const override;
 
  private:
   struct Linear {
-    Tensor w, b;  // b undefined when the config says no bias
-    Tensor operator()(const Tensor& x) const;
+    Tensor w, b;       // b undefined when the config says no bias
+    std::string name;  // module name, the adapter door's hook name ("layers.3.mamba.in_proj")
+    Tensor operator()(const Tensor& x, const SeqGroups& groups) const;
   };
   struct Layer {
     Tensor in_norm, pre_ff_norm;
@@ -47,9 +49,11 @@ class FalconH1Model : public CausalLM {
     Linear gate, up, down;                   // MLP
   };
 
-  Tensor attention(const Layer& w, const Tensor& u, LayerCache& c, int64_t past) const;
-  Tensor mamba(const Layer& w, const Tensor& u, LayerCache& c) const;
-  Tensor mlp(const Layer& w, const Tensor& x) const;
+  Tensor attention(const Layer& w, const Tensor& u, const SeqGroups& groups) const;
+  Tensor mamba(int64_t l, const Layer& w, const Tensor& u, const SeqGroups& groups) const;
+  // Steps 3-7 of the Mamba-2 mixer for one group's rows (conv, dt, SSD, D skip, gate).
+  Tensor mamba_core(int64_t l, const Layer& w, const Tensor& zxbcdt, const SeqGroup& group) const;
+  Tensor mlp(const Layer& w, const Tensor& x, const SeqGroups& groups) const;
 
   FalconH1Config cfg_;
   at::ScalarType dtype_;

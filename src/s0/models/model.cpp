@@ -13,29 +13,77 @@
 
 namespace s0::models {
 
-Cache CausalLM::new_cache(int64_t batch, const StateMap* states) const {
+void CausalLM::check_adapter(const Adapter& a) const {
+  const auto rec = recurrent_layers();
+  const auto shape = state_shape();
+  for (int64_t layer : a.state_layers()) {
+    if (std::find(rec.begin(), rec.end(), layer) == rec.end())
+      throw Error("initial state for layer " + std::to_string(layer) +
+                  ", which is not a recurrent layer of this " + model_type() + " model");
+    const Tensor s = a.initial_state(layer);
+    if (s.defined() && s.sizes().vec() != shape)
+      throw Error("initial state for layer " + std::to_string(layer) + " has shape " +
+                  io::shape_to_string(s.sizes().vec()) + ", expected " + io::shape_to_string(shape));
+  }
+}
+
+LayerCache CausalLM::new_layer_cache(int64_t layer, int64_t batch, const Adapter* adapter) const {
+  if (batch <= 0) throw Error("cache batch size must be positive");
+  LayerCache c;
+  if (!adapter) return c;
+  const Tensor s = adapter->initial_state(layer);
+  if (!s.defined()) return c;
+  const auto shape = state_shape();
+  if (s.sizes().vec() != shape)
+    throw Error("initial state for layer " + std::to_string(layer) + " has shape " +
+                io::shape_to_string(s.sizes().vec()) + ", expected " + io::shape_to_string(shape));
+  std::vector<int64_t> full{batch};
+  full.insert(full.end(), shape.begin(), shape.end());
+  // A private, contiguous float32 copy per cache (decode updates it in place), still
+  // connected to the adapter's tensor by autograd when that requires grad.
+  const auto sdt = dtype() == at::kDouble ? at::kDouble : at::kFloat;
+  c.state = s.to(sdt).unsqueeze(0).expand(full).clone(at::MemoryFormat::Contiguous);
+  return c;
+}
+
+Cache CausalLM::new_cache(int64_t batch, std::shared_ptr<const Adapter> adapter) const {
   if (batch <= 0) throw Error("cache batch size must be positive");
   Cache c;
   c.batch = batch;
   c.layers.resize(num_layers());
-  if (!states) return c;
-  const auto rec = recurrent_layers();
-  const auto shape = state_shape();
-  for (const auto& [layer, s] : *states) {
-    if (std::find(rec.begin(), rec.end(), layer) == rec.end())
-      throw Error("initial state for layer " + std::to_string(layer) +
-                  ", which is not a recurrent layer of this " + model_type() + " model");
-    if (s.sizes().vec() != shape)
-      throw Error("initial state for layer " + std::to_string(layer) + " has shape " +
-                  io::shape_to_string(s.sizes().vec()) + ", expected " + io::shape_to_string(shape));
-    std::vector<int64_t> full{batch};
-    full.insert(full.end(), shape.begin(), shape.end());
-    // A private, contiguous float32 copy per cache (decode updates it in place), still
-    // connected to `s` by autograd when `s` requires grad.
-    const auto sdt = dtype() == at::kDouble ? at::kDouble : at::kFloat;
-    c.layers[layer].state = s.to(sdt).unsqueeze(0).expand(full).clone(at::MemoryFormat::Contiguous);
-  }
+  if (!adapter) return c;
+  check_adapter(*adapter);
+  for (int64_t layer : adapter->state_layers()) c.layers[layer] = new_layer_cache(layer, batch, adapter.get());
+  c.adapter = std::move(adapter);
   return c;
+}
+
+Cache CausalLM::new_cache(int64_t batch, const StateMap* states) const {
+  return new_cache(batch, states ? std::make_shared<InitialStates>(*states) : nullptr);
+}
+
+Cache copy_cache(const Cache& c) {
+  Cache out;
+  out.batch = c.batch;
+  out.length = c.length;
+  out.adapter = c.adapter;
+  out.layers.resize(c.layers.size());
+  for (size_t l = 0; l < c.layers.size(); ++l) {
+    const LayerCache& a = c.layers[l];
+    LayerCache& b = out.layers[l];
+    if (a.conv.defined()) b.conv = a.conv.clone();
+    if (a.state.defined()) b.state = a.state.clone();
+    if (a.k.defined()) b.k = a.k.clone(), b.v = a.v.clone();
+  }
+  return out;
+}
+
+Tensor CausalLM::layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past, const Adapter* adapter) const {
+  return layer(l, h, SeqGroups{{&c, past, h.size(0), adapter}});
+}
+
+Tensor CausalLM::mixer_core(int64_t l, const Tensor& h, LayerCache& c, int64_t past, const Adapter* adapter) const {
+  return mixer_core(l, h, SeqGroups{{&c, past, h.size(0), adapter}});
 }
 
 Tensor CausalLM::hidden(const Tensor& ids, Cache& cache) {
@@ -52,7 +100,7 @@ Tensor CausalLM::hidden(const Tensor& ids, Cache& cache) {
     throw Error("forward: token id out of range [0, " + std::to_string(vocab_size()) + ")");
   const int64_t past = cache.length;
   Tensor h = embed(ids);
-  for (int64_t l = 0; l < num_layers(); ++l) h = layer(l, h, cache.layers[l], past);
+  for (int64_t l = 0; l < num_layers(); ++l) h = layer(l, h, cache.layers[l], past, cache.adapter.get());
   cache.length += L;
   return final_norm(h);
 }
@@ -79,10 +127,16 @@ void check_decode_step_args(const CausalLM& m, const Tensor& ids, const std::vec
 Tensor CausalLM::decode_step(const Tensor& ids, const std::vector<Cache*>& caches) {
   check_decode_step_args(*this, ids, caches);
   NoGrad ng;
-  std::vector<Tensor> rows;
-  for (size_t b = 0; b < caches.size(); ++b)
-    rows.push_back(forward(ids.narrow(0, b, 1).view({1, 1}), *caches[b], true).view({1, -1}));
-  return at::cat(rows, 0);
+  const int64_t B = ids.size(0);
+  SeqGroups groups(static_cast<size_t>(B));
+  Tensor h = embed(ids.view({B, 1}));  // [B, 1, D]
+  for (int64_t l = 0; l < num_layers(); ++l) {
+    for (int64_t b = 0; b < B; ++b)
+      groups[b] = {&caches[b]->layers[l], caches[b]->length, 1, caches[b]->adapter.get()};
+    h = layer(l, h, groups);
+  }
+  for (Cache* c : caches) c->length += 1;
+  return logits(final_norm(h)).view({B, -1});
 }
 
 std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtype) {
@@ -116,7 +170,7 @@ namespace {
 }
 }  // namespace
 
-Tensor CausalLM::mixer_core(int64_t, const Tensor&, LayerCache&, int64_t) const { no_split(*this); }
+Tensor CausalLM::mixer_core(int64_t, const Tensor&, const SeqGroups&) const { no_split(*this); }
 Tensor CausalLM::mixer_out_weight(int64_t) const { no_split(*this); }
 Tensor CausalLM::mlp_core(int64_t, const Tensor&) const { no_split(*this); }
 Tensor CausalLM::mlp_down_weight(int64_t) const { no_split(*this); }

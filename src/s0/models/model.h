@@ -1,20 +1,17 @@
 #pragma once
-// The interface every model family implements, the per-sequence cache, and the single
-// place where S0 initial states enter a model: Cache creation (new_cache).
+// The interface every model family implements and the per-sequence cache. Adapters (S0
+// states, ...) enter a model only through adapter.h's door: cache creation here
+// (new_cache / new_layer_cache) and the hook points the families consult.
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "s0/models/adapter.h"
 #include "s0/nn/fused.h"
 #include "s0/util/torch.h"
 
 namespace s0::models {
-
-// Initial recurrent states: layer index -> the layer's native state shape, float32
-// (GatedDeltaNet [H, K, V], Mamba-2 [H, P, N]). Inference passes scaled states; training
-// passes its leaves.
-using StateMap = std::map<int64_t, Tensor>;
 
 // What one layer keeps between calls. Recurrent layers use conv/state, attention layers k/v
 // (Falcon-H1's parallel hybrid layers use all four).
@@ -24,11 +21,31 @@ struct LayerCache {
   Tensor k, v;   // [B, KV, capacity, head_dim]; the first Cache::length positions are valid
 };
 
+// A sequence (or a batch of sequences that advance together) as the model sees it: its
+// per-layer cache, how many tokens it has processed, and the adapter it carries. Made only
+// by CausalLM::new_cache (or copy_cache); the adapter decides how it starts.
 struct Cache {
   int64_t batch = 0;
   int64_t length = 0;  // tokens already processed (also the next RoPE position)
   std::vector<LayerCache> layers;
+  std::shared_ptr<const Adapter> adapter;  // null: the base model
 };
+
+// An independent copy of `c` (same adapter): a prompt prefilled once, then sampled n ways.
+Cache copy_cache(const Cache& c);
+
+// One forward call advances one or more groups of rows: consecutive rows of the input
+// belong to one group, which continues its own layer cache from its own position with its
+// own adapter. A whole-cache forward is one group; a batched decode step one group per
+// sequence. Layers run every per-sequence operation (conv history, recurrence, RoPE, KV,
+// adapter hooks) group by group and everything else on all rows at once.
+struct SeqGroup {
+  LayerCache* cache = nullptr;
+  int64_t past = 0;  // tokens the group's cache already holds
+  int64_t rows = 1;
+  const Adapter* adapter = nullptr;
+};
+using SeqGroups = std::vector<SeqGroup>;
 
 class CausalLM {
  public:
@@ -63,7 +80,9 @@ class CausalLM {
   // The pieces hidden() is made of, one decoder layer at a time (training recomputes layers
   // one by one to bound memory). `past` = tokens already in the cache.
   virtual Tensor embed(const Tensor& ids) const = 0;                              // [B, L, D]
-  virtual Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const = 0;
+  virtual Tensor layer(int64_t l, const Tensor& h, const SeqGroups& groups) const = 0;
+  // The one-group case: rows of h all continue `c` from position `past`.
+  Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past, const Adapter* adapter = nullptr) const;
   virtual Tensor final_norm(const Tensor& h) const = 0;
 
   // Optional finer split of a decoder layer, for training: S0 needs input gradients only,
@@ -73,23 +92,33 @@ class CausalLM {
   // mixer_core includes the input norm; mlp_core the post-mixer norm. A family that
   // provides the split returns true from splits_layers() (the others throw).
   virtual bool splits_layers() const { return false; }
-  virtual Tensor mixer_core(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const;
+  virtual Tensor mixer_core(int64_t l, const Tensor& h, const SeqGroups& groups) const;
+  Tensor mixer_core(int64_t l, const Tensor& h, LayerCache& c, int64_t past, const Adapter* adapter = nullptr) const;
   virtual Tensor mixer_out_weight(int64_t l) const;  // W_out [D, mixer width]
   virtual Tensor mlp_core(int64_t l, const Tensor& x) const;
   virtual Tensor mlp_down_weight(int64_t l) const;  // W_down [D, MLP width]
 
-  // Batched decode: one new token for each of B independent sequences, each continuing its
-  // own cache (own length, own S0 initial states, own KV history). ids [B] int64; caches
-  // all batch-1 caches of this model. Returns float32 logits [B, vocab] (float64 for
-  // float64 test models); no autograd. Row b equals forward(ids[b], *caches[b], true):
-  // the default runs exactly that, one sequence at a time; a family may override it to
-  // share the weight reads across the batch (Qwen3.5 does, bitwise equal per row).
-  virtual Tensor decode_step(const Tensor& ids, const std::vector<Cache*>& caches);
+  // The decode step: one new token for each of B independent sequences, each continuing its
+  // own cache (own length, own adapter, own KV history). ids [B] int64; caches all batch-1
+  // caches of this model. Returns float32 logits [B, vocab] (float64 for float64 test
+  // models); no autograd. One pass over the layers for the whole batch (projections share
+  // their weight reads); row b is bitwise equal to forward(ids[b], *caches[b], true), and a
+  // single sequence's next token is simply the B = 1 case.
+  Tensor decode_step(const Tensor& ids, const std::vector<Cache*>& caches);
 
-  // The S0 entry point. A fresh cache for `batch` sequences; each recurrent layer in
-  // `states` starts from that state (broadcast over the batch), the others from zeros.
-  // Differentiable: gradients flow from the forward pass back to the given tensors.
-  Cache new_cache(int64_t batch, const StateMap* states = nullptr) const;
+  // The adapter door's first half. A fresh cache for `batch` sequences carrying `adapter`:
+  // each recurrent layer the adapter gives an initial state starts from it (broadcast over
+  // the batch), the others from zeros. Differentiable: gradients flow from the forward pass
+  // back to the adapter's tensors. The StateMap form wraps the states in InitialStates.
+  Cache new_cache(int64_t batch, std::shared_ptr<const Adapter> adapter = nullptr) const;
+  Cache new_cache(int64_t batch, const StateMap* states) const;
+  // One layer's fresh cache entry (training recomputes layers one at a time). The only
+  // place a cache's initial state is written.
+  LayerCache new_layer_cache(int64_t layer, int64_t batch, const Adapter* adapter) const;
+
+ private:
+  // Checks an adapter's initial states against this model (layer kinds and shapes).
+  void check_adapter(const Adapter& a) const;
 };
 
 // The argument checks of decode_step (shared by the overrides); throws s0::Error.

@@ -29,18 +29,15 @@ class Qwen35Model : public CausalLM {
   Tensor logits(const Tensor& hidden) const override;
   nn::RowsCrossEntropy rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const override;
   Tensor embed(const Tensor& ids) const override;
-  Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const override;
+  using CausalLM::layer;
+  using CausalLM::mixer_core;
+  Tensor layer(int64_t l, const Tensor& h, const SeqGroups& groups) const override;
   bool splits_layers() const override { return true; }
-  Tensor mixer_core(int64_t l, const Tensor& h, LayerCache& c, int64_t past) const override;
+  Tensor mixer_core(int64_t l, const Tensor& h, const SeqGroups& groups) const override;
   Tensor mixer_out_weight(int64_t l) const override;
   Tensor mlp_core(int64_t l, const Tensor& x) const override;
   Tensor mlp_down_weight(int64_t l) const override;
   Tensor final_norm(const Tensor& h) const override;
-  // Batched decode: the linear layers run once for all B rows (gemv_rows, one pass over the
-  // weights); conv history is stacked; the recurrent step, RoPE and attention run per
-  // sequence on its own state/KV. Row b is bitwise equal to forward() on sequence b alone.
-  Tensor decode_step(const Tensor& ids, const std::vector<Cache*>& caches) override;
-
   // For the project's own pretraining tool (tools/pretrain_builtin.cpp), not for S0 training
   // (weights stay frozen there): every weight tensor as held here, by its canonical name
   // (qwen35_tensor_shapes). Held forms differ from the file for two: "...conv1d.weight" is
@@ -49,25 +46,34 @@ class Qwen35Model : public CausalLM {
   std::vector<std::pair<std::string, Tensor*>> mutable_weights();
 
  private:
+  // A linear layer's weight and its module name (the adapter door's hook name).
+  struct Linear {
+    Tensor w;
+    std::string name;  // "layers.3.self_attn.q_proj"
+  };
   struct GdnWeights {
-    Tensor in_qkv, in_z, in_b, in_a, conv /*[C, Kc] f32*/, neg_A /*f32*/, dt_bias /*f32*/, norm, out;
+    Linear in_qkv, in_z, in_b, in_a, out;
+    Tensor conv /*[C, Kc] f32*/, neg_A /*f32*/, dt_bias /*f32*/, norm;
   };
   struct AttnWeights {
-    Tensor q, k, v, o, q_norm, k_norm;
+    Linear q, k, v, o;
+    Tensor q_norm, k_norm;
   };
   struct Layer {
     bool linear = true;
-    Tensor in_norm, post_norm, gate, up, down;
+    Tensor in_norm, post_norm;
+    Linear gate, up, down;
     GdnWeights gdn;
     AttnWeights attn;
   };
 
-  Tensor gated_delta_net(const Layer& w, const Tensor& x, LayerCache& c) const;
-  Tensor gated_attention(const Layer& w, const Tensor& x, LayerCache& c, int64_t past) const;
-
-  Tensor gated_delta_net_rows(const Layer& w, const Tensor& x, const std::vector<Cache*>& caches, int64_t l) const;
-  Tensor gated_attention_rows(const Layer& w, const Tensor& x, const std::vector<Cache*>& caches,
-                              int64_t l) const;
+  Tensor gated_delta_net(int64_t l, const Layer& w, const Tensor& x, const SeqGroups& groups) const;
+  Tensor gated_attention(const Layer& w, const Tensor& x, const SeqGroups& groups) const;
+  Tensor mlp_core(int64_t l, const Tensor& x, const SeqGroups& groups) const;
+  const Linear& mixer_out(int64_t l) const;
+  // Where the weight a table entry (qwen35_tensor_shapes) names is held; sets the module
+  // name of a linear layer's slot.
+  Tensor* slot(const TensorShape& t);
 
   Qwen35Config cfg_;
   at::ScalarType dtype_;

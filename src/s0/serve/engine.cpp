@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "s0/adapters/state_set.h"
+#include "s0/generate/engine.h"
 #include "s0/models/model.h"
 #include "s0/util/error.h"
 
@@ -27,30 +28,33 @@ bool valid_set_name(const std::string& n) {
 
 }  // namespace
 
-bool SeqStream::take(std::vector<int64_t>& out, int timeout_ms) {
+bool SeqStream::take(std::vector<int64_t>& out, std::string& text_out, int timeout_ms) {
   std::unique_lock<std::mutex> lk(mu);
-  cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return done || !tokens.empty(); });
+  cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return done || !tokens.empty() || !text.empty(); });
   out.insert(out.end(), tokens.begin(), tokens.end());
   tokens.clear();
+  text_out += text;
+  text.clear();
   return done;
 }
 
 struct Engine::Seq {
-  SeqRequest req;
+  generate::Request req;
   std::string set_name;  // "base" or the state set's name (statistics)
-  std::shared_ptr<const adapters::StateSet> set;
   std::shared_ptr<SeqStream> stream;
-  std::unique_ptr<generate::Sampler> sampler;
-  models::Cache cache;
-  int64_t last = -1, produced = 0;
+  int64_t id = -1;  // the decode engine's sequence id once handed over
+  bool started = false;
 };
 
-Engine::Engine(std::shared_ptr<models::CausalLM> model, EngineLimits limits)
-    : model_(std::move(model)), limits_(limits) {
+Engine::Engine(std::shared_ptr<models::CausalLM> model, EngineLimits limits, const text::Tokenizer* tok)
+    : model_(std::move(model)), limits_(limits), tok_(tok) {
   if (!model_) throw Error("serve: no model");
   if (limits_.max_batch < 1 || limits_.max_queue < 1 || limits_.max_prompt_tokens < 1 || limits_.max_tokens_cap < 1)
     throw Error("serve: limits must be positive");
-  eos_ = model_->eos_token_ids();
+  generate::EngineOptions eo;
+  eo.max_batch = limits_.max_batch;
+  if (tok_) eo.detokenizer = generate::detokenizer_for(*tok_);
+  gen_ = std::make_unique<generate::Engine>(*model_, std::move(eo));
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -78,8 +82,9 @@ StateSetInfo Engine::load_state_set(const std::string& name, const std::string& 
   info.alpha = set->alpha();
   info.normalize = set->normalize();
   info.load_seconds = now_s() - t0;
+  auto adapter = set->adapter();
   std::lock_guard<std::mutex> lk(sets_mu_);
-  sets_[name] = Entry{std::move(set), info};
+  sets_[name] = Entry{std::move(set), std::move(adapter), info};
   return info;
 }
 
@@ -111,20 +116,31 @@ std::shared_ptr<SeqStream> Engine::submit(const SeqRequest& r) {
       throw Error("prompt: token id " + std::to_string(id) + " out of range [0, " + std::to_string(V) + ")");
   if (r.max_tokens < 1 || r.max_tokens > limits_.max_tokens_cap)
     throw Error("max_tokens: must be in [1, " + std::to_string(limits_.max_tokens_cap) + "]");
+  if (!r.stop_strings.empty() && !tok_) throw Error("stop: this engine has no tokenizer to find stop strings with");
+  generate::Sampler check(r.sampling);  // validates the values
   auto seq = std::make_unique<Seq>();
-  seq->req = r;
-  seq->sampler = std::make_unique<generate::Sampler>(r.sampling);  // validates the values
+  seq->req.prompt = r.prompt;
+  seq->req.sampling = r.sampling;
+  seq->req.max_new_tokens = r.max_tokens;
+  seq->req.ignore_eos = r.ignore_eos;
+  seq->req.stop_strings = r.stop_strings;
   seq->set_name = "base";
+  if (r.alpha && !std::isfinite(*r.alpha)) throw Error("alpha: must be a finite number");
   if (!r.state_set.empty()) {
-    std::lock_guard<std::mutex> lk(sets_mu_);
-    auto it = sets_.find(r.state_set);
-    if (it == sets_.end()) throw Error("model: unknown state set '" + r.state_set + "'");
-    seq->set = it->second.set;
+    std::shared_ptr<const adapters::StateSet> set;
+    {
+      std::lock_guard<std::mutex> lk(sets_mu_);
+      auto it = sets_.find(r.state_set);
+      if (it == sets_.end()) throw Error("model: unknown state set '" + r.state_set + "'");
+      set = it->second.set;
+      seq->req.adapter = it->second.adapter;
+    }
+    // An alpha of the request's own: the states scaled for this sequence alone.
+    if (r.alpha) seq->req.adapter = set->adapter(*r.alpha);
     seq->set_name = r.state_set;
   } else if (r.alpha) {
     throw Error("alpha: applies to a state set, not to the base model");
   }
-  if (r.alpha && !std::isfinite(*r.alpha)) throw Error("alpha: must be a finite number");
   seq->stream = std::make_shared<SeqStream>();
   auto stream = seq->stream;
   {
@@ -138,7 +154,7 @@ std::shared_ptr<SeqStream> Engine::submit(const SeqRequest& r) {
       } else {
         ++it;
       }
-    if (static_cast<int64_t>(pending_.size()) + active_count_ >= limits_.max_queue)
+    if (static_cast<int64_t>(pending_.size()) + active_count_ + waiting_count_ >= limits_.max_queue)
       throw BusyError("the server is busy: " + std::to_string(limits_.max_queue) +
                       " sequences are queued or running; retry later");
     pending_.push_back(std::move(seq));
@@ -164,118 +180,89 @@ void Engine::finish(Seq& s, const std::string& reason, const std::string& error)
   s.stream->cv.notify_all();
 }
 
-bool Engine::emit(Seq& s, int64_t token) {
-  ++s.produced;
-  s.last = token;
-  {
-    std::lock_guard<std::mutex> lk(s.stream->mu);
-    s.stream->tokens.push_back(token);
-  }
-  s.stream->cv.notify_all();
-  {
-    std::lock_guard<std::mutex> lk(stats_mu_);
-    ++stats_.generated_tokens;
-    ++stats_.tokens_by_set[s.set_name];
-  }
-  if (!s.req.ignore_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end()) {
-    finish(s, "eos");
-    return false;
-  }
-  if (s.produced >= s.req.max_tokens) {
-    finish(s, "length");
-    return false;
-  }
-  return true;
-}
-
-void Engine::admit(std::vector<std::unique_ptr<Seq>>& fresh) {
-  // Prefill, one new sequence at a time, from the states its set gives (the S0 entry point).
-  for (auto& s : fresh) {
-    if (s->stream->cancel) {
-      finish(*s, "cancelled");
-      s.reset();
-      continue;
-    }
-    try {
-      models::StateMap states;
-      if (s->set) states = s->set->scaled(s->req.alpha);
-      s->cache = model_->new_cache(1, s->set ? &states : nullptr);
-      Tensor ids = at::tensor(s->req.prompt, at::kLong).view({1, -1});
-      Tensor logits = model_->forward(ids, s->cache, /*last_only=*/true).to(at::kFloat).contiguous();
-      {
-        std::lock_guard<std::mutex> lk(stats_mu_);
-        ++stats_.sequences_started;
-        ++stats_.sequences_by_set[s->set_name];
-        stats_.prompt_tokens += static_cast<int64_t>(s->req.prompt.size());
-      }
-      if (!emit(*s, s->sampler->sample(logits.data_ptr<float>(), logits.size(-1)))) s.reset();
-    } catch (const std::exception& e) {
-      finish(*s, "error", e.what());
-      s.reset();
-    }
-  }
-}
-
 void Engine::loop() {
   at::init_num_threads();  // this thread's intra-op pool gets the process's thread count
-  NoGrad no_grad;
-  std::vector<std::unique_ptr<Seq>> active;
+  std::map<int64_t, std::unique_ptr<Seq>> running;  // decode engine id -> sequence
+  std::vector<generate::Event> events;
   while (true) {
     std::vector<std::unique_ptr<Seq>> fresh;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stopping_ || !pending_.empty() || !active.empty(); });
+      cv_.wait(lk, [&] { return stopping_ || !pending_.empty() || !gen_->idle(); });
       if (stopping_) break;
-      while (!pending_.empty() && static_cast<int64_t>(active.size() + fresh.size()) < limits_.max_batch) {
+      while (!pending_.empty()) {
         fresh.push_back(std::move(pending_.front()));
         pending_.pop_front();
       }
-      active_count_ = static_cast<int64_t>(active.size() + fresh.size());
     }
-    admit(fresh);
-    for (auto& s : fresh)
-      if (s) active.push_back(std::move(s));
-    // Cancelled sequences (client gone, stop string seen) leave the batch.
-    for (auto& s : active)
+    for (auto& s : fresh) {
       if (s->stream->cancel) {
         finish(*s, "cancelled");
-        s.reset();
+        continue;
       }
-    active.erase(std::remove(active.begin(), active.end(), nullptr), active.end());
-    if (!active.empty()) {
-      // One decode step for every active sequence, whatever state set each started from.
-      const int64_t B = static_cast<int64_t>(active.size());
-      std::vector<int64_t> last(B);
-      std::vector<models::Cache*> caches(B);
-      for (int64_t b = 0; b < B; ++b) last[b] = active[b]->last, caches[b] = &active[b]->cache;
-      const double t_step = now_s();
       try {
-        Tensor logits = model_->decode_step(at::tensor(last, at::kLong), caches).to(at::kFloat).contiguous();
-        const int64_t V = logits.size(1);
-        const float* p = logits.data_ptr<float>();
-        for (int64_t b = 0; b < B; ++b)
-          if (!emit(*active[b], active[b]->sampler->sample(p + b * V, V))) active[b].reset();
+        s->id = gen_->submit(s->req).at(0);
+        running[s->id] = std::move(s);
       } catch (const std::exception& e) {
-        for (auto& s : active) finish(*s, "error", e.what());
-        active.clear();
+        finish(*s, "error", e.what());
       }
-      active.erase(std::remove(active.begin(), active.end(), nullptr), active.end());
+    }
+    // Sequences whose client left (or that were told to stop) leave at the next step.
+    for (auto& [id, s] : running)
+      if (s->stream->cancel) gen_->cancel(id);
+    events.clear();
+    gen_->step(events);
+    const double t = now_s();
+    for (const auto& ev : events) {
+      auto it = running.find(ev.seq);
+      if (it == running.end()) continue;
+      Seq& s = *it->second;
+      std::lock_guard<std::mutex> lk(stats_mu_);
+      if (!s.started && ev.finish_reason != "cancelled" && ev.finish_reason != "error") {
+        s.started = true;
+        ++stats_.sequences_started;
+        ++stats_.sequences_by_set[s.set_name];
+        stats_.prompt_tokens += static_cast<int64_t>(s.req.prompt.size());
+      }
+      if (ev.token >= 0) {
+        ++stats_.generated_tokens;
+        ++stats_.tokens_by_set[s.set_name];
+      }
+    }
+    for (const auto& ev : events) {
+      auto it = running.find(ev.seq);
+      if (it == running.end()) continue;
+      Seq& s = *it->second;
+      {
+        std::lock_guard<std::mutex> lk(s.stream->mu);
+        if (ev.token >= 0) s.stream->tokens.push_back(ev.token);
+        s.stream->text += ev.text;
+      }
+      if (ev.finished) {
+        finish(s, ev.finish_reason, ev.error);
+        running.erase(it);
+      } else {
+        s.stream->cv.notify_all();
+      }
+    }
+    const auto& st = gen_->last_step();
+    if (st.decode_rows > 0) {
       std::lock_guard<std::mutex> lk(stats_mu_);
       ++stats_.decode_steps;
-      const double t = now_s();
-      stats_.decode_tokens += B;
-      stats_.decode_seconds += t - t_step;
-      rate_window_.emplace_back(t, B);
+      stats_.decode_tokens += st.decode_rows;
+      stats_.decode_seconds += st.decode_seconds;
+      rate_window_.emplace_back(t, st.decode_rows);
       while (!rate_window_.empty() && rate_window_.front().first < t - 5.0) rate_window_.pop_front();
     }
     std::lock_guard<std::mutex> lk(mu_);
-    active_count_ = static_cast<int64_t>(active.size());
+    active_count_ = gen_->active();
+    waiting_count_ = static_cast<int64_t>(running.size()) - active_count_;
   }
-  for (auto& s : active) finish(*s, "cancelled");
+  for (auto& [id, s] : running) finish(*s, "cancelled");
   std::lock_guard<std::mutex> lk(mu_);
   for (auto& s : pending_) finish(*s, "cancelled");
   pending_.clear();
-  active_count_ = 0;
+  active_count_ = waiting_count_ = 0;
 }
 
 EngineStats Engine::stats() const {
@@ -293,7 +280,7 @@ EngineStats Engine::stats() const {
   }
   std::lock_guard<std::mutex> lk(mu_);
   s.active = active_count_;
-  s.queued = static_cast<int64_t>(pending_.size());
+  s.queued = static_cast<int64_t>(pending_.size()) + waiting_count_;
   return s;
 }
 

@@ -1,9 +1,9 @@
 #pragma once
 // The serving engine: one loaded model, a registry of S0 state sets chosen per sequence,
-// and a scheduler thread that batches the decode steps of every active sequence whatever
-// its state set (continuous batching). A state set only decides how a sequence's cache
-// starts (CausalLM::new_cache); after that every sequence is decoded the same way.
-// Torch-free header (the HTTP layer includes it).
+// and a scheduler thread that drives the decode engine (generate/engine.h: admission,
+// prefill, one batched decode step over every active sequence whatever its state set,
+// sampling, stop strings, text). This file only adds threads, the registry, limits and
+// statistics. Torch-free header (the HTTP layer includes it).
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -21,9 +21,16 @@
 
 namespace s0::models {
 class CausalLM;
+class Adapter;
 }
 namespace s0::adapters {
 struct StateSet;
+}
+namespace s0::text {
+class Tokenizer;
+}
+namespace s0::generate {
+class Engine;
 }
 
 namespace s0::serve {
@@ -41,14 +48,15 @@ struct SeqStream {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<int64_t> tokens;  // produced, not yet taken
+  std::string text;            // released text (stop strings applied), not yet taken
   bool done = false;
-  std::string finish_reason;  // "eos" | "length" | "cancelled" | "error"
+  std::string finish_reason;  // "eos" | "stop" | "length" | "cancelled" | "error"
   std::string error;
   std::atomic<bool> cancel{false};
 
-  // Waits up to `timeout_ms` for tokens or the end; moves the tokens out. Returns true
-  // when the sequence is finished (and every token has been taken).
-  bool take(std::vector<int64_t>& out, int timeout_ms);
+  // Waits up to `timeout_ms` for tokens or the end; moves the tokens and text out. Returns
+  // true when the sequence is finished (and everything has been taken).
+  bool take(std::vector<int64_t>& out, std::string& text_out, int timeout_ms);
 };
 
 struct SeqRequest {
@@ -58,6 +66,7 @@ struct SeqRequest {
   generate::SamplingParams sampling;
   int64_t max_tokens = 16;
   bool ignore_eos = false;  // generate exactly max_tokens (benchmarks)
+  std::vector<std::string> stop_strings;  // need the engine's tokenizer
 };
 
 // A loaded state set as listed by the registry.
@@ -82,7 +91,8 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(std::shared_ptr<models::CausalLM> model, EngineLimits limits = {});
+  // With a tokenizer the streams carry text and requests may have stop strings.
+  Engine(std::shared_ptr<models::CausalLM> model, EngineLimits limits = {}, const text::Tokenizer* tok = nullptr);
   ~Engine();  // stops the scheduler; unfinished sequences end as "cancelled"
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -108,25 +118,26 @@ class Engine {
  private:
   struct Seq;
   void loop();
-  void admit(std::vector<std::unique_ptr<Seq>>& fresh);
-  bool emit(Seq& s, int64_t token);  // true while the sequence goes on
   void finish(Seq& s, const std::string& reason, const std::string& error = "");
 
   std::shared_ptr<models::CausalLM> model_;
   EngineLimits limits_;
-  std::vector<int64_t> eos_;
+  const text::Tokenizer* tok_;
+  std::unique_ptr<generate::Engine> gen_;  // used by the scheduler thread only
 
   mutable std::mutex sets_mu_;
   struct Entry {
     std::shared_ptr<const adapters::StateSet> set;
+    std::shared_ptr<const models::Adapter> adapter;  // at the set's own alpha
     StateSetInfo info;
   };
   std::map<std::string, Entry> sets_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<Seq>> pending_;
-  int64_t active_count_ = 0;
+  std::deque<std::unique_ptr<Seq>> pending_;  // submitted, not yet handed to gen_
+  int64_t active_count_ = 0;                  // decoding in gen_
+  int64_t waiting_count_ = 0;                 // handed to gen_, not yet decoding
   bool stopping_ = false;
 
   // Statistics (under stats_mu_).

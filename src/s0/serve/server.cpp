@@ -115,62 +115,6 @@ std::optional<bool> get_bool(const json& body, const char* name) {
   return v->get<bool>();
 }
 
-// Text assembled from generated tokens: complete UTF-8 only (StreamDecoder), cut before the
-// first stop string, and holding back any tail that may still become a stop string, so the
-// streamed pieces concatenate to exactly the non-streamed text.
-class TextAssembler {
- public:
-  TextAssembler(const text::Tokenizer& tok, std::vector<std::string> stops)
-      : dec_(tok, /*skip_special_tokens=*/true), stops_(std::move(stops)) {}
-
-  std::string push(int64_t id) {
-    if (stopped_) return "";
-    text_ += dec_.push(id);
-    return release(false);
-  }
-  std::string finish() {
-    if (stopped_) return "";
-    text_ += dec_.flush();
-    return release(true);
-  }
-  bool stopped() const { return stopped_; }
-  const std::string& text() const { return text_; }
-
- private:
-  std::string release(bool final) {
-    size_t cut = std::string::npos;
-    for (const auto& s : stops_) {
-      const size_t from = emitted_ >= s.size() ? emitted_ - s.size() + 1 : 0;
-      const size_t p = text_.find(s, from);
-      if (p != std::string::npos) cut = std::min(cut, p);
-    }
-    if (cut != std::string::npos) {
-      stopped_ = true;
-      text_.resize(std::max(cut, emitted_));
-    }
-    size_t upto = text_.size();
-    if (!final && !stopped_) {
-      size_t hold = 0;
-      for (const auto& s : stops_)
-        for (size_t k = std::min(s.size() - 1, text_.size()); k > hold; --k)
-          if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
-            hold = k;
-            break;
-          }
-      upto = std::max(emitted_, text_.size() - hold);
-    }
-    std::string out = text_.substr(emitted_, upto - emitted_);
-    emitted_ = upto;
-    return out;
-  }
-
-  text::StreamDecoder dec_;
-  std::vector<std::string> stops_;
-  std::string text_;
-  size_t emitted_ = 0;
-  bool stopped_ = false;
-};
-
 // One parsed generation request (either endpoint).
 struct Job {
   bool chat = false, stream = false, include_usage = false;
@@ -341,6 +285,7 @@ void Server::Impl::run_job(Job job, httplib::Response& res) {
     for (int i = 0; i < job.n; ++i) {
       SeqRequest r = job.seq;
       r.sampling.seed += static_cast<uint64_t>(i);
+      r.stop_strings = job.stops;
       streams.push_back(engine->submit(r));
     }
   } catch (const BusyError& e) {
@@ -355,16 +300,13 @@ void Server::Impl::run_job(Job job, httplib::Response& res) {
 
   struct Choice {
     std::shared_ptr<SeqStream> stream;
-    std::unique_ptr<TextAssembler> text;
+    std::string text;  // assembled by the decode engine (stop strings applied)
     std::vector<int64_t> ids;
     bool finished = false, started = false;
     std::string finish_reason, error;
   };
   auto choices = std::make_shared<std::vector<Choice>>(job.n);
-  for (int i = 0; i < job.n; ++i) {
-    (*choices)[i].stream = streams[i];
-    (*choices)[i].text = std::make_unique<TextAssembler>(*tok, job.stops);
-  }
+  for (int i = 0; i < job.n; ++i) (*choices)[i].stream = streams[i];
   const std::string id = random_id(job.chat ? "chatcmpl-" : "cmpl-");
   const int64_t created = unix_time();
   const int64_t prompt_tokens = static_cast<int64_t>(job.seq.prompt.size());
@@ -407,23 +349,15 @@ void Server::Impl::run_job(Job job, httplib::Response& res) {
         Choice& c = (*choices)[i];
         if (c.finished) continue;
         std::vector<int64_t> toks;
-        const bool done = c.stream->take(toks, choices->size() == 1 ? 100 : 10);
         std::string piece;
-        for (int64_t t : toks) {
-          c.ids.push_back(t);
-          piece += c.text->push(t);
-          if (c.text->stopped()) break;
-        }
-        if (c.text->stopped()) {
-          c.stream->cancel = true;
-          c.finished = true;
-          c.finish_reason = "stop";
-        } else if (done) {
-          piece += c.text->finish();
+        const bool done = c.stream->take(toks, piece, choices->size() == 1 ? 100 : 10);
+        c.ids.insert(c.ids.end(), toks.begin(), toks.end());
+        c.text += piece;
+        if (done) {
           c.finished = true;
           std::lock_guard<std::mutex> lk(c.stream->mu);
           const std::string& r = c.stream->finish_reason;
-          c.finish_reason = r == "eos" ? "stop" : r;
+          c.finish_reason = r == "eos" ? "stop" : r;  // OpenAI: a stop string or the end of turn
           c.error = c.stream->error;
         }
         if (c.finished) --open;
@@ -476,9 +410,9 @@ void Server::Impl::run_job(Job job, httplib::Response& res) {
         const Choice& c = (*choices)[i];
         json j = {{"index", i}, {"finish_reason", c.finish_reason}, {"token_ids", c.ids}};
         if (job.chat)
-          j["message"] = {{"role", "assistant"}, {"content", c.text->text()}};
+          j["message"] = {{"role", "assistant"}, {"content", c.text}};
         else
-          j["text"] = c.text->text(), j["logprobs"] = nullptr;
+          j["text"] = c.text, j["logprobs"] = nullptr;
         arr.push_back(j);
       }
       out["choices"] = arr;
@@ -695,7 +629,7 @@ Server::Server(const ServerOptions& opt, std::shared_ptr<models::CausalLM> model
   } catch (const std::exception& e) {
     impl_->chat_error = e.what();
   }
-  impl_->engine = std::make_unique<Engine>(model, opt.limits);
+  impl_->engine = std::make_unique<Engine>(model, opt.limits, impl_->tok.get());
   for (const auto& [name, dir] : opt.states) impl_->engine->load_state_set(name, dir);
   impl_->routes();
 }

@@ -58,7 +58,8 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
       if (id < 0 || id >= model.vocab_size())
         throw Error("training example: token id " + std::to_string(id) + " out of range [0, " +
                     std::to_string(model.vocab_size()) + ")");
-    models::Cache cache = model.new_cache(1, &states);
+    models::Cache cache = model.new_cache(1, &states);  // the adapter door
+    const models::Adapter* adapter = cache.adapter.get();
     Tensor h = model.embed(ids);
     for (int64_t l = 0; l < N; ++l) {
       inputs[l] = h;
@@ -66,7 +67,7 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
         Tensor core;
         {
           nn::LinearTapeScope rec(tp, Mode::kRecord);
-          core = model.mixer_core(l, h, cache.layers[l], 0);
+          core = model.mixer_core(l, h, cache.layers[l], 0, adapter);
         }
         mids[l] = h + nn::linear(core, model.mixer_out_weight(l));
         {
@@ -76,7 +77,7 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
         h = mids[l] + nn::linear(core, model.mlp_down_weight(l));
       } else {
         nn::LinearTapeScope rec(tp, Mode::kRecord);
-        h = model.layer(l, h, cache.layers[l], 0);
+        h = model.layer(l, h, cache.layers[l], 0, adapter);
       }
     }
     inputs[N] = h;
@@ -102,14 +103,17 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
     Tensor x = inputs[l].detach().requires_grad_(l > 0);
     std::vector<Tensor> wrt;
     if (l > 0) wrt.push_back(x);
-    models::LayerCache c;
+    // The layer's state as a fresh autograd leaf, entering through the adapter door.
     Tensor s_leaf;
+    models::StateMap leaf;
     auto it = states.find(l);
     if (it != states.end()) {
       s_leaf = it->second.detach().to(sdt).requires_grad_(true);
-      c.state = s_leaf.unsqueeze(0).clone();
+      leaf[l] = s_leaf;
       wrt.push_back(s_leaf);
     }
+    const models::InitialStates leaf_adapter(std::move(leaf));
+    models::LayerCache c = model.new_layer_cache(l, 1, &leaf_adapter);
     if (wrt.empty()) break;  // layer 0 without a state: nothing left to differentiate
     RECORD_FUNCTION("s0::layer_recompute_backward", std::vector<c10::IValue>());
     nn::LinearTapeScope replay(tp, Mode::kReplay);
@@ -118,11 +122,11 @@ LossAndGrad completion_loss_and_grad(models::CausalLM& model, const Example& ex,
       Tensor xm = mids[l].detach().requires_grad_(true);
       Tensor act = model.mlp_core(l, xm);
       Tensor dx = g + torch::autograd::grad({act}, {xm}, {at::matmul(g, model.mlp_down_weight(l))})[0];
-      Tensor core = model.mixer_core(l, x, c, 0);
+      Tensor core = model.mixer_core(l, x, c, 0, &leaf_adapter);
       gr = torch::autograd::grad({core}, wrt, {at::matmul(dx, model.mixer_out_weight(l))});
       if (l > 0) gr[0] = gr[0] + dx;  // the residual path
     } else {
-      gr = torch::autograd::grad({model.layer(l, x, c, 0)}, wrt, {g});
+      gr = torch::autograd::grad({model.layer(l, x, c, 0, &leaf_adapter)}, wrt, {g});
     }
     size_t k = 0;
     if (l > 0) g = gr[k++];

@@ -141,13 +141,14 @@ adapters::StateSet Trainer::train(const std::string& out_dir, bool resume,
       if (cfg_.recompute) {
         // Gradients w.r.t. the injected states, chained through the alpha scale.
         for (size_t i = 0; i < order.size(); ++i)
-          inj[order[i]] = cfg_.alpha_in_training ? S_.at(order[i]) * a : S_.at(order[i]);
+          inj[order[i]] = cfg_.alpha_in_training ? adapters::scale_state(S_.at(order[i]), a, false) : S_.at(order[i]);
         auto r = completion_loss_and_grad(model_, ex, inj, cfg_.keep_projections);
         const double chain = (cfg_.alpha_in_training ? a : 1.0) / N;
         for (size_t i = 0; i < order.size(); ++i) grads[i].add_(r.grads.at(order[i]), chain);
         loss_sum += r.loss / N;
       } else {
-        for (size_t i = 0; i < order.size(); ++i) inj[order[i]] = cfg_.alpha_in_training ? leaves[i] * a : leaves[i];
+        for (size_t i = 0; i < order.size(); ++i)
+          inj[order[i]] = cfg_.alpha_in_training ? adapters::scale_state(leaves[i], a, false) : leaves[i];
         Tensor loss = completion_loss(model_, ex, &inj) / N;
         auto g = torch::autograd::grad({loss}, leaves);
         for (size_t i = 0; i < g.size(); ++i) grads[i].add_(g[i]);
