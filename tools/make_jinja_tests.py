@@ -97,7 +97,7 @@ RENDERS = {
         ("{{ 1 + 2 if false else 10 }} {{ 'x' ~ 'y' if true }}", {}),
         ("{{ d.a }} {{ d['a'] }} {{ d.b.c }} {{ d['b']['c'] }} {{ xs.1 }} {{ xs[-1] }} {{ xs[0] }}",
          {"d": {"a": 1, "b": {"c": 2}}, "xs": [5, 6, 7]}),
-        ("{{ d['items'] }} {{ d.items() is callable }}", {"d": {"items": "value"}}),
+        ("{{ d['items'] }} {{ d.items()|list }}", {"d": {"items": "value"}}),
         ("[{{ d.missing }}] [{{ xs[10] }}] [{{ n.attr }}] {{ d.missing is defined }}",
          {"d": {}, "xs": [1], "n": None}),
         ("{{ 'héllo'[1] }}{{ 'héllo'[-1] }}", {}),
@@ -109,6 +109,7 @@ RENDERS = {
         ("{{ xs[10:] }} {{ xs[-10:2] }} {{ xs[2:1] }} {{ xs[:100] }} {{ xs[-100:-50] }}", {"xs": [1, 2, 3, 4]}),
         ("{{ xs[none:2] }} {{ xs[1:none] }} {{ xs[::none] }}", {"xs": [1, 2, 3, 4]}),
         ("{{ s[1:3] }}|{{ s[::-1] }}|{{ s[-3:] }}|{{ s[5:] }}", {"s": "añb日c"}),
+        ("{{ (1, 2, 3)[1:] }} {{ (1, 2)[::-1] }} {{ (1,)[:0] }} {{ [(1, 2)][0][1:] }}", {}),
     ],
     # Statements: if/elif/else, set, set blocks, namespaces, scoping.
     "kStatements": [
@@ -185,6 +186,7 @@ RENDERS = {
         ("{{ 1 is eq 1 }}{{ 1 is equalto 2 }}{{ 1 is ne 2 }}{{ 1 is lt 2 }}{{ 2 is le 2 }}{{ 3 is gt 2 }}"
          "{{ 2 is ge 3 }}{{ 1 is lessthan 2 }}{{ 1 is greaterthan 2 }}", {}),
         ("{{ 2 is in xs }}{{ 'a' is in 'cat' }}{{ 'k' is in d }}{{ 3 is not in(xs) }}", {"xs": [1, 2], "d": {"k": 1}}),
+        ("{{ 2 is in [1, 2] }}{{ 'k' is in {'k': 1} }}{{ [1] is sameas [1] }}{{ 3 is not in [1] }}", {}),
         ("{{ x is sameas x }}{{ xs is sameas ys }}{{ none is sameas none }}{{ false is sameas false }}"
          "{{ 1 is sameas true }}", {"x": [1], "xs": [1], "ys": [1]}),
         ("{{ 'abc' is lower }}{{ 'aBc' is lower }}{{ 'ABC' is upper }}{{ 'AbC' is upper }}{{ 1 is lower }}", {}),
@@ -205,10 +207,11 @@ RENDERS = {
          {"xs": [1, "a", None], "ms": [{"n": "x"}, {"n": "y"}]}),
         ("{{ u|default('d') }} {{ u|d('d') }} {{ ''|default('d') }} {{ ''|default('d', true) }} {{ 0|default(1, boolean=true) }}"
          " [{{ u|default }}] {{ none|default('d') }}", {}),
-        ("{{ d|items|list|length }} {% for k, v in d|items %}{{ k }}{{ v }}{% endfor %} {{ u|items|list }}", {"d": {"a": 1, "b": 2}}),
+        ("{{ d|items|list }} {% for k, v in d|items %}{{ k }}{{ v }}{% endfor %} {{ u|items|list }}", {"d": {"a": 1, "b": 2}}),
         ("{{ 'ab'|list }} {{ d|list }} {{ xs|list }}", {"d": {"k": 1, "j": 2}, "xs": [1]}),
         ("{{ 'a-b-c'|replace('-', '+') }} {{ 'a-b-c'|replace('-', '', 1) }} {{ 'ab'|replace('', '.') }}", {}),
-        ("{{ '42'|int + 1 }} {{ ' 7 '|int }} {{ 3.9|int }} {{ -3.9|int }} {{ 'x'|int }} {{ 'x'|int(5) }} {{ true|int }}", {}),
+        ("{{ '42'|int + 1 }} {{ ' 7 '|int }} {{ 3.9|int }} {{ -3.9|int }} {{ 'x'|int }} {{ 'x'|int(5) }} {{ true|int }}"
+         " {{ '1.5'|int }} {{ ' -2.7 '|int }} {{ '1e3'|int }} {{ 'nan'|int(7) }}", {}),
         ("{{ '1.5'|float }} {{ 2|float }} {{ 'x'|float }} {{ ' 2.5 '|float }}", {}),
         ("{{ -3|abs }} {{ -2.5|abs }} {{ 4|abs }}", {}),
         ("{{ '<b>'|safe }} {{ xs|reverse|list }} {{ 'añb'|reverse }}", {"xs": [1, 2, 3]}),
@@ -230,7 +233,7 @@ RENDERS = {
         ("[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}][{{ 'xxaxx'.strip('x') }}][{{ 'abc'.strip('ca') }}]",
          {"s": " \t a b \n"}),
         ("{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a,b,c'.split(',', 1) }} {{ 'a,b,c'.rsplit(',', 1) }}"
-         " {{ 'a b c'.split(none, 1) }} {{ 'a b c'.rsplit(none, 1) }}", {}),
+         " {{ ' a b c '.split(none, 1) }} {{ ' a b c '.rsplit(none, 1) }} {{ ' a  b '.split(none, 5) }}", {}),
         ("{{ 'abc'.startswith('ab') }} {{ 'abc'.startswith(('x', 'a')) }} {{ 'abc'.endswith('bc') }} {{ 'abc'.endswith('x') }}",
          {}),
         ("{{ 'AbÉ'.upper() }} {{ 'AbÉ'.lower() }} {{ 'straße'.upper() }} {{ 'ΣΑΣ'.lower() }}", {}),
@@ -238,7 +241,7 @@ RENDERS = {
          " {{ 'aaa'.count('a') }} {{ 'aaaa'.count('aa') }} {{ 'ab'.count('') }}", {}),
         ("{{ d.keys()|list }} {{ d.values()|list }} {{ d.get('a') }} {{ d.get('z') }} {{ d.get('z', 'dflt') }}",
          {"d": {"a": 1, "b": 2}}),
-        ("{% for k, v in d.items() %}{{ k }}{{ v }}{% endfor %} {{ d.items()|list|length }}", {"d": {"a": [1], "b": None}}),
+        ("{% for k, v in d.items() %}{{ k }}{{ v }}{% endfor %} {{ d.items()|list }}", {"d": {"a": [1], "b": None}}),
         ("[{{ 's'.nosuchmethod }}] {{ 's'.nosuchmethod is defined }}", {}),
     ],
     # Printing values as Python's str() and repr() do.

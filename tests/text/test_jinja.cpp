@@ -135,9 +135,9 @@ const RenderCase kExpressions[] = {
     {"{{ d.a }} {{ d['a'] }} {{ d.b.c }} {{ d['b']['c'] }} {{ xs.1 }} {{ xs[-1] }} {{ xs[0] }}",
      "{\"d\": {\"a\": 1, \"b\": {\"c\": 2}}, \"xs\": [5, 6, 7]}",
      "1 1 2 2 6 7 5"},
-    {"{{ d['items'] }} {{ d.items() is callable }}",
+    {"{{ d['items'] }} {{ d.items()|list }}",
      "{\"d\": {\"items\": \"value\"}}",
-     "value False"},
+     "value [('items', 'value')]"},
     {"[{{ d.missing }}] [{{ xs[10] }}] [{{ n.attr }}] {{ d.missing is defined }}",
      "{\"d\": {}, \"xs\": [1], \"n\": null}",
      "[] [] [] False"},
@@ -158,6 +158,9 @@ const RenderCase kSlicing[] = {
      "{\"xs\": [1, 2, 3, 4]}",
      "[1, 2] [2, 3, 4] [1, 2, 3, 4]"},
     {"{{ s[1:3] }}|{{ s[::-1] }}|{{ s[-3:] }}|{{ s[5:] }}", "{\"s\": \"añb日c\"}", "ñb|c日bña|b日c|"},
+    {"{{ (1, 2, 3)[1:] }} {{ (1, 2)[::-1] }} {{ (1,)[:0] }} {{ [(1, 2)][0][1:] }}",
+     "{}",
+     "(2, 3) (2, 1) () (2,)"},
 };
 
 const RenderCase kStatements[] = {
@@ -290,6 +293,9 @@ const RenderCase kTests[] = {
     {"{{ 2 is in xs }}{{ 'a' is in 'cat' }}{{ 'k' is in d }}{{ 3 is not in(xs) }}",
      "{\"xs\": [1, 2], \"d\": {\"k\": 1}}",
      "TrueTrueTrueTrue"},
+    {"{{ 2 is in [1, 2] }}{{ 'k' is in {'k': 1} }}{{ [1] is sameas [1] }}{{ 3 is not in [1] }}",
+     "{}",
+     "TrueTrueFalseTrue"},
     {"{{ x is sameas x }}{{ xs is sameas ys }}{{ none is sameas none }}{{ false is sameas false }}{{ 1 is sameas true }}",
      "{\"x\": [1], \"xs\": [1], \"ys\": [1]}",
      "TrueFalseTrueTrueFalse"},
@@ -329,18 +335,18 @@ const RenderCase kFilters[] = {
     {"{{ u|default('d') }} {{ u|d('d') }} {{ ''|default('d') }} {{ ''|default('d', true) }} {{ 0|default(1, boolean=true) }} [{{ u|default }}] {{ none|default('d') }}",
      "{}",
      "d d  d 1 [] None"},
-    {"{{ d|items|list|length }} {% for k, v in d|items %}{{ k }}{{ v }}{% endfor %} {{ u|items|list }}",
+    {"{{ d|items|list }} {% for k, v in d|items %}{{ k }}{{ v }}{% endfor %} {{ u|items|list }}",
      "{\"d\": {\"a\": 1, \"b\": 2}}",
-     "2 a1b2 []"},
+     "[('a', 1), ('b', 2)] a1b2 []"},
     {"{{ 'ab'|list }} {{ d|list }} {{ xs|list }}",
      "{\"d\": {\"k\": 1, \"j\": 2}, \"xs\": [1]}",
      "['a', 'b'] ['k', 'j'] [1]"},
     {"{{ 'a-b-c'|replace('-', '+') }} {{ 'a-b-c'|replace('-', '', 1) }} {{ 'ab'|replace('', '.') }}",
      "{}",
      "a+b+c ab-c .a.b."},
-    {"{{ '42'|int + 1 }} {{ ' 7 '|int }} {{ 3.9|int }} {{ -3.9|int }} {{ 'x'|int }} {{ 'x'|int(5) }} {{ true|int }}",
+    {"{{ '42'|int + 1 }} {{ ' 7 '|int }} {{ 3.9|int }} {{ -3.9|int }} {{ 'x'|int }} {{ 'x'|int(5) }} {{ true|int }} {{ '1.5'|int }} {{ ' -2.7 '|int }} {{ '1e3'|int }} {{ 'nan'|int(7) }}",
      "{}",
-     "43 7 3 -3 0 5 1"},
+     "43 7 3 -3 0 5 1 1 -2 1000 7"},
     {"{{ '1.5'|float }} {{ 2|float }} {{ 'x'|float }} {{ ' 2.5 '|float }}",
      "{}",
      "1.5 2.0 0.0 2.5"},
@@ -372,9 +378,9 @@ const RenderCase kMethods[] = {
     {"[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}][{{ 'xxaxx'.strip('x') }}][{{ 'abc'.strip('ca') }}]",
      "{\"s\": \" \\t a b \\n\"}",
      "[a b][a b \n][ \t a b][a][b]"},
-    {"{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a,b,c'.split(',', 1) }} {{ 'a,b,c'.rsplit(',', 1) }} {{ 'a b c'.split(none, 1) }} {{ 'a b c'.rsplit(none, 1) }}",
+    {"{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a,b,c'.split(',', 1) }} {{ 'a,b,c'.rsplit(',', 1) }} {{ ' a b c '.split(none, 1) }} {{ ' a b c '.rsplit(none, 1) }} {{ ' a  b '.split(none, 5) }}",
      "{}",
-     "['a', 'b', '', 'c'] ['a', 'b'] ['a', 'b,c'] ['a,b', 'c'] ['a', 'b c'] ['a b', 'c']"},
+     "['a', 'b', '', 'c'] ['a', 'b'] ['a', 'b,c'] ['a,b', 'c'] ['a', 'b c '] [' a b', 'c'] ['a', 'b']"},
     {"{{ 'abc'.startswith('ab') }} {{ 'abc'.startswith(('x', 'a')) }} {{ 'abc'.endswith('bc') }} {{ 'abc'.endswith('x') }}",
      "{}",
      "True True True False"},
@@ -387,9 +393,9 @@ const RenderCase kMethods[] = {
     {"{{ d.keys()|list }} {{ d.values()|list }} {{ d.get('a') }} {{ d.get('z') }} {{ d.get('z', 'dflt') }}",
      "{\"d\": {\"a\": 1, \"b\": 2}}",
      "['a', 'b'] [1, 2] 1 None dflt"},
-    {"{% for k, v in d.items() %}{{ k }}{{ v }}{% endfor %} {{ d.items()|list|length }}",
+    {"{% for k, v in d.items() %}{{ k }}{{ v }}{% endfor %} {{ d.items()|list }}",
      "{\"d\": {\"a\": [1], \"b\": null}}",
-     "a[1]bNone 2"},
+     "a[1]bNone [('a', [1]), ('b', None)]"},
     {"[{{ 's'.nosuchmethod }}] {{ 's'.nosuchmethod is defined }}", "{}", "[] False"},
 };
 
@@ -650,7 +656,9 @@ void check_errors(const ErrorCase (&cases)[N]) {
     const std::string msg = error_of(c.source, c.context);
     EXPECT_EQ(msg.rfind(std::string("chat template ") + kName + ": line ", 0), 0u) << msg;
     EXPECT_NE(msg.find(c.what), std::string::npos) << msg;
-    if (c.what2) EXPECT_NE(msg.find(c.what2), std::string::npos) << msg;
+    if (c.what2) {
+      EXPECT_NE(msg.find(c.what2), std::string::npos) << msg;
+    }
   }
 }
 

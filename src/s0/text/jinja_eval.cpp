@@ -500,7 +500,9 @@ Value Renderer::slice(const Value& obj, std::optional<int64_t> start, std::optio
   if (obj.t == Value::T::List) {
     List l;
     for (int64_t k : idx) l.push_back((*obj.list)[k]);
-    return Value::make_list(std::move(l));
+    Value v = Value::make_list(std::move(l));
+    v.tuple = obj.tuple;  // a slice of a tuple is a tuple
+    return v;
   }
   std::string out;
   for (int64_t k : idx) append_utf8(out, cps[k]);

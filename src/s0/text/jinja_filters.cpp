@@ -167,7 +167,11 @@ Value Renderer::dict_method(const Value& obj, const std::string& name, int /*lin
   if (name == "items")
     return Value::func("items", [d](Call&) {
       List l;
-      for (auto& kv : *d) l.push_back(Value::make_list({Value::str(kv.first), kv.second}));
+      for (auto& kv : *d) {
+        Value pair = Value::make_list({Value::str(kv.first), kv.second});
+        pair.tuple = true;  // Python's dict.items() yields (key, value) tuples
+        l.push_back(std::move(pair));
+      }
       return Value::make_list(std::move(l));
     });
   if (name == "keys")
@@ -232,9 +236,7 @@ Value Renderer::str_method(const Value& obj, const std::string& name, int line) 
             while (k < cps.size() && py_isspace(cps[k])) ++k;
             if (k >= cps.size()) break;
             if (maxsplit >= 0 && static_cast<int64_t>(words.size()) == maxsplit) {
-              size_t e = cps.size();
-              while (e > k && py_isspace(cps[e - 1])) --e;
-              words.emplace_back(k, e);
+              words.emplace_back(k, cps.size());  // the rest, trailing whitespace included
               break;
             }
             size_t b = k;
@@ -247,9 +249,7 @@ Value Renderer::str_method(const Value& obj, const std::string& name, int line) 
             while (k > 0 && py_isspace(cps[k - 1])) --k;
             if (k == 0) break;
             if (maxsplit >= 0 && static_cast<int64_t>(words.size()) == maxsplit) {
-              size_t b = 0;
-              while (b < k && py_isspace(cps[b])) ++b;
-              words.emplace_back(b, k);
+              words.emplace_back(0, k);  // the rest, leading whitespace included
               break;
             }
             size_t e = k;
@@ -422,11 +422,20 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
     if (v.t == Value::T::Float) return Value::integer(static_cast<int64_t>(v.f));
     if (v.is_num()) return Value::integer(v.as_int());
     if (v.t == Value::T::Str) {
+      // Jinja2: int(s), else int(float(s)) ('1.5' -> 1).
+      std::string s = py_strip(v.s, nullptr, true, true);
       try {
         size_t k = 0;
-        std::string s = py_strip(v.s, nullptr, true, true);
         int64_t x = std::stoll(s, &k);
         if (k == s.size()) return Value::integer(x);
+      } catch (...) {
+      }
+      try {
+        size_t k = 0;
+        double x = std::stod(s, &k);
+        // (Not hex floats, nan or inf, which std::stod reads and Python's int(float()) refuses.)
+        if (k == s.size() && s.find_first_of("xXnN") == std::string::npos && std::fabs(x) < 9.2e18)
+          return Value::integer(static_cast<int64_t>(x));
       } catch (...) {
       }
     }

@@ -531,11 +531,11 @@ class Parser {
         if (is_op("(")) {
           parse_call_args(*n);
         } else if (peek().kind == Tok::Str || peek().kind == Tok::Int ||
-                   peek().kind == Tok::Float ||
+                   peek().kind == Tok::Float || is_op("[") || is_op("{") ||
                    (peek().kind == Tok::Name && !is_name("and") && !is_name("or") &&
                     !is_name("else") && !is_name("if") && !is_name("is") && !is_name("in") &&
                     !is_name("not"))) {
-          n->args.push_back(parse_primary());  // `is divisibleby 3`, `is sameas false`
+          n->args.push_back(parse_primary());  // `is divisibleby 3`, `is sameas false`, `is in [1, 2]`
           n->args.back() = parse_postfix(std::move(n->args.back()));
         }
         e = std::move(n);
