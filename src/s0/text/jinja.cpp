@@ -41,7 +41,12 @@ std::string Template::render(const nlohmann::ordered_json& context) const {
   install_globals(*globals, r);
   auto top = std::make_shared<Frame>();
   top->parent = globals;
-  for (auto it = context.begin(); it != context.end(); ++it) top->vars[it.key()] = from_json(it.value());
+  try {
+    for (auto it = context.begin(); it != context.end(); ++it)
+      top->vars[it.key()] = from_json(it.value());
+  } catch (const Error& e) {
+    throw Error("chat template " + impl_->name + ": " + e.what());
+  }
   std::string out;
   r.exec(impl_->body, top, out);
   return out;

@@ -46,6 +46,7 @@ struct Expr {
   std::vector<std::pair<std::string, ExprP>> kwargs;
   std::vector<std::string> ops;     // Compare operators
   bool negated = false;             // Test: `is not`
+  int height = 1;                   // 1 + the deepest child's height
 };
 
 struct Stmt;
@@ -66,7 +67,11 @@ struct Stmt {
   std::vector<std::pair<std::string, ExprP>> params;  // Macro
 };
 
-// The template's statements. Unsupported statements, filters and tests are rejected here.
+// The template's statements. Unsupported statements, filters and tests are rejected here,
+// and so is nesting deeper than kMaxDepth (blocks in blocks, expressions in expressions,
+// `a + b + c` is two deep): the evaluator recurses that deep. (Python Jinja2 reaches its
+// recursion limit near 100 nested parentheses.)
+constexpr int kMaxDepth = 256;
 Body parse(std::vector<Token> tokens, const std::string& name);
 
 // The filter and test names the parser accepts (jinja_filters.cpp); it rejects any other.

@@ -18,6 +18,9 @@ namespace {
 
 int64_t norm_index(int64_t idx, int64_t n) { return idx < 0 ? idx + n : idx; }
 
+// String and list repetition beyond this many bytes/items is refused (Python: MemoryError).
+constexpr int64_t kMaxRepeat = int64_t{1} << 28;
+
 }  // namespace
 
 [[noreturn]] void Renderer::fail(int line, const std::string& msg) const {
@@ -247,7 +250,9 @@ Value Renderer::eval(const Expr& e, const FrameP& fr) {
       Value v = eval(*e.args[0], fr);
       if (!v.is_num()) fail(e.line, std::string("bad operand type for unary ") + (e.k == Expr::K::Neg ? "-" : "+") + ": '" + type_name(v) + "'");
       if (e.k == Expr::K::Pos) return v.t == Value::T::Bool ? Value::integer(v.as_int()) : v;
-      return v.t == Value::T::Float ? Value::real(-v.f) : Value::integer(-v.as_int());
+      if (v.t == Value::T::Float) return Value::real(-v.f);
+      if (v.as_int() == INT64_MIN) int_overflow(e.line, "-");
+      return Value::integer(-v.as_int());
     }
     case Expr::K::Not: return Value::boolean(!truthy(eval(*e.args[0], fr)));
     case Expr::K::And: {
@@ -288,6 +293,11 @@ Call Renderer::make_call(const Expr& e, const FrameP& fr, size_t skip) {
   for (size_t k = skip; k < e.args.size(); ++k) c.args.push_back(eval(*e.args[k], fr));
   for (auto& kv : e.kwargs) c.kwargs.emplace_back(kv.first, eval(*kv.second, fr));
   return c;
+}
+
+// Python integers are unbounded; s0's are 64-bit and refuse to wrap around.
+[[noreturn]] void Renderer::int_overflow(int line, const std::string& op) const {
+  fail(line, "integer overflow in '" + op + "' (s0 integers are 64-bit)");
 }
 
 [[noreturn]] void Renderer::undefined_error(const Value& v, int line, const std::string& what) const {
@@ -357,6 +367,9 @@ Value Renderer::binary(const std::string& op, const Value& l, const Value& r, in
     const Value* n = s == &l ? &r : &l;
     if (s && (n->t == Value::T::Int || n->t == Value::T::Bool)) {
       int64_t times = std::max<int64_t>(0, n->as_int());
+      const int64_t size = s->t == Value::T::Str ? static_cast<int64_t>(s->s.size())
+                                                 : static_cast<int64_t>(s->list->size());
+      if (size > 0 && times > kMaxRepeat / size) fail(line, "'*': result too large");
       if (s->t == Value::T::Str) {
         std::string x;
         for (int64_t k = 0; k < times; ++k) x += s->s;
@@ -371,9 +384,22 @@ Value Renderer::binary(const std::string& op, const Value& l, const Value& r, in
   bool fl = l.t == Value::T::Float || r.t == Value::T::Float;
   double a = l.as_double(), b = r.as_double();
   int64_t x = l.as_int(), y = r.as_int();
-  if (op == "+") return fl ? Value::real(a + b) : Value::integer(x + y);
-  if (op == "-") return fl ? Value::real(a - b) : Value::integer(x - y);
-  if (op == "*") return fl ? Value::real(a * b) : Value::integer(x * y);
+  int64_t z = 0;
+  if (op == "+") {
+    if (fl) return Value::real(a + b);
+    if (__builtin_add_overflow(x, y, &z)) int_overflow(line, op);
+    return Value::integer(z);
+  }
+  if (op == "-") {
+    if (fl) return Value::real(a - b);
+    if (__builtin_sub_overflow(x, y, &z)) int_overflow(line, op);
+    return Value::integer(z);
+  }
+  if (op == "*") {
+    if (fl) return Value::real(a * b);
+    if (__builtin_mul_overflow(x, y, &z)) int_overflow(line, op);
+    return Value::integer(z);
+  }
   if (op == "/") {
     if (b == 0) fail(line, "division by zero");
     return Value::real(a / b);
@@ -398,14 +424,22 @@ Value Renderer::binary(const std::string& op, const Value& l, const Value& r, in
       }
       return op == "//" ? Value::real(fdiv) : Value::real(mod);
     }
+    if (x == INT64_MIN && y == -1) {  // the quotient overflows (and x / y would trap)
+      if (op == "%") return Value::integer(0);
+      int_overflow(line, op);
+    }
     int64_t q = x / y;
     if ((x % y != 0) && ((x < 0) != (y < 0))) --q;
     return op == "//" ? Value::integer(q) : Value::integer(x - q * y);
   }
   if (op == "**") {
-    if (!fl && y >= 0) {
-      int64_t res = 1;
-      for (int64_t k = 0; k < y; ++k) res *= x;
+    if (a == 0 && b < 0) fail(line, "0.0 cannot be raised to a negative power");
+    if (!fl && y >= 0) {  // by squaring: exact, and quick for any exponent
+      int64_t res = 1, base = x;
+      for (int64_t e = y; e > 0; e >>= 1) {
+        if ((e & 1) && __builtin_mul_overflow(res, base, &res)) int_overflow(line, op);
+        if (e > 1 && __builtin_mul_overflow(base, base, &base)) int_overflow(line, op);
+      }
       return Value::integer(res);
     }
     return Value::real(std::pow(a, b));

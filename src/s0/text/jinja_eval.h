@@ -48,6 +48,7 @@ class Renderer {
   Value eval(const Expr& e, const FrameP& fr);
   Call make_call(const Expr& e, const FrameP& fr, size_t skip);
   [[noreturn]] void undefined_error(const Value& v, int line, const std::string& what) const;
+  [[noreturn]] void int_overflow(int line, const std::string& op) const;
   bool contains(const Value& container, const Value& item, int line);
   bool compare(const std::string& op, const Value& l, const Value& r, int line);
   Value binary(const std::string& op, const Value& l, const Value& r, int line);

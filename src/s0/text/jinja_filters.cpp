@@ -29,6 +29,9 @@ const std::set<std::string> kTests = {
     "equalto", "==", "ne", "!=", "lt", "<", "lessthan", "le", "<=", "gt", ">", "greaterthan",
     "ge", ">=", "in", "sameas", "lower", "upper"};
 
+// Indent widths beyond this (Python would try to allocate them) are refused.
+constexpr int64_t kMaxIndent = 1 << 20;
+
 // Python str.isspace(): bidi class WS/B/S or category Zs.
 bool py_isspace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
@@ -334,6 +337,8 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
   if (f == "string") return Value::str(to_str(v));
   if (f == "tojson") {
     const Value* ind = c.arg(0, "indent");
+    if (ind && ind->t == Value::T::Int && ind->i > kMaxIndent)
+      fail(line, "tojson: indent " + std::to_string(ind->i) + " is too large");
     int indent = ind && ind->t == Value::T::Int ? static_cast<int>(ind->i) : -1;
     const Value* sk = c.kw("sort_keys");
     std::string item_sep = indent >= 0 ? "," : ", ", key_sep = ": ";
@@ -454,7 +459,9 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
   }
   if (f == "abs") {
     if (!v.is_num()) fail(line, "abs: not a number");
-    return v.t == Value::T::Float ? Value::real(std::fabs(v.f)) : Value::integer(std::llabs(v.as_int()));
+    if (v.t == Value::T::Float) return Value::real(std::fabs(v.f));
+    if (v.as_int() == INT64_MIN) fail(line, "integer overflow (abs)");
+    return Value::integer(std::llabs(v.as_int()));
   }
   if (f == "map" || f == "selectattr" || f == "rejectattr" || f == "select" || f == "reject") {
     List in = iterate(v, line), out;
@@ -512,7 +519,10 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
     const Value* w = c.arg(0, "width");
     const Value* first = c.arg(1, "first");
     const Value* blank = c.arg(2, "blank");
-    std::string pad = w ? (w->t == Value::T::Str ? w->s : std::string(w->as_int(), ' ')) : std::string(4, ' ');
+    const int64_t width = w && w->t != Value::T::Str ? w->as_int() : 4;
+    if (width > kMaxIndent) fail(line, "indent: width " + std::to_string(width) + " is too large");
+    std::string pad =
+        w && w->t == Value::T::Str ? w->s : std::string(std::max<int64_t>(width, 0), ' ');
     std::string s = to_str(v), out;
     // Jinja: newline-joined lines; every line but the first is indented unless blank.
     std::vector<std::string> lines;
@@ -572,6 +582,7 @@ bool Renderer::apply_test(const std::string& t, const Value& v, Call& c) {
     if (t == "even") return x % 2 == 0;
     const Value& d = arg0();
     if (d.as_int() == 0) fail(line, "divisibleby 0");
+    if (d.as_int() == -1) return true;  // INT64_MIN % -1 would trap
     return x % d.as_int() == 0;
   }
   if (t == "eq" || t == "equalto" || t == "==") return equal(v, arg0());
@@ -622,9 +633,10 @@ void install_globals(Frame& g, Renderer& r) {
     }
     if (step == 0) r.fail(c.line, "range() step must not be zero");
     List l;
-    for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
+    for (int64_t k = start; step > 0 ? k < stop : k > stop;) {
       l.push_back(Value::integer(k));
       if (l.size() > 100000) r.fail(c.line, "range() too large");
+      if (__builtin_add_overflow(k, step, &k)) break;  // beyond the int64 range is beyond stop
     }
     return Value::make_list(std::move(l));
   });

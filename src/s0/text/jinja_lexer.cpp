@@ -216,6 +216,7 @@ class Lexer {
           v = v * 16 + (std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
         }
         k += n;
+        if (v > 0x10FFFF) fail("illegal Unicode character in string literal");
         append_utf8(out, v);
       };
       switch (e) {

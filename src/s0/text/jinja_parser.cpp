@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
+#include <cstdlib>
 #include <set>
 #include <string>
 #include <utility>
@@ -106,6 +107,7 @@ class Parser {
   }
 
   std::unique_ptr<Stmt> parse_statement() {
+    Nest nest(*this);
     int line = peek().line;
     std::string kw = ident();
     auto s = std::make_unique<Stmt>();
@@ -212,6 +214,30 @@ class Parser {
     return s;
   }
 
+  // Bounds the parser's own recursion (nested expressions and blocks).
+  struct Nest {
+    explicit Nest(Parser& p) : p(p) {
+      if (++p.nest_ > kMaxDepth)
+        p.fail("nested too deeply (more than " + std::to_string(kMaxDepth) + " levels)");
+    }
+    ~Nest() { --p.nest_; }
+    Parser& p;
+  };
+
+  // A node is complete: it is one deeper than its deepest child. Bounds the tree's height (the
+  // evaluator's recursion), which chains such as `a + b + c + ...` grow without recursing here.
+  ExprP done(ExprP e) {
+    int h = 0;
+    for (const auto& a : e->args)
+      if (a) h = std::max(h, a->height);
+    for (const auto& kv : e->kwargs) h = std::max(h, kv.second->height);
+    e->height = h + 1;
+    if (e->height > kMaxDepth)
+      fail("expression nested too deeply (more than " + std::to_string(kMaxDepth) + " levels)",
+           e->line);
+    return e;
+  }
+
   ExprP node(Expr::K k, int line) {
     auto e = std::make_unique<Expr>();
     e->k = k;
@@ -222,6 +248,7 @@ class Parser {
   ExprP parse_expr() { return parse_or_cond(true); }
 
   ExprP parse_or_cond(bool with_cond) {
+    Nest nest(*this);
     ExprP e = parse_or();
     if (with_cond) {
       while (is_name("if")) {
@@ -234,7 +261,7 @@ class Parser {
           ++p_;
           c->args.push_back(parse_or_cond(true));
         }
-        e = std::move(c);
+        e = done(std::move(c));
       }
     }
     return e;
@@ -246,7 +273,7 @@ class Parser {
       auto n = node(Expr::K::Or, line);
       n->args.push_back(std::move(e));
       n->args.push_back(parse_and());
-      e = std::move(n);
+      e = done(std::move(n));
     }
     return e;
   }
@@ -257,7 +284,7 @@ class Parser {
       auto n = node(Expr::K::And, line);
       n->args.push_back(std::move(e));
       n->args.push_back(parse_not());
-      e = std::move(n);
+      e = done(std::move(n));
     }
     return e;
   }
@@ -265,8 +292,9 @@ class Parser {
     if (is_name("not")) {
       int line = next().line;
       auto n = node(Expr::K::Not, line);
+      Nest nest(*this);
       n->args.push_back(parse_not());
-      return n;
+      return done(std::move(n));
     }
     return parse_compare();
   }
@@ -296,14 +324,14 @@ class Parser {
       cmp->ops.push_back(op);
       cmp->args.push_back(parse_math1());
     }
-    return cmp ? std::move(cmp) : std::move(e);
+    return cmp ? done(std::move(cmp)) : std::move(e);
   }
   ExprP binary(const std::string& op, ExprP l, ExprP r, int line) {
     auto n = node(Expr::K::Binary, line);
     n->name = op;
     n->args.push_back(std::move(l));
     n->args.push_back(std::move(r));
-    return n;
+    return done(std::move(n));
   }
   ExprP parse_math1() {
     ExprP e = parse_concat();
@@ -322,7 +350,7 @@ class Parser {
       ++p_;
       n->args.push_back(parse_math2());
     }
-    return n;
+    return done(std::move(n));
   }
   ExprP parse_math2() {
     ExprP e = parse_pow();
@@ -345,7 +373,9 @@ class Parser {
     if (is_op("-") || is_op("+")) {
       Token t = next();
       e = node(t.v == "-" ? Expr::K::Neg : Expr::K::Pos, t.line);
+      Nest nest(*this);
       e->args.push_back(parse_unary(false));
+      e = done(std::move(e));
     } else {
       e = parse_primary();
       e = parse_postfix(std::move(e));
@@ -369,13 +399,9 @@ class Parser {
         while (peek().kind == Tok::Str) s += next().v;  // adjacent literals concatenate
         return lit(Value::str(s), t.line);
       }
-      case Tok::Int: {
-        int64_t v = 0;
-        auto r = std::from_chars(t.v.data(), t.v.data() + t.v.size(), v);
-        if (r.ec != std::errc()) fail("integer literal out of range", t.line);
-        return lit(Value::integer(v), t.line);
-      }
-      case Tok::Float: return lit(Value::real(std::stod(t.v)), t.line);
+      case Tok::Int: return int_lit(t);
+      // Python's float(): out of range is inf (or 0.0), never an error.
+      case Tok::Float: return lit(Value::real(std::strtod(t.v.c_str(), nullptr)), t.line);
       case Tok::Op:
         if (t.v == "(") {
           if (is_op(")")) {
@@ -394,7 +420,7 @@ class Parser {
               if (is_op(")")) break;
               n->args.push_back(parse_expr());
             }
-            e = std::move(n);
+            e = done(std::move(n));
           }
           expect_op(")");
           return e;
@@ -407,7 +433,7 @@ class Parser {
             ++p_;
           }
           expect_op("]");
-          return n;
+          return done(std::move(n));
         }
         if (t.v == "{") {
           auto n = node(Expr::K::DictLit, t.line);
@@ -419,13 +445,19 @@ class Parser {
             ++p_;
           }
           expect_op("}");
-          return n;
+          return done(std::move(n));
         }
         break;
       default: break;
     }
     --p_;
     fail("unexpected" + got().substr(5));
+  }
+  ExprP int_lit(const Token& t) {
+    int64_t v = 0;
+    auto r = std::from_chars(t.v.data(), t.v.data() + t.v.size(), v);
+    if (r.ec != std::errc()) fail("integer literal out of range", t.line);
+    return lit(Value::integer(v), t.line);
   }
   ExprP lit(Value v, int line) {
     auto n = node(Expr::K::Literal, line);
@@ -457,12 +489,12 @@ class Parser {
         if (peek().kind == Tok::Int) {  // foo.0 == foo[0]
           n->k = Expr::K::Item;
           n->args.push_back(std::move(e));
-          n->args.push_back(lit(Value::integer(std::stoll(next().v)), line));
+          n->args.push_back(int_lit(next()));
         } else {
           n->name = ident();
           n->args.push_back(std::move(e));
         }
-        e = std::move(n);
+        e = done(std::move(n));
       } else if (is_op("[")) {
         int line = next().line;
         ExprP parts[3];
@@ -484,19 +516,19 @@ class Parser {
           auto n = node(Expr::K::Slice, line);
           n->args.push_back(std::move(e));
           for (auto& pp : parts) n->args.push_back(std::move(pp));  // may be null
-          e = std::move(n);
+          e = done(std::move(n));
         } else {
           if (!parts[0]) fail("empty subscript");
           auto n = node(Expr::K::Item, line);
           n->args.push_back(std::move(e));
           n->args.push_back(std::move(parts[0]));
-          e = std::move(n);
+          e = done(std::move(n));
         }
       } else if (is_op("(")) {
         auto n = node(Expr::K::Call, peek().line);
         n->args.push_back(std::move(e));
         parse_call_args(*n);
-        e = std::move(n);
+        e = done(std::move(n));
       } else {
         return e;
       }
@@ -511,7 +543,7 @@ class Parser {
         if (!is_filter(n->name)) fail("unsupported Jinja filter '" + n->name + "'", line);
         n->args.push_back(std::move(e));
         if (is_op("(")) parse_call_args(*n);
-        e = parse_postfix(std::move(n));
+        e = parse_postfix(done(std::move(n)));
       } else if (is_name("is")) {
         int line = next().line;
         auto n = node(Expr::K::Test, line);
@@ -538,7 +570,7 @@ class Parser {
           n->args.push_back(parse_primary());  // `is divisibleby 3`, `is sameas false`, `is in [1, 2]`
           n->args.back() = parse_postfix(std::move(n->args.back()));
         }
-        e = std::move(n);
+        e = done(std::move(n));
       } else {
         return e;
       }
@@ -549,6 +581,7 @@ class Parser {
   size_t p_ = 0;
   std::string name_;
   int loop_depth_ = 0;
+  int nest_ = 0;
 };
 
 }  // namespace

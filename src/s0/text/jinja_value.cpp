@@ -83,7 +83,15 @@ const char* type_name(const Value& v) {
   return "?";
 }
 
-Value from_json(const nlohmann::ordered_json& j) {
+namespace {
+
+// Deeper render contexts are refused: the conversions below recurse. (Python's json module
+// cannot even read JSON nested 1,000 deep.)
+constexpr int kMaxJsonDepth = 1000;
+
+Value from_json(const nlohmann::ordered_json& j, int depth) {
+  if (depth > kMaxJsonDepth)
+    throw Error("render context nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return Value::none();
     case nlohmann::ordered_json::value_t::boolean: return Value::boolean(j.get<bool>());
@@ -94,17 +102,22 @@ Value from_json(const nlohmann::ordered_json& j) {
     case nlohmann::ordered_json::value_t::string: return Value::str(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       List l;
-      for (auto& e : j) l.push_back(from_json(e));
+      for (auto& e : j) l.push_back(from_json(e, depth + 1));
       return Value::make_list(std::move(l));
     }
     case nlohmann::ordered_json::value_t::object: {
       Dict d;
-      for (auto it = j.begin(); it != j.end(); ++it) d.emplace_back(it.key(), from_json(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it)
+        d.emplace_back(it.key(), from_json(it.value(), depth + 1));
       return Value::make_dict(std::move(d));
     }
-    default: throw Error("jinja: unsupported JSON value in the render context");
+    default: throw Error("unsupported JSON value in the render context");
   }
 }
+
+}  // namespace
+
+Value from_json(const nlohmann::ordered_json& j) { return from_json(j, 0); }
 
 namespace {
 

@@ -132,7 +132,7 @@ struct Call {
 const char* type_name(const Value& v);
 
 // A render-context value: objects keep their key order. Throws s0::Error on a JSON value
-// with no Python counterpart (discarded/binary).
+// with no Python counterpart (discarded/binary) and on nesting deeper than 1,000 levels.
 Value from_json(const nlohmann::ordered_json& j);
 
 // Python str(): what {{ x }} prints (undefined prints nothing).
