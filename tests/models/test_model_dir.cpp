@@ -25,6 +25,7 @@
 #include "s0/models/qwen35.h"
 #include "s0/models/qwen35_config.h"
 #include "s0/models/weights.h"
+#include "s0/text/tokenizer_writer.h"
 #include "s0/util/error.h"
 #include "test_util.h"
 
@@ -982,7 +983,7 @@ void check_tokenizer(const json& tok, int64_t first_special) {
 TEST(InitModelTokenizer, ByteLevelTokenizerJson) {
   for (int64_t first : {256, 248044}) {
     SCOPED_TRACE(first);
-    std::string text = models::byte_level_tokenizer_json(first);
+    std::string text = s0::text::byte_level_tokenizer_json(first);
     json tok;
     ASSERT_NO_THROW(tok = json::parse(text));  // also rejects invalid UTF-8 in strings
     check_tokenizer(tok, first);

@@ -19,8 +19,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "s0/models/init_model.h"
+#include "s0/text/chat_template.h"
 #include "s0/text/tokenizer.h"
+#include "s0/text/tokenizer_writer.h"
 #include "s0/util/error.h"
 #include "test_util.h"
 
@@ -222,7 +223,7 @@ TEST(Tokenizer, FastSplitEqualsIcu) {
     texts.push_back(s);
   }
   for (const char* pat : patterns) {
-    json j = json::parse(s0::models::byte_level_tokenizer_json(256));
+    json j = json::parse(s0::text::byte_level_tokenizer_json(256));
     j["normalizer"] = nullptr;
     auto split = [&](const std::string& re) {
       return json{{"type", "Sequence"},
@@ -375,7 +376,7 @@ TEST(Tokenizer, StreamDecoderEmitsWholeCharacters) {
 }
 
 TEST(Tokenizer, InitModelByteLevelTokenizerRoundTrips) {
-  const Tokenizer t = Tokenizer::from_json(s0::models::byte_level_tokenizer_json(256), "init-model");
+  const Tokenizer t = Tokenizer::from_json(s0::text::byte_level_tokenizer_json(256), "init-model");
   EXPECT_EQ(t.vocab_size(), 259);
   EXPECT_EQ(t.encode("<|im_start|>hi"), (std::vector<int64_t>{257, 'h', 'i'}));
   EXPECT_TRUE(t.is_special(258));
@@ -404,6 +405,40 @@ TEST(Tokenizer, InitModelByteLevelTokenizerRoundTrips) {
   }
 }
 
+// The tokenizer files of `s0 init-model` (tokenizer_writer.h) load back: the special tokens
+// at their ids, the family's chat template recognised, model_max_length as given.
+TEST(Tokenizer, WrittenInitModelFilesLoadBack) {
+  const std::string qdir = s0::testing::temp_dir("tok_writer_qwen35");
+  s0::text::write_qwen35_tokenizer(qdir, 256, 4096);
+  const Tokenizer q = Tokenizer::from_model_dir(qdir);
+  EXPECT_EQ(q.token_to_id("<|endoftext|>"), 256);
+  EXPECT_EQ(q.token_to_id("<|im_end|>"), 258);
+  EXPECT_EQ(q.encode("<|im_start|>a"), (std::vector<int64_t>{257, 'a'}));
+  auto qt = s0::text::ChatTemplate::from_model_dir(qdir);
+  EXPECT_EQ(qt.family(), "qwen3.5");
+  EXPECT_EQ(qt.eos_token.value_or(""), "<|im_end|>");
+  EXPECT_EQ(qt.render({{"user", "Hi"}}),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+  std::ifstream qcfg(qdir + "/tokenizer_config.json");
+  EXPECT_EQ(json::parse(qcfg)["model_max_length"], 4096);
+
+  const std::string fdir = s0::testing::temp_dir("tok_writer_falcon");
+  s0::text::write_falcon_h1_tokenizer(fdir, 512);
+  const Tokenizer f = Tokenizer::from_model_dir(fdir);
+  EXPECT_EQ(f.token_to_id("<|pad|>"), 0);
+  EXPECT_EQ(f.token_to_id("<|begin_of_text|>"), 1);
+  EXPECT_EQ(f.token_to_id("<|im_start|>"), 12);
+  EXPECT_EQ(f.encode("a", false), (std::vector<int64_t>{16 + 'a'}));
+  auto ft = s0::text::ChatTemplate::from_model_dir(fdir);
+  EXPECT_EQ(ft.family(), "falcon-h1");
+  EXPECT_EQ(ft.bos_token.value_or(""), "<|begin_of_text|>");
+  std::ifstream fcfg(fdir + "/tokenizer_config.json");
+  EXPECT_EQ(json::parse(fcfg)["model_max_length"], 512);
+
+  // An unwritable directory is an s0::Error, not a crash.
+  EXPECT_THROW(s0::text::write_qwen35_tokenizer(qdir + "/no/such/dir", 256, 1), s0::Error);
+}
+
 TEST(Tokenizer, ConcurrentEncodeIsSafe) {
   const auto& t = qwen3();
   const std::string text = "def f(x):\n    return x*2  # 你好 😀 <|im_end|>\n";
@@ -430,7 +465,7 @@ TEST(Tokenizer, UnsupportedComponentsFailClearly) {
       EXPECT_NE(w.find("custom/tokenizer.json"), std::string::npos) << w;
     }
   };
-  const json base = json::parse(s0::models::byte_level_tokenizer_json(256));
+  const json base = json::parse(s0::text::byte_level_tokenizer_json(256));
   json j = base;
   j["normalizer"] = {{"type", "Lowercase"}};
   expect_error(j, "Lowercase");
@@ -482,7 +517,7 @@ TEST(Tokenizer, Cli) {
   fs::create_directories(small);
   {
     std::ofstream(dir + "/tokenizer.json") << qwen3_json();
-    std::ofstream(small + "/tokenizer.json") << s0::models::byte_level_tokenizer_json(256);
+    std::ofstream(small + "/tokenizer.json") << s0::text::byte_level_tokenizer_json(256);
     std::ofstream(dir + "/in.txt") << "Hello world";
   }
   auto r = run_s0("tokenize --model " + dir + " --text 'Hello world'");

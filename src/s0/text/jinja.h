@@ -12,6 +12,9 @@
 // and/or/not, inline if-else. Python string methods used by the templates (strip, split,
 // startswith, ...) and dict methods (items, keys, values, get).
 // Anything else is rejected when the template is parsed, with the template name and line.
+// Limits (an s0::Error, never a crash): integers are 64-bit (overflow is an error, not
+// wrap-around), nesting deeper than 256 levels is rejected when parsed, render contexts nested
+// deeper than 1,000 levels when rendered.
 #include <memory>
 #include <string>
 
