@@ -15,12 +15,13 @@
 
 #include "commands.h"
 #include "s0/adapters/state_set.h"
-#include "s0/eval/experiment.h"
-#include "s0/eval/protocol.h"
+#include "s0/eval/prompt.h"
 #include "s0/eval/tasks.h"
 #include "s0/generate/generate.h"
 #include "s0/io/atomic_file.h"
 #include "s0/models/model.h"
+#include "s0/pipeline/experiment.h"
+#include "s0/text/chat_template.h"
 #include "s0/text/tokenizer.h"
 #include "s0/util/error.h"
 
@@ -125,7 +126,7 @@ Action add_demo(CLI::App& app) {
     std::fprintf(stderr, "s0 demo: built-in model %s (%s), %lld training / %lld held-out problems, %lld seeds\n",
                  model_dir.c_str(), info.value("description", std::string("")).c_str(), static_cast<long long>(ntr),
                  static_cast<long long>(nev), static_cast<long long>(o->seeds));
-    json summary = eval::run_experiment(cfg, model.get());
+    json summary = pipeline::run_experiment(cfg, model.get());
 
     // Decode speed with and without S0 (seed 0's states), same prompt, same length, alternating.
     std::fprintf(stderr, "s0 demo: decode speed with and without S0\n");
