@@ -297,4 +297,32 @@ std::string experiment_alpha_chart(const json& summary) {
                         summary["base"]["pass@1"].get<double>(), "alpha", "pass@1 (%)");
 }
 
+// ------------------------------------------------------------------ demo
+
+std::string demo_report(const json& d, const std::string& demo_json_path) {
+  auto f1 = [](const json& v) { return v.is_number() ? fixed(v.get<double>()) : std::string("n/a"); };
+  auto pv = [](const json& v) { return v.is_number() ? format("%.2g", v.get<double>()) : std::string("n/a"); };
+  const int64_t seeds = d["seeds"].get<int64_t>();
+  const json& speed = d["decode_tokens_per_s"];
+  const std::string welch = d["welch_zero_variance"].is_boolean() && d["welch_zero_variance"].get<bool>()
+                                ? "undefined (std 0)"
+                                : pv(d["welch_p"]);
+  std::ostringstream o;
+  o << format("\nS0 tuning on the built-in model: greedy pass@1 on %lld held-out problems, %lld seed%s, alpha %g\n\n",
+              static_cast<long long>(d["eval_problems"].get<int64_t>()), static_cast<long long>(seeds),
+              seeds > 1 ? "s" : "", d["alpha"].get<double>());
+  o << md_row({"base", "S0 (mean ± std)", "delta pp (mean ± std)", "Welch p", "McNemar p (max over seeds)", "state set",
+               "decode tok/s base / S0"})
+    << md_rule(7)
+    << md_row({f1(d["base_pass@1"]) + "%", f1(d["s0_pass@1_mean"]) + " ± " + f1(d["s0_pass@1_std"]) + "%",
+               f1(d["delta_pp_mean"]) + " ± " + f1(d["delta_pp_std"]), welch, pv(d["mcnemar_p_max"]),
+               fixed(static_cast<double>(d["state_set_bytes"].get<int64_t>()) / 1024.0) + " KB",
+               (speed.is_null() ? "n/a" : f1(speed["base"])) + " / " + (speed.is_null() ? "n/a" : f1(speed["s0"]))});
+  o << "\nFAIL->PASS " << d["fail_to_pass"].get<int64_t>() << ", PASS->FAIL " << d["pass_to_fail"].get<int64_t>()
+    << " (summed over seeds)\n";
+  o << "\nreport:    " << d["report"].get<std::string>() << "\nstate set: " << d["state_set"].get<std::string>()
+    << "\nsummary:   " << demo_json_path << "\n";
+  return o.str();
+}
+
 }  // namespace s0::pipeline

@@ -2,6 +2,7 @@
 // Reports: every Markdown table and SVG chart the pipeline writes or prints, in one place.
 //   evaluation  report.md of `s0 eval` (evaluate()): one row per condition
 //   experiment  report.md, deltas.svg and alpha_sweep.svg of `s0 experiment`
+//   demo        the table `s0 demo` prints
 // Everything here only formats: it reads the summaries the pipeline computed (the JSON written
 // to summary.json / demo.json) and returns text. Torch-free.
 #include <cstddef>
@@ -46,5 +47,8 @@ std::string evaluation_report(const nlohmann::json& summary);
 std::string experiment_report(const nlohmann::json& summary, bool sandboxed);
 std::string experiment_deltas_chart(const nlohmann::json& summary);  // deltas.svg
 std::string experiment_alpha_chart(const nlohmann::json& summary);   // alpha_sweep.svg
+
+// What `s0 demo` prints, from its demo.json (run_demo()) and where that file is.
+std::string demo_report(const nlohmann::json& demo, const std::string& demo_json_path);
 
 }  // namespace s0::pipeline
