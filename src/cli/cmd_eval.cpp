@@ -1,4 +1,5 @@
-// `s0 collect` and `s0 eval`: the paper's data and evaluation protocol (METHOD.md section 4).
+// `s0 collect`, `s0 eval` and `s0 experiment`: the paper's data and evaluation protocol
+// (METHOD.md section 4), run by src/s0/pipeline/.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -9,9 +10,15 @@
 
 #include "commands.h"
 #include "s0/adapters/state_set.h"
-#include "s0/eval/experiment.h"
-#include "s0/eval/protocol.h"
+#include "s0/eval/checkers.h"
+#include "s0/eval/prompt.h"
+#include "s0/eval/tasks.h"
 #include "s0/models/model.h"
+#include "s0/pipeline/collect.h"
+#include "s0/pipeline/evaluate.h"
+#include "s0/pipeline/experiment.h"
+#include "s0/text/chat_template.h"
+#include "s0/text/tokenizer.h"
 #include "s0/util/error.h"
 
 namespace s0::cli {
@@ -114,7 +121,7 @@ std::vector<double> parse_alphas(const std::string& s) {
 Action add_collect(CLI::App& app) {
   struct Opts : Common {
     std::string out, train;
-    eval::CollectOptions co;
+    pipeline::CollectOptions co;
   };
   auto o = std::make_shared<Opts>();
   add_common(app, *o);
@@ -138,7 +145,7 @@ Action add_collect(CLI::App& app) {
     o->co.sampling.max_new_tokens = o->max_new;
     o->co.sampling.seed = o->seed;
     o->co.check = L.check;
-    auto sum = eval::collect(*L.model, *L.tok, L.style(), tasks, states ? &*states : nullptr, L.sandbox, o->co, o->out);
+    auto sum = pipeline::collect(*L.model, *L.tok, L.style(), tasks, states ? &*states : nullptr, L.sandbox, o->co, o->out);
     nlohmann::json j = sum.to_json();
     j["out"] = o->out;
     std::printf("%s\n", j.dump().c_str());
@@ -149,7 +156,7 @@ Action add_collect(CLI::App& app) {
 Action add_eval(CLI::App& app) {
   struct Opts : Common {
     std::string out, range, alphas, ks = "1,5,10";
-    eval::EvalOptions eo;
+    pipeline::EvalOptions eo;
     bool no_base = false;
   };
   auto o = std::make_shared<Opts>();
@@ -172,7 +179,7 @@ Action add_eval(CLI::App& app) {
     auto idx = eval::parse_ranges(o->range.empty() ? default_range(L.kind, false, static_cast<int64_t>(L.all.size())) : o->range,
                                   static_cast<int64_t>(L.all.size()), "--eval");
     auto tasks = eval::select_tasks(L.all, idx);
-    std::vector<eval::Condition> conds;
+    std::vector<pipeline::Condition> conds;
     if (!o->no_base) conds.push_back({"base", std::nullopt, std::nullopt});
     if (!o->states.empty()) {
       auto set = adapters::load_state_set(o->states, *L.model);
@@ -191,7 +198,7 @@ Action add_eval(CLI::App& app) {
     o->eo.check = L.check;
     o->eo.meta = {{"model", o->model}, {"tasks", o->tasks}, {"task_kind", o->kind}, {"problems", static_cast<int64_t>(tasks.size())},
                   {"states", o->states}, {"chat", !o->no_chat}, {"dtype", o->dtype}, {"sandbox", L.sandbox.isolated() ? "bubblewrap" : "none"}};
-    auto summary = eval::evaluate(*L.model, *L.tok, L.style(), tasks, conds, L.sandbox, o->eo, o->out);
+    auto summary = pipeline::evaluate(*L.model, *L.tok, L.style(), tasks, conds, L.sandbox, o->eo, o->out);
     std::printf("%s\n", summary.dump().c_str());
     return 0;
   };
@@ -205,9 +212,9 @@ Action add_experiment(CLI::App& app) {
   app.add_option("--config", o->config, "Experiment config JSON (see README: Experiments)")->required();
   app.add_option("--out", o->out, "Output folder (default: the config's \"out\", else next to the config)");
   return [o]() {
-    auto cfg = eval::load_experiment_config(o->config);
+    auto cfg = pipeline::load_experiment_config(o->config);
     if (!o->out.empty()) cfg["out"] = std::filesystem::absolute(o->out).lexically_normal().string();
-    auto summary = eval::run_experiment(cfg);
+    auto summary = pipeline::run_experiment(cfg);
     nlohmann::json brief = {{"base", summary["base"]}, {"methods", summary["methods"]},
                             {"report", (std::filesystem::path(cfg["out"].get<std::string>()) / "report.md").string()}};
     std::printf("%s\n", brief.dump().c_str());

@@ -4,7 +4,8 @@
 // training problems -> train a state set -> evaluate it (one or more alphas) on the held-out
 // problems. Reports mean +- std over seeds, a two-sided Welch's t-test of each alpha against
 // base, paired t-tests between alphas (same seeds, same states: paired runs), the
-// first-character divergence of FAIL->PASS flips, and a Markdown report with SVG charts.
+// first-character divergence of FAIL->PASS flips, and a Markdown report with SVG charts
+// (report.h).
 // Every stage resumes: rerunning the same config continues where a killed run stopped.
 //
 // Config (JSON; paths relative to the config file's folder):
@@ -19,14 +20,13 @@
 //   "eval": {"alphas": [0.07], "max_new_tokens": 512, "samples": 0, "ks": [1, 5, 10]},
 //   "out": "runs/exp"            (default: the config's name without .json, next to it)
 // }
-#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "s0/models/model.h"
 
-namespace s0::eval {
+namespace s0::pipeline {
 
 // Reads and validates a config file (unknown keys are errors, naming the key).
 nlohmann::json load_experiment_config(const std::string& path);
@@ -36,11 +36,4 @@ nlohmann::json load_experiment_config(const std::string& path);
 // in already loaded (else it is loaded from the config).
 nlohmann::json run_experiment(const nlohmann::json& config, models::CausalLM* model = nullptr);
 
-// Charts (standalone SVG documents).
-std::string svg_bar_chart(const std::string& title, const std::vector<std::string>& labels,
-                          const std::vector<double>& values, const std::string& unit);
-std::string svg_line_chart(const std::string& title, const std::vector<double>& x, const std::vector<double>& y,
-                           const std::vector<double>& err, double baseline, const std::string& xlabel,
-                           const std::string& ylabel);
-
-}  // namespace s0::eval
+}  // namespace s0::pipeline

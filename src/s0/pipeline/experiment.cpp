@@ -1,22 +1,22 @@
-#include "s0/eval/experiment.h"
+#include "s0/pipeline/experiment.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
-#include <set>
-#include <sstream>
 
 #include "s0/adapters/state_set.h"
-#include "s0/eval/protocol.h"
 #include "s0/eval/stats.h"
+#include "s0/eval/tasks.h"
 #include "s0/io/atomic_file.h"
+#include "s0/pipeline/collect.h"
+#include "s0/pipeline/evaluate.h"
+#include "s0/pipeline/report.h"
 #include "s0/train/data.h"
 #include "s0/train/trainer.h"
 #include "s0/util/error.h"
 
-namespace s0::eval {
+namespace s0::pipeline {
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
@@ -92,146 +92,6 @@ json load_experiment_config(const std::string& path) {
   return cfg;
 }
 
-// ------------------------------------------------------------------ SVG
-
-namespace {
-
-std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else if (c == '"') o += "&quot;";
-    else o += c;
-  }
-  return o;
-}
-
-std::string num(double v, int prec = 1) {
-  char b[32];
-  snprintf(b, sizeof b, "%.*f", prec, v);
-  return b;
-}
-
-const char* kSvgHead =
-    "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
-    "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n";
-
-std::string head(int w, int h) {
-  char b[512];
-  snprintf(b, sizeof b, kSvgHead, w, h, w, h);
-  return b;
-}
-
-// Document head, title and five horizontal grid lines labelled with their values over [a, b]
-// (`y` maps a value to its pixel row).
-template <class YMap>
-std::string frame(const std::string& title, int W, int H, int L, int R, double a, double b, YMap y) {
-  std::ostringstream o;
-  o << head(W, H) << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << esc(title) << "</text>\n";
-  for (int i = 0; i <= 4; ++i) {
-    double v = a + (b - a) * i / 4;
-    o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << num(y(v)) << "\" y2=\"" << num(y(v))
-      << "\" stroke=\"#ddd\"/>\n<text x=\"" << L - 6 << "\" y=\"" << num(y(v) + 4) << "\" text-anchor=\"end\">" << num(v)
-      << "</text>\n";
-  }
-  return o.str();
-}
-
-// A "nice" axis range containing [lo, hi].
-std::pair<double, double> axis(double lo, double hi) {
-  if (lo == hi) lo -= 1, hi += 1;
-  double span = hi - lo, pad = span * 0.1;
-  return {lo - pad, hi + pad};
-}
-
-}  // namespace
-
-std::string svg_bar_chart(const std::string& title, const std::vector<std::string>& labels, const std::vector<double>& values,
-                          const std::string& unit) {
-  const int W = 640, H = 360, L = 60, R = 20, T = 40, B = 60;
-  double lo = 0, hi = 0;
-  for (double v : values) lo = std::min(lo, v), hi = std::max(hi, v);
-  auto [a, b] = axis(lo, hi);
-  auto y = [&](double v) { return T + (H - T - B) * (b - v) / (b - a); };
-  std::ostringstream o;
-  o << frame(title, W, H, L, R, a, b, y);
-  o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << num(y(0)) << "\" y2=\"" << num(y(0)) << "\" stroke=\"#333\"/>\n";
-  const double slot = static_cast<double>(W - L - R) / std::max<size_t>(1, values.size());
-  for (size_t i = 0; i < values.size(); ++i) {
-    double x = L + slot * i + slot * 0.15, w = slot * 0.7, y0 = y(0), y1 = y(values[i]);
-    o << "<rect x=\"" << num(x) << "\" y=\"" << num(std::min(y0, y1)) << "\" width=\"" << num(w) << "\" height=\""
-      << num(std::abs(y1 - y0)) << "\" fill=\"" << (values[i] >= 0 ? "#3a7bd5" : "#d5533a") << "\"><title>" << esc(labels[i])
-      << ": " << num(values[i], 2) << " " << esc(unit) << "</title></rect>\n";
-    o << "<text x=\"" << num(x + w / 2) << "\" y=\"" << H - B + 16 << "\" text-anchor=\"middle\">" << esc(labels[i]) << "</text>\n";
-    o << "<text x=\"" << num(x + w / 2) << "\" y=\"" << num(std::min(y0, y1) - 4) << "\" text-anchor=\"middle\" font-size=\"10\">"
-      << num(values[i]) << "</text>\n";
-  }
-  o << "<text x=\"16\" y=\"" << (T + H - B) / 2 << "\" transform=\"rotate(-90 16 " << (T + H - B) / 2
-    << ")\" text-anchor=\"middle\">" << esc(unit) << "</text>\n</svg>\n";
-  return o.str();
-}
-
-std::string svg_line_chart(const std::string& title, const std::vector<double>& xs, const std::vector<double>& ys,
-                           const std::vector<double>& err, double baseline, const std::string& xlabel,
-                           const std::string& ylabel) {
-  const int W = 640, H = 360, L = 60, R = 20, T = 40, B = 50;
-  double ylo = baseline, yhi = baseline, xlo = xs.empty() ? 0 : xs[0], xhi = xlo;
-  for (size_t i = 0; i < ys.size(); ++i) {
-    double e = i < err.size() ? err[i] : 0;
-    ylo = std::min(ylo, ys[i] - e), yhi = std::max(yhi, ys[i] + e);
-    xlo = std::min(xlo, xs[i]), xhi = std::max(xhi, xs[i]);
-  }
-  auto [a, b] = axis(ylo, yhi);
-  auto [c, d] = axis(xlo, xhi);
-  auto X = [&](double v) { return L + (W - L - R) * (v - c) / (d - c); };
-  auto Y = [&](double v) { return T + (H - T - B) * (b - v) / (b - a); };
-  std::ostringstream o;
-  o << frame(title, W, H, L, R, a, b, Y);
-  for (double v : xs)
-    o << "<text x=\"" << num(X(v)) << "\" y=\"" << H - B + 16 << "\" text-anchor=\"middle\">" << num(v, 3) << "</text>\n";
-  o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << num(Y(baseline)) << "\" y2=\"" << num(Y(baseline))
-    << "\" stroke=\"#888\" stroke-dasharray=\"6 4\"/>\n<text x=\"" << W - R << "\" y=\"" << num(Y(baseline) - 5)
-    << "\" text-anchor=\"end\" fill=\"#666\">base " << num(baseline) << "</text>\n";
-  std::string path;
-  for (size_t i = 0; i < xs.size(); ++i) {
-    path += (i ? " L" : "M") + num(X(xs[i])) + " " + num(Y(ys[i]));
-    double e = i < err.size() ? err[i] : 0;
-    if (e > 0)
-      o << "<line x1=\"" << num(X(xs[i])) << "\" x2=\"" << num(X(xs[i])) << "\" y1=\"" << num(Y(ys[i] - e)) << "\" y2=\""
-        << num(Y(ys[i] + e)) << "\" stroke=\"#3a7bd5\"/>\n";
-    o << "<circle cx=\"" << num(X(xs[i])) << "\" cy=\"" << num(Y(ys[i])) << "\" r=\"4\" fill=\"#3a7bd5\"><title>alpha "
-      << num(xs[i], 3) << ": " << num(ys[i], 2) << "</title></circle>\n";
-  }
-  if (!path.empty()) o << "<path d=\"" << path << "\" fill=\"none\" stroke=\"#3a7bd5\" stroke-width=\"2\"/>\n";
-  o << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - 12 << "\" text-anchor=\"middle\">" << esc(xlabel) << "</text>\n";
-  o << "<text x=\"16\" y=\"" << (T + H - B) / 2 << "\" transform=\"rotate(-90 16 " << (T + H - B) / 2
-    << ")\" text-anchor=\"middle\">" << esc(ylabel) << "</text>\n</svg>\n";
-  return o.str();
-}
-
-// ------------------------------------------------------------------ the protocol
-
-namespace {
-
-std::vector<json> read_results(const std::string& path) {
-  std::vector<json> out;
-  for (auto& l : io::read_complete_lines(path)) out.push_back(json::parse(l));
-  return out;
-}
-
-std::string pm(double m, double s) { return num(m) + " ± " + num(s); }
-
-std::string pval(double p) {
-  char b[32];
-  if (p < 1e-4) snprintf(b, sizeof b, "%.1e", p);
-  else snprintf(b, sizeof b, "%.4f", p);
-  return b;
-}
-
-}  // namespace
-
 json run_experiment(const json& cfg, models::CausalLM* model_in) {
   const fs::path out = cfg["out"].get<std::string>();
   fs::create_directories(out);
@@ -246,19 +106,20 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
       io::write_file_atomic(p, cfg.dump(2) + "\n");
     }
   }
-  const TaskKind kind = parse_task_kind(cfg["task_kind"].get<std::string>());
-  auto all = read_tasks(kind, cfg["tasks"].get<std::string>(), cfg["db_dir"].get<std::string>());
+  const eval::TaskKind kind = eval::parse_task_kind(cfg["task_kind"].get<std::string>());
+  auto all = eval::read_tasks(kind, cfg["tasks"].get<std::string>(), cfg["db_dir"].get<std::string>());
   const int64_t n = static_cast<int64_t>(all.size());
   auto range = [&](const char* key, bool train) {
     if (cfg[key].is_string()) return cfg[key].get<std::string>();
-    if (auto split = standard_split(kind, n, train)) return *split;
+    if (auto split = eval::standard_split(kind, n, train)) return *split;
     throw Error(std::string("experiment config: \"") + key + "\" is required for this task file");
   };
-  auto train_tasks = select_tasks(all, parse_ranges(range("train_problems", true), n, "train_problems"));
-  auto eval_tasks = select_tasks(all, parse_ranges(range("eval_problems", false), n, "eval_problems"));
+  auto train_tasks = eval::select_tasks(all, eval::parse_ranges(range("train_problems", true), n, "train_problems"));
+  auto eval_tasks = eval::select_tasks(all, eval::parse_ranges(range("eval_problems", false), n, "eval_problems"));
 
-  Sandbox sandbox = kind == TaskKind::HumanEval ? Sandbox::create(cfg["unsafe_exec"].get<bool>()) : Sandbox();
-  CheckOptions check;
+  eval::Sandbox sandbox =
+      kind == eval::TaskKind::HumanEval ? eval::Sandbox::create(cfg["unsafe_exec"].get<bool>()) : eval::Sandbox();
+  eval::CheckOptions check;
   check.limits.wall_seconds = check.limits.cpu_seconds = cfg["timeout"].get<double>();
   check.workers = cfg["workers"].get<int>();
 
@@ -273,7 +134,7 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
   auto tok = text::Tokenizer::from_model_dir(mdir);
   std::optional<text::ChatTemplate> chat;
   if (cfg["chat"].get<bool>()) chat = text::ChatTemplate::from_model_dir(mdir);
-  PromptStyle style;
+  eval::PromptStyle style;
   style.chat = chat ? &*chat : nullptr;
   style.enable_thinking = cfg["thinking"].get<bool>();
 
@@ -299,7 +160,7 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
   std::fprintf(stderr, "experiment: base model on %zu held-out problems\n", eval_tasks.size());
   eo.meta = {{"condition", "base"}};
   evaluate(model, tok, style, eval_tasks, {{"base", std::nullopt, std::nullopt}}, sandbox, eo, (out / "base").string());
-  const auto base_results = read_results((out / "base" / "results.jsonl").string());
+  const auto base_results = read_jsonl((out / "base" / "results.jsonl").string());
 
   json seeds_out = json::array();
   std::map<double, std::vector<double>> pass_by_alpha;  // alpha -> per-seed pass@1 (%)
@@ -368,7 +229,7 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
     evaluate(model, tok, style, eval_tasks, conds, sandbox, eo, (sd / "eval").string());
     // Against base: pass@1, flips and first-character divergence.
     auto res = base_results;
-    for (auto& r : read_results((sd / "eval" / "results.jsonl").string())) res.push_back(r);
+    for (auto& r : read_jsonl((sd / "eval" / "results.jsonl").string())) res.push_back(r);
     std::vector<std::string> order = {"base"};
     for (double a : alphas) order.push_back(cond_name(a));
     json s = summarize(res, order, eo.ks);
@@ -379,7 +240,7 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
       pass_by_alpha[a].push_back(100.0 * c["pass@1"].get<double>());
       flips_up[a] += static_cast<int64_t>(c["fail_to_pass"].size());
       flips_down[a] += static_cast<int64_t>(c["pass_to_fail"].size());
-      mcnemar[a].push_back(mcnemar_exact_p(static_cast<int64_t>(c["fail_to_pass"].size()),
+      mcnemar[a].push_back(eval::mcnemar_exact_p(static_cast<int64_t>(c["fail_to_pass"].size()),
                                            static_cast<int64_t>(c["pass_to_fail"].size())));
       for (auto& p : c["first_char_divergence"]["positions"]) divergence[a].push_back(p.get<int64_t>());
     }
@@ -397,15 +258,15 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
     if (!v.empty()) {
       std::vector<double> d;
       for (double x : v) d.push_back(x - base_pct);
-      m["pass@1_mean"] = mean(v);
-      m["pass@1_std"] = stddev(v);
-      m["delta_pp_mean"] = mean(d);
-      m["delta_pp_std"] = stddev(d);
+      m["pass@1_mean"] = eval::mean(v);
+      m["pass@1_std"] = eval::stddev(v);
+      m["delta_pp_mean"] = eval::mean(d);
+      m["delta_pp_std"] = eval::stddev(d);
       if (v.size() >= 2) {
         // Greedy base is deterministic: the same value for every seed (zero variance), where
         // Welch's test reduces to a one-sample t-test of the deltas.
-        auto t = welch_t_test(v, std::vector<double>(v.size(), base_pct));
-        m["welch_vs_base"] = {{"t", t.t}, {"df", t.df}, {"p", t.p}, {"zero_variance", stddev(v) == 0}};
+        auto t = eval::welch_t_test(v, std::vector<double>(v.size(), base_pct));
+        m["welch_vs_base"] = {{"t", t.t}, {"df", t.df}, {"p", t.p}, {"zero_variance", eval::stddev(v) == 0}};
       }
     }
     if (!mcnemar[a].empty()) {
@@ -429,7 +290,7 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
     for (size_t j = i + 1; j < alphas.size(); ++j) {
       const auto &a = pass_by_alpha[alphas[i]], &b = pass_by_alpha[alphas[j]];
       if (a.size() >= 2 && a.size() == b.size()) {
-        auto t = paired_t_test(a, b);
+        auto t = eval::paired_t_test(a, b);
         paired.push_back({{"a", cond_name(alphas[i])}, {"b", cond_name(alphas[j])}, {"mean_diff_pp", t.mean_diff},
                           {"t", t.t}, {"df", t.df}, {"p", t.p}});
       }
@@ -443,69 +304,10 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
   io::write_file_atomic((out / "summary.json").string(), summary.dump(2) + "\n");
 
   // Charts and report.
-  std::vector<std::string> labels;
-  std::vector<double> deltas;
-  for (const auto& s : seeds_out) {
-    if (s.contains("conditions"))
-      for (size_t i = 1; i < s["conditions"].size(); ++i) {
-        std::string label = "s";
-        label += std::to_string(s["seed"].get<uint64_t>());
-        if (alphas.size() > 1) label += " a" + num(alphas[i - 1], 2);
-        labels.push_back(label);
-        deltas.push_back(s["conditions"][i]["delta_pp"].get<double>());
-      }
-  }
-  io::write_file_atomic((out / "deltas.svg").string(),
-                        svg_bar_chart("Greedy pass@1 change vs base, per seed", labels, deltas, "percentage points"));
-  std::vector<double> ys, es;
-  for (double a : alphas) ys.push_back(mean(pass_by_alpha[a])), es.push_back(stddev(pass_by_alpha[a]));
-  io::write_file_atomic((out / "alpha_sweep.svg").string(),
-                        svg_line_chart("Greedy pass@1 by alpha (mean ± std over seeds)", alphas, ys, es, base_pct, "alpha",
-                                       "pass@1 (%)"));
-  std::ostringstream md;
-  md << "# S0 experiment\n\n"
-     << "- model: `" << cfg["model"].get<std::string>() << "`\n- tasks: `" << cfg["tasks"].get<std::string>() << "` ("
-     << task_kind_name(kind) << "), " << train_tasks.size() << " training problems, " << eval_tasks.size()
-     << " held out\n- seeds: " << cfg["seeds"].dump() << "\n- sandbox: " << (sandbox.isolated() ? "bubblewrap" : "none")
-     << "\n\n| method | pass@1 (mean ± std) | delta vs base (pp) | Welch p vs base | McNemar p (max over seeds) | FAIL->PASS | PASS->FAIL | seeds |\n"
-     << "|---|---|---|---|---|---|---|---|\n"
-     << "| base | " << num(base_pct) << " | | | | | | (deterministic) |\n";
-  for (const auto& m : methods) {
-    md << "| " << m["name"].get<std::string>() << " | "
-       << (m.contains("pass@1_mean") ? pm(m["pass@1_mean"], m["pass@1_std"]) : "n/a") << " | "
-       << (m.contains("delta_pp_mean") ? pm(m["delta_pp_mean"], m["delta_pp_std"]) : "n/a") << " | "
-       << (m.contains("welch_vs_base")
-               ? (m["welch_vs_base"]["zero_variance"].get<bool>() ? std::string("undefined (zero variance)")
-                                                                   : pval(m["welch_vs_base"]["p"]))
-               : "")
-       << " | " << (m.contains("mcnemar_p_max") ? pval(m["mcnemar_p_max"]) : "") << " | " << m["fail_to_pass"] << " | "
-       << m["pass_to_fail"] << " | " << m["seeds"] << " |\n";
-  }
-  md << "\nWelch's t-test compares the per-seed pass@1 with the (deterministic) base; McNemar's exact test compares "
-        "base and S0 problem by problem within a seed (FAIL->PASS vs PASS->FAIL), the largest p over seeds shown.\n";
-  for (const auto& p : paired)
-    md << "\nPaired t-test " << p["a"].get<std::string>() << " vs " << p["b"].get<std::string>() << " (same seeds): mean "
-       << num(p["mean_diff_pp"]) << " pp, t = " << num(p["t"], 3) << ", p = " << pval(p["p"]) << ".\n";
-  for (const auto& m : methods)
-    if (m.contains("first_char_divergence"))
-      md << "\n" << m["name"].get<std::string>() << ": of " << m["first_char_divergence"]["flips"]
-         << " FAIL->PASS flips, " << num(100 * m["first_char_divergence"]["at_position_0"].get<double>())
-         << "% differ from the base output at the first character (median position "
-         << m["first_char_divergence"]["median"] << ").\n";
-  md << "\n![per-seed deltas](deltas.svg)\n\n![alpha sweep](alpha_sweep.svg)\n\n## Per seed\n\n| seed | kept examples | final loss |";
-  for (double a : alphas) md << " " << cond_name(a) << " pass@1 |";
-  md << "\n|---|---|---|";
-  for (size_t i = 0; i < alphas.size(); ++i) md << "---|";
-  md << "\n";
-  for (const auto& s : seeds_out) {
-    md << "| " << s["seed"] << " | " << s["collect"]["kept"] << " | "
-       << (s.contains("final_loss") && s["final_loss"].is_number() ? num(s["final_loss"].get<double>(), 4) : "") << " |";
-    for (size_t i = 0; i < alphas.size(); ++i)
-      md << " " << (s.contains("conditions") ? num(100 * s["conditions"][i + 1]["pass@1"].get<double>()) : "n/a") << " |";
-    md << "\n";
-  }
-  io::write_file_atomic((out / "report.md").string(), md.str());
+  io::write_file_atomic((out / "deltas.svg").string(), experiment_deltas_chart(summary));
+  io::write_file_atomic((out / "alpha_sweep.svg").string(), experiment_alpha_chart(summary));
+  io::write_file_atomic((out / "report.md").string(), experiment_report(summary, sandbox.isolated()));
   return summary;
 }
 
-}  // namespace s0::eval
+}  // namespace s0::pipeline

@@ -1,4 +1,4 @@
-// The protocol end to end on a tiny random model through the CLI: collect -> train -> eval,
+// The pipeline end to end on a tiny random model through the CLI: collect -> train -> eval,
 // every artefact written and well-formed, and resumption after a kill giving the same files
 // as an uninterrupted run.
 #include <gtest/gtest.h>
@@ -51,8 +51,8 @@ std::vector<std::string> collect_args(const std::string& model, const std::strin
           "--dtype", "f32", "--threads", "1", "--timeout", "5", "--unsafe-exec", "--seed", "5"};
 }
 
-TEST(EvalE2E, CollectTrainEvalAndResume) {
-  const std::string dir = s0::testing::temp_dir("eval_e2e");
+TEST(PipelineE2E, CollectTrainEvalAndResume) {
+  const std::string dir = s0::testing::temp_dir("pipeline_e2e");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);
   const std::string tasks = write_tasks(dir, 5);
 
@@ -167,8 +167,8 @@ TEST(EvalE2E, CollectTrainEvalAndResume) {
   EXPECT_NE(r.err.find("other settings"), std::string::npos) << r.err;
 }
 
-TEST(EvalE2E, ExperimentOverSeedsWritesReportAndResumes) {
-  const std::string dir = s0::testing::temp_dir("eval_exp");
+TEST(PipelineE2E, ExperimentOverSeedsWritesReportAndResumes) {
+  const std::string dir = s0::testing::temp_dir("pipeline_exp");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);
   write_tasks(dir, 5);
   json cfg = {{"model", model},

@@ -1,0 +1,46 @@
+#include "s0/pipeline/common.h"
+
+#include <filesystem>
+
+#include "s0/io/atomic_file.h"
+#include "s0/util/error.h"
+
+namespace s0::pipeline {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+generate::GenerateOptions generate_options(const SampleOptions& s, uint64_t seed, bool greedy, int64_t max_new) {
+  generate::GenerateOptions g;
+  g.max_new_tokens = max_new;
+  if (!greedy) g.sampling = {s.temperature, s.top_k, s.top_p, seed};
+  return g;
+}
+
+uint64_t problem_seed(uint64_t seed, int64_t index) {
+  return seed * 1000003ULL + static_cast<uint64_t>(index) * 1009ULL;
+}
+
+void check_or_write_header(const std::string& path, const json& header) {
+  if (fs::exists(path)) {
+    json old;
+    try {
+      old = json::parse(io::read_file(path));
+    } catch (const json::exception& e) {
+      throw Error(path + ": unreadable (" + std::string(e.what()) + "); delete it to start over");
+    }
+    if (old != header)
+      throw Error(path + " was written with other settings (" + old.dump() + " vs now " + header.dump() +
+                  "); use a new output path or delete the old files");
+    return;
+  }
+  io::write_file_atomic(path, header.dump(2) + "\n");
+}
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::vector<json> out;
+  for (auto& l : io::read_complete_lines(path)) out.push_back(json::parse(l));
+  return out;
+}
+
+}  // namespace s0::pipeline

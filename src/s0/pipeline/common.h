@@ -1,0 +1,34 @@
+#pragma once
+// What collect, evaluate and the experiment share: sampling settings, per-problem seeds, the
+// settings header a resumed run must match, and result files read back.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "s0/generate/generate.h"
+
+namespace s0::pipeline {
+
+struct SampleOptions {
+  int64_t max_new_tokens = 512;
+  double temperature = 0.7, top_p = 0.95;
+  int64_t top_k = 0;
+  uint64_t seed = 0;
+};
+
+// Decode settings: greedy, or sampled with `s`'s temperature/top-k/top-p from `seed`.
+generate::GenerateOptions generate_options(const SampleOptions& s, uint64_t seed, bool greedy, int64_t max_new);
+
+// Seed of a problem's first sample: distinct per (run seed, problem index).
+uint64_t problem_seed(uint64_t seed, int64_t index);
+
+// Settings a resumed run must share with the run that wrote the files: writes `header` to
+// `path` when absent, else refuses (naming the file) a header that differs.
+void check_or_write_header(const std::string& path, const nlohmann::json& header);
+
+// Every complete line of a JSONL file, parsed (a torn last line is ignored).
+std::vector<nlohmann::json> read_jsonl(const std::string& path);
+
+}  // namespace s0::pipeline

@@ -1,0 +1,145 @@
+#include "s0/pipeline/demo.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "s0/adapters/state_set.h"
+#include "s0/eval/prompt.h"
+#include "s0/eval/tasks.h"
+#include "s0/generate/generate.h"
+#include "s0/io/atomic_file.h"
+#include "s0/models/model.h"
+#include "s0/pipeline/experiment.h"
+#include "s0/text/chat_template.h"
+#include "s0/text/tokenizer.h"
+#include "s0/util/error.h"
+
+namespace s0::pipeline {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::string find_assets(const std::vector<std::string>& tries) {
+  for (const auto& t : tries)
+    if (fs::exists(fs::path(t) / "builtin" / "model" / "config.json")) return t;
+  std::string msg = "the built-in model was not found; looked in:";
+  for (const auto& t : tries) msg += " " + t + "/builtin/model";
+  throw Error(msg + " (pass --assets DIR or set S0_ASSETS)");
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+DemoResult run_demo(const DemoOptions& opt) {
+  DemoOptions o = opt;
+  if (o.quick) o.seeds = 1, o.train_problems = 8, o.eval_problems = 10, o.samples = 4, o.steps = 2;
+  if (o.seeds < 1) throw Error("--seeds must be >= 1");
+  const fs::path assets = fs::path(find_assets(o.assets)) / "builtin";
+  const fs::path out = fs::absolute(o.out);
+  fs::create_directories(out);
+  const std::string model_dir = (assets / "model").string();
+  json info = json::parse(io::read_file((assets / "model" / "builtin.json").string()));
+  const double alpha = o.alpha >= 0 ? o.alpha : info.value("alpha", 0.07);
+
+  // One task file, training problems first (the experiment selects by index).
+  auto train = eval::read_tasks(eval::TaskKind::HumanEval, (assets / "tasks" / "train.jsonl").string());
+  auto held = eval::read_tasks(eval::TaskKind::HumanEval, (assets / "tasks" / "eval.jsonl").string());
+  const int64_t ntr = o.train_problems > 0 ? std::min<int64_t>(o.train_problems, train.size()) : train.size();
+  const int64_t nev = o.eval_problems > 0 ? std::min<int64_t>(o.eval_problems, held.size()) : held.size();
+  {
+    std::string all = eval::read_text_file((assets / "tasks" / "train.jsonl").string());
+    if (!all.empty() && all.back() != '\n') all += '\n';
+    all += eval::read_text_file((assets / "tasks" / "eval.jsonl").string());
+    io::write_file_atomic((out / "tasks.jsonl").string(), all);
+  }
+  json seeds = json::array();
+  for (int64_t s = 0; s < o.seeds; ++s) seeds.push_back(s);
+  json cfg = {{"model", model_dir},
+              {"tasks", (out / "tasks.jsonl").string()},
+              {"task_kind", "humaneval"},
+              {"db_dir", ""},
+              {"train_problems", "0-" + std::to_string(ntr - 1)},
+              {"eval_problems", std::to_string(train.size()) + "-" + std::to_string(train.size() + nev - 1)},
+              {"seeds", seeds},
+              {"chat", true},
+              {"thinking", false},
+              {"dtype", "f32"},
+              {"threads", o.threads},
+              {"unsafe_exec", o.unsafe_exec},
+              {"timeout", 10.0},
+              {"workers", 2},
+              {"collect", {{"samples", o.samples}, {"keep", 1}, {"check_all", false}, {"temperature", 0.7},
+                           {"top_p", 0.95}, {"top_k", 0}, {"max_new_tokens", o.max_new_tokens}}},
+              {"training", {{"steps", o.steps}, {"lr", 1e-3}, {"l2", 5e-4}, {"clip", 1.0}, {"layers", "all"},
+                            {"max_length", 2048}, {"normalize", false}, {"alpha_in_training", false}}},
+              {"eval", {{"alphas", {alpha}}, {"max_new_tokens", o.max_new_tokens}, {"samples", 0}, {"ks", {1}}}},
+              {"out", (out / "experiment").string()}};
+  models::configure_runtime(o.threads);
+  auto model = models::load_model(model_dir, at::kFloat);
+  std::fprintf(stderr, "s0 demo: built-in model %s (%s), %lld training / %lld held-out problems, %lld seeds\n",
+               model_dir.c_str(), info.value("description", std::string("")).c_str(), static_cast<long long>(ntr),
+               static_cast<long long>(nev), static_cast<long long>(o.seeds));
+  json summary = run_experiment(cfg, model.get());
+
+  // Decode speed with and without S0 (seed 0's states), same prompt, same length, alternating.
+  std::fprintf(stderr, "s0 demo: decode speed with and without S0\n");
+  const fs::path states_dir = out / "experiment" / "seed_0" / "states";
+  json speed = json(nullptr);
+  int64_t state_bytes = 0;
+  if (fs::exists(states_dir / "states.safetensors")) {
+    auto set = adapters::load_state_set(states_dir.string(), *model);
+    state_bytes = set.num_bytes();
+    auto states = set.scaled(alpha);
+    auto tok = text::Tokenizer::from_model_dir(model_dir);
+    auto chat = text::ChatTemplate::from_model_dir(model_dir);
+    eval::PromptStyle style;
+    style.chat = &chat;
+    auto ids = tok.encode(eval::render_prompt(held[0], style), true);
+    generate::GenerateOptions g;
+    g.max_new_tokens = 128;
+    g.eos_ids = {-1};
+    std::vector<double> rb, rs;
+    for (int rep = 0; rep < 3; ++rep) {
+      auto b = generate::generate(*model, {ids}, g)[0];
+      auto s = generate::generate(*model, {ids}, g, &states)[0];
+      rb.push_back((b.tokens.size() - 1) / std::max(b.decode_seconds, 1e-9));
+      rs.push_back((s.tokens.size() - 1) / std::max(s.decode_seconds, 1e-9));
+    }
+    speed = {{"base", median(rb)}, {"s0", median(rs)}, {"s0_over_base", median(rs) / median(rb)}};
+  }
+
+  const json& m = summary["methods"][0];
+  const double base = summary["base"]["pass@1"].get<double>();
+  json result = {{"model", model_dir},
+                 {"alpha", alpha},
+                 {"train_problems", ntr},
+                 {"eval_problems", nev},
+                 {"seeds", o.seeds},
+                 {"base_pass@1", base},
+                 {"s0_pass@1_per_seed", m["pass@1_per_seed"]},
+                 {"s0_pass@1_mean", m.value("pass@1_mean", json(nullptr))},
+                 {"s0_pass@1_std", m.value("pass@1_std", json(nullptr))},
+                 {"delta_pp_mean", m.value("delta_pp_mean", json(nullptr))},
+                 {"delta_pp_std", m.value("delta_pp_std", json(nullptr))},
+                 {"welch_p", m.contains("welch_vs_base") ? m["welch_vs_base"]["p"] : json(nullptr)},
+                 {"welch_zero_variance", m.contains("welch_vs_base") ? m["welch_vs_base"]["zero_variance"] : json(nullptr)},
+                 {"mcnemar_p_max", m.value("mcnemar_p_max", json(nullptr))},
+                 {"fail_to_pass", m["fail_to_pass"]},
+                 {"pass_to_fail", m["pass_to_fail"]},
+                 {"state_set_bytes", state_bytes},
+                 {"decode_tokens_per_s", speed},
+                 {"report", (out / "experiment" / "report.md").string()},
+                 {"state_set", states_dir.string()}};
+  const std::string path = (out / "demo.json").string();
+  io::write_file_atomic(path, result.dump(2) + "\n");
+  return {std::move(result), path};
+}
+
+}  // namespace s0::pipeline

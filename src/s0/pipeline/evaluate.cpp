@@ -1,0 +1,197 @@
+#include "s0/pipeline/evaluate.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "s0/eval/stats.h"
+#include "s0/generate/generate.h"
+#include "s0/io/atomic_file.h"
+#include "s0/pipeline/report.h"
+#include "s0/util/error.h"
+#include "s0/util/progress.h"
+
+namespace s0::pipeline {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+json summarize(const std::vector<json>& results, const std::vector<std::string>& order, const std::vector<int64_t>& ks) {
+  // condition -> task_id -> record
+  std::map<std::string, std::map<std::string, const json*>> by;
+  for (const auto& r : results) by[r.at("condition").get<std::string>()][r.at("task_id").get<std::string>()] = &r;
+  json conds = json::array();
+  const auto* base = order.empty() || !by.count(order[0]) ? nullptr : &by[order[0]];
+  for (const auto& name : order) {
+    auto& m = by[name];
+    json c = {{"name", name}};
+    int64_t n = 0, pass = 0, toks = 0;
+    double dsec = 0;
+    std::map<int64_t, double> pk;
+    int64_t sampled = 0;
+    std::optional<double> alpha;
+    for (auto& [id, r] : m) {
+      ++n;
+      pass += r->at("passed").get<bool>();
+      toks += r->value("tokens", 0);
+      dsec += r->value("decode_seconds", 0.0);
+      if (r->contains("alpha") && !r->at("alpha").is_null()) alpha = r->at("alpha").get<double>();
+      if (r->contains("samples")) {
+        int64_t sn = r->at("samples").get<int64_t>(), sc = r->at("sample_passes").get<int64_t>();
+        ++sampled;
+        for (int64_t k : ks)
+          if (k <= sn) pk[k] += eval::pass_at_k(sn, sc, k);
+      }
+    }
+    c["problems"] = n;
+    c["greedy_passed"] = pass;
+    c["pass@1"] = n ? static_cast<double>(pass) / static_cast<double>(n) : 0.0;
+    c["alpha"] = alpha ? json(*alpha) : json(nullptr);
+    c["decode_tokens_per_s"] = dsec > 0 ? static_cast<double>(toks) / dsec : 0.0;
+    if (sampled) {
+      json s = json::object();
+      for (auto& [k, v] : pk) s["pass@" + std::to_string(k)] = v / static_cast<double>(sampled);
+      c["sampled"] = s;
+    }
+    if (base && name != order[0]) {
+      json up = json::array(), down = json::array();
+      std::vector<int64_t> div;
+      for (auto& [id, r] : m) {
+        auto it = base->find(id);
+        if (it == base->end()) continue;
+        bool b = it->second->at("passed").get<bool>(), t = r->at("passed").get<bool>();
+        if (!b && t) {
+          up.push_back(id);
+          const std::string x = it->second->value("completion", ""), y = r->value("completion", "");
+          size_t p = 0;
+          while (p < x.size() && p < y.size() && x[p] == y[p]) ++p;
+          div.push_back(static_cast<int64_t>(p));
+        } else if (b && !t) {
+          down.push_back(id);
+        }
+      }
+      c["delta_pp"] = 100.0 * (c["pass@1"].get<double>() - conds[0]["pass@1"].get<double>());
+      c["fail_to_pass"] = up;
+      c["pass_to_fail"] = down;
+      json d = {{"positions", div}};
+      if (!div.empty()) {
+        auto s = div;
+        std::sort(s.begin(), s.end());
+        d["median"] = s[s.size() / 2];
+        d["at_position_0"] = static_cast<double>(std::count(s.begin(), s.end(), 0)) / static_cast<double>(s.size());
+      }
+      c["first_char_divergence"] = d;
+    }
+    conds.push_back(c);
+  }
+  return {{"conditions", conds}};
+}
+
+json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::PromptStyle& style, const std::vector<eval::Task>& tasks,
+              const std::vector<Condition>& conditions, const eval::Sandbox& sandbox, const EvalOptions& opt,
+              const std::string& out_dir) {
+  if (conditions.empty()) throw Error("nothing to evaluate: no conditions");
+  if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be >= 1");
+  std::set<std::string> names;
+  for (const auto& c : conditions)
+    if (!names.insert(c.name).second) throw Error("condition '" + c.name + "' given twice");
+  fs::create_directories(out_dir);
+  const std::string results_path = (fs::path(out_dir) / "results.jsonl").string();
+  check_or_write_header((fs::path(out_dir) / "eval_config.json").string(),
+                        {{"max_new_tokens", opt.max_new_tokens},
+                         {"samples", opt.samples},
+                         {"temperature", opt.sampling.temperature},
+                         {"top_p", opt.sampling.top_p},
+                         {"top_k", opt.sampling.top_k},
+                         {"seed", opt.sampling.seed},
+                         {"meta", opt.meta}});
+  std::vector<json> results;
+  std::set<std::pair<std::string, std::string>> done;
+  for (const auto& line : io::read_complete_lines(results_path)) {
+    json j = json::parse(line);
+    done.insert({j.at("condition").get<std::string>(), j.at("task_id").get<std::string>()});
+    results.push_back(std::move(j));
+  }
+  const int64_t total = static_cast<int64_t>(conditions.size() * tasks.size());
+  Progress prog("eval", total, "problems");
+  int64_t finished = 0;
+  for (const auto& c : conditions)
+    for (const auto& t : tasks) finished += done.count({c.name, t.id});
+  prog.set_start(finished);
+  std::map<std::string, int64_t> passes;
+  for (const auto& r : results) passes[r["condition"].get<std::string>()] += r["passed"].get<bool>();
+  for (const auto& c : conditions) {
+    const models::StateMap* states = c.states ? &*c.states : nullptr;
+    std::vector<const eval::Task*> todo;
+    for (const auto& t : tasks)
+      if (!done.count({c.name, t.id})) todo.push_back(&t);
+    // Greedy completions of up to `batch` problems decoded together (decode_step: the same
+    // tokens as one at a time), verified together, then appended one line per problem: a
+    // crash loses at most the group in flight.
+    const size_t group = static_cast<size_t>(std::max<int64_t>(1, opt.batch));
+    for (size_t a = 0; a < todo.size(); a += group) {
+      const size_t b = std::min(todo.size(), a + group);
+      std::vector<const eval::Task*> ts(todo.begin() + static_cast<std::ptrdiff_t>(a), todo.begin() + static_cast<std::ptrdiff_t>(b));
+      std::vector<std::vector<int64_t>> prompts;
+      for (const eval::Task* t : ts) prompts.push_back(tok.encode(eval::render_prompt(*t, style), true));
+      const double t0 = prog.elapsed();
+      auto gens = generate::generate_batched(model, prompts, generate_options(opt.sampling, 0, true, opt.max_new_tokens), states,
+                                             static_cast<int64_t>(group));
+      const double wall = prog.elapsed() - t0;
+      int64_t group_tokens = 0;
+      std::vector<std::string> texts;
+      for (auto& g : gens) texts.push_back(tok.decode(g.tokens, true)), group_tokens += static_cast<int64_t>(g.tokens.size());
+      auto verdicts = eval::check_all(ts, texts, sandbox, opt.check);
+      for (size_t k = 0; k < ts.size(); ++k) {
+        const eval::Task& t = *ts[k];
+        const auto& g = gens[k];
+        const eval::Verdict& v = verdicts[k];
+        json rec = {{"condition", c.name},
+                    {"alpha", c.alpha ? json(*c.alpha) : json(nullptr)},
+                    {"task_id", t.id},
+                    {"index", t.index},
+                    {"passed", v.passed},
+                    {"detail", v.detail},
+                    {"completion", texts[k]},
+                    {"tokens", static_cast<int64_t>(g.tokens.size())},
+                    {"finish_reason", g.finish_reason},
+                    // this problem's share of the group's wall time (sums give aggregate tokens/s)
+                    {"decode_seconds", group_tokens ? wall * static_cast<double>(g.tokens.size()) / group_tokens : 0.0}};
+        if (opt.samples > 0) {
+          auto sg = generate::sample_n(model, prompts[k], opt.samples,
+                                       generate_options(opt.sampling, problem_seed(opt.sampling.seed, t.index), false,
+                                                   opt.max_new_tokens),
+                                       states);
+          std::vector<std::string> st;
+          for (auto& x : sg) st.push_back(tok.decode(x.tokens, true));
+          auto vs = eval::check_all(std::vector<const eval::Task*>(sg.size(), &t), st, sandbox, opt.check);
+          rec["samples"] = opt.samples;
+          rec["sample_passes"] = std::count_if(vs.begin(), vs.end(), [](const eval::Verdict& x) { return x.passed; });
+        }
+        io::append_durable(results_path, rec.dump() + "\n");
+        passes[c.name] += v.passed;
+        results.push_back(std::move(rec));
+        ++finished;
+      }
+      if (opt.progress) prog.update(finished, c.name + ": " + std::to_string(passes[c.name]) + " passed");
+    }
+  }
+  prog.finish();
+  // Only the requested conditions and tasks count (results.jsonl may hold more).
+  std::set<std::string> ids;
+  for (const auto& t : tasks) ids.insert(t.id);
+  std::vector<json> sel;
+  for (auto& r : results)
+    if (names.count(r["condition"].get<std::string>()) && ids.count(r["task_id"].get<std::string>())) sel.push_back(r);
+  std::vector<std::string> order;
+  for (const auto& c : conditions) order.push_back(c.name);
+  json summary = summarize(sel, order, opt.ks);
+  summary["meta"] = opt.meta;
+  summary["files"] = {{"results", results_path}, {"report", (fs::path(out_dir) / "report.md").string()}};
+  io::write_file_atomic((fs::path(out_dir) / "summary.json").string(), summary.dump(2) + "\n");
+  io::write_file_atomic((fs::path(out_dir) / "report.md").string(), evaluation_report(summary));
+  return summary;
+}
+
+}  // namespace s0::pipeline
