@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "s0/nn/fused.h"
+#include "s0/nn/cross_entropy.h"
 #include "s0/util/torch.h"
 
 namespace s0::models {
