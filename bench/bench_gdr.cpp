@@ -11,7 +11,6 @@
 #include <nlohmann/json.hpp>
 
 #include "s0/nn/gated_delta_rule.h"
-#include "s0/nn/gdr_fast.h"
 #include "s0/util/error.h"
 #include "bench_util.h"
 

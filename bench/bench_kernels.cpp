@@ -11,8 +11,11 @@
 
 #include "bench_util.h"
 #include "s0/models/model.h"
-#include "s0/nn/fused.h"
-#include "s0/nn/layers.h"
+#include "s0/nn/activations.h"
+#include "s0/nn/causal_conv.h"
+#include "s0/nn/cross_entropy.h"
+#include "s0/nn/l2_heads.h"
+#include "s0/nn/norms.h"
 
 using namespace s0;
 

@@ -1,6 +1,6 @@
 #include "s0/models/blocks.h"
 
-#include "s0/nn/layers.h"
+#include "s0/nn/attention.h"
 #include "s0/nn/linear.h"
 
 namespace s0::models {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "s0/models/adapter.h"
-#include "s0/nn/fused.h"
+#include "s0/nn/cross_entropy.h"
 #include "s0/util/torch.h"
 
 namespace s0::models {

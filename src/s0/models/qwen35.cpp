@@ -4,10 +4,14 @@
 
 #include "s0/models/blocks.h"
 #include "s0/models/weights.h"
-#include "s0/nn/fused.h"
+#include "s0/nn/activations.h"
+#include "s0/nn/attention.h"
+#include "s0/nn/causal_conv.h"
+#include "s0/nn/cross_entropy.h"
 #include "s0/nn/gated_delta_rule.h"
-#include "s0/nn/layers.h"
+#include "s0/nn/l2_heads.h"
 #include "s0/nn/linear.h"
+#include "s0/nn/norms.h"
 #include "s0/util/error.h"
 
 namespace s0::models {

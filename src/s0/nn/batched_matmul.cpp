@@ -1,25 +1,16 @@
 #include "s0/nn/batched_matmul.h"
 
-#include <dlfcn.h>
-
 #include <torch/csrc/autograd/custom_function.h>
+
+#include "s0/nn/simd.h"
 
 namespace s0::nn {
 
 namespace {
 
-using SgemmFn = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
-                        int64_t, float, float*, int64_t);
+using simd::SgemmFn;
 
-SgemmFn sgemm() {
-  static const SgemmFn f = [] {
-    void* p = dlsym(RTLD_DEFAULT, "dnnl_sgemm");
-    if (!p)
-      if (void* h = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_NOLOAD)) p = dlsym(h, "dnnl_sgemm");
-    return reinterpret_cast<SgemmFn>(p);
-  }();
-  return f;
-}
+SgemmFn sgemm() { return simd::dnnl_sgemm(); }
 
 // The product itself; A and B contiguous float32.
 Tensor product(const Tensor& A, bool ta, const Tensor& B, bool tb) {

@@ -1,6 +1,5 @@
 #include "s0/nn/gated_delta_rule.h"
 
-#include "s0/nn/gdr_fast.h"
 #include "s0/util/blas_threads.h"
 
 #include <limits>

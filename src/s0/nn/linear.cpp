@@ -1,36 +1,20 @@
 #include "s0/nn/linear.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include <torch/csrc/autograd/custom_function.h>
 
-// GCC 12's AVX-512 intrinsic headers use deliberately undefined vectors and trip this
-// warning (a known false positive); it says nothing about this file's code.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"  // same false positive (_mm512_reduce_add_ps), inlined into the blocked kernels
-#include <immintrin.h>
+#include "s0/nn/simd.h"
 
 namespace s0::nn {
 
 namespace {
 
-bool has_avx512bf16() {
-  static const bool v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
-  return v;
-}
+bool has_avx512bf16() { return simd::cpu_avx512f() && simd::cpu_avx512bf16(); }
 
-bool has_avx512() {
-  static const bool v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-  return v;
-}
+bool has_avx512() { return simd::cpu_avx512f() && simd::cpu_avx512bw(); }
 
-inline float bf16_to_float(uint16_t b) {
-  uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using simd::bf16_to_f32;
 
 // Every kernel below computes rows [r0, r1) of y = x W^T for M input rows x [M, K] at once
 // (y [M, N]). Each (input row, output row) pair is computed by exactly the same sequence of
@@ -81,11 +65,11 @@ __attribute__((target("avx512f,avx512bw"))) void gemv_bf16_avx512(const float* x
       float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
                     _mm512_reduce_add_ps(s3)};
       for (int64_t k = K16; k < K; ++k)
-        for (int j = 0; j < 4; ++j) r[j] += bf16_to_float(a[j * K + k]) * xm[k];
+        for (int j = 0; j < 4; ++j) r[j] += bf16_to_f32(a[j * K + k]) * xm[k];
       for (int j = 0; j < 4; ++j) y[m * N + n + j] = r[j];
     }
   }
-  gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, bf16_to_float);
+  gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, bf16_to_f32);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline __m512bh ld(const uint16_t* p) {
@@ -119,7 +103,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void dp_block(cons
     float o[4] = {_mm512_reduce_add_ps(s[r][0]), _mm512_reduce_add_ps(s[r][1]), _mm512_reduce_add_ps(s[r][2]),
                   _mm512_reduce_add_ps(s[r][3])};
     for (int64_t k = K32; k < K; ++k)
-      for (int j = 0; j < 4; ++j) o[j] += bf16_to_float(a[j * K + k]) * bf16_to_float(xm[k]);
+      for (int j = 0; j < 4; ++j) o[j] += bf16_to_f32(a[j * K + k]) * bf16_to_f32(xm[k]);
     for (int j = 0; j < 4; ++j) y[r * N + j] = o[j];
   }
 }
@@ -138,7 +122,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp(const u
     for (int64_t m = 0; m < M; ++m) {
       const uint16_t* xm = x + m * K;
       float acc = 0.f;
-      for (int64_t k = 0; k < K; ++k) acc += bf16_to_float(w[n * K + k]) * bf16_to_float(xm[k]);
+      for (int64_t k = 0; k < K; ++k) acc += bf16_to_f32(w[n * K + k]) * bf16_to_f32(xm[k]);
       y[m * N + n] = acc;
     }
 }
@@ -210,7 +194,7 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
       else if (avx)
         gemv_bf16_avx512(xp, M, wp, yp, N, r0, r1, K);
       else
-        gemv_rows_generic(xp, M, wp, yp, N, r0, r1, K, f32_id, bf16_to_float);
+        gemv_rows_generic(xp, M, wp, yp, N, r0, r1, K, f32_id, bf16_to_f32);
     } else {
       const float* wp = w.data_ptr<float>();
       if (avx)

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include "s0/nn/gated_delta_rule.h"
-#include "s0/nn/gdr_fast.h"
 #include "tensor_util.h"
 
 #include <torch/csrc/autograd/function.h>

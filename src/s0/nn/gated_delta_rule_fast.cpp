@@ -1,3 +1,5 @@
+// The gated delta rule's fast kernels (declared in gated_delta_rule.h).
+//
 // Chunked gated delta rule on CPU float32: the same WY algorithm as
 // gated_delta_rule_chunked, written per head and run for all heads in parallel. The small
 // matrix products go to oneDNN's thread-safe sgemm (found at run time) or, without it, to
@@ -9,36 +11,20 @@
 // walks the chunks from last to first, recomputes the rest of each chunk's intra-chunk
 // quantities (decays, A, Aqk, T = (I + A)^-1) from the saved inputs and back-propagates
 // through them by hand (matrix products with the kernel above, the rest in loops).
-#include "s0/nn/gdr_fast.h"
-
-#include <dlfcn.h>
-#include <immintrin.h>
-
-#include <torch/csrc/autograd/custom_function.h>
-
 #include <atomic>
 #include <cmath>
 #include <vector>
+
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "s0/nn/gated_delta_rule.h"
+#include "s0/nn/simd.h"
 
 namespace s0::nn {
 
 namespace {
 
-using SgemmFn = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
-                        int64_t, float, float*, int64_t);
-
-SgemmFn find_sgemm() {
-  void* p = dlsym(RTLD_DEFAULT, "dnnl_sgemm");
-  if (!p) {
-    if (void* h = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_NOLOAD)) p = dlsym(h, "dnnl_sgemm");
-  }
-  return reinterpret_cast<SgemmFn>(p);
-}
-
-SgemmFn dnnl() {
-  static const SgemmFn f = find_sgemm();
-  return f;
-}
+using simd::SgemmFn;
 
 // In-house AVX-512 sgemm for the kernel's small products (tens to a few hundred rows and
 // columns, all in cache): C (MR rows x up to 32 columns) accumulated in registers over the
@@ -147,16 +133,13 @@ int avx512_sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha,
   return 0;
 }
 
-bool has_avx512() {
-  static const bool b = __builtin_cpu_supports("avx512f");
-  return b;
-}
+bool has_avx512() { return simd::cpu_avx512f(); }  // what the kernels above need
 
 // oneDNN's sgemm where the process has it: measured on a quiet 2-core AVX-512 machine at the
 // 0.8B model's shape it is ~15% faster than the kernel above (whose advantage is that it
 // never spins: on an oversubscribed machine it held up far better). The kernel otherwise.
 SgemmFn pick_sgemm() {
-  if (SgemmFn f = dnnl()) return f;
+  if (SgemmFn f = simd::dnnl_sgemm()) return f;
   return has_avx512() ? avx512_sgemm : nullptr;
 }
 
