@@ -193,6 +193,7 @@ void Engine::loop() {
       while (!pending_.empty()) {
         fresh.push_back(std::move(pending_.front()));
         pending_.pop_front();
+        ++waiting_count_;  // still counted against max_queue while it moves to the engine
       }
     }
     for (auto& s : fresh) {
