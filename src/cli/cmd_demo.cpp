@@ -38,6 +38,7 @@ std::vector<std::string> asset_dirs(const std::string& flag) {
 Action add_demo(CLI::App& app) {
   struct Opts : pipeline::DemoOptions {
     std::string assets_flag;
+    bool no_baselines = false;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--out", o->out, "Working directory for the demo's files (rerun resumes)")->capture_default_str();
@@ -52,7 +53,12 @@ Action add_demo(CLI::App& app) {
   app.add_option("--threads", o->threads, "Intra-op threads (0 = all cores)")->capture_default_str();
   app.add_flag("--quick", o->quick, "A fast smoke run: 1 seed, 8 training and 10 held-out problems, 4 samples, 2 steps");
   app.add_flag("--unsafe-exec", o->unsafe_exec, "Run model code without bubblewrap when it is unavailable");
+  app.add_flag("--no-baselines", o->no_baselines, "Only S0 (skip the LoRA and state-offset arms)");
+  app.add_option("--train-subset", o->train_subset,
+                 "Per seed, a seeded random subset of this many training problems (0: all)")
+      ->capture_default_str();
   return [o]() {
+    o->baselines = !o->no_baselines;
     o->assets = asset_dirs(o->assets_flag);
     auto r = pipeline::run_demo(*o);
     std::fputs(pipeline::demo_report(r.summary, r.path).c_str(), stdout);

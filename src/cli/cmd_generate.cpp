@@ -4,6 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "s0/adapters/lora.h"
+#include "s0/adapters/stack.h"
+#include "s0/adapters/state_offset.h"
 #include "s0/adapters/state_set.h"
 #include "s0/generate/generate.h"
 #include "s0/models/model.h"
@@ -16,7 +19,7 @@ namespace s0::cli {
 
 Action add_generate(CLI::App& app) {
   struct Opts {
-    std::string model, dtype = "bf16", states;
+    std::string model, dtype = "bf16", states, lora, offset;
     std::vector<std::string> prompt_ids, prompts;
     double alpha = -1, temperature = 0, top_p = 1;
     int64_t top_k = 0, max_new = 32;
@@ -30,6 +33,8 @@ Action add_generate(CLI::App& app) {
   app.add_option("--dtype", o->dtype, "Weight dtype: bf16 or f32")->capture_default_str();
   app.add_option("--states", o->states, "S0 state-set directory to start every sequence from");
   app.add_option("--alpha", o->alpha, "Scale applied to the states (default: the state set's alpha)");
+  app.add_option("--lora", o->lora, "LoRA adapter directory (PEFT layout), applied unmerged (combines with --states)");
+  app.add_option("--offset", o->offset, "State-offset directory (combines with --states and --lora)");
   app.add_option("--prompt-ids", o->prompt_ids, "Prompt as comma-separated token ids (repeatable)");
   app.add_option("--prompt", o->prompts, "Prompt text (repeatable); output then includes the decoded text");
   app.add_flag("--chat", o->chat, "Render each --prompt as a user turn through the model's chat template");
@@ -64,17 +69,22 @@ Action add_generate(CLI::App& app) {
         if (id < 0 || id >= model->vocab_size())
           throw Error("--prompt-ids: token id " + std::to_string(id) + " out of range [0, " +
                       std::to_string(model->vocab_size()) + ")");
-    models::StateMap states;
-    if (!o->states.empty()) {
-      auto set = adapters::load_state_set(o->states, *model);
-      states = set.scaled(o->alpha >= 0 ? std::optional<double>(o->alpha) : std::nullopt);
-    }
+    // Everything attached goes through the adapter door as one stack.
+    std::vector<std::shared_ptr<const models::Adapter>> attached;
+    if (!o->states.empty())
+      attached.push_back(adapters::load_state_set(o->states, *model)
+                             .adapter(o->alpha >= 0 ? std::optional<double>(o->alpha) : std::nullopt));
+    else if (o->alpha >= 0)
+      throw Error("--alpha needs --states");
+    if (!o->lora.empty()) attached.push_back(adapters::load_lora(o->lora, *model).adapter());
+    if (!o->offset.empty()) attached.push_back(adapters::load_offset_set(o->offset, *model).adapter());
     generate::GenerateOptions opt;
+    opt.adapter = adapters::stack(attached);
     opt.max_new_tokens = o->max_new;
     opt.sampling = {o->temperature, o->top_k, o->top_p, o->seed};
     opt.stop_strings = o->stop;
     if (tok) opt.tokenizer = &*tok;
-    auto gens = generate::generate(*model, prompts, opt, o->states.empty() ? nullptr : &states);
+    auto gens = generate::generate(*model, prompts, opt);
     for (size_t i = 0; i < gens.size(); ++i) {
       const auto& g = gens[i];
       nlohmann::json j = {{"prompt", i},

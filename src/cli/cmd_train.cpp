@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "s0/models/model.h"
 #include "s0/train/data.h"
+#include "s0/train/baselines.h"
 #include "s0/train/trainer.h"
 #include "s0/util/error.h"
 
@@ -27,19 +28,32 @@ std::string fmt_time(double s) {
 
 Action add_train(CLI::App& app) {
   struct Opts {
-    std::string model, data, out, dtype = "bf16", layers = "all";
+    std::string model, data, out, dtype = "bf16", layers = "all", method = "s0", targets;
     train::TrainConfig cfg;
-    double alpha = -1;
+    adapters::LoraConfig lora;
+    double alpha = -1, lora_alpha = -1;
     bool chat = false, resume = false, no_recompute = false, recompute_projections = false;
     int threads = 0;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--model", o->model, "Model directory (Hugging Face layout)")->required();
   app.add_option("--data", o->data, "Training JSONL ({prompt, completion} or {messages})")->required();
-  app.add_option("--out", o->out, "Output state-set directory (also holds the resume checkpoint)")->required();
-  app.add_option("--steps", o->cfg.steps, "Optimisation steps (each one pass over all examples)")->capture_default_str();
+  app.add_option("--out", o->out, "Output directory (also holds the resume checkpoint)")->required();
+  app.add_option("--method", o->method,
+                 "What to learn: s0 (initial states), lora (PEFT-layout adapter) or offset (per-step state offset)")
+      ->check(CLI::IsMember({"s0", "lora", "offset"}))
+      ->capture_default_str();
+  app.add_option("--steps", o->cfg.steps, "Optimisation steps")->capture_default_str();
+  app.add_option("--batch", o->cfg.batch,
+                 "Examples per step: 0 = all (full batch); b = the next b, cycling (the paper's LoRA: 1)")
+      ->capture_default_str();
+  app.add_option("--rank", o->lora.r, "LoRA rank")->capture_default_str();
+  app.add_option("--lora-alpha", o->lora_alpha, "LoRA scale numerator (default 2 * rank)");
+  app.add_option("--targets", o->targets,
+                 "LoRA target modules, comma-separated (default: Qwen3.5 q,k,v,o_proj; Falcon-H1 q,k,v_proj,in_proj)");
   app.add_option("--lr", o->cfg.lr, "Adam learning rate")->capture_default_str();
-  app.add_option("--l2", o->cfg.l2, "L2 penalty lambda on the states")->capture_default_str();
+  auto* l2 = app.add_option("--l2", o->cfg.l2, "L2 penalty lambda on the trained tensors (LoRA/offset default: 0)")
+                 ->capture_default_str();
   app.add_option("--clip", o->cfg.grad_clip, "Global gradient-norm clip (0: off)")->capture_default_str();
   app.add_option("--alpha", o->alpha, "Inference scale saved with the states (default: 0.07 GDN, 0.65 Mamba-2)");
   app.add_flag("--normalize", o->cfg.normalize, "At inference use alpha * S / ||S||");
@@ -54,7 +68,8 @@ Action add_train(CLI::App& app) {
                "Recompute the layers' projection GEMMs too (least memory: ~one layer's activations)");
   app.add_option("--dtype", o->dtype, "Weight dtype: bf16 or f32")->capture_default_str();
   app.add_option("--threads", o->threads, "Intra-op threads (0 = all cores)")->capture_default_str();
-  return [o]() {
+  return [o, l2]() {
+    if (o->method != "s0" && l2->count() == 0) o->cfg.l2 = 0;  // the baselines' own default
     models::configure_runtime(o->threads);
     auto model = models::load_model(o->model, models::parse_dtype(o->dtype));
     auto tok = text::Tokenizer::from_model_dir(o->model);
@@ -73,10 +88,7 @@ Action add_train(CLI::App& app) {
     cfg.keep_projections = !o->recompute_projections;
     if (o->alpha >= 0) cfg.alpha = o->alpha;
     const bool tty = isatty(fileno(stderr));
-    train::Trainer trainer(*model, std::move(data.examples), cfg);
-    std::fprintf(stderr, "training %zu state tensors %s on %s examples for %lld steps\n", trainer.layers().size(),
-                 model->model_type().c_str(), o->data.c_str(), static_cast<long long>(cfg.steps));
-    auto set = trainer.train(o->out, o->resume, [&](const train::StepReport& r) {
+    auto on_step = [&](const train::StepReport& r) {
       if (tty) {
         const int width = 30, done = static_cast<int>(width * r.step / std::max<int64_t>(1, r.steps));
         std::fprintf(stderr, "\r[%s%s] step %lld/%lld  loss %.4f  |g| %.3g  %.0f tok/s  ETA %s   ",
@@ -87,21 +99,96 @@ Action add_train(CLI::App& app) {
       } else {
         nlohmann::json j = {{"step", r.step},         {"steps", r.steps},
                             {"loss", r.loss},         {"objective", r.objective},
-                            {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens_per_s},
+                            {"grad_norm", r.grad_norm}, {"param_norm", r.param_norm},
+                            {"tokens_per_s", r.tokens_per_s},
                             {"seconds", r.seconds},   {"eta_seconds", r.eta_seconds}};
-        nlohmann::json norms = nlohmann::json::object();
-        for (const auto& [l, n] : r.state_norms) norms[std::to_string(l)] = n;
-        j["state_norms"] = norms;
+        if (!r.state_norms.empty()) {
+          nlohmann::json norms = nlohmann::json::object();
+          for (const auto& [l, n] : r.state_norms) norms[std::to_string(l)] = n;
+          j["state_norms"] = norms;
+        }
         std::fprintf(stderr, "%s\n", j.dump().c_str());
       }
-    });
+    };
+    if (o->method == "lora") {
+      adapters::LoraConfig lc = o->lora;
+      lc.lora_alpha = o->lora_alpha > 0 ? o->lora_alpha : 2.0 * static_cast<double>(lc.r);
+      lc.base_model = o->model;
+      for (size_t a = 0; a < o->targets.size();) {
+        size_t b = o->targets.find(',', a);
+        if (b == std::string::npos) b = o->targets.size();
+        if (b > a) lc.target_modules.push_back(o->targets.substr(a, b - a));
+        a = b + 1;
+      }
+      std::fprintf(stderr, "training LoRA r=%lld on %s examples for %lld steps\n", static_cast<long long>(lc.r),
+                   o->data.c_str(), static_cast<long long>(cfg.steps));
+      auto set = train::train_lora(*model, std::move(data.examples), cfg, lc, o->out, o->resume, on_step,
+                                   adapters::decoder_prefix(o->model));
+      nlohmann::json summary = {{"out", o->out}, {"method", "lora"}, {"r", set.config.r},
+                                {"lora_alpha", set.config.lora_alpha}, {"target_modules", set.config.target_modules},
+                                {"modules", set.modules.size()}, {"params", set.num_params()},
+                                {"bytes", set.num_bytes()}, {"steps", cfg.steps},
+                                {"final_loss", set.s0_info.value("final_loss", nlohmann::json())}};
+      std::printf("%s\n", summary.dump().c_str());
+      return 0;
+    }
+    if (o->method == "offset") {
+      std::fprintf(stderr, "training state offsets on %s examples for %lld steps\n", o->data.c_str(),
+                   static_cast<long long>(cfg.steps));
+      auto set = train::train_offset(*model, std::move(data.examples), cfg, o->out, o->resume, on_step);
+      nlohmann::json summary = {{"out", o->out}, {"method", "offset"}, {"layers", set.offsets.size()},
+                                {"params", set.num_params()}, {"bytes", set.num_bytes()}, {"steps", cfg.steps},
+                                {"final_loss", set.config.value("final_loss", nlohmann::json())}};
+      std::printf("%s\n", summary.dump().c_str());
+      return 0;
+    }
+    train::Trainer trainer(*model, std::move(data.examples), cfg);
+    std::fprintf(stderr, "training %zu state tensors %s on %s examples for %lld steps\n", trainer.layers().size(),
+                 model->model_type().c_str(), o->data.c_str(), static_cast<long long>(cfg.steps));
+    auto set = trainer.train(o->out, o->resume, on_step);
     nlohmann::json summary = {{"out", o->out},
+                              {"method", "s0"},
                               {"layers", trainer.layers()},
                               {"steps", cfg.steps},
                               {"final_loss", set.config.value("final_loss", nlohmann::json())},
                               {"alpha", set.alpha()},
                               {"bytes", set.num_bytes()}};
     std::printf("%s\n", summary.dump().c_str());
+    return 0;
+  };
+}
+
+Action add_lora(CLI::App& app) {
+  struct Opts {
+    std::string model, lora, out;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* merge = app.add_subcommand("merge", "Write a model directory with a LoRA adapter merged into its weights");
+  merge->add_option("--model", o->model, "Base model directory")->required();
+  merge->add_option("--lora", o->lora, "LoRA adapter directory (PEFT layout)")->required();
+  merge->add_option("--out", o->out, "Output model directory")->required();
+  auto* inspect = app.add_subcommand("inspect", "Print a LoRA adapter's rank, scale, modules and size");
+  inspect->add_option("dir", o->lora, "LoRA adapter directory (PEFT layout)")->required();
+  app.require_subcommand(1);
+  return [o, merge]() {
+    if (merge->parsed()) {
+      auto model = models::load_model(o->model, at::kBFloat16);
+      auto set = adapters::load_lora(o->lora, *model);
+      model.reset();
+      adapters::merge_lora(o->model, set, o->out);
+      std::printf("%s\n", nlohmann::json({{"out", o->out}, {"merged_modules", set.modules.size()}}).dump().c_str());
+      return 0;
+    }
+    auto set = adapters::load_lora(o->lora);
+    nlohmann::json mods = nlohmann::json::array();
+    for (const auto& [name, f] : set.modules)
+      mods.push_back({{"module", name}, {"A", f.A.sizes().vec()}, {"B", f.B.sizes().vec()},
+                      {"delta_norm", (at::matmul(f.B, f.A) * set.config.scale()).norm().item<double>()}});
+    nlohmann::json j = {{"dir", o->lora}, {"r", set.config.r}, {"lora_alpha", set.config.lora_alpha},
+                        {"scale", set.config.scale()}, {"target_modules", set.config.target_modules},
+                        {"base_model", set.config.base_model}, {"params", set.num_params()},
+                        {"bytes", set.num_bytes()}, {"modules", mods}};
+    std::printf("%s\n", j.dump(2).c_str());
     return 0;
   };
 }

@@ -22,6 +22,7 @@ Action add_tokenize(CLI::App& app);
 Action add_detokenize(CLI::App& app);
 Action add_train(CLI::App& app);
 Action add_states(CLI::App& app);
+Action add_lora(CLI::App& app);
 Action add_collect(CLI::App& app);
 Action add_eval(CLI::App& app);
 Action add_experiment(CLI::App& app);

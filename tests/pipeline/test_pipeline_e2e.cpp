@@ -167,6 +167,66 @@ TEST(PipelineE2E, CollectTrainEvalAndResume) {
   EXPECT_NE(r.err.find("other settings"), std::string::npos) << r.err;
 }
 
+TEST(PipelineE2E, ExperimentComparesMethodsOnTheSameDataAndResumesPerMethod) {
+  const std::string dir = s0::testing::temp_dir("pipeline_methods");
+  const std::string model = s0::testing::tiny_qwen35("f32", 4);
+  write_tasks(dir, 5);
+  json cfg = {{"model", model},
+              {"tasks", "tasks.jsonl"},
+              {"train_problems", "0-2"},
+              {"eval_problems", "3-4"},
+              {"seeds", {0, 1}},
+              {"dtype", "f32"},
+              {"threads", 1},
+              {"unsafe_exec", true},
+              {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
+              {"training", {{"steps", 2}}},
+              {"eval", {{"alphas", {0.5}}, {"max_new_tokens", 5}}},
+              {"decode_speed_tokens", 8},
+              {"methods",
+               {{{"name", "s0"}, {"kind", "s0"}},
+                {{"name", "lora"}, {"kind", "lora"}, {"rank", 2}, {"steps", 3}, {"batch", 1}, {"lr", 1e-2}},
+                {{"name", "offset"}, {"kind", "offset"}, {"scales", {1.0, 3.0}}}}}};
+  std::ofstream(dir + "/exp.json") << cfg.dump();
+  auto r = run_cli({"experiment", "--config", dir + "/exp.json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const std::string out = dir + "/exp";
+  for (const char* f : {"seed_0/states/states.safetensors", "seed_0/lora/adapter_model.safetensors",
+                        "seed_0/lora/adapter_config.json", "seed_1/offset/offsets.safetensors", "seed_1/lora.done",
+                        "decode_speed.json"})
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  json s = json::parse(s0::io::read_file(out + "/summary.json"));
+  std::vector<std::string> names;
+  for (auto& m : s["methods"]) names.push_back(m["name"]);
+  EXPECT_EQ(names, (std::vector<std::string>{"s0@0.5", "lora", "offset@1", "offset@3"}));
+  for (auto& m : s["methods"]) {
+    EXPECT_EQ(m["pass@1_per_seed"].size(), 2u) << m["name"];
+    EXPECT_GT(m["params"].get<int64_t>(), 0) << m["name"];
+    EXPECT_GT(m["decode_tokens_per_s"].get<double>(), 0) << m["name"];
+    EXPECT_TRUE(m.contains("welch_vs_base")) << m["name"];
+  }
+  EXPECT_EQ(s["paired_tests"].size(), 6u);  // every pair of the 4 conditions
+  // Every method of a seed trained on that seed's one collected file.
+  EXPECT_EQ(jsonl(out + "/seed_0/eval/results.jsonl").size(), 8u);  // 4 conditions x 2 problems
+  const std::string md = s0::io::read_file(out + "/report.md");
+  EXPECT_NE(md.find("| lora |"), std::string::npos) << md;
+  // Resume per method and seed: with seed 1's offset gone, only that is trained again.
+  fs::remove_all(out + "/seed_1/offset");
+  fs::remove(out + "/seed_1/offset.done");
+  r = run_cli({"experiment", "--config", dir + "/exp.json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.err.find("seed 1: train offset"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("train lora"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("train s0"), std::string::npos) << r.err;
+  // Unknown method keys and kinds are refused, naming them.
+  cfg["methods"] = {{{"name", "x"}, {"kind", "prefix"}}};
+  cfg["out"] = "exp2";
+  std::ofstream(dir + "/exp2.json") << cfg.dump();
+  r = run_cli({"experiment", "--config", dir + "/exp2.json"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("prefix"), std::string::npos) << r.err;
+}
+
 TEST(PipelineE2E, ExperimentOverSeedsWritesReportAndResumes) {
   const std::string dir = s0::testing::temp_dir("pipeline_exp");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);

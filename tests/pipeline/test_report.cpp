@@ -187,14 +187,15 @@ TEST(PipelineReport, ExperimentReport) {
             "- seeds: [0,1]\n"
             "- sandbox: none\n\n"
             "| method | pass@1 (mean ± std) | delta vs base (pp) | Welch p vs base | McNemar p (max over seeds) | "
-            "FAIL->PASS | PASS->FAIL | seeds |\n"
-            "|---|---|---|---|---|---|---|---|\n"
-            "| base | 40.0 | | | | | | (deterministic) |\n"
-            "| s0@0.07 | 70.0 ± 14.1 | 30.0 ± 14.1 | 0.2048 | 0.5000 | 3 | 0 | 2 |\n"
-            "| s0@1 | 40.0 ± 0.0 | 0.0 ± 0.0 | undefined (zero variance) | 1.0e-05 | 1 | 1 | 2 |\n"
+            "FAIL->PASS | PASS->FAIL | params | file | train s | decode tok/s (x base) | seeds |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            "| base | 40.0 | | | | | | | | | | (deterministic) |\n"
+            "| s0@0.07 | 70.0 ± 14.1 | 30.0 ± 14.1 | 0.2048 | 0.5000 | 3 | 0 |  |  |  |  | 2 |\n"
+            "| s0@1 | 40.0 ± 0.0 | 0.0 ± 0.0 | undefined (zero variance) | 1.0e-05 | 1 | 1 |  |  |  |  | 2 |\n"
             "\nWelch's t-test compares the per-seed pass@1 with the (deterministic) base; McNemar's exact test "
-            "compares base and S0 problem by problem within a seed (FAIL->PASS vs PASS->FAIL), the largest p over "
-            "seeds shown.\n"
+            "compares base and each method problem by problem within a seed (FAIL->PASS vs PASS->FAIL), the largest p "
+            "over seeds shown. Decode speed: one stream, the first seed's adapter attached, median of 3 interleaved "
+            "runs.\n"
             "\nPaired t-test s0@0.07 vs s0@1 (same seeds): mean 30.0 pp, t = 3.000, p = 0.2048.\n"
             "\ns0@0.07: of 3 FAIL->PASS flips, 33.3% differ from the base output at the first character (median "
             "position 6).\n"
@@ -259,6 +260,30 @@ TEST(PipelineReport, DemoReport) {
   std::string r = demo_report(d, "/o/demo.json");
   EXPECT_NE(r.find(", 5 seeds, alpha 1\n"), std::string::npos) << r;
   EXPECT_NE(r.find("| 20.0% | n/a ± 0.0% | 30.0 ± 0.0 | undefined (std 0) | 0.071 | 48.0 KB | n/a / n/a |\n"),
+            std::string::npos)
+      << r;
+}
+
+TEST(PipelineReport, DemoReportComparesEveryArm) {
+  json row = {{"pass@1_mean", 50.0}, {"pass@1_std", 2.0}, {"delta_pp_mean", 30.0}, {"delta_pp_std", 2.0},
+              {"welch_p", 0.001}, {"welch_zero_variance", false}, {"params", 512}, {"bytes", 2048},
+              {"decode_tokens_per_s", 100.0}, {"decode_vs_base", 1.0}};
+  json s0 = row, lora = row;
+  s0["name"] = "s0@1", s0["kind"] = "s0";
+  lora["name"] = "lora", lora["kind"] = "lora", lora["pass@1_mean"] = 40.0, lora["params"] = 9000;
+  lora["decode_tokens_per_s"] = 80.0, lora["decode_vs_base"] = 0.8, lora["welch_zero_variance"] = true;
+  json d = {{"eval_problems", 10}, {"seeds", 3}, {"alpha", 1.0}, {"base_pass@1", 20.0}, {"s0_pass@1_mean", 50.0},
+            {"s0_pass@1_std", 2.0}, {"delta_pp_mean", 30.0}, {"delta_pp_std", 2.0}, {"welch_p", 0.001},
+            {"welch_zero_variance", false}, {"mcnemar_p_max", 0.071}, {"fail_to_pass", 3}, {"pass_to_fail", 0},
+            {"state_set_bytes", 2048}, {"decode_tokens_per_s", nullptr}, {"report", "r"}, {"state_set", "s"},
+            {"comparison", {s0, lora}},
+            {"paired_tests", {{{"a", "s0@1"}, {"b", "lora"}, {"mean_diff_pp", 10.0}, {"t", 5.0}, {"df", 2.0}, {"p", 0.04}}}}};
+  std::string r = demo_report(d, "/o/demo.json");
+  EXPECT_NE(r.find("| method | pass@1 (mean ± std) | delta pp | Welch p | params | file | decode tok/s (x base) |\n"
+                   "|---|---|---|---|---|---|---|\n"
+                   "| s0@1 | 50.0 ± 2.0% | 30.0 ± 2.0 | 0.001 | 512 | 2.0 KB | 100.0 (1.00x) |\n"
+                   "| lora | 40.0 ± 2.0% | 30.0 ± 2.0 | undefined (std 0) | 9000 | 2.0 KB | 80.0 (0.80x) |\n"
+                   "\npaired t-test s0@1 vs lora: 10.0 pp, p = 0.04\n"),
             std::string::npos)
       << r;
 }

@@ -140,6 +140,13 @@ const std::string& ModelDir::file_of(const std::string& canonical) const {
   return it->second.file->path();
 }
 
+const std::string& ModelDir::full_name(const std::string& canonical) const {
+  auto it = index_.find(canonical);
+  if (it == index_.end())
+    throw Error(dir_ + ": tensor '" + canonical + "' not found in the checkpoint");
+  return it->second.full_name;
+}
+
 std::vector<std::string> ModelDir::names() const {
   std::vector<std::string> out;
   for (const auto& [k, v] : index_) out.push_back(k);

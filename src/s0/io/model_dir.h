@@ -29,6 +29,8 @@ class ModelDir {
   const TensorInfo& get(const std::string& canonical, const std::vector<int64_t>& shape) const;
   // The file holding a tensor (for messages).
   const std::string& file_of(const std::string& canonical) const;
+  // The tensor's name in its file ("model.language_model.layers.0.mlp.up_proj.weight").
+  const std::string& full_name(const std::string& canonical) const;
   std::vector<std::string> names() const;
 
  private:

@@ -194,3 +194,15 @@ nn::RowsCrossEntropy FalconH1Model::rows_cross_entropy(const Tensor& rows, const
 }
 
 }  // namespace s0::models
+
+namespace s0::models {
+
+std::vector<std::pair<std::string, Tensor>> FalconH1Model::linear_layers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const Layer& w : layers_)
+    for (const Linear* m : {&w.in_proj, &w.out_proj, &w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down})
+      out.push_back({m->name, m->w});
+  return out;
+}
+
+}  // namespace s0::models

@@ -33,6 +33,7 @@ class FalconH1Model : public CausalLM {
   using CausalLM::layer;
   Tensor layer(int64_t l, const Tensor& h, const SeqGroups& groups) const override;
   Tensor final_norm(const Tensor& h) const override;
+  std::vector<std::pair<std::string, Tensor>> linear_layers() const override;
 
  private:
   struct Linear {

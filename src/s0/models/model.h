@@ -85,6 +85,11 @@ class CausalLM {
   Tensor layer(int64_t l, const Tensor& h, LayerCache& c, int64_t past, const Adapter* adapter = nullptr) const;
   virtual Tensor final_norm(const Tensor& h) const = 0;
 
+  // Every linear layer whose output passes the adapter door's linear hook, in forward order:
+  // module name ("layers.3.self_attn.q_proj", the hook's name) and weight [out, in] as held
+  // (model dtype). LoRA picks its targets and shapes here and merges into these weights.
+  virtual std::vector<std::pair<std::string, Tensor>> linear_layers() const = 0;
+
   // Optional finer split of a decoder layer, for training: S0 needs input gradients only,
   // and those never need the forward values of the two output projections, so a recomputed
   // layer can skip both GEMMs. With x the residual stream after the mixer:

@@ -202,3 +202,19 @@ nn::RowsCrossEntropy Qwen35Model::rows_cross_entropy(const Tensor& rows, const T
 }
 
 }  // namespace s0::models
+
+namespace s0::models {
+
+std::vector<std::pair<std::string, Tensor>> Qwen35Model::linear_layers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const Layer& w : layers_) {
+    std::vector<const Linear*> mixer;
+    if (w.linear) mixer = {&w.gdn.in_qkv, &w.gdn.in_z, &w.gdn.in_b, &w.gdn.in_a, &w.gdn.out};
+    else mixer = {&w.attn.q, &w.attn.k, &w.attn.v, &w.attn.o};
+    for (const Linear* m : mixer) out.push_back({m->name, m->w});
+    for (const Linear* m : {&w.gate, &w.up, &w.down}) out.push_back({m->name, m->w});
+  }
+  return out;
+}
+
+}  // namespace s0::models

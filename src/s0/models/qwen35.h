@@ -38,6 +38,7 @@ class Qwen35Model : public CausalLM {
   Tensor mlp_core(int64_t l, const Tensor& x) const override;
   Tensor mlp_down_weight(int64_t l) const override;
   Tensor final_norm(const Tensor& h) const override;
+  std::vector<std::pair<std::string, Tensor>> linear_layers() const override;
   // For the project's own pretraining tool (tools/pretrain_builtin.cpp), not for S0 training
   // (weights stay frozen there): every weight tensor as held here, by its canonical name
   // (qwen35_tensor_shapes). Held forms differ from the file for two: "...conv1d.weight" is

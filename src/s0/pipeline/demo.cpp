@@ -30,16 +30,11 @@ std::string find_assets(const std::vector<std::string>& tries) {
   throw Error(msg + " (pass --assets DIR or set S0_ASSETS)");
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
 }  // namespace
 
 DemoResult run_demo(const DemoOptions& opt) {
   DemoOptions o = opt;
-  if (o.quick) o.seeds = 1, o.train_problems = 8, o.eval_problems = 10, o.samples = 4, o.steps = 2;
+  if (o.quick) o.seeds = 1, o.train_problems = 8, o.eval_problems = 10, o.samples = 4, o.steps = 2, o.train_subset = 0;
   if (o.seeds < 1) throw Error("--seeds must be >= 1");
   const fs::path assets = fs::path(find_assets(o.assets)) / "builtin";
   const fs::path out = fs::absolute(o.out);
@@ -80,7 +75,18 @@ DemoResult run_demo(const DemoOptions& opt) {
               {"training", {{"steps", o.steps}, {"lr", 1e-3}, {"l2", 5e-4}, {"clip", 1.0}, {"layers", "all"},
                             {"max_length", 2048}, {"normalize", false}, {"alpha_in_training", false}}},
               {"eval", {{"alphas", {alpha}}, {"max_new_tokens", o.max_new_tokens}, {"samples", 0}, {"ks", {1}}}},
+              {"train_subset", o.train_subset},
               {"out", (out / "experiment").string()}};
+  // The arms compared on the same collected data per seed: S0, and (unless --no-baselines)
+  // the paper's LoRA (rank 24, lora_alpha 48, q/k/v/o of the attention layer, Adam 5e-4,
+  // 50 steps of one example) and the state offset (S0's schedule).
+  json methods = json::array({{{"name", "s0"}, {"kind", "s0"}}});
+  if (o.baselines) {
+    methods.push_back({{"name", "lora"}, {"kind", "lora"}, {"rank", 24}, {"lora_alpha", 48}, {"lr", 5e-4},
+                       {"steps", o.quick ? 2 : 50}, {"batch", 1}});
+    methods.push_back({{"name", "offset"}, {"kind", "offset"}, {"lr", 1e-3}, {"steps", o.steps}});
+  }
+  cfg["methods"] = methods;
   models::configure_runtime(o.threads);
   auto model = models::load_model(model_dir, at::kFloat);
   std::fprintf(stderr, "s0 demo: built-in model %s (%s), %lld training / %lld held-out problems, %lld seeds\n",
@@ -88,31 +94,27 @@ DemoResult run_demo(const DemoOptions& opt) {
                static_cast<long long>(nev), static_cast<long long>(o.seeds));
   json summary = run_experiment(cfg, model.get());
 
-  // Decode speed with and without S0 (seed 0's states), same prompt, same length, alternating.
-  std::fprintf(stderr, "s0 demo: decode speed with and without S0\n");
+  // Decode speed with and without S0: measured by the experiment (seed 0's adapters, the
+  // conditions interleaved).
   const fs::path states_dir = out / "experiment" / "seed_0" / "states";
   json speed = json(nullptr);
   int64_t state_bytes = 0;
-  if (fs::exists(states_dir / "states.safetensors")) {
-    auto set = adapters::load_state_set(states_dir.string(), *model);
-    state_bytes = set.num_bytes();
-    auto states = set.scaled(alpha);
-    auto tok = text::Tokenizer::from_model_dir(model_dir);
-    auto chat = text::ChatTemplate::from_model_dir(model_dir);
-    eval::PromptStyle style;
-    style.chat = &chat;
-    auto ids = tok.encode(eval::render_prompt(held[0], style), true);
-    generate::GenerateOptions g;
-    g.max_new_tokens = 128;
-    g.eos_ids = {-1};
-    std::vector<double> rb, rs;
-    for (int rep = 0; rep < 3; ++rep) {
-      auto b = generate::generate(*model, {ids}, g)[0];
-      auto s = generate::generate(*model, {ids}, g, &states)[0];
-      rb.push_back((b.tokens.size() - 1) / std::max(b.decode_seconds, 1e-9));
-      rs.push_back((s.tokens.size() - 1) / std::max(s.decode_seconds, 1e-9));
-    }
-    speed = {{"base", median(rb)}, {"s0", median(rs)}, {"s0_over_base", median(rs) / median(rb)}};
+  if (fs::exists(states_dir / "states.safetensors")) state_bytes = adapters::load_state_set(states_dir.string(), *model).num_bytes();
+  const json& m0 = summary["methods"][0];
+  if (m0.contains("decode_tokens_per_s") && summary["base"]["decode_tokens_per_s"].is_number()) {
+    const double b = summary["base"]["decode_tokens_per_s"].get<double>(), s = m0["decode_tokens_per_s"].get<double>();
+    speed = {{"base", b}, {"s0", s}, {"s0_over_base", s / b}};
+  }
+  // Every arm side by side (for the comparison table).
+  json comparison = json::array();
+  for (const auto& c : summary["methods"]) {
+    json row = {{"name", c["name"]}, {"kind", c["kind"]}};
+    for (const char* k : {"pass@1_mean", "pass@1_std", "delta_pp_mean", "delta_pp_std", "mcnemar_p_max", "params", "bytes",
+                          "decode_tokens_per_s", "decode_vs_base", "fail_to_pass", "pass_to_fail", "train_seconds_mean"})
+      row[k] = c.value(k, json(nullptr));
+    row["welch_p"] = c.contains("welch_vs_base") ? c["welch_vs_base"]["p"] : json(nullptr);
+    row["welch_zero_variance"] = c.contains("welch_vs_base") ? c["welch_vs_base"]["zero_variance"] : json(nullptr);
+    comparison.push_back(row);
   }
 
   const json& m = summary["methods"][0];
@@ -135,6 +137,8 @@ DemoResult run_demo(const DemoOptions& opt) {
                  {"pass_to_fail", m["pass_to_fail"]},
                  {"state_set_bytes", state_bytes},
                  {"decode_tokens_per_s", speed},
+                 {"comparison", comparison},
+                 {"paired_tests", summary["paired_tests"]},
                  {"report", (out / "experiment" / "report.md").string()},
                  {"state_set", states_dir.string()}};
   const std::string path = (out / "demo.json").string();

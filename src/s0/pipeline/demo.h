@@ -3,9 +3,10 @@
 // (assets/builtin, see tools/builtin/README.md): evaluate the base model on held-out problems,
 // then over several seeds collect verified solutions on the training problems (sampled from
 // the frozen model, executed in the sandbox), train a state set, evaluate it (an experiment,
-// experiment.h); then measure the decode speed with and without S0. Writes OUT/tasks.jsonl,
-// OUT/experiment/ and OUT/demo.json (base vs S0 with std and Welch's p, the state-set size, the
-// decode speeds); report.h's demo_report() formats it. A rerun resumes.
+// experiment.h), and the paper's baselines (LoRA, state offset) on the same data; with the
+// decode speed of each. Writes OUT/tasks.jsonl, OUT/experiment/ and OUT/demo.json (base vs S0
+// with std and Welch's p, the state-set size, the decode speeds, every arm side by side);
+// report.h's demo_report() formats it. A rerun resumes.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -28,6 +29,8 @@ struct DemoOptions {
   double alpha = -1;   // < 0: the built-in model's (builtin.json)
   bool quick = false;  // 1 seed, 8 training and 10 held-out problems, 4 samples, 2 steps
   bool unsafe_exec = false;
+  bool baselines = true;      // also train and evaluate LoRA and the state offset on the same data
+  int64_t train_subset = 0;   // > 0: per seed, a seeded random subset of the training problems
 };
 
 struct DemoResult {

@@ -123,6 +123,11 @@ json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::P
   for (const auto& r : results) passes[r["condition"].get<std::string>()] += r["passed"].get<bool>();
   for (const auto& c : conditions) {
     const models::StateMap* states = c.states ? &*c.states : nullptr;
+    auto options = [&](uint64_t seed, bool greedy) {
+      auto g = generate_options(opt.sampling, seed, greedy, opt.max_new_tokens);
+      g.adapter = c.adapter;
+      return g;
+    };
     std::vector<const eval::Task*> todo;
     for (const auto& t : tasks)
       if (!done.count({c.name, t.id})) todo.push_back(&t);
@@ -136,7 +141,7 @@ json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::P
       std::vector<std::vector<int64_t>> prompts;
       for (const eval::Task* t : ts) prompts.push_back(tok.encode(eval::render_prompt(*t, style), true));
       const double t0 = prog.elapsed();
-      auto gens = generate::generate_batched(model, prompts, generate_options(opt.sampling, 0, true, opt.max_new_tokens), states,
+      auto gens = generate::generate_batched(model, prompts, options(0, true), states,
                                              static_cast<int64_t>(group));
       const double wall = prog.elapsed() - t0;
       int64_t group_tokens = 0;
@@ -160,9 +165,7 @@ json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::P
                     {"decode_seconds", group_tokens ? wall * static_cast<double>(g.tokens.size()) / group_tokens : 0.0}};
         if (opt.samples > 0) {
           auto sg = generate::sample_n(model, prompts[k], opt.samples,
-                                       generate_options(opt.sampling, problem_seed(opt.sampling.seed, t.index), false,
-                                                   opt.max_new_tokens),
-                                       states);
+                                       options(problem_seed(opt.sampling.seed, t.index), false), states);
           std::vector<std::string> st;
           for (auto& x : sg) st.push_back(tok.decode(x.tokens, true));
           auto vs = eval::check_all(std::vector<const eval::Task*>(sg.size(), &t), st, sandbox, opt.check);

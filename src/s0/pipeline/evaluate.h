@@ -3,6 +3,7 @@
 // several conditions (base, a state set at several alphas); per-problem results JSONL,
 // summary.json and report.md. Resumable: one durable append per finished problem.
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,8 +21,9 @@ namespace s0::pipeline {
 
 struct Condition {
   std::string name;                        // "base", "s0", "s0@0.15", ...
-  std::optional<models::StateMap> states;  // none: the base model
+  std::optional<models::StateMap> states;  // none: the base model (or `adapter`)
   std::optional<double> alpha;             // recorded in the summary
+  std::shared_ptr<const models::Adapter> adapter = nullptr;  // any adapter (LoRA, offset, stack), when no states
 };
 
 struct EvalOptions {

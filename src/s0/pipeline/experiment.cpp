@@ -1,18 +1,26 @@
 #include "s0/pipeline/experiment.h"
 
 #include <algorithm>
+#include <chrono>
+#include <set>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <random>
 
+#include "s0/adapters/lora.h"
+#include "s0/adapters/state_offset.h"
 #include "s0/adapters/state_set.h"
 #include "s0/eval/stats.h"
+#include "s0/eval/prompt.h"
 #include "s0/eval/tasks.h"
+#include "s0/generate/generate.h"
 #include "s0/io/atomic_file.h"
 #include "s0/pipeline/collect.h"
 #include "s0/pipeline/evaluate.h"
 #include "s0/pipeline/report.h"
 #include "s0/train/data.h"
+#include "s0/train/baselines.h"
 #include "s0/train/trainer.h"
 #include "s0/util/error.h"
 
@@ -49,6 +57,9 @@ json defaults() {
             {"normalize", false},
             {"alpha_in_training", false}}},
           {"eval", {{"alphas", nullptr}, {"max_new_tokens", 512}, {"samples", 0}, {"ks", {1, 5, 10}}}},
+          {"methods", nullptr},
+          {"train_subset", 0},
+          {"decode_speed_tokens", 128},
           {"out", nullptr}};
 }
 
@@ -92,7 +103,121 @@ json load_experiment_config(const std::string& path) {
   return cfg;
 }
 
-json run_experiment(const json& cfg, models::CausalLM* model_in) {
+namespace {
+
+// One method of an experiment: what is trained per seed and the conditions it is evaluated
+// under (S0: one per alpha; state offset: one per scale; LoRA: one).
+struct MethodSpec {
+  std::string name, kind;  // kind: "s0" | "lora" | "offset"
+  json spec;               // the config entry
+  train::TrainConfig tc;
+  adapters::LoraConfig lora;
+  std::vector<double> scales;  // s0: alphas; offset: scales; lora: {1}
+  // Condition names: S0 "name@alpha" (one per alpha); LoRA "name"; offset "name", or
+  // "name@scale" when it has several scales or one other than 1.
+  std::string condition(double x) const {
+    if (kind == "lora" || (kind == "offset" && scales.size() == 1 && x == 1.0)) return name;
+    char b[64];
+    snprintf(b, sizeof b, "%s@%g", name.c_str(), x);
+    return b;
+  }
+};
+
+std::vector<MethodSpec> method_specs(const json& cfg, const models::CausalLM& model) {
+  json list = cfg["methods"].is_null() ? json::array({{{"name", "s0"}, {"kind", "s0"}}}) : cfg["methods"];
+  if (!list.is_array() || list.empty()) throw Error("experiment config: \"methods\" must be a non-empty array");
+  const json& ct = cfg["training"];
+  std::vector<MethodSpec> out;
+  std::set<std::string> names;
+  for (const auto& m : list) {
+    static const std::set<std::string> keys = {"name", "kind", "alphas", "scales", "steps", "lr", "l2", "clip", "batch",
+                                               "layers", "max_length", "rank", "lora_alpha", "targets",
+                                               "normalize", "alpha_in_training"};
+    if (!m.is_object()) throw Error("experiment config: each of \"methods\" must be an object");
+    for (auto& [k, v] : m.items())
+      if (!keys.count(k)) throw Error("experiment config: methods: unknown key \"" + k + "\"");
+    MethodSpec s;
+    s.spec = m;
+    s.kind = m.value("kind", m.value("name", std::string("s0")));
+    if (s.kind != "s0" && s.kind != "lora" && s.kind != "offset")
+      throw Error("experiment config: methods: kind \"" + s.kind + "\" (expected s0, lora or offset)");
+    s.name = m.value("name", s.kind);
+    if (s.name.empty() || s.name.find_first_of("/@ ") != std::string::npos || s.name == "base" || !names.insert(s.name).second)
+      throw Error("experiment config: methods: name \"" + s.name + "\" is empty, repeated, \"base\" or has / @ or space");
+    auto get = [&](const char* k) { return m.contains(k) ? m[k] : ct.value(k, json()); };
+    try {
+      s.tc.steps = get("steps").get<int64_t>();
+      s.tc.lr = get("lr").get<double>();
+      // The baselines have no L2 term unless asked (the paper's LoRA has none).
+      s.tc.l2 = m.contains("l2") ? m["l2"].get<double>() : s.kind == "s0" ? ct["l2"].get<double>() : 0.0;
+      s.tc.grad_clip = get("clip").get<double>();
+      s.tc.layers = get("layers").get<std::string>();
+      s.tc.max_length = get("max_length").get<int64_t>();
+      s.tc.normalize = get("normalize").get<bool>();
+      s.tc.alpha_in_training = get("alpha_in_training").get<bool>();
+      s.tc.batch = m.value("batch", int64_t{0});
+      if (s.kind == "lora") {
+        s.lora.r = m.value("rank", int64_t{24});
+        s.lora.lora_alpha = m.value("lora_alpha", 2.0 * static_cast<double>(s.lora.r));
+        if (m.contains("targets") && !m["targets"].is_null()) s.lora.target_modules = m["targets"].get<std::vector<std::string>>();
+        else s.lora.target_modules = adapters::default_lora_targets(model);
+        s.scales = {1.0};
+      } else if (s.kind == "s0") {
+        const json& a = m.contains("alphas") ? m["alphas"] : cfg["eval"]["alphas"];
+        s.scales = a.is_null() ? std::vector<double>{adapters::default_alpha(model.recurrent_arch())} : a.get<std::vector<double>>();
+      } else {
+        s.scales = m.contains("scales") ? m["scales"].get<std::vector<double>>() : std::vector<double>{1.0};
+      }
+    } catch (const json::exception& e) {
+      throw Error("experiment config: methods: \"" + s.name + "\": " + e.what());
+    }
+    if (s.scales.empty()) throw Error("experiment config: methods: \"" + s.name + "\" has no alphas/scales");
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+// A trained method of one seed, loaded: the adapter of each of its conditions.
+struct Trained {
+  std::vector<std::pair<std::string, std::shared_ptr<const models::Adapter>>> conditions;
+  std::vector<double> scales;
+  int64_t params = 0, bytes = 0;
+  json final_loss;
+};
+
+Trained load_trained(const MethodSpec& m, const std::string& dir, const models::CausalLM& model) {
+  Trained t;
+  if (m.kind == "s0") {
+    auto set = adapters::load_state_set(dir, model);
+    for (double a : m.scales) t.conditions.push_back({m.condition(a), set.adapter(a)});
+    t.params = set.num_bytes() / 4, t.bytes = set.num_bytes();
+    t.final_loss = set.config.value("final_loss", json());
+  } else if (m.kind == "lora") {
+    auto set = adapters::load_lora(dir, model);
+    t.conditions.push_back({m.condition(1.0), set.adapter()});
+    t.params = set.num_params(), t.bytes = set.num_bytes();
+    t.final_loss = set.s0_info.value("final_loss", json());
+  } else {
+    auto set = adapters::load_offset_set(dir, model);
+    for (double x : m.scales) t.conditions.push_back({m.condition(x), set.adapter(x)});
+    t.params = set.num_params(), t.bytes = set.num_bytes();
+    t.final_loss = set.config.value("final_loss", json());
+  }
+  t.scales = m.scales;
+  return t;
+}
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
+  // Keys a caller's config leaves out take their defaults (checked again by merge()).
+  json cfg = defaults();
+  merge(cfg, cfg_in, "experiment config");
   const fs::path out = cfg["out"].get<std::string>();
   fs::create_directories(out);
   {
@@ -138,11 +263,8 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
   style.chat = chat ? &*chat : nullptr;
   style.enable_thinking = cfg["thinking"].get<bool>();
 
+  const auto specs = method_specs(cfg, model);
   const json& ce = cfg["eval"];
-  std::vector<double> alphas;
-  if (ce["alphas"].is_null()) alphas = {adapters::default_alpha(model.recurrent_arch())};
-  else alphas = ce["alphas"].get<std::vector<double>>();
-  if (alphas.empty()) throw Error("experiment config: eval.alphas is empty");
   EvalOptions eo;
   eo.max_new_tokens = ce["max_new_tokens"].get<int64_t>();
   eo.samples = ce["samples"].get<int64_t>();
@@ -150,11 +272,11 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
   eo.check = check;
   eo.sampling.temperature = cfg["collect"]["temperature"].get<double>();
   eo.sampling.top_p = cfg["collect"]["top_p"].get<double>();
-  auto cond_name = [](double a) {
-    char b[64];
-    snprintf(b, sizeof b, "s0@%g", a);
-    return std::string(b);
-  };
+  // Every condition, in order: (method index, scale).
+  std::vector<std::pair<size_t, double>> conds;
+  std::vector<std::string> cond_names;
+  for (size_t i = 0; i < specs.size(); ++i)
+    for (double x : specs[i].scales) conds.push_back({i, x}), cond_names.push_back(specs[i].condition(x));
 
   // Base, once.
   std::fprintf(stderr, "experiment: base model on %zu held-out problems\n", eval_tasks.size());
@@ -163,17 +285,29 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
   const auto base_results = read_jsonl((out / "base" / "results.jsonl").string());
 
   json seeds_out = json::array();
-  std::map<double, std::vector<double>> pass_by_alpha;  // alpha -> per-seed pass@1 (%)
-  std::map<double, std::vector<int64_t>> divergence;
-  std::map<double, int64_t> flips_up, flips_down;
-  std::map<double, std::vector<double>> mcnemar;  // per seed, exact McNemar p vs base
-  std::vector<int64_t> kept_per_seed;
+  std::map<std::string, std::vector<double>> pass_by;  // condition -> per-seed pass@1 (%)
+  std::map<std::string, std::vector<int64_t>> divergence;
+  std::map<std::string, int64_t> flips_up, flips_down;
+  std::map<std::string, std::vector<double>> mcnemar;  // per seed, exact McNemar p vs base
+  std::map<std::string, std::vector<double>> train_seconds;  // method -> per seed
+  std::map<std::string, std::pair<int64_t, int64_t>> sizes;  // method -> params, bytes
+  std::map<std::string, std::shared_ptr<const models::Adapter>> first_adapters;  // condition -> first seed's
   for (const auto& sj : cfg["seeds"]) {
     const uint64_t seed = sj.get<uint64_t>();
     const fs::path sd = out / ("seed_" + std::to_string(seed));
     fs::create_directories(sd);
+    // Optionally a seeded random subset of the training pool per seed: the seeds then differ
+    // in which problems their data comes from, not only in the sampled completions.
+    std::vector<eval::Task> pool = train_tasks;
+    const int64_t subset = cfg["train_subset"].get<int64_t>();
+    if (subset > 0 && subset < static_cast<int64_t>(pool.size())) {
+      std::mt19937_64 rng(0x5eed0000ULL + seed);
+      std::shuffle(pool.begin(), pool.end(), rng);
+      pool.resize(static_cast<size_t>(subset));
+      std::sort(pool.begin(), pool.end(), [](const eval::Task& a, const eval::Task& b) { return a.index < b.index; });
+    }
     std::fprintf(stderr, "experiment: seed %llu: collect on %zu training problems\n", static_cast<unsigned long long>(seed),
-                 train_tasks.size());
+                 pool.size());
     CollectOptions co;
     const json& cc = cfg["collect"];
     co.samples = cc["samples"].get<int64_t>();
@@ -182,9 +316,8 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
                    cc["top_k"].get<int64_t>(), seed};
     co.check = check;
     co.check_all = cc["check_all"].get<bool>();
-    auto cs = collect(model, tok, style, train_tasks, nullptr, sandbox, co, (sd / "train.jsonl").string());
-    json seed_rec = {{"seed", seed}, {"collect", cs.to_json()}};
-    kept_per_seed.push_back(cs.kept);
+    auto cs = collect(model, tok, style, pool, nullptr, sandbox, co, (sd / "train.jsonl").string());
+    json seed_rec = {{"seed", seed}, {"collect", cs.to_json()}, {"methods", json::object()}};
     if (cs.kept == 0) {
       std::fprintf(stderr, "experiment: seed %llu: no verified solution was found; nothing to train on\n",
                    static_cast<unsigned long long>(seed));
@@ -192,59 +325,101 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
       seeds_out.push_back(seed_rec);
       continue;
     }
-    // Train (resumes from the checkpoint of a killed run; skipped when already finished).
-    const fs::path states_dir = sd / "states";
-    if (!fs::exists(sd / "train.done")) {
-      const json& ct = cfg["training"];
-      train::TrainConfig tc;
-      tc.steps = ct["steps"].get<int64_t>();
-      tc.lr = ct["lr"].get<double>();
-      tc.l2 = ct["l2"].get<double>();
-      tc.grad_clip = ct["clip"].get<double>();
-      tc.layers = ct["layers"].get<std::string>();
-      tc.max_length = ct["max_length"].get<int64_t>();
-      tc.normalize = ct["normalize"].get<bool>();
-      tc.alpha_in_training = ct["alpha_in_training"].get<bool>();
-      tc.seed = seed;
-      train::DataOptions dopt;
-      dopt.max_length = tc.max_length;
-      auto data = train::load_jsonl((sd / "train.jsonl").string(), tok, nullptr, dopt);
-      std::fprintf(stderr, "experiment: seed %llu: train on %zu examples, %lld steps\n", static_cast<unsigned long long>(seed),
-                   data.examples.size(), static_cast<long long>(tc.steps));
-      train::Trainer trainer(model, std::move(data.examples), tc);
-      const bool resume = fs::exists(states_dir / "checkpoint.safetensors");
-      trainer.train(states_dir.string(), resume, [&](const train::StepReport& r) {
-        std::fprintf(stderr, "  step %lld/%lld loss %.4f |g| %.3g %.0f tok/s ETA %.0fs\n", static_cast<long long>(r.step),
-                     static_cast<long long>(r.steps), r.loss, r.grad_norm, r.tokens_per_s, r.eta_seconds);
-      });
-      io::write_file_atomic((sd / "train.done").string(), "");
+    std::vector<Condition> seed_conds;
+    for (const MethodSpec& m : specs) {
+      // Train (resumes from the checkpoint of a killed run; skipped when already finished).
+      // The S0 method named "s0" keeps the original folder names (states/, train.done).
+      const bool legacy = m.kind == "s0" && m.name == "s0";
+      const fs::path dir = sd / (legacy ? std::string("states") : m.name);
+      const fs::path done = sd / (legacy ? std::string("train.done") : m.name + ".done");
+      if (!fs::exists(done)) {
+        train::TrainConfig tc = m.tc;
+        tc.seed = seed;
+        train::DataOptions dopt;
+        dopt.max_length = tc.max_length;
+        auto data = train::load_jsonl((sd / "train.jsonl").string(), tok, nullptr, dopt);
+        std::fprintf(stderr, "experiment: seed %llu: train %s on %zu examples, %lld steps\n",
+                     static_cast<unsigned long long>(seed), m.name.c_str(), data.examples.size(),
+                     static_cast<long long>(tc.steps));
+        const bool resume = fs::exists(dir / "checkpoint.safetensors");
+        auto report = [&](const train::StepReport& r) {
+          std::fprintf(stderr, "  step %lld/%lld loss %.4f |g| %.3g %.0f tok/s ETA %.0fs\n", static_cast<long long>(r.step),
+                       static_cast<long long>(r.steps), r.loss, r.grad_norm, r.tokens_per_s, r.eta_seconds);
+        };
+        const auto t0 = std::chrono::steady_clock::now();
+        if (m.kind == "s0") train::Trainer(model, std::move(data.examples), tc).train(dir.string(), resume, report);
+        else if (m.kind == "lora")
+          train::train_lora(model, std::move(data.examples), tc, m.lora, dir.string(), resume, report,
+                            adapters::decoder_prefix(mdir));
+        else train::train_offset(model, std::move(data.examples), tc, dir.string(), resume, report);
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        io::write_file_atomic(done.string(), json({{"train_seconds", secs}}).dump() + "\n");
+      }
+      Trained t = load_trained(m, dir.string(), model);
+      json dj = json::parse(io::read_file(done.string()).empty() ? std::string("{}") : io::read_file(done.string()));
+      if (dj.contains("train_seconds")) train_seconds[m.name].push_back(dj["train_seconds"].get<double>());
+      sizes[m.name] = {t.params, t.bytes};
+      seed_rec["methods"][m.name] = {{"final_loss", t.final_loss}, {"params", t.params}, {"bytes", t.bytes},
+                                     {"train_seconds", dj.value("train_seconds", json())}};
+      if (legacy) seed_rec["final_loss"] = t.final_loss, seed_rec["state_bytes"] = t.bytes;
+      for (size_t k = 0; k < t.conditions.size(); ++k) {
+        Condition c{t.conditions[k].first, std::nullopt, std::nullopt, t.conditions[k].second};
+        if (m.kind == "s0") c.alpha = t.scales[k];
+        if (!first_adapters.count(c.name)) first_adapters[c.name] = c.adapter;
+        seed_conds.push_back(std::move(c));
+      }
     }
-    auto set = adapters::load_state_set(states_dir.string(), model);
-    seed_rec["final_loss"] = set.config.value("final_loss", json());
-    seed_rec["state_bytes"] = set.num_bytes();
-    std::vector<Condition> conds;
-    for (double a : alphas) conds.push_back({cond_name(a), set.scaled(a), a});
     std::fprintf(stderr, "experiment: seed %llu: evaluate\n", static_cast<unsigned long long>(seed));
-    eo.meta = {{"seed", seed}, {"states", states_dir.string()}};
-    evaluate(model, tok, style, eval_tasks, conds, sandbox, eo, (sd / "eval").string());
+    eo.meta = {{"seed", seed}};
+    evaluate(model, tok, style, eval_tasks, seed_conds, sandbox, eo, (sd / "eval").string());
     // Against base: pass@1, flips and first-character divergence.
     auto res = base_results;
     for (auto& r : read_jsonl((sd / "eval" / "results.jsonl").string())) res.push_back(r);
     std::vector<std::string> order = {"base"};
-    for (double a : alphas) order.push_back(cond_name(a));
+    for (const auto& c : cond_names) order.push_back(c);
     json s = summarize(res, order, eo.ks);
     seed_rec["conditions"] = s["conditions"];
     for (size_t i = 1; i < order.size(); ++i) {
       const json& c = s["conditions"][i];
-      double a = alphas[i - 1];
-      pass_by_alpha[a].push_back(100.0 * c["pass@1"].get<double>());
+      const std::string& a = order[i];
+      pass_by[a].push_back(100.0 * c["pass@1"].get<double>());
       flips_up[a] += static_cast<int64_t>(c["fail_to_pass"].size());
       flips_down[a] += static_cast<int64_t>(c["pass_to_fail"].size());
       mcnemar[a].push_back(eval::mcnemar_exact_p(static_cast<int64_t>(c["fail_to_pass"].size()),
-                                           static_cast<int64_t>(c["pass_to_fail"].size())));
+                                                 static_cast<int64_t>(c["pass_to_fail"].size())));
       for (auto& p : c["first_char_divergence"]["positions"]) divergence[a].push_back(p.get<int64_t>());
     }
     seeds_out.push_back(seed_rec);
+  }
+
+  // Decode speed with each condition's adapter attached (the first seed's), single stream,
+  // one prompt, fixed length, the conditions interleaved so machine noise hits all alike.
+  // Measured once: a resumed run reuses the numbers (decode_speed.json).
+  json speed = json::object();
+  const int64_t speed_tokens = cfg["decode_speed_tokens"].get<int64_t>();
+  const std::string speed_path = (out / "decode_speed.json").string();
+  if (fs::exists(speed_path)) speed = json::parse(io::read_file(speed_path));
+  bool measured = speed.contains("base");
+  for (const auto& c : cond_names) measured = measured && (speed.contains(c) || !first_adapters.count(c));
+  if (speed_tokens > 0 && !eval_tasks.empty() && !measured) {
+    speed = json::object();
+    std::fprintf(stderr, "experiment: decode speed per condition (%lld tokens)\n", static_cast<long long>(speed_tokens));
+    auto ids = tok.encode(eval::render_prompt(eval_tasks[0], style), true);
+    std::vector<std::pair<std::string, std::shared_ptr<const models::Adapter>>> runs = {{"base", nullptr}};
+    for (const auto& c : cond_names)
+      if (first_adapters.count(c)) runs.push_back({c, first_adapters[c]});
+    std::map<std::string, std::vector<double>> rates;
+    for (int rep = 0; rep < 3; ++rep)
+      for (const auto& [name, adapter] : runs) {
+        generate::GenerateOptions g;
+        g.max_new_tokens = speed_tokens;
+        g.eos_ids = {-1};
+        g.adapter = adapter;
+        auto r = generate::generate(model, {ids}, g)[0];
+        rates[name].push_back(static_cast<double>(r.tokens.size() - 1) / std::max(r.decode_seconds, 1e-9));
+      }
+    for (const auto& [name, v] : rates) speed[name] = median_of(v);
+    io::write_file_atomic(speed_path, speed.dump(2) + "\n");
   }
 
   // Statistics over seeds.
@@ -252,9 +427,19 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
   for (auto& r : base_results) base_pass += r["passed"].get<bool>();
   const double base_pct = 100.0 * static_cast<double>(base_pass) / static_cast<double>(eval_tasks.size());
   json methods = json::array();
-  for (double a : alphas) {
-    const auto& v = pass_by_alpha[a];
-    json m = {{"name", cond_name(a)}, {"alpha", a}, {"seeds", static_cast<int64_t>(v.size())}, {"pass@1_per_seed", v}};
+  for (size_t ci = 0; ci < conds.size(); ++ci) {
+    const MethodSpec& spec = specs[conds[ci].first];
+    const std::string& a = cond_names[ci];
+    const auto& v = pass_by[a];
+    json m = {{"name", a}, {"method", spec.name}, {"kind", spec.kind}, {"alpha", spec.kind == "s0" ? json(conds[ci].second) : json(nullptr)},
+              {"scale", spec.kind == "offset" ? json(conds[ci].second) : json(nullptr)},
+              {"seeds", static_cast<int64_t>(v.size())}, {"pass@1_per_seed", v}};
+    if (sizes.count(spec.name)) m["params"] = sizes[spec.name].first, m["bytes"] = sizes[spec.name].second;
+    if (!train_seconds[spec.name].empty()) m["train_seconds_mean"] = eval::mean(train_seconds[spec.name]);
+    if (speed.contains(a)) {
+      m["decode_tokens_per_s"] = speed[a];
+      if (speed.contains("base")) m["decode_vs_base"] = speed[a].get<double>() / speed["base"].get<double>();
+    }
     if (!v.empty()) {
       std::vector<double> d;
       for (double x : v) d.push_back(x - base_pct);
@@ -285,17 +470,19 @@ json run_experiment(const json& cfg, models::CausalLM* model_in) {
     }
     methods.push_back(m);
   }
+  // Paired t-tests between conditions: the same seeds, so the same collected data.
   json paired = json::array();
-  for (size_t i = 0; i < alphas.size(); ++i)
-    for (size_t j = i + 1; j < alphas.size(); ++j) {
-      const auto &a = pass_by_alpha[alphas[i]], &b = pass_by_alpha[alphas[j]];
+  for (size_t i = 0; i < cond_names.size(); ++i)
+    for (size_t j = i + 1; j < cond_names.size(); ++j) {
+      const auto &a = pass_by[cond_names[i]], &b = pass_by[cond_names[j]];
       if (a.size() >= 2 && a.size() == b.size()) {
         auto t = eval::paired_t_test(a, b);
-        paired.push_back({{"a", cond_name(alphas[i])}, {"b", cond_name(alphas[j])}, {"mean_diff_pp", t.mean_diff},
+        paired.push_back({{"a", cond_names[i]}, {"b", cond_names[j]}, {"mean_diff_pp", t.mean_diff},
                           {"t", t.t}, {"df", t.df}, {"p", t.p}});
       }
     }
-  json summary = {{"base", {{"pass@1", base_pct}, {"passed", base_pass}, {"problems", static_cast<int64_t>(eval_tasks.size())}}},
+  json summary = {{"base", {{"pass@1", base_pct}, {"passed", base_pass}, {"problems", static_cast<int64_t>(eval_tasks.size())},
+                            {"decode_tokens_per_s", speed.value("base", json())}}},
                   {"methods", methods},
                   {"paired_tests", paired},
                   {"seeds", seeds_out},

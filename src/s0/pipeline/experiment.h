@@ -1,23 +1,34 @@
 #pragma once
-// The paper's full protocol over seeds (METHOD.md section 4): the base model is evaluated
+// The paper's full protocol over seeds (METHOD.md sections 3-4): the base model is evaluated
 // once (greedy decoding is deterministic); then per seed: collect verified solutions on the
-// training problems -> train a state set -> evaluate it (one or more alphas) on the held-out
-// problems. Reports mean +- std over seeds, a two-sided Welch's t-test of each alpha against
-// base, paired t-tests between alphas (same seeds, same states: paired runs), the
-// first-character divergence of FAIL->PASS flips, and a Markdown report with SVG charts
-// (report.h).
+// training problems -> train every method on that same data (S0, and the baselines: LoRA,
+// state offset) -> evaluate each (S0 at one or more alphas, offsets at one or more scales)
+// on the held-out problems. Reports per condition mean +- std over seeds, a two-sided Welch's
+// t-test against base, paired t-tests between conditions (same seeds, same data), per-seed
+// exact McNemar, FAIL->PASS / PASS->FAIL with the first-character divergence, parameter
+// counts, file sizes, training time and single-stream decode tokens/s with each adapter
+// attached; a Markdown report with SVG charts (report.h).
 // Every stage resumes: rerunning the same config continues where a killed run stopped.
 //
 // Config (JSON; paths relative to the config file's folder):
 // {
 //   "model": "DIR", "tasks": "humaneval.jsonl", "task_kind": "humaneval", "db_dir": "",
 //   "train_problems": "0-79", "eval_problems": "80-163", "seeds": [0, 1, 2],
+//   "train_subset": 0,           (> 0: per seed, a seeded random subset of that many training problems)
 //   "chat": true, "thinking": false, "dtype": "bf16", "threads": 0,
 //   "unsafe_exec": false, "timeout": 10, "workers": 2,
 //   "collect": {"samples": 16, "keep": 1, "temperature": 0.7, "top_p": 0.95, "top_k": 0, "max_new_tokens": 512},
 //   "training": {"steps": 20, "lr": 1e-3, "l2": 5e-4, "clip": 1.0, "layers": "all", "max_length": 2048,
 //                "normalize": false, "alpha_in_training": false},
 //   "eval": {"alphas": [0.07], "max_new_tokens": 512, "samples": 0, "ks": [1, 5, 10]},
+//   "methods": [                 (default: [{"name": "s0", "kind": "s0"}])
+//     {"name": "s0", "kind": "s0", "alphas": [0.07]},
+//     {"name": "lora", "kind": "lora", "rank": 24, "lora_alpha": 48, "targets": null,
+//      "lr": 5e-4, "steps": 50, "batch": 1},
+//     {"name": "offset", "kind": "offset", "scales": [1.0]}
+//   ],                           (each may override steps, lr, l2, clip, batch, layers, max_length;
+//                                 the baselines' l2 defaults to 0)
+//   "decode_speed_tokens": 128,  (0: skip the decode-speed measurement)
 //   "out": "runs/exp"            (default: the config's name without .json, next to it)
 // }
 #include <string>

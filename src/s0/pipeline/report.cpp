@@ -222,15 +222,24 @@ std::string experiment_report(const json& summary, bool sandboxed) {
      << summary["base"]["problems"].get<int64_t>() << " held out\n- seeds: " << cfg["seeds"].dump()
      << "\n- sandbox: " << (sandboxed ? "bubblewrap" : "none") << "\n\n";
   md << md_row({"method", "pass@1 (mean ± std)", "delta vs base (pp)", "Welch p vs base", "McNemar p (max over seeds)",
-                "FAIL->PASS", "PASS->FAIL", "seeds"})
-     << md_rule(8)
-     << md_row({"base", fixed(summary["base"]["pass@1"].get<double>()), "", "", "", "", "", "(deterministic)"},
+                "FAIL->PASS", "PASS->FAIL", "params", "file", "train s", "decode tok/s (x base)", "seeds"})
+     << md_rule(12);
+  const json& bs = summary["base"];
+  md << md_row({"base", fixed(bs["pass@1"].get<double>()), "", "", "", "", "", "", "", "",
+                bs.contains("decode_tokens_per_s") && bs["decode_tokens_per_s"].is_number()
+                    ? fixed(bs["decode_tokens_per_s"].get<double>())
+                    : "",
+                "(deterministic)"},
                /*compact_empty=*/true);
   for (const auto& m : methods) {
     std::string welch;
     if (m.contains("welch_vs_base"))
       welch = m["welch_vs_base"]["zero_variance"].get<bool>() ? "undefined (zero variance)"
                                                                : p_value(m["welch_vs_base"]["p"].get<double>());
+    std::string speed;
+    if (m.contains("decode_tokens_per_s"))
+      speed = fixed(m["decode_tokens_per_s"].get<double>()) +
+              (m.contains("decode_vs_base") ? " (" + fixed(m["decode_vs_base"].get<double>(), 2) + "x)" : "");
     md << md_row({m["name"].get<std::string>(),
                   m.contains("pass@1_mean") ? plus_minus(m["pass@1_mean"].get<double>(), m["pass@1_std"].get<double>())
                                             : "n/a",
@@ -238,10 +247,14 @@ std::string experiment_report(const json& summary, bool sandboxed) {
                       ? plus_minus(m["delta_pp_mean"].get<double>(), m["delta_pp_std"].get<double>())
                       : "n/a",
                   welch, m.contains("mcnemar_p_max") ? p_value(m["mcnemar_p_max"].get<double>()) : "",
-                  m["fail_to_pass"].dump(), m["pass_to_fail"].dump(), m["seeds"].dump()});
+                  m["fail_to_pass"].dump(), m["pass_to_fail"].dump(), m.contains("params") ? m["params"].dump() : "",
+                  m.contains("bytes") ? fixed(m["bytes"].get<double>() / 1024.0) + " KB" : "",
+                  m.contains("train_seconds_mean") ? fixed(m["train_seconds_mean"].get<double>()) : "", speed,
+                  m["seeds"].dump()});
   }
   md << "\nWelch's t-test compares the per-seed pass@1 with the (deterministic) base; McNemar's exact test compares "
-        "base and S0 problem by problem within a seed (FAIL->PASS vs PASS->FAIL), the largest p over seeds shown.\n";
+        "base and each method problem by problem within a seed (FAIL->PASS vs PASS->FAIL), the largest p over seeds "
+        "shown. Decode speed: one stream, the first seed's adapter attached, median of 3 interleaved runs.\n";
   for (const auto& p : summary["paired_tests"])
     md << "\nPaired t-test " << p["a"].get<std::string>() << " vs " << p["b"].get<std::string>() << " (same seeds): mean "
        << fixed(p["mean_diff_pp"].get<double>()) << " pp, t = " << fixed(p["t"].get<double>(), 3)
@@ -277,7 +290,12 @@ std::string experiment_deltas_chart(const json& summary) {
       for (size_t i = 1; i < s["conditions"].size(); ++i) {
         std::string label = "s";
         label += std::to_string(s["seed"].get<uint64_t>());
-        if (methods.size() > 1) label += " a" + fixed(methods[i - 1]["alpha"].get<double>(), 2);
+        if (methods.size() > 1) {
+          const json& m = methods[i - 1];
+          label += m.contains("alpha") && m["alpha"].is_number() && m.value("kind", std::string("s0")) == "s0"
+                       ? " a" + fixed(m["alpha"].get<double>(), 2)
+                       : " " + m["name"].get<std::string>();
+        }
         labels.push_back(label);
         deltas.push_back(s["conditions"][i]["delta_pp"].get<double>());
       }
@@ -288,6 +306,7 @@ std::string experiment_deltas_chart(const json& summary) {
 std::string experiment_alpha_chart(const json& summary) {
   std::vector<double> alphas, ys, es;
   for (const auto& m : summary["methods"]) {
+    if (!m.contains("alpha") || !m["alpha"].is_number()) continue;  // S0 conditions only
     const auto per_seed = m["pass@1_per_seed"].get<std::vector<double>>();
     alphas.push_back(m["alpha"].get<double>());
     ys.push_back(eval::mean(per_seed));
@@ -320,6 +339,28 @@ std::string demo_report(const json& d, const std::string& demo_json_path) {
                (speed.is_null() ? "n/a" : f1(speed["base"])) + " / " + (speed.is_null() ? "n/a" : f1(speed["s0"]))});
   o << "\nFAIL->PASS " << d["fail_to_pass"].get<int64_t>() << ", PASS->FAIL " << d["pass_to_fail"].get<int64_t>()
     << " (summed over seeds)\n";
+  if (d.contains("comparison") && d["comparison"].size() > 1) {
+    // Every arm on the same collected data, seeds and held-out problems.
+    o << "\nS0 and the paper's baselines, trained on the same data per seed:\n\n"
+      << md_row({"method", "pass@1 (mean ± std)", "delta pp", "Welch p", "params", "file", "decode tok/s (x base)"})
+      << md_rule(7);
+    for (const auto& c : d["comparison"]) {
+      const bool zero = c["welch_zero_variance"].is_boolean() && c["welch_zero_variance"].get<bool>();
+      o << md_row({c["name"].get<std::string>(),
+                   f1(c["pass@1_mean"]) + " ± " + f1(c["pass@1_std"]) + "%",
+                   f1(c["delta_pp_mean"]) + " ± " + f1(c["delta_pp_std"]), zero ? "undefined (std 0)" : pv(c["welch_p"]),
+                   c["params"].is_number() ? c["params"].dump() : "n/a",
+                   c["bytes"].is_number() ? fixed(c["bytes"].get<double>() / 1024.0) + " KB" : "n/a",
+                   c["decode_tokens_per_s"].is_number()
+                       ? f1(c["decode_tokens_per_s"]) + " (" + fixed(c["decode_vs_base"].get<double>(), 2) + "x)"
+                       : "n/a"});
+    }
+    if (d.contains("paired_tests") && !d["paired_tests"].empty()) o << "\n";
+    if (d.contains("paired_tests"))
+      for (const auto& p : d["paired_tests"])
+        o << "paired t-test " << p["a"].get<std::string>() << " vs " << p["b"].get<std::string>() << ": "
+          << fixed(p["mean_diff_pp"].get<double>()) << " pp, p = " << pv(p["p"]) << "\n";
+  }
   o << "\nreport:    " << d["report"].get<std::string>() << "\nstate set: " << d["state_set"].get<std::string>()
     << "\nsummary:   " << demo_json_path << "\n";
   return o.str();

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 
+#include "s0/adapters/lora.h"
+#include "s0/adapters/state_offset.h"
 #include "s0/adapters/state_set.h"
 #include "s0/generate/engine.h"
 #include "s0/models/model.h"
@@ -69,22 +72,45 @@ void Engine::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-StateSetInfo Engine::load_state_set(const std::string& name, const std::string& dir) {
+StateSetInfo Engine::load_state_set(const std::string& name, const std::string& dir, const std::string& kind) {
   if (!valid_set_name(name))
     throw Error("state set name '" + name + "' is invalid (1-64 characters of A-Z a-z 0-9 . _ -, not 'base')");
   const double t0 = now_s();
-  auto set = std::make_shared<adapters::StateSet>(adapters::load_state_set(dir, *model_));
   StateSetInfo info;
   info.name = name;
   info.path = dir;
-  info.bytes = set->num_bytes();
-  info.layers = static_cast<int64_t>(set->states.size());
-  info.alpha = set->alpha();
-  info.normalize = set->normalize();
+  info.kind = std::filesystem::exists(dir + "/adapter_config.json") ? "lora"
+              : adapters::is_offset_dir(dir)                          ? "offset"
+                                                                      : "states";
+  if (!kind.empty() && kind != info.kind)
+    throw Error(dir + ": a " + info.kind + " directory, but a " + kind + " one was asked for");
+  Entry e;
+  if (info.kind == "lora") {
+    auto set = adapters::load_lora(dir, *model_);
+    info.bytes = set.num_bytes(), info.params = set.num_params();
+    info.layers = static_cast<int64_t>(set.modules.size());
+    info.alpha = set.config.scale();
+    e.adapter = set.adapter();
+  } else if (info.kind == "offset") {
+    auto set = std::make_shared<adapters::OffsetSet>(adapters::load_offset_set(dir, *model_));
+    info.bytes = set->num_bytes(), info.params = set->num_params();
+    info.layers = static_cast<int64_t>(set->offsets.size());
+    info.alpha = set->scale();
+    e.adapter = set->adapter();
+    e.rescaled = [set](double s) { return set->adapter(s); };
+  } else {
+    auto set = std::make_shared<adapters::StateSet>(adapters::load_state_set(dir, *model_));
+    info.bytes = set->num_bytes(), info.params = set->num_bytes() / 4;
+    info.layers = static_cast<int64_t>(set->states.size());
+    info.alpha = set->alpha();
+    info.normalize = set->normalize();
+    e.adapter = set->adapter();
+    e.rescaled = [set](double a) { return set->adapter(a); };
+  }
   info.load_seconds = now_s() - t0;
-  auto adapter = set->adapter();
+  e.info = info;
   std::lock_guard<std::mutex> lk(sets_mu_);
-  sets_[name] = Entry{std::move(set), std::move(adapter), info};
+  sets_[name] = std::move(e);
   return info;
 }
 
@@ -127,16 +153,19 @@ std::shared_ptr<SeqStream> Engine::submit(const SeqRequest& r) {
   seq->set_name = "base";
   if (r.alpha && !std::isfinite(*r.alpha)) throw Error("alpha: must be a finite number");
   if (!r.state_set.empty()) {
-    std::shared_ptr<const adapters::StateSet> set;
+    std::function<std::shared_ptr<const models::Adapter>(double)> rescaled;
     {
       std::lock_guard<std::mutex> lk(sets_mu_);
       auto it = sets_.find(r.state_set);
       if (it == sets_.end()) throw Error("model: unknown state set '" + r.state_set + "'");
-      set = it->second.set;
+      rescaled = it->second.rescaled;
       seq->req.adapter = it->second.adapter;
     }
-    // An alpha of the request's own: the states scaled for this sequence alone.
-    if (r.alpha) seq->req.adapter = set->adapter(*r.alpha);
+    // An alpha of the request's own: the states (or offset) scaled for this sequence alone.
+    if (r.alpha) {
+      if (!rescaled) throw Error("alpha: applies to a state set or state offset, not to a LoRA adapter");
+      seq->req.adapter = rescaled(*r.alpha);
+    }
     seq->set_name = r.state_set;
   } else if (r.alpha) {
     throw Error("alpha: applies to a state set, not to the base model");

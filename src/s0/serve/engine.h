@@ -69,9 +69,12 @@ struct SeqRequest {
   std::vector<std::string> stop_strings;  // need the engine's tokenizer
 };
 
-// A loaded state set as listed by the registry.
+// A loaded adapter as listed by the registry: an S0 state set, a LoRA (PEFT directory) or a
+// state offset.
 struct StateSetInfo {
   std::string name, path;
+  std::string kind = "states";  // "states" | "lora" | "offset"
+  int64_t params = 0;
   int64_t bytes = 0;
   int64_t layers = 0;
   double alpha = 0;
@@ -100,9 +103,12 @@ class Engine {
   const models::CausalLM& model() const { return *model_; }
   const EngineLimits& limits() const { return limits_; }
 
-  // State-set registry. load validates against the model (as `s0 generate` does) and
-  // replaces a set of the same name; names are [A-Za-z0-9._-]{1,64}, not "base".
-  StateSetInfo load_state_set(const std::string& name, const std::string& dir);
+  // Adapter registry. load validates against the model (as `s0 generate` does) and
+  // replaces an adapter of the same name; names are [A-Za-z0-9._-]{1,64}, not "base". The
+  // kind is read from the directory (adapter_config.json: LoRA; meta.json kind
+  // "state_offset": offset; else an S0 state set); `kind` ("states" | "lora" | "offset",
+  // empty: any) refuses a directory of another kind.
+  StateSetInfo load_state_set(const std::string& name, const std::string& dir, const std::string& kind = "");
   bool unload_state_set(const std::string& name);  // false if absent
   std::vector<StateSetInfo> state_sets() const;
   bool has_state_set(const std::string& name) const;
@@ -127,8 +133,9 @@ class Engine {
 
   mutable std::mutex sets_mu_;
   struct Entry {
-    std::shared_ptr<const adapters::StateSet> set;
-    std::shared_ptr<const models::Adapter> adapter;  // at the set's own alpha
+    // Another alpha (state set) or scale (offset) for one request; null for LoRA.
+    std::function<std::shared_ptr<const models::Adapter>(double)> rescaled;
+    std::shared_ptr<const models::Adapter> adapter;  // at the set's own alpha / scale
     StateSetInfo info;
   };
   std::map<std::string, Entry> sets_;

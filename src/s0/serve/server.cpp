@@ -476,7 +476,7 @@ std::string Server::Impl::metrics() {
 namespace {
 
 json set_info_json(const StateSetInfo& i) {
-  return {{"name", i.name},     {"path", i.path},           {"bytes", i.bytes},
+  return {{"name", i.name},     {"path", i.path},           {"kind", i.kind}, {"params", i.params}, {"bytes", i.bytes},
           {"layers", i.layers}, {"alpha", i.alpha},         {"normalize", i.normalize},
           {"load_seconds", i.load_seconds}};
 }
@@ -575,6 +575,8 @@ void Server::Impl::routes() {
                               {"owned_by", "s0"},
                               {"parent", "base"},
                               {"root", i.path},
+                              {"kind", i.kind},
+                              {"bytes", i.bytes},
                               {"state_set", set_info_json(i)}});
             res.set_content(dumps(json{{"object", "list"}, {"data", data}}), "application/json");
           }));
@@ -594,7 +596,10 @@ void Server::Impl::routes() {
              if (!path || !path->is_string()) throw bad("path", "'path' (a state-set directory) is required");
              StateSetInfo info;
              try {
-               info = engine->load_state_set(name->get<std::string>(), path->get<std::string>());
+               const json* kind = field(body, "kind");  // optional: "states" | "lora" | "offset"
+               if (kind && !kind->is_string()) throw bad("kind", "'kind' must be \"states\", \"lora\" or \"offset\"");
+               info = engine->load_state_set(name->get<std::string>(), path->get<std::string>(),
+                                             kind ? kind->get<std::string>() : std::string());
              } catch (const Error& e) {
                const std::string m = e.what();
                throw bad(m.rfind("state set name", 0) == 0 ? "name" : "path", m);
@@ -631,6 +636,7 @@ Server::Server(const ServerOptions& opt, std::shared_ptr<models::CausalLM> model
   }
   impl_->engine = std::make_unique<Engine>(model, opt.limits, impl_->tok.get());
   for (const auto& [name, dir] : opt.states) impl_->engine->load_state_set(name, dir);
+  for (const auto& a : opt.adapters) impl_->engine->load_state_set(a.name, a.dir, a.kind);
   impl_->routes();
 }
 

@@ -3,11 +3,12 @@
 //
 //   POST /v1/completions, /v1/chat/completions   (stream: true -> server-sent events)
 //   GET  /v1/models                              base + every loaded state set
-//   GET  /admin/states   POST /admin/states {"name","path"}   DELETE /admin/states/NAME
+//   GET  /admin/states   POST /admin/states {"name","path"[,"kind"]}   DELETE /admin/states/NAME
+//   (every adapter kind goes through /admin/states: S0 state sets, LoRA and state offsets)
 //   GET  /health, /metrics (Prometheus text)
 //
-// The request's "model" field picks the state set ("base" = none); "alpha" overrides its
-// scale. Errors are OpenAI-style JSON bodies {"error": {"message", "type", "param", "code"}}
+// The request's "model" field picks the adapter ("base" = none); "alpha" overrides a state
+// set's alpha or an offset's scale. Errors are OpenAI-style JSON bodies {"error": {"message", "type", "param", "code"}}
 // with a 4xx status for anything a client can cause. Torch-free header.
 #include <cstddef>
 #include <memory>
@@ -23,6 +24,10 @@ struct ServerOptions {
   std::string model_dir;
   std::string dtype = "bf16";
   std::vector<std::pair<std::string, std::string>> states;  // (name, directory) loaded at start
+  struct AdapterDir {
+    std::string name, dir, kind;  // kind "lora" | "offset" | "states" (checked against the directory)
+  };
+  std::vector<AdapterDir> adapters;  // --lora / --offset, loaded at start
   std::string host = "127.0.0.1";
   int port = 8080;         // 0: any free port (see bind())
   std::string api_key;     // non-empty: every request needs "Authorization: Bearer KEY"

@@ -33,8 +33,12 @@ Targets targets_of(const Example& ex) {
 }  // namespace
 
 Tensor completion_loss(models::CausalLM& model, const Example& ex, const models::StateMap* states) {
+  return completion_loss(model, ex, states ? std::make_shared<models::InitialStates>(*states) : nullptr);
+}
+
+Tensor completion_loss(models::CausalLM& model, const Example& ex, std::shared_ptr<const models::Adapter> adapter) {
   Targets tg = targets_of(ex);
-  models::Cache cache = model.new_cache(1, states);
+  models::Cache cache = model.new_cache(1, std::move(adapter));
   Tensor h = model.hidden(at::tensor(ex.ids, at::kLong).view({1, -1}), cache)[0];  // [L, D]
   return at::cross_entropy_loss(model.logits(h.index_select(0, tg.rows)), tg.labels);
 }

@@ -19,6 +19,9 @@ struct Example {
 // starting from `states` (nullptr: zeros). Differentiable w.r.t. the states; only the
 // completion rows of the logits are formed. Throws when the example has no target.
 Tensor completion_loss(models::CausalLM& model, const Example& ex, const models::StateMap* states);
+// The same with any adapter attached (LoRA, state offset, a stack); differentiable w.r.t.
+// the adapter's tensors.
+Tensor completion_loss(models::CausalLM& model, const Example& ex, std::shared_ptr<const models::Adapter> adapter);
 
 // The same loss and its gradient w.r.t. every state in `states`, computed with per-layer
 // recomputation: a forward pass without autograd keeps only each layer's input

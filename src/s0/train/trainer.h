@@ -5,6 +5,8 @@
 // gradient-norm clipping, one Adam step. A checkpoint after every step makes --resume
 // continue exactly where an interrupted run stopped.
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +27,9 @@ struct TrainConfig {
   std::string layers = "all";
   int64_t max_length = 2048;
   uint64_t seed = 0;
+  // Examples per optimiser step: 0 = all of them (S0's full batch, loss / N); b > 0 = the
+  // next b examples in order, cycling through the data (the paper's LoRA schedule is b = 1).
+  int64_t batch = 0;
   bool recompute = true;  // per-layer recomputation: memory of ~one layer's activations
   // With recompute: keep the layers' projection outputs from the forward pass (29.2 KB per
   // token per layer in bf16 at the 0.8B shape) so recomputation redoes no GEMM.
@@ -37,12 +42,77 @@ struct StepReport {
   double loss = 0;               // mean completion CE over the examples
   double objective = 0;          // loss + L2 term
   double grad_norm = 0;          // before clipping
-  std::vector<std::pair<int64_t, double>> state_norms;
+  std::vector<std::pair<int64_t, double>> state_norms;  // S0: per layer
+  double param_norm = 0;         // every trained tensor together
   int64_t tokens = 0;            // tokens processed this step
   double seconds = 0, tokens_per_s = 0, eta_seconds = 0;  // seconds: the whole step
   double checkpoint_seconds = 0;  // of which writing the checkpoint (once per step, not per example)
 };
 
+// Parameter names in a stable order: decimal names (S0's and offsets' layer indices)
+// numerically, then the rest by name. Sums over parameters (gradient norm, L2) follow it.
+struct ParamOrder {
+  bool operator()(const std::string& a, const std::string& b) const;
+};
+using ParamMap = std::map<std::string, Tensor, ParamOrder>;
+
+// What a run learns: named float32 parameters and the objective's gradient w.r.t. them.
+// S0 (initial states), LoRA factors and state offsets are the methods; the optimiser,
+// schedule, L2, clipping, checkpoints and resume are shared (ParamTrainer).
+class Method {
+ public:
+  virtual ~Method() = default;
+  virtual std::string name() const = 0;   // "s0" | "lora" | "offset"
+  virtual std::string identity() const = 0;  // settings that change the run (for resume checks)
+  // Completion loss of `ex` with parameters `p`; adds weight * d loss / d p into `grads`.
+  virtual double loss_and_grad(models::CausalLM& model, const Example& ex, const ParamMap& p, ParamMap& grads,
+                               double weight) = 0;
+};
+
+// A method whose parameters enter through an adapter built from them (LoRA, state offset):
+// the loss is differentiated by autograd through the whole forward pass (memory grows with
+// the sequence; S0's per-layer recomputation is specific to initial states).
+class AdapterMethod : public Method {
+ public:
+  using Builder = std::function<std::shared_ptr<const models::Adapter>(const ParamMap&)>;
+  AdapterMethod(std::string name, std::string identity, Builder build)
+      : name_(std::move(name)), identity_(std::move(identity)), build_(std::move(build)) {}
+  std::string name() const override { return name_; }
+  std::string identity() const override { return identity_; }
+  double loss_and_grad(models::CausalLM& model, const Example& ex, const ParamMap& p, ParamMap& grads,
+                       double weight) override;
+
+ private:
+  std::string name_, identity_;
+  Builder build_;
+};
+
+// The optimisation loop: Adam (PyTorch semantics) on every parameter, the schedule of
+// cfg.batch, + cfg.l2 * sum ||P||^2, global gradient-norm clipping, a checkpoint (parameters,
+// moments, step, fingerprint) after every step so `resume` continues exactly.
+class ParamTrainer {
+ public:
+  ParamTrainer(models::CausalLM& model, std::vector<Example> data, TrainConfig cfg, ParamMap init,
+               std::shared_ptr<Method> method);
+  // Trains to cfg.steps; returns the parameters. Checkpoints into `out_dir`.
+  ParamMap train(const std::string& out_dir, bool resume, const std::function<void(const StepReport&)>& on_step = {});
+  double final_loss() const { return last_loss_; }
+  int64_t num_examples() const { return static_cast<int64_t>(data_.size()); }
+
+ private:
+  void save_checkpoint(const std::string& dir, int64_t step) const;
+  int64_t load_checkpoint(const std::string& dir);
+  std::string fingerprint() const;
+
+  models::CausalLM& model_;
+  std::vector<Example> data_;
+  TrainConfig cfg_;
+  std::shared_ptr<Method> method_;
+  ParamMap P_, m_, v_;
+  double last_loss_ = 0;
+};
+
+// S0: one zero-initialised state per chosen recurrent layer, the model frozen.
 class Trainer {
  public:
   Trainer(models::CausalLM& model, std::vector<Example> data, TrainConfig cfg);
@@ -56,16 +126,11 @@ class Trainer {
   const std::vector<int64_t>& layers() const { return layers_; }
 
  private:
-  void save_checkpoint(const std::string& dir, int64_t step) const;
-  int64_t load_checkpoint(const std::string& dir);
-  std::string fingerprint() const;  // config + data identity, for resume checks
-  adapters::StateSet state_set(int64_t steps_done, double final_loss) const;
-
   models::CausalLM& model_;
-  std::vector<Example> data_;
+  size_t num_examples_;
   TrainConfig cfg_;
   std::vector<int64_t> layers_;
-  models::StateMap S_, m_, v_;  // parameters and Adam moments (float32)
+  std::unique_ptr<ParamTrainer> loop_;
 };
 
 }  // namespace s0::train
