@@ -18,6 +18,8 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "s0/adapters/lora.h"
+#include "s0/adapters/state_offset.h"
 #include "s0/adapters/state_set.h"
 #include "s0/generate/generate.h"
 #include "s0/models/model.h"
@@ -570,6 +572,60 @@ TEST(Serve, ModelsHealthAndMetrics) {
                         "s0_active_sequences", "s0_generated_tokens_per_second",
                         "s0_state_set_sequences_total{state_set=\"A\"}", "s0_state_set_bytes{state_set=\"A\"}"})
     EXPECT_NE(met->body.find(k), std::string::npos) << k;
+}
+
+TEST(Serve, LoraAndOffsetAdaptersServedBesideStateSets) {
+  // A LoRA (PEFT layout) and a state offset, given at start and loaded at run time; each
+  // request's greedy tokens equal `generate` with the same adapter attached.
+  auto& m = *fx().model;
+  adapters::LoraConfig lc;
+  lc.r = 4;
+  lc.lora_alpha = 8;
+  auto lora = adapters::init_lora(m, lc, 3);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  for (auto& [name, f] : lora.modules) f.B = at::randn(f.B.sizes(), gen) * 0.3;
+  const std::string lora_dir = s0::testing::temp_dir("serve_lora");
+  adapters::save_lora(lora_dir, lora);
+  adapters::OffsetSet off;
+  off.arch = m.recurrent_arch();
+  off.state_shape = m.state_shape();
+  for (auto l : m.recurrent_layers()) off.offsets[l] = at::randn(m.state_shape(), gen) * 0.5;
+  const std::string off_dir = s0::testing::temp_dir("serve_offset");
+  adapters::save_offset_set(off_dir, off);
+  serve::ServerOptions opt;
+  opt.adapters = {{"L", lora_dir, "lora"}};
+  TestServer s(opt);
+  auto cli = s.client();
+  // Loaded at run time through the one admin endpoint; the directory says its kind.
+  Reply r = post(s, "/admin/states", {{"name", "O"}, {"path", off_dir}});
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(post(s, "/admin/states", {{"name", "X"}, {"path", off_dir}, {"kind", "lora"}}).status, 400);
+  auto models_reply = cli.Get("/v1/models");
+  ASSERT_TRUE(models_reply);
+  std::map<std::string, std::string> kinds;
+  const json listed = json::parse(models_reply->body);
+  for (const auto& d : listed["data"])
+    if (d.contains("kind")) kinds[d["id"].get<std::string>()] = d["kind"].get<std::string>();
+  EXPECT_EQ(kinds["L"], "lora") << models_reply->body;
+  EXPECT_EQ(kinds["O"], "offset");
+  EXPECT_EQ(kinds["A"], "states");
+  const std::vector<int64_t> prompt = {5, 17, 33, 2};
+  auto want = [&](std::shared_ptr<const models::Adapter> a) {
+    generate::GenerateOptions g;
+    g.max_new_tokens = 6;
+    g.eos_ids = {-1};
+    g.adapter = std::move(a);
+    return generate::generate(m, {prompt}, g)[0].tokens;
+  };
+  auto got = [&](const std::string& model) {
+    return complete(s, {{"model", model}, {"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true}}).ids;
+  };
+  EXPECT_EQ(got("L"), want(lora.adapter()));
+  EXPECT_EQ(got("O"), want(off.adapter()));
+  EXPECT_NE(got("L"), got("base"));
+  // alpha rescales a state set or an offset, not a LoRA.
+  EXPECT_EQ(post(s, "/v1/completions", {{"model", "L"}, {"prompt", "x"}, {"max_tokens", 1}, {"alpha", 0.5}}).status, 400);
+  EXPECT_EQ(post(s, "/v1/completions", {{"model", "O"}, {"prompt", "x"}, {"max_tokens", 1}, {"alpha", 0.5}}).status, 200);
 }
 
 TEST(Serve, ClientDisconnectCancelsItsSequence) {
