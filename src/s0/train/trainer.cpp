@@ -96,6 +96,7 @@ adapters::StateSet Trainer::state_set(int64_t steps_done, double final_loss) con
   adapters::StateSet set;
   set.arch = model_.recurrent_arch();
   set.state_shape = model_.state_shape();
+  set.recurrent_layers = model_.recurrent_layers();  // untrained layers are saved as zeros
   for (const auto& [l, s] : S_) set.states[l] = s.clone();
   set.config = {{"n_steps", steps_done},
                 {"lr", cfg_.lr},
