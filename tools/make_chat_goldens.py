@@ -246,6 +246,14 @@ FEATURES = [
     ("float_ops", "{{ 7.5 % 2 }} {{ -7.5 % 2 }} {{ 0.1 % 0.03 }} {{ -7.5 // 2 }} {{ 1 / 3 }} {{ 2 ** -1 }} {{ 10 / 4 }} {{ 0.1 + 0.2 }}", {}),
     ("unicode_case", "{{ 'straße ÉCOLE élève ΣΊΣΥΦΟΣ привет Ÿÿ'.upper() }}|{{ 'ÉCOLE ΣΊΣΥΦΟΣ ПРИВЕТ'.lower() }}|{{ 'élan vital'|title }}|{{ 'über'|capitalize }}", {}),
     ("repr_escapes", "{{ ['\u3000', '\u200b', '\x00', '\xad', 'é', '\U0001F600', '\u2028'] }}", {}),
+    ("dictsort", "{% for k, v in d|dictsort %}{{ k }}={{ v }};{% endfor %}|{{ d|dictsort(by='value') }}|{{ d|dictsort(reverse=true) }}|{{ {'b': 1, 'A': 2, 'a': 3}|dictsort }}|{{ {'b': 1, 'A': 2, 'a': 3}|dictsort(true) }}", {"d": {"zeta": 3, "Alpha": 1, "beta": 2}}),
+    ("int_keys", "{% set m = {0: 'zero', 512: 128, 2.0: 'two', none: 'n', 'k': 1} %}{{ m }}|{{ m[512] }}{{ m[0] }}{{ m[2] }}{{ m[none] }}|{{ 512 in m }}{{ 3 in m }}|{{ m.get(512) }}|{{ m|tojson }}|{% for k in m %}{{ k is number }}{% endfor %}|{% for k, v in {16: 1, 8: 2, 1024: 3}|dictsort %}{{ k }}:{{ v }} {% endfor %}|{{ m.keys()|list }}", {}),
+    ("sort_min_max_sum", "{{ xs|sort }}|{{ xs|sort(reverse=true) }}|{{ ws|sort }}|{{ ws|sort(case_sensitive=true) }}|{{ ms|sort(attribute='n')|map(attribute='n')|list }}|{{ xs|min }}{{ xs|max }}{{ ws|min }}{{ ws|max }}{{ ms|max(attribute='n') }}|{{ xs|sum }}{{ ms|sum(attribute='n') }}{{ [1.5, 2]|sum(start=10) }}|[{{ []|min }}]", {"xs": [3, 1, 2], "ws": ["b", "C", "a"], "ms": [{"n": 2}, {"n": 9}, {"n": 1}]}),
+    ("round", "{{ 2.5|round }} {{ 3.5|round }} {{ 2.567|round(2) }} {{ 7|round }} {{ 2.1|round(0, 'ceil') }} {{ 2.9|round(method='floor') }} {{ -1.5|round }}", {}),
+    ("format", "{{ '%s-%d-%05.2f|%-4s|%4s|%x|%%|%r'|format('a', 42, 3.14159, 'l', 'r', 255, 'q') }}|{{ '%(n)s=%(v)d'|format(n='x', v=7) }}|{{ 'k=%s' % 5 }}|{{ '%s+%s' % (1, 2) }}|{{ '%.3s' % 'abcdef' }}|{{ '%+d % d' % (3, 4) }}", {}),
+    ("center_escape_wordcount", "[{{ 'ab'|center(7) }}][{{ 'abc'|center(6) }}][{{ 'x'|center(1) }}]|{{ s|e }}|{{ s|escape }}|{{ 'one two,three  four_five'|wordcount }}", {"s": "<a href=\"x\">&'</a>"}),
+    ("bool_float_keys", "{% set m = {true: 't', 1.5: 'f', 3: 'i'} %}{{ m }}|{{ m[1] }}{{ m[1.5] }}{{ m[3.0] }}|{{ m|tojson }}|{{ {1: 'a', 1.0: 'b'} }}", {}),
+    ("filter_block", "{% filter upper %}abc {{ 'd' }}{% endfilter %}|{%- filter trim -%}\n  padded  \n{%- endfilter -%}|{% filter replace('a', 'b')|upper %}aaa{% endfilter %}", {}),
     ("raise", "{{ raise_exception('boom: ' ~ 1) }}", {}),
     ("undefined_attr_error", "{{ nope.attr }}", {}),
     ("none_attr_is_undefined", "[{{ n.attr }}]{{ n.attr is defined }}", {"n": None}),
@@ -256,7 +264,6 @@ FEATURES = [
 # test expects a clear "unsupported" error instead).
 UNSUPPORTED = [
     ("call_block", "{% call foo() %}x{% endcall %}"),
-    ("filter_block", "{% filter upper %}x{% endfilter %}"),
     ("include", "{% include 'x' %}"),
     ("unknown_filter", "{{ x|wordwrap }}"),
     ("unknown_test", "{{ x is escaped }}"),

@@ -87,21 +87,26 @@ TEST(RealBenchmarks, EveryHumanEvalCanonicalSolutionPassesAndAnEmptyBodyFails) {
   for (const auto& t : tasks) {
     ts.push_back(&t);
     comps.push_back(t.reference);
-    ts.push_back(&t);
+  }
+  // An empty body fails (the checker can say no); on 24 problems, to keep the test short.
+  for (size_t i = 0; i < tasks.size(); i += 7) {
+    ts.push_back(&tasks[i]);
     comps.push_back("    pass\n");
   }
   CheckOptions opt;
   opt.workers = 2;
   auto v = check_all(ts, comps, sandbox(), opt);
   int canonical = 0, empty_failed = 0;
-  for (size_t i = 0; i < v.size(); i += 2) {
-    EXPECT_TRUE(v[i].passed) << tasks[i / 2].id << ": " << v[i].detail;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    EXPECT_TRUE(v[i].passed) << tasks[i].id << ": " << v[i].detail;
     canonical += v[i].passed;
-    empty_failed += !v[i + 1].passed;
+  }
+  for (size_t i = tasks.size(); i < v.size(); ++i) {
+    EXPECT_FALSE(v[i].passed) << ts[i]->id << " passed with an empty body";
+    empty_failed += !v[i].passed;
   }
   EXPECT_EQ(canonical, 164);
-  // A body that returns None fails nearly everywhere (the checker can say no).
-  EXPECT_GE(empty_failed, 160) << "an empty body passed " << 164 - empty_failed << " problems";
+  EXPECT_EQ(empty_failed, 24);
 }
 
 // The gold number as lm-evaluation-harness reads it, computed here on its own: the text after
