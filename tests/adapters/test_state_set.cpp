@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <limits>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -500,7 +501,7 @@ TEST(ReferenceStateSet, LoadsATorchSavePickle) {
   // states.safetensors wins when both are present (as in the reference).
   const std::string dir2 = s0::testing::temp_dir("ref_save_both");
   ASSERT_EQ(reference("write " + dir2 + " --layers 0,1,2 --shape 4,16,16 --format pt").first, 0);
-  write_raw(dir2, {{"0", at::ones({4, 16, 16})}}, std::nullopt);
+  write_raw(dir2, {{"0", at::ones({4, 16, 16})}}, meta_json("gated_delta_net", {0}, {4, 16, 16}));
   EXPECT_EQ(adapters::load_state_set(dir2).recurrent_layers, std::vector<int64_t>{0}) << "safetensors first";
 }
 
@@ -508,7 +509,9 @@ TEST(ReferenceStateSet, LoadsLibtorchPickleSaveWithIntOrStringKeys) {
   // libtorch's own torch.save-compatible writer (the Python one cannot run here: no torch).
   for (bool int_keys : {false, true}) {
     const std::string dir = s0::testing::temp_dir(std::string("ref_pickle_") + (int_keys ? "int" : "str"));
-    c10::impl::GenericDict d(int_keys ? c10::IntType::get() : c10::StringType::get(), c10::TensorType::get());
+    c10::TypePtr key_type = c10::StringType::get();
+    if (int_keys) key_type = c10::IntType::get();
+    c10::impl::GenericDict d(key_type, c10::TensorType::get());
     for (int64_t l : {0, 2}) {
       if (int_keys) d.insert(l, expected_values(l, {4, 16, 16}));
       else d.insert(std::to_string(l), expected_values(l, {4, 16, 16}));
@@ -613,7 +616,8 @@ TEST(ReferenceStateSet, OlderS0LayoutStillLoadsButTheReferenceRefusesIt) {
 
 TEST(ReferenceStateSet, NonFiniteValuesAreRefusedNamingTheTensor) {
   const std::string dir = s0::testing::temp_dir("ss_nonfinite");
-  for (double bad : {std::nan(""), INFINITY, -INFINITY}) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double bad : {std::nan(""), inf, -inf}) {
     Tensor t = at::randn({4, 16, 16});
     t.view(-1)[37] = bad;
     t.view(-1)[40] = bad;

@@ -73,11 +73,10 @@ struct Stmt {
 // recursion limit near 100 nested parentheses.)
 constexpr int kMaxDepth = 256;
 // The variable a {% filter %} block's rendered body is bound to (not a valid identifier).
-inline const char* const kFilterBlockVar = "\x01filter block";
+inline const char* const kFilterBlockVar = "\x01" "filter block";
 Body parse(std::vector<Token> tokens, const std::string& name);
 
 // The filter and test names the parser accepts (jinja_filters.cpp); it rejects any other.
-// (Some accepted filters, such as sort, are not implemented: they fail when rendered.)
 bool is_filter(const std::string& name);
 bool is_test(const std::string& name);
 

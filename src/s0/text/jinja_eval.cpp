@@ -463,6 +463,7 @@ Value Renderer::get_item(const Value& obj, const Value& key, int line) {
   switch (obj.t) {
     case Value::T::Undefined: undefined_error(obj, line, " (subscripted)");
     case Value::T::List:
+      if (obj.generator) return Value::undefined("generator item");  // not subscriptable
       if (key.t == Value::T::Int || key.t == Value::T::Bool) {
         int64_t n = static_cast<int64_t>(obj.list->size());
         int64_t k = norm_index(key.as_int(), n);
@@ -561,7 +562,9 @@ int64_t Renderer::length_of(const Value& v, int line) {
   switch (v.t) {
     case Value::T::Undefined: return 0;
     case Value::T::Str: return static_cast<int64_t>(decode_utf8(v.s).size());
-    case Value::T::List: return static_cast<int64_t>(v.list->size());
+    case Value::T::List:
+      if (v.generator) fail(line, "object of type 'generator' has no len()");
+      return static_cast<int64_t>(v.list->size());
     case Value::T::Dict:
     case Value::T::Ns: return static_cast<int64_t>(v.dict->size());
     default: fail(line, std::string("object of type '") + type_name(v) + "' has no len()");

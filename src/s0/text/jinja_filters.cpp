@@ -23,7 +23,7 @@ const std::set<std::string> kFilters = {
     "length", "count", "tojson", "trim", "string", "lower", "upper", "capitalize", "title",
     "first", "last", "join", "default", "d", "items", "list", "replace", "int", "float",
     "abs", "safe", "reverse", "unique", "sort", "dictsort", "map", "selectattr", "rejectattr",
-    "select", "reject", "indent", "round", "sum", "min", "max", "wordcount", "center", "e", "escape"};
+    "select", "reject", "indent", "round", "sum", "min", "max", "wordcount", "center", "e", "escape", "format"};
 const std::set<std::string> kTests = {
     "defined", "undefined", "none", "string", "number", "integer", "float", "boolean", "true",
     "false", "mapping", "iterable", "sequence", "callable", "odd", "even", "divisibleby", "eq",
@@ -580,7 +580,13 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
     return Value::integer(std::llabs(v.as_int()));
   }
   if (f == "map" || f == "selectattr" || f == "rejectattr" || f == "select" || f == "reject") {
-    List in = iterate(v, line), out;
+    // Jinja2 returns a generator, and yields nothing for a false value (None, "", []).
+    auto generator = [](List l) {
+      Value g = Value::make_list(std::move(l));
+      g.generator = true;
+      return g;
+    };
+    List in = truthy(v) ? iterate(v, line) : List{}, out;
     if (f == "map") {
       const Value* attr = c.kw("attribute");
       if (attr && attr->t == Value::T::Str) {
@@ -589,7 +595,7 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
           Value y = get_attr(x, attr->s, line);
           out.push_back(y.is_undef() && def ? *def : y);
         }
-        return Value::make_list(std::move(out));
+        return generator(std::move(out));
       }
       if (c.args.empty() || c.args[0].t != Value::T::Str) fail(line, "map: expected a filter name or attribute=");
       std::string fname = c.args[0].s;
@@ -599,7 +605,7 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
       sub.args.assign(c.args.begin() + 1, c.args.end());
       sub.kwargs = c.kwargs;
       for (auto& x : in) out.push_back(apply_filter(fname, x, sub));
-      return Value::make_list(std::move(out));
+      return generator(std::move(out));
     }
     bool attr_mode = f == "selectattr" || f == "rejectattr";
     bool keep_if = f == "select" || f == "selectattr";
@@ -620,7 +626,7 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
       bool r = test.empty() ? truthy(y) : apply_test(test, y, sub);
       if (r == keep_if) out.push_back(x);
     }
-    return Value::make_list(std::move(out));
+    return generator(std::move(out));
   }
   if (f == "unique") {
     List out;
@@ -833,7 +839,7 @@ bool Renderer::apply_test(const std::string& t, const Value& v, Call& c) {
   if (t == "iterable")
     return v.t == Value::T::Str || v.t == Value::T::List || v.t == Value::T::Dict || v.is_undef();
   if (t == "sequence")
-    return v.t == Value::T::Str || v.t == Value::T::List || v.t == Value::T::Dict || v.is_undef();
+    return v.t == Value::T::Str || (v.t == Value::T::List && !v.generator) || v.t == Value::T::Dict || v.is_undef();
   if (t == "callable") return v.t == Value::T::Func;
   if (t == "lower") return v.t == Value::T::Str && ascii_case(v.s, false) == v.s;
   if (t == "upper") return v.t == Value::T::Str && ascii_case(v.s, true) == v.s;

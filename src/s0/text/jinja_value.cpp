@@ -76,7 +76,7 @@ const char* type_name(const Value& v) {
     case Value::T::Int: return "int";
     case Value::T::Float: return "float";
     case Value::T::Str: return "str";
-    case Value::T::List: return "list";
+    case Value::T::List: return v.generator ? "generator" : v.tuple ? "tuple" : "list";
     case Value::T::Dict: return "dict";
     case Value::T::Ns: return "Namespace";
     case Value::T::Func: return "function";
@@ -217,7 +217,7 @@ bool dict_key(const Value& k, std::string& out) {
       if (std::isfinite(k.f) && k.f == std::floor(k.f) && std::fabs(k.f) < 9.2e18) {
         out = "\x01i:" + std::to_string(static_cast<int64_t>(k.f)) + "|f";
       } else {
-        out = "\x01f:" + py_float_repr(k.f, false);
+        out = "\x01" "f:" + py_float_repr(k.f, false);
       }
       return true;
     case Value::T::List:
@@ -255,7 +255,7 @@ Value key_value(const std::string& s) {
     if (tagged && s.back() == 'f') return Value::real(static_cast<double>(n));
     return Value::integer(n);
   }
-  if (s.compare(0, 3, "\x01f:") == 0) {
+  if (s.compare(0, 3, "\x01" "f:") == 0) {
     const std::string x = s.substr(3);
     if (x == "inf") return Value::real(INFINITY);
     if (x == "-inf") return Value::real(-INFINITY);
@@ -344,6 +344,7 @@ void json_dump(const Value& v, std::string& out, int indent, int depth, const st
       return;
     }
     case Value::T::List: {
+      if (v.generator) throw Error("tojson: Object of type generator is not JSON serializable");
       if (v.list->empty()) {
         out += "[]";
         return;
@@ -405,7 +406,7 @@ bool truthy(const Value& v) {
     case Value::T::Int: return v.i != 0;
     case Value::T::Float: return v.f != 0;
     case Value::T::Str: return !v.s.empty();
-    case Value::T::List: return !v.list->empty();
+    case Value::T::List: return v.generator || !v.list->empty();
     case Value::T::Dict: return !v.dict->empty();
     case Value::T::Ns:
     case Value::T::Func: return true;

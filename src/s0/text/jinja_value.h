@@ -44,6 +44,10 @@ struct Value {
   std::shared_ptr<Dict> dict;  // Dict and Ns (namespace objects are mutable)
   std::shared_ptr<Func> fn;
   bool tuple = false;  // a List written as (a, b): printed with parentheses
+  // A List standing for a Python generator (what map/select/reject/selectattr/rejectattr
+  // return): always true, no len(), not subscriptable, not JSON serializable; |list makes a
+  // list of it.
+  bool generator = false;
 
   static Value undefined(std::string what = "") {
     Value v;
