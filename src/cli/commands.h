@@ -25,6 +25,7 @@ Action add_states(CLI::App& app);
 Action add_lora(CLI::App& app);
 Action add_collect(CLI::App& app);
 Action add_eval(CLI::App& app);
+Action add_check(CLI::App& app);
 Action add_experiment(CLI::App& app);
 Action add_serve(CLI::App& app);
 

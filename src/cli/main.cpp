@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
       {"lora", "Inspect or merge LoRA adapters (PEFT layout)", s0::cli::add_lora},
       {"collect", "Sample, verify and keep solutions as training data (METHOD.md section 4)", s0::cli::add_collect},
       {"eval", "Greedy pass@1 / pass@k on held-out problems, base vs state sets", s0::cli::add_eval},
+      {"check", "Verify completions made elsewhere (human-eval samples JSONL): results file and pass@k", s0::cli::add_check},
       {"experiment", "The full protocol over seeds: collect -> train -> eval, statistics, report", s0::cli::add_experiment},
       {"serve", "OpenAI-compatible HTTP server: one model, state sets chosen per request", s0::cli::add_serve},
       {"demo", "The main job on the built-in default model", s0::cli::add_demo},

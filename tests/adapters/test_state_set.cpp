@@ -14,7 +14,14 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <limits>
+#include <tuple>
+
 #include <nlohmann/json.hpp>
+#include <torch/csrc/jit/serialization/pickle.h>
 
 #include "s0/adapters/state_set.h"
 #include "s0/io/atomic_file.h"
@@ -415,3 +422,236 @@ TEST(StateSetDtype, NonFloat32StatesAreRefused) {
     EXPECT_NE(std::string(e.what()).find("expected F32"), std::string::npos) << e.what();
   }
 }
+
+// ---------------------------------------------------------------------------- the reference library
+// tools/reference_state_set.py stands in for the s0-tuning library: `write` produces what its
+// S0Trainer.save() writes (states.safetensors, or a torch.save() zip with --format pt),
+// `load` applies its S0Trainer.load() checks and prints what it read. Python only, no torch.
+
+namespace {
+
+std::string repo_root() { return (fs::path(S0_FIXTURES_DIR) / ".." / "..").lexically_normal().string(); }
+
+bool have_python3() { return std::system("python3 -c 'import json, zipfile, pickle' >/dev/null 2>&1") == 0; }
+
+// Runs a shell command; returns its exit status and stdout.
+std::pair<int, std::string> run_cmd(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return {-1, ""};
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+std::pair<int, std::string> reference(const std::string& args) {
+  return run_cmd("python3 " + repo_root() + "/tools/reference_state_set.py " + args);
+}
+
+// The values the script writes, computed here independently: ((7919 l + 104729 i) mod 2001 - 1000) / 256.
+Tensor expected_values(int64_t layer, const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  std::vector<float> v(n);
+  for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(((layer * 7919 + i * 104729) % 2001 - 1000) / 256.0);
+  return at::from_blob(v.data(), shape, at::kFloat).clone();
+}
+
+#define REQUIRE_PYTHON3() \
+  if (!have_python3()) GTEST_SKIP() << "python3 not available"
+
+void check_reference_values(const adapters::StateSet& set, const std::vector<int64_t>& layers) {
+  ASSERT_EQ(set.states.size(), layers.size());
+  for (auto l : layers) {
+    ASSERT_TRUE(set.states.count(l)) << l;
+    EXPECT_TRUE(bit_equal(set.states.at(l), expected_values(l, {4, 16, 16}))) << "layer " << l;
+  }
+}
+
+TEST(ReferenceStateSet, LoadsWhatTheReferenceSaves) {
+  REQUIRE_PYTHON3();
+  const std::string dir = s0::testing::temp_dir("ref_save_st");
+  auto [rc, out] = reference("write " + dir + " --layers 0,1,2 --shape 4,16,16");
+  ASSERT_EQ(rc, 0) << out;
+  auto set = adapters::load_state_set(dir, tiny_model());
+  check_reference_values(set, {0, 1, 2});
+  EXPECT_EQ(set.recurrent_layers, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_DOUBLE_EQ(set.alpha(), 0.07);  // null: the architecture default
+  EXPECT_EQ(set.config.size(), 7u);
+  EXPECT_EQ(set.config.at("n_steps"), 20);
+  EXPECT_EQ(set.config.at("max_length"), 2048);
+  // With an explicit alpha.
+  const std::string dir2 = s0::testing::temp_dir("ref_save_alpha");
+  ASSERT_EQ(reference("write " + dir2 + " --layers 0,1,2 --shape 4,16,16 --alpha 0.25").first, 0);
+  EXPECT_DOUBLE_EQ(adapters::load_state_set(dir2, tiny_model()).alpha(), 0.25);
+}
+
+TEST(ReferenceStateSet, LoadsATorchSavePickle) {
+  REQUIRE_PYTHON3();
+  // states.pt as torch.save() lays it out (zip: data.pkl, data/<key>, version, byteorder),
+  // produced by Python's own pickler under torch's global names.
+  const std::string dir = s0::testing::temp_dir("ref_save_pt");
+  auto [rc, out] = reference("write " + dir + " --layers 0,1,2 --shape 4,16,16 --format pt");
+  ASSERT_EQ(rc, 0) << out;
+  ASSERT_FALSE(fs::exists(dir + "/states.safetensors"));
+  auto set = adapters::load_state_set(dir, tiny_model());
+  check_reference_values(set, {0, 1, 2});
+  // states.safetensors wins when both are present (as in the reference).
+  const std::string dir2 = s0::testing::temp_dir("ref_save_both");
+  ASSERT_EQ(reference("write " + dir2 + " --layers 0,1,2 --shape 4,16,16 --format pt").first, 0);
+  write_raw(dir2, {{"0", at::ones({4, 16, 16})}}, meta_json("gated_delta_net", {0}, {4, 16, 16}));
+  EXPECT_EQ(adapters::load_state_set(dir2).recurrent_layers, std::vector<int64_t>{0}) << "safetensors first";
+}
+
+TEST(ReferenceStateSet, LoadsLibtorchPickleSaveWithIntOrStringKeys) {
+  // libtorch's own torch.save-compatible writer (the Python one cannot run here: no torch).
+  for (bool int_keys : {false, true}) {
+    const std::string dir = s0::testing::temp_dir(std::string("ref_pickle_") + (int_keys ? "int" : "str"));
+    c10::TypePtr key_type = c10::StringType::get();
+    if (int_keys) key_type = c10::IntType::get();
+    c10::impl::GenericDict d(key_type, c10::TensorType::get());
+    for (int64_t l : {0, 2}) {
+      if (int_keys) d.insert(l, expected_values(l, {4, 16, 16}));
+      else d.insert(std::to_string(l), expected_values(l, {4, 16, 16}));
+    }
+    auto bytes = torch::jit::pickle_save(c10::IValue(d));
+    io::write_file_atomic(dir + "/states.pt", std::string(bytes.begin(), bytes.end()));
+    io::write_file_atomic(dir + "/meta.json", meta_json("gated_delta_net", {0, 2}, {4, 16, 16}));
+    auto set = adapters::load_state_set(dir, tiny_model());
+    check_reference_values(set, {0, 2});
+  }
+  // Garbage in states.pt: an s0::Error naming the file.
+  const std::string bad = s0::testing::temp_dir("ref_pickle_bad");
+  io::write_file_atomic(bad + "/states.pt", "PK\x03\x04 not really a zip");
+  io::write_file_atomic(bad + "/meta.json", meta_json("gated_delta_net", {0}, {4, 16, 16}));
+  expect_error([&] { adapters::load_state_set(bad); }, {"states.pt"});
+}
+
+// A set as `s0 train --layers 1` makes it: trained layer 1 only, s0's own settings.
+adapters::StateSet trained_subset_set() {
+  const auto& model = tiny_model();
+  adapters::StateSet set;
+  set.arch = model.recurrent_arch();
+  set.state_shape = model.state_shape();
+  set.recurrent_layers = model.recurrent_layers();
+  set.states[1] = expected_values(1, set.state_shape);
+  set.config = {{"n_steps", 20},      {"lr", 1e-3},         {"l2_lambda", 5e-4},        {"alpha", 0.07},
+                {"normalize", false}, {"grad_clip", 1.0},   {"max_length", 2048},       {"alpha_in_training", false},
+                {"layers", "1"},      {"seed", 7},          {"num_examples", 3},        {"final_loss", 1.25}};
+  return set;
+}
+
+TEST(ReferenceStateSet, TheReferenceLoadsWhatS0Saves) {
+  REQUIRE_PYTHON3();
+  const std::string dir = s0::testing::temp_dir("ref_load_s0");
+  auto set = trained_subset_set();
+  adapters::save_state_set(dir, set);
+  auto [rc, out] = reference("load " + dir + " --layers 0,1,2 --shape 4,16,16");
+  ASSERT_EQ(rc, 0) << out;
+  json got = json::parse(out);
+  // Exactly the seven keys, alpha null (the default), the reference's types.
+  std::vector<std::string> keys;
+  for (auto& [k, v] : got.at("config").items()) keys.push_back(k);
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"alpha", "grad_clip", "l2_lambda", "lr", "max_length", "n_steps",
+                                            "normalize"}));
+  EXPECT_TRUE(got["config"]["alpha"].is_null());
+  EXPECT_TRUE(got["config"]["n_steps"].is_number_integer());
+  EXPECT_TRUE(got["config"]["grad_clip"].is_number_float());
+  EXPECT_EQ(got["meta"]["recurrent_layers"], json({0, 1, 2}));
+  // Every recurrent layer stored; the untrained ones as zeros.
+  for (int64_t l : {0, 1, 2}) {
+    auto vals = got["states"].at(std::to_string(l)).get<std::vector<float>>();
+    Tensor t = at::from_blob(vals.data(), {4, 16, 16}, at::kFloat).clone();
+    EXPECT_TRUE(bit_equal(t, l == 1 ? expected_values(1, {4, 16, 16}) : at::zeros({4, 16, 16}))) << l;
+  }
+  // config.json byte for byte as the reference's json.dumps(indent=2) writes the same values.
+  const std::string ref_dir = s0::testing::temp_dir("ref_load_s0_bytes");
+  ASSERT_EQ(reference("write " + ref_dir + " --layers 0,1,2 --shape 4,16,16").first, 0);
+  EXPECT_EQ(io::read_file(dir + "/config.json"), io::read_file(ref_dir + "/config.json"));
+  EXPECT_EQ(io::read_file(dir + "/meta.json"), io::read_file(ref_dir + "/meta.json"));
+  // s0's own settings are in s0.json, and s0 reads everything back.
+  json extra = json::parse(io::read_file(dir + "/s0.json"));
+  EXPECT_EQ(extra, json({{"alpha_in_training", false}, {"layers", "1"}, {"seed", 7}, {"num_examples", 3},
+                         {"final_loss", 1.25}}));
+  auto back = adapters::load_state_set(dir, tiny_model());
+  EXPECT_EQ(back.states.size(), 1u) << "zero layers are not kept";
+  EXPECT_TRUE(bit_equal(back.states.at(1), set.states.at(1)));
+  EXPECT_EQ(back.recurrent_layers, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_DOUBLE_EQ(back.alpha(), 0.07);
+  EXPECT_EQ(back.config.at("final_loss"), 1.25);
+  EXPECT_EQ(back.config.at("seed"), 7);
+  // And saving it again gives the same files.
+  const std::string dir2 = s0::testing::temp_dir("ref_load_s0_again");
+  adapters::save_state_set(dir2, back);
+  for (const char* f : {"states.safetensors", "config.json", "meta.json", "s0.json"})
+    EXPECT_EQ(io::read_file(dir + "/" + f), io::read_file(dir2 + "/" + f)) << f;
+}
+
+TEST(ReferenceStateSet, OlderS0LayoutStillLoadsButTheReferenceRefusesIt) {
+  REQUIRE_PYTHON3();
+  // What s0 wrote before: every setting in config.json, only the trained layer listed.
+  const std::string dir = s0::testing::temp_dir("ref_old_layout");
+  auto set = trained_subset_set();
+  write_raw(dir, {{"1", set.states.at(1)}}, meta_json("gated_delta_net", {1}, {4, 16, 16}), set.config.dump());
+  auto loaded = adapters::load_state_set(dir, tiny_model());
+  EXPECT_EQ(loaded.config, set.config);
+  EXPECT_TRUE(bit_equal(loaded.states.at(1), set.states.at(1)));
+  // The stand-in reference loader can fail: it refuses this layout on both counts.
+  auto [rc, out] = reference("load " + dir + " --layers 0,1,2 --shape 4,16,16");
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("Layer index mismatch"), std::string::npos) << out;
+  io::write_file_atomic(dir + "/meta.json", meta_json("gated_delta_net", {0, 1, 2}, {4, 16, 16}));
+  std::tie(rc, out) = reference("load " + dir + " --layers 0,1,2 --shape 4,16,16");
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("Unknown config keys"), std::string::npos) << out;
+  // Re-saved by s0 it becomes loadable by the reference.
+  const std::string dir2 = s0::testing::temp_dir("ref_old_layout_resaved");
+  loaded.recurrent_layers = tiny_model().recurrent_layers();
+  adapters::save_state_set(dir2, loaded);
+  EXPECT_EQ(reference("load " + dir2 + " --layers 0,1,2 --shape 4,16,16").first, 0);
+}
+
+TEST(ReferenceStateSet, NonFiniteValuesAreRefusedNamingTheTensor) {
+  const std::string dir = s0::testing::temp_dir("ss_nonfinite");
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double bad : {std::nan(""), inf, -inf}) {
+    Tensor t = at::randn({4, 16, 16});
+    t.view(-1)[37] = bad;
+    t.view(-1)[40] = bad;
+    write_raw(dir, {{"0", at::randn({4, 16, 16})}, {"2", t}}, meta_json("gated_delta_net", {0, 2}, {4, 16, 16}));
+    expect_error([&] { adapters::load_state_set(dir); },
+                 {"states.safetensors", "tensor '2'", "2 non-finite values",
+                  std::isnan(bad) ? "NaN" : bad > 0 ? "+Inf" : "-Inf", "index 37"});
+  }
+  // The same through states.pt.
+  const std::string pdir = s0::testing::temp_dir("ss_nonfinite_pt");
+  c10::impl::GenericDict d(c10::StringType::get(), c10::TensorType::get());
+  Tensor t = at::zeros({4, 16, 16});
+  t.view(-1)[5] = std::nan("");
+  d.insert("1", t);
+  auto bytes = torch::jit::pickle_save(c10::IValue(d));
+  io::write_file_atomic(pdir + "/states.pt", std::string(bytes.begin(), bytes.end()));
+  io::write_file_atomic(pdir + "/meta.json", meta_json("gated_delta_net", {1}, {4, 16, 16}));
+  expect_error([&] { adapters::load_state_set(pdir); }, {"states.pt", "tensor '1'", "NaN"});
+}
+
+TEST(ReferenceStateSet, SaveWritesAlphaNullOnlyForTheDefaultAndChecksTypes) {
+  const std::string dir = s0::testing::temp_dir("ss_alpha_save");
+  auto set = trained_subset_set();
+  set.config["alpha"] = 0.5;
+  adapters::save_state_set(dir, set);
+  EXPECT_EQ(json::parse(io::read_file(dir + "/config.json")).at("alpha"), 0.5);
+  set.config["n_steps"] = "twenty";
+  expect_error([&] { adapters::save_state_set(dir, set); }, {"n_steps", "integer"});
+  set.config["n_steps"] = 20.0;  // an integral float becomes the int the reference expects
+  adapters::save_state_set(dir, set);
+  EXPECT_TRUE(json::parse(io::read_file(dir + "/config.json")).at("n_steps").is_number_integer());
+  // A state for a layer outside recurrent_layers is refused.
+  set.states[3] = at::ones({4, 16, 16});
+  expect_error([&] { adapters::save_state_set(dir, set); }, {"layer 3", "[0,1,2]"});
+}
+
+}  // namespace

@@ -192,6 +192,12 @@ TEST(EvalGsm8k, ExtractionAndVerdicts) {
   EXPECT_EQ(extract_gsm8k_answer("first 5 then 12 apples").value(), "12");  // last-number fallback
   EXPECT_EQ(extract_gsm8k_answer("It drops by -3.").value(), "-3");
   EXPECT_EQ(extract_gsm8k_answer("#### 1 then 2 and 9").value(), "1");  // strict: first after ####
+  // lm-eval's rule after ####: digits and commas, commas dropped (not thousands groups).
+  EXPECT_EQ(extract_gsm8k_answer("#### 2,1251").value(), "21251");
+  EXPECT_EQ(extract_gsm8k_answer("#### 1,450,000").value(), "1450000");
+  EXPECT_EQ(extract_gsm8k_answer("#### 12,5.").value(), "125");
+  EXPECT_EQ(extract_gsm8k_answer("#### -3,0.50").value(), "-30.5");
+  EXPECT_FALSE(gsm8k_correct("#### 2,1251", "2125"));
   EXPECT_EQ(extract_gsm8k_answer("<think>maybe 99</think>The answer is 42.").value(), "42");
   EXPECT_FALSE(extract_gsm8k_answer("no numbers here").has_value());
   EXPECT_TRUE(gsm8k_correct("The total is 1,204.", "1204"));

@@ -1,9 +1,22 @@
 #pragma once
 // S0 state sets: one float32 initial state per tuned recurrent layer, stored in the layout
-// of the s0-tuning reference library (a directory):
-//   states.safetensors  key = decimal layer index, unscaled float32 [H, K, V] / [H, P, N]
-//   config.json         training config (n_steps, lr, l2_lambda, alpha, normalize, ...)
-//   meta.json           {"arch", "recurrent_layers", "state_shape"}
+// that the s0-tuning reference library's S0Trainer.save() writes and its load() accepts
+// (a directory):
+//   states.safetensors  key = decimal layer index, unscaled float32 [H, K, V] / [H, P, N],
+//                       one tensor per recurrent layer of the model (an untuned layer is
+//                       stored as zeros, which is exactly "not tuned")
+//   config.json         exactly the reference's seven keys, in its order and types:
+//                       n_steps (int), lr, l2_lambda (float), alpha (float, or null for the
+//                       architecture default), normalize (bool), grad_clip (float),
+//                       max_length (int); the reference refuses any other key
+//   meta.json           {"arch", "recurrent_layers" (every recurrent layer), "state_shape"}
+//   s0.json             s0's own settings (alpha_in_training, layers, seed, num_examples,
+//                       final_loss, ...); absent when there are none. Ignored by the reference.
+// Reading also accepts s0's older layout (every setting in config.json, only the tuned layers
+// stored and listed) and a torch pickle `states.pt` (the reference's fallback when there is
+// no states.safetensors). Every loaded tensor must be finite: a NaN or Inf is an error naming
+// the file and the tensor. All-zero layers are not kept in memory (a zero state is exactly
+// no state).
 // At inference the states are scaled: alpha * S, or alpha * S / ||S|| with `normalize`.
 #include <map>
 #include <memory>
@@ -29,6 +42,10 @@ struct StateSet {
   std::string arch;                  // "gated_delta_net" | "mamba2"
   std::vector<int64_t> state_shape;  // per layer, e.g. [H, K, V]
   models::StateMap states;           // unscaled, float32
+  // Every recurrent layer of the model the set belongs to (meta.json's list; layers without
+  // a state are written as zeros). Empty: the layers of `states`.
+  std::vector<int64_t> recurrent_layers;
+  // The reference's seven keys and s0's own settings together (config.json + s0.json).
   nlohmann::json config = nlohmann::json::object();
 
   double alpha() const;     // config "alpha", or the architecture default when null/absent
@@ -50,7 +67,15 @@ std::vector<int64_t> select_layers(const std::string& spec, const std::vector<in
 StateSet load_state_set(const std::string& dir, const models::CausalLM& model);
 // Loads without a model (no compatibility checks beyond internal consistency).
 StateSet load_state_set(const std::string& dir);
-// Writes the three files atomically (each file is replaced whole).
+// Writes the files atomically (each file is replaced whole; a stale s0.json is removed when
+// the set has no s0-only settings).
 void save_state_set(const std::string& dir, const StateSet& set);
+
+// The reference library's config keys, in its order.
+const std::vector<std::string>& reference_config_keys();
+
+// Throws s0::Error "<what> contains N non-finite values (first: NaN at index i)" unless every
+// element of `t` is finite.
+void require_finite(const Tensor& t, const std::string& what);
 
 }  // namespace s0::adapters

@@ -134,9 +134,17 @@ std::optional<std::string> extract_gsm8k_answer(const std::string& text) {
   std::string s = strip_think(text);
   size_t p = s.rfind("####");
   if (p != std::string::npos) {
+    // lm-evaluation-harness's strict GSM8K rule: after "####", the run of digits and commas
+    // (with its decimals), commas dropped: "#### 2,1251" is 21251, not 2,125.
+    static const std::regex after_hashes(R"([-+]?\$?\s*(?:\d[\d,]*(?:\.\d+)?|\.\d+))");
     std::string tail = s.substr(p + 4);
     std::smatch m;
-    if (std::regex_search(tail, m, number_re())) return normalize_number(m.str());
+    if (std::regex_search(tail, m, after_hashes)) {
+      std::string num = m.str();
+      num.erase(std::remove_if(num.begin(), num.end(), [](char c) { return c == ' ' || c == '\t' || c == '\n'; }),
+                num.end());
+      return normalize_number(num);
+    }
   }
   auto n = last_number(s);
   if (!n) return std::nullopt;

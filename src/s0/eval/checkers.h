@@ -3,8 +3,10 @@
 //
 //   HumanEval  program = prompt + completion + "\n" + test + "\n" + "check(<entry_point>)",
 //              run by python3 in the sandbox; pass = exit code 0 within the time limit.
-//   GSM8K      the number after the last "####" (else the last number in the text), compared
-//              with the gold number after normalisation (commas, signs, "$", trailing zeros).
+//   GSM8K      the number after the last "####" (digits and commas, commas dropped, as
+//              lm-evaluation-harness reads it: "2,1251" is 21251), else the last number in the
+//              text, compared with the gold number after normalisation (commas, signs, "$",
+//              trailing zeros).
 //   MATH       the last \boxed{...} (nested braces), normalised (fractions, spaces, \left/\right,
 //              units, degrees, percent, trailing ".0", "x=" prefixes) and compared as strings,
 //              or as exact rationals when both sides are plain numbers. Model text is never

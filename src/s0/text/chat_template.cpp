@@ -28,26 +28,43 @@ struct Builtin {
 // @@BUILTINS_BEGIN@@
 const Builtin kBuiltins[] = {
     {"qwen3.5", nullptr, "<|im_end|>", "<|endoftext|>",
-     R"JINJA({#- Qwen3.5 chat template (4B/9B behaviour: thinking on unless enable_thinking is false).
-    RECONSTRUCTED REFERENCE, not the official file: the official Qwen3.5 template is not available
-    offline. Written from ../shared/spec/qwen35.md section 6.2 (message format, trimmed content,
-    no default system prompt, think prefix) and the structure of the Qwen3 template (history
-    assistant turns before the last user query lose their <think> block). Tool calling and
-    image/video content are not reconstructed (they raise). UNVERIFIED byte-for-byte against the
-    real checkpoint: a model directory's own template is always used in preference to this one. -#}
-{%- macro render_content(content) %}
+     R"JINJA({%- set image_count = namespace(value=0) %}
+{%- set video_count = namespace(value=0) %}
+{%- macro render_content(content, do_vision_count, is_system_content=false) %}
     {%- if content is string %}
         {{- content }}
-    {%- elif content is none or content is undefined %}
-        {{- '' }}
     {%- elif content is iterable and content is not mapping %}
         {%- for item in content %}
-            {%- if item.type == 'text' or 'text' in item %}
+            {%- if 'image' in item or 'image_url' in item or item.type == 'image' %}
+                {%- if is_system_content %}
+                    {{- raise_exception('System message cannot contain images.') }}
+                {%- endif %}
+                {%- if do_vision_count %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                {%- endif %}
+                {%- if add_vision_id %}
+                    {{- 'Picture ' ~ image_count.value ~ ': ' }}
+                {%- endif %}
+                {{- '<|vision_start|><|image_pad|><|vision_end|>' }}
+            {%- elif 'video' in item or item.type == 'video' %}
+                {%- if is_system_content %}
+                    {{- raise_exception('System message cannot contain videos.') }}
+                {%- endif %}
+                {%- if do_vision_count %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                {%- endif %}
+                {%- if add_vision_id %}
+                    {{- 'Video ' ~ video_count.value ~ ': ' }}
+                {%- endif %}
+                {{- '<|vision_start|><|video_pad|><|vision_end|>' }}
+            {%- elif 'text' in item %}
                 {{- item.text }}
             {%- else %}
-                {{- raise_exception('Only text content is supported by this template.') }}
+                {{- raise_exception('Unexpected item type in content.') }}
             {%- endif %}
         {%- endfor %}
+    {%- elif content is none or content is undefined %}
+        {{- '' }}
     {%- else %}
         {{- raise_exception('Unexpected content type.') }}
     {%- endif %}
@@ -55,18 +72,33 @@ const Builtin kBuiltins[] = {
 {%- if not messages %}
     {{- raise_exception('No messages provided.') }}
 {%- endif %}
-{%- if tools %}
-    {{- raise_exception('Tools are not covered by this reconstructed template.') }}
-{%- endif %}
-{%- if messages[0].role == 'system' %}
-    {%- set content = render_content(messages[0].content)|trim %}
-    {{- '<|im_start|>system\n' + content + '<|im_end|>\n' }}
+{%- if tools and tools is iterable and tools is not mapping %}
+    {{- '<|im_start|>system\n' }}
+    {{- "# Tools\n\nYou have access to the following functions:\n\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>" }}
+    {{- '\n\nIf you choose to call a function ONLY reply in the following format with NO suffix:\n\n<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>\nvalue_1\n</parameter>\n<parameter=example_parameter_2>\nThis is the value for the second parameter\nthat can span\nmultiple lines\n</parameter>\n</function>\n</tool_call>\n\n<IMPORTANT>\nReminder:\n- Function calls MUST follow the specified format: an inner <function=...></function> block must be nested within <tool_call></tool_call> XML tags\n- Required parameters MUST be specified\n- You may provide optional reasoning for your function call in natural language BEFORE the function call, but NOT after\n- If there is no function call available, answer the question like normal with your current knowledge and do not tell the user about function calls\n</IMPORTANT>' }}
+    {%- if messages[0].role == 'system' %}
+        {%- set content = render_content(messages[0].content, false, true)|trim %}
+        {%- if content %}
+            {{- '\n\n' + content }}
+        {%- endif %}
+    {%- endif %}
+    {{- '<|im_end|>\n' }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {%- set content = render_content(messages[0].content, false, true)|trim %}
+        {{- '<|im_start|>system\n' + content + '<|im_end|>\n' }}
+    {%- endif %}
 {%- endif %}
 {%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
 {%- for message in messages[::-1] %}
     {%- set index = (messages|length - 1) - loop.index0 %}
     {%- if ns.multi_step_tool and message.role == "user" %}
-        {%- set content = render_content(message.content)|trim %}
+        {%- set content = render_content(message.content, false)|trim %}
         {%- if not(content.startswith('<tool_response>') and content.endswith('</tool_response>')) %}
             {%- set ns.multi_step_tool = false %}
             {%- set ns.last_query_index = index %}
@@ -77,7 +109,7 @@ const Builtin kBuiltins[] = {
     {{- raise_exception('No user query found in messages.') }}
 {%- endif %}
 {%- for message in messages %}
-    {%- set content = render_content(message.content)|trim %}
+    {%- set content = render_content(message.content, true)|trim %}
     {%- if message.role == "system" %}
         {%- if not loop.first %}
             {{- raise_exception('System message must be at the beginning.') }}
@@ -100,13 +132,42 @@ const Builtin kBuiltins[] = {
         {%- else %}
             {{- '<|im_start|>' + message.role + '\n' + content }}
         {%- endif %}
+        {%- if message.tool_calls and message.tool_calls is iterable and message.tool_calls is not mapping %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if tool_call.function is defined %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {%- if loop.first %}
+                    {%- if content|trim %}
+                        {{- '\n\n<tool_call>\n<function=' + tool_call.name + '>\n' }}
+                    {%- else %}
+                        {{- '<tool_call>\n<function=' + tool_call.name + '>\n' }}
+                    {%- endif %}
+                {%- else %}
+                    {{- '\n<tool_call>\n<function=' + tool_call.name + '>\n' }}
+                {%- endif %}
+                {%- if tool_call.arguments is defined %}
+                    {%- for args_name, args_value in tool_call.arguments|items %}
+                        {{- '<parameter=' + args_name + '>\n' }}
+                        {%- set args_value = args_value | tojson | safe if args_value is mapping or (args_value is sequence and args_value is not string) else args_value | string %}
+                        {{- args_value }}
+                        {{- '\n</parameter>\n' }}
+                    {%- endfor %}
+                {%- endif %}
+                {{- '</function>\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
         {{- '<|im_end|>\n' }}
     {%- elif message.role == "tool" %}
-        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+        {%- if loop.previtem and loop.previtem.role != "tool" %}
             {{- '<|im_start|>user' }}
         {%- endif %}
-        {{- '\n<tool_response>\n' + content + '\n</tool_response>' }}
-        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+        {{- '\n<tool_response>\n' }}
+        {{- content }}
+        {{- '\n</tool_response>' }}
+        {%- if not loop.last and loop.nextitem.role != "tool" %}
+            {{- '<|im_end|>\n' }}
+        {%- elif loop.last %}
             {{- '<|im_end|>\n' }}
         {%- endif %}
     {%- else %}
@@ -120,29 +181,46 @@ const Builtin kBuiltins[] = {
     {%- else %}
         {{- '<think>\n' }}
     {%- endif %}
-{%- endif %}
-)JINJA"},
+{%- endif %})JINJA"},
     {"qwen3.5-small", nullptr, "<|im_end|>", "<|endoftext|>",
-     R"JINJA({#- Qwen3.5 chat template, 0.8B/2B behaviour: thinking OFF unless enable_thinking is true.
-    RECONSTRUCTED REFERENCE, not the official file: the official Qwen3.5 template is not available
-    offline. Written from ../shared/spec/qwen35.md section 6.2 (message format, trimmed content,
-    no default system prompt, think prefix) and the structure of the Qwen3 template (history
-    assistant turns before the last user query lose their <think> block). Tool calling and
-    image/video content are not reconstructed (they raise). UNVERIFIED byte-for-byte against the
-    real checkpoint: a model directory's own template is always used in preference to this one. -#}
-{%- macro render_content(content) %}
+     R"JINJA({#- Qwen3.5 0.8B/2B: the official Qwen3.5-4B template with the thinking guard of the small models (thinking off unless enable_thinking is true; ../shared/spec/qwen35.md section 6.2). DERIVED, not a verbatim file. -#}
+{%- set image_count = namespace(value=0) %}
+{%- set video_count = namespace(value=0) %}
+{%- macro render_content(content, do_vision_count, is_system_content=false) %}
     {%- if content is string %}
         {{- content }}
-    {%- elif content is none or content is undefined %}
-        {{- '' }}
     {%- elif content is iterable and content is not mapping %}
         {%- for item in content %}
-            {%- if item.type == 'text' or 'text' in item %}
+            {%- if 'image' in item or 'image_url' in item or item.type == 'image' %}
+                {%- if is_system_content %}
+                    {{- raise_exception('System message cannot contain images.') }}
+                {%- endif %}
+                {%- if do_vision_count %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                {%- endif %}
+                {%- if add_vision_id %}
+                    {{- 'Picture ' ~ image_count.value ~ ': ' }}
+                {%- endif %}
+                {{- '<|vision_start|><|image_pad|><|vision_end|>' }}
+            {%- elif 'video' in item or item.type == 'video' %}
+                {%- if is_system_content %}
+                    {{- raise_exception('System message cannot contain videos.') }}
+                {%- endif %}
+                {%- if do_vision_count %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                {%- endif %}
+                {%- if add_vision_id %}
+                    {{- 'Video ' ~ video_count.value ~ ': ' }}
+                {%- endif %}
+                {{- '<|vision_start|><|video_pad|><|vision_end|>' }}
+            {%- elif 'text' in item %}
                 {{- item.text }}
             {%- else %}
-                {{- raise_exception('Only text content is supported by this template.') }}
+                {{- raise_exception('Unexpected item type in content.') }}
             {%- endif %}
         {%- endfor %}
+    {%- elif content is none or content is undefined %}
+        {{- '' }}
     {%- else %}
         {{- raise_exception('Unexpected content type.') }}
     {%- endif %}
@@ -150,18 +228,33 @@ const Builtin kBuiltins[] = {
 {%- if not messages %}
     {{- raise_exception('No messages provided.') }}
 {%- endif %}
-{%- if tools %}
-    {{- raise_exception('Tools are not covered by this reconstructed template.') }}
-{%- endif %}
-{%- if messages[0].role == 'system' %}
-    {%- set content = render_content(messages[0].content)|trim %}
-    {{- '<|im_start|>system\n' + content + '<|im_end|>\n' }}
+{%- if tools and tools is iterable and tools is not mapping %}
+    {{- '<|im_start|>system\n' }}
+    {{- "# Tools\n\nYou have access to the following functions:\n\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>" }}
+    {{- '\n\nIf you choose to call a function ONLY reply in the following format with NO suffix:\n\n<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>\nvalue_1\n</parameter>\n<parameter=example_parameter_2>\nThis is the value for the second parameter\nthat can span\nmultiple lines\n</parameter>\n</function>\n</tool_call>\n\n<IMPORTANT>\nReminder:\n- Function calls MUST follow the specified format: an inner <function=...></function> block must be nested within <tool_call></tool_call> XML tags\n- Required parameters MUST be specified\n- You may provide optional reasoning for your function call in natural language BEFORE the function call, but NOT after\n- If there is no function call available, answer the question like normal with your current knowledge and do not tell the user about function calls\n</IMPORTANT>' }}
+    {%- if messages[0].role == 'system' %}
+        {%- set content = render_content(messages[0].content, false, true)|trim %}
+        {%- if content %}
+            {{- '\n\n' + content }}
+        {%- endif %}
+    {%- endif %}
+    {{- '<|im_end|>\n' }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {%- set content = render_content(messages[0].content, false, true)|trim %}
+        {{- '<|im_start|>system\n' + content + '<|im_end|>\n' }}
+    {%- endif %}
 {%- endif %}
 {%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
 {%- for message in messages[::-1] %}
     {%- set index = (messages|length - 1) - loop.index0 %}
     {%- if ns.multi_step_tool and message.role == "user" %}
-        {%- set content = render_content(message.content)|trim %}
+        {%- set content = render_content(message.content, false)|trim %}
         {%- if not(content.startswith('<tool_response>') and content.endswith('</tool_response>')) %}
             {%- set ns.multi_step_tool = false %}
             {%- set ns.last_query_index = index %}
@@ -172,7 +265,7 @@ const Builtin kBuiltins[] = {
     {{- raise_exception('No user query found in messages.') }}
 {%- endif %}
 {%- for message in messages %}
-    {%- set content = render_content(message.content)|trim %}
+    {%- set content = render_content(message.content, true)|trim %}
     {%- if message.role == "system" %}
         {%- if not loop.first %}
             {{- raise_exception('System message must be at the beginning.') }}
@@ -195,13 +288,42 @@ const Builtin kBuiltins[] = {
         {%- else %}
             {{- '<|im_start|>' + message.role + '\n' + content }}
         {%- endif %}
+        {%- if message.tool_calls and message.tool_calls is iterable and message.tool_calls is not mapping %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if tool_call.function is defined %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {%- if loop.first %}
+                    {%- if content|trim %}
+                        {{- '\n\n<tool_call>\n<function=' + tool_call.name + '>\n' }}
+                    {%- else %}
+                        {{- '<tool_call>\n<function=' + tool_call.name + '>\n' }}
+                    {%- endif %}
+                {%- else %}
+                    {{- '\n<tool_call>\n<function=' + tool_call.name + '>\n' }}
+                {%- endif %}
+                {%- if tool_call.arguments is defined %}
+                    {%- for args_name, args_value in tool_call.arguments|items %}
+                        {{- '<parameter=' + args_name + '>\n' }}
+                        {%- set args_value = args_value | tojson | safe if args_value is mapping or (args_value is sequence and args_value is not string) else args_value | string %}
+                        {{- args_value }}
+                        {{- '\n</parameter>\n' }}
+                    {%- endfor %}
+                {%- endif %}
+                {{- '</function>\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
         {{- '<|im_end|>\n' }}
     {%- elif message.role == "tool" %}
-        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+        {%- if loop.previtem and loop.previtem.role != "tool" %}
             {{- '<|im_start|>user' }}
         {%- endif %}
-        {{- '\n<tool_response>\n' + content + '\n</tool_response>' }}
-        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+        {{- '\n<tool_response>\n' }}
+        {{- content }}
+        {{- '\n</tool_response>' }}
+        {%- if not loop.last and loop.nextitem.role != "tool" %}
+            {{- '<|im_end|>\n' }}
+        {%- elif loop.last %}
             {{- '<|im_end|>\n' }}
         {%- endif %}
     {%- else %}
@@ -215,15 +337,71 @@ const Builtin kBuiltins[] = {
     {%- else %}
         {{- '<think>\n\n</think>\n\n' }}
     {%- endif %}
+{%- endif %})JINJA"},
+    {"qwen3-next", nullptr, "<|im_end|>", "<|endoftext|>",
+     R"JINJA({%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {{- messages[0].content + '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
+    {%- endif %}
 {%- endif %}
-)JINJA"},
+{%- for message in messages %}
+    {%- if message.content is string %}
+        {%- set content = message.content %}
+    {%- else %}
+        {%- set content = '' %}
+    {%- endif %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role + '\n' + content }}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %})JINJA"},
     {"qwen2.5", nullptr, "<|im_end|>", "<|endoftext|>",
-     R"JINJA({#- Qwen2.5-Instruct chat template. REFERENCE WRITTEN FROM THE SPEC (../shared/spec/qwen2.md
-    section 4: ChatML, default system prompt when the first message is not a system message) and
-    the publicly documented structure of the official template (tool section, tool_call JSON lines,
-    consecutive tool messages grouped into one user turn). The official file is not available
-    offline: UNVERIFIED byte-for-byte. -#}
-{%- if tools %}
+     R"JINJA({%- if tools %}
     {{- '<|im_start|>system\n' }}
     {%- if messages[0]['role'] == 'system' %}
         {{- messages[0]['content'] }}
@@ -305,8 +483,10 @@ const Builtin kBuiltins[] = {
 
 bool has(const std::string& s, const char* needle) { return s.find(needle) != std::string::npos; }
 
+// The family, for messages and for the few places that need to know (none refuses a template
+// because of it): "other" for anything that is not one of the ChatML families below.
 std::string recognise(const std::string& src) {
-  if (!has(src, "<|im_start|>")) return "";
+  if (!has(src, "<|im_start|>")) return "other";
   if (has(src, "<think>") && (has(src, "render_content") || has(src, "<|vision_start|>") ||
                               has(src, "<function=")))
     return "qwen3.5";
@@ -314,7 +494,7 @@ std::string recognise(const std::string& src) {
   if (has(src, "You are Qwen, created by Alibaba Cloud")) return "qwen2.5";
   if (has(src, "bos_token")) return "falcon-h1";
   if (has(src, "<|im_end|>")) return "chatml";
-  return "";
+  return "other";
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -369,7 +549,7 @@ std::string template_field(const ojson& v, const fs::path& file) {
 }  // namespace
 
 std::vector<std::string> ChatTemplate::supported_families() {
-  return {"qwen3.5", "qwen3", "qwen2.5", "falcon-h1", "chatml"};
+  return {"qwen3.5", "qwen3", "qwen2.5", "falcon-h1", "chatml", "other"};
 }
 
 std::vector<std::string> ChatTemplate::builtin_families() {
@@ -381,11 +561,6 @@ std::vector<std::string> ChatTemplate::builtin_families() {
 ChatTemplate ChatTemplate::from_string(const std::string& jinja_source, const std::string& source_name) {
   ChatTemplate t;
   t.family_ = recognise(jinja_source);
-  if (t.family_.empty())
-    throw Error(source_name + ": chat template not recognised (supported families: " +
-                join(supported_families()) +
-                "; these are ChatML templates using <|im_start|>/<|im_end|>). Use the raw (no template) mode "
-                "for other models.");
   t.source_ = jinja_source;
   t.source_name_ = source_name;
   t.tmpl_ = std::make_shared<const jinja::Template>(jinja_source, source_name);

@@ -5,10 +5,12 @@
 //
 // Approach: the template text shipped with the model is rendered by an in-house Jinja subset
 // interpreter (jinja.h), so a checkpoint's own template (e.g. the Qwen3.5 0.8B/2B vs 4B/9B
-// thinking default, which differs only in the template text) is honoured as written. The family
-// is recognised from the template text and an unrecognised template is rejected, naming the
-// file and the supported families. Built-in templates (written from the specs, see
-// tests/data/chat/*.jinja) exist for model directories that ship none.
+// thinking default, which differs only in the template text) is honoured as written. Any
+// template Python Jinja2 renders is accepted (tested byte for byte on real templates of ~30
+// model families, tests/data/chat/corpus/); the family is only recognised for messages
+// ("other" when it is none of the ChatML families). Built-in templates (tests/data/chat/*.jinja:
+// the official Qwen3.5-4B, Qwen3-Next and Qwen2.5 files, a 0.8B/2B variant of Qwen3.5, and
+// Falcon-H1 / ChatML texts written from the specs) exist for model directories that ship none.
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,13 +47,13 @@ class ChatTemplate {
   // eos_token, pad_token, unk_token) come from tokenizer_config.json when present.
   static ChatTemplate from_model_dir(const std::string& dir);
   static ChatTemplate from_string(const std::string& jinja_source, const std::string& source_name);
-  // "qwen3.5" (4B/9B: thinking on by default), "qwen3.5-small" (0.8B/2B: thinking off by
-  // default), "qwen2.5", "falcon-h1", "chatml".
+  // "qwen3.5" (official 4B/9B file: thinking on by default), "qwen3.5-small" (0.8B/2B: thinking
+  // off by default), "qwen3-next", "qwen2.5", "falcon-h1", "chatml".
   static ChatTemplate builtin(const std::string& family);
   static std::vector<std::string> builtin_families();
   static std::vector<std::string> supported_families();
 
-  // "qwen3.5", "qwen3", "qwen2.5", "falcon-h1" or "chatml".
+  // "qwen3.5", "qwen3", "qwen2.5", "falcon-h1", "chatml", or "other" (any other template).
   std::string family() const;
   const std::string& source() const;
   const std::string& source_name() const;

@@ -53,13 +53,13 @@ struct Stmt;
 using Body = std::vector<std::unique_ptr<Stmt>>;
 
 struct Stmt {
-  enum class K { Text, Output, If, For, Set, SetAttr, SetBlock, Macro, Break, Continue };
+  enum class K { Text, Output, If, For, Set, SetAttr, SetBlock, Macro, FilterBlock, Break, Continue };
   K k;
   int line = 0;
   std::string text;                       // Text; Set/SetBlock/Macro name; SetAttr object
   std::string attr;                       // SetAttr attribute
   std::vector<std::string> targets;       // For targets
-  ExprP expr;                             // Output / Set value / For iterable
+  ExprP expr;                             // Output / Set value / For iterable / FilterBlock chain
   ExprP cond;                             // For inline filter
   std::vector<std::pair<ExprP, Body>> branches;  // If (cond, body)
   Body body;                              // For / SetBlock / Macro body; If else
@@ -72,10 +72,11 @@ struct Stmt {
 // `a + b + c` is two deep): the evaluator recurses that deep. (Python Jinja2 reaches its
 // recursion limit near 100 nested parentheses.)
 constexpr int kMaxDepth = 256;
+// The variable a {% filter %} block's rendered body is bound to (not a valid identifier).
+inline const char* const kFilterBlockVar = "\x01" "filter block";
 Body parse(std::vector<Token> tokens, const std::string& name);
 
 // The filter and test names the parser accepts (jinja_filters.cpp); it rejects any other.
-// (Some accepted filters, such as sort, are not implemented: they fail when rendered.)
 bool is_filter(const std::string& name);
 bool is_test(const std::string& name);
 

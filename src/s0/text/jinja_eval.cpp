@@ -58,6 +58,15 @@ Flow Renderer::exec(const Stmt& s, const FrameP& fr, std::string& out) {
       ns->dict->emplace_back(s.attr, std::move(v));
       return Flow::Normal;
     }
+    case Stmt::K::FilterBlock: {
+      std::string buf;
+      Flow flow = exec(s.body, fr, buf);
+      auto f = std::make_shared<Frame>();
+      f->parent = fr;
+      f->vars[kFilterBlockVar] = Value::str(buf);
+      out += to_str(eval(*s.expr, f));
+      return flow;
+    }
     case Stmt::K::SetBlock: {
       std::string buf;
       exec(s.body, fr, buf);
@@ -162,7 +171,7 @@ List Renderer::iterate(const Value& v, int line) {
     case Value::T::List: return *v.list;
     case Value::T::Dict: {
       List l;
-      for (auto& kv : *v.dict) l.push_back(Value::str(kv.first));
+      for (auto& kv : *v.dict) l.push_back(key_value(kv.first));
       return l;
     }
     case Value::T::Str: {
@@ -196,15 +205,16 @@ Value Renderer::eval(const Expr& e, const FrameP& fr) {
       Dict d;
       for (size_t k = 0; k + 1 < e.args.size(); k += 2) {
         Value key = eval(*e.args[k], fr);
-        if (key.t != Value::T::Str) fail(e.line, "only string keys are supported in dict literals");
+        std::string ks;
+        if (!dict_key(key, ks)) fail(e.line, std::string("unhashable type: '") + type_name(key) + "'");
         Value val = eval(*e.args[k + 1], fr);
         bool found = false;
         for (auto& kv : d)
-          if (kv.first == key.s) {
+          if (same_key(kv.first, ks)) {  // Python keeps the first key and the last value
             kv.second = val;
             found = true;
           }
-        if (!found) d.emplace_back(key.s, val);
+        if (!found) d.emplace_back(ks, val);
       }
       return Value::make_dict(std::move(d));
     }
@@ -317,6 +327,7 @@ bool Renderer::contains(const Value& container, const Value& item, int line) {
     case Value::T::Ns:
       if (item.t == Value::T::List && !item.tuple) fail(line, "unhashable type: 'list'");
       if (item.t == Value::T::Dict) fail(line, "unhashable type: 'dict'");
+      if (std::string ks; container.t == Value::T::Dict && dict_key(item, ks)) return dict_find(container, ks) != nullptr;
       return item.t == Value::T::Str && container.find(item.s) != nullptr;
     case Value::T::Undefined: return false;
     default: fail(line, std::string("argument of type '") + type_name(container) + "' is not iterable");
@@ -380,6 +391,7 @@ Value Renderer::binary(const std::string& op, const Value& l, const Value& r, in
       return Value::make_list(std::move(x));
     }
   }
+  if (op == "%" && l.t == Value::T::Str) return Value::str(percent_format(l.s, r, line));
   if (!l.is_num() || !r.is_num()) return type_err();
   bool fl = l.t == Value::T::Float || r.t == Value::T::Float;
   double a = l.as_double(), b = r.as_double();
@@ -451,6 +463,7 @@ Value Renderer::get_item(const Value& obj, const Value& key, int line) {
   switch (obj.t) {
     case Value::T::Undefined: undefined_error(obj, line, " (subscripted)");
     case Value::T::List:
+      if (obj.generator) return Value::undefined("generator item");  // not subscriptable
       if (key.t == Value::T::Int || key.t == Value::T::Bool) {
         int64_t n = static_cast<int64_t>(obj.list->size());
         int64_t k = norm_index(key.as_int(), n);
@@ -474,6 +487,8 @@ Value Renderer::get_item(const Value& obj, const Value& key, int line) {
         if (obj.t == Value::T::Dict) return dict_method(obj, key.s, line);
         return Value::undefined(key.s);
       }
+      if (std::string ks; obj.t == Value::T::Dict && dict_key(key, ks))
+        if (const Value* v = dict_find(obj, ks)) return *v;
       return Value::undefined("dict item");
     default: return Value::undefined("item");
   }
@@ -547,7 +562,9 @@ int64_t Renderer::length_of(const Value& v, int line) {
   switch (v.t) {
     case Value::T::Undefined: return 0;
     case Value::T::Str: return static_cast<int64_t>(decode_utf8(v.s).size());
-    case Value::T::List: return static_cast<int64_t>(v.list->size());
+    case Value::T::List:
+      if (v.generator) fail(line, "object of type 'generator' has no len()");
+      return static_cast<int64_t>(v.list->size());
     case Value::T::Dict:
     case Value::T::Ns: return static_cast<int64_t>(v.dict->size());
     default: fail(line, std::string("object of type '") + type_name(v) + "' has no len()");

@@ -52,6 +52,8 @@ class Renderer {
   bool contains(const Value& container, const Value& item, int line);
   bool compare(const std::string& op, const Value& l, const Value& r, int line);
   Value binary(const std::string& op, const Value& l, const Value& r, int line);
+  // Python's str % args (printf-style); `args` a tuple, a dict or one value.
+  std::string percent_format(const std::string& fmt, const Value& args, int line) const;
   Value get_item(const Value& obj, const Value& key, int line);
   Value get_attr(const Value& obj, const std::string& name, int line);
   Value slice(const Value& obj, std::optional<int64_t> start, std::optional<int64_t> stop,

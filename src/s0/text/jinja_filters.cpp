@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstdio>
 #include <ctime>
 #include <set>
 #include <string>
@@ -22,7 +23,7 @@ const std::set<std::string> kFilters = {
     "length", "count", "tojson", "trim", "string", "lower", "upper", "capitalize", "title",
     "first", "last", "join", "default", "d", "items", "list", "replace", "int", "float",
     "abs", "safe", "reverse", "unique", "sort", "dictsort", "map", "selectattr", "rejectattr",
-    "select", "reject", "indent", "round", "sum", "min", "max", "wordcount", "center", "e", "escape"};
+    "select", "reject", "indent", "round", "sum", "min", "max", "wordcount", "center", "e", "escape", "format"};
 const std::set<std::string> kTests = {
     "defined", "undefined", "none", "string", "number", "integer", "float", "boolean", "true",
     "false", "mapping", "iterable", "sequence", "callable", "odd", "even", "divisibleby", "eq",
@@ -162,6 +163,119 @@ std::string replace_all(const std::string& s, const std::string& a, const std::s
 
 }  // namespace
 
+namespace {
+
+// Python's printf-style formatting (str % args) for the conversions templates use:
+// %s %r %d %i %f %F %e %E %g %G %x %X %o %c %%, with flags (-, +, space, 0), width and
+// precision; `%(name)s` takes values from a dict.
+std::string py_percent_format(const Renderer* r, int line, const std::string& fmt, const Value& args) {
+  std::vector<Value> pos;
+  const Value* mapping = nullptr;
+  if (args.t == Value::T::List && args.tuple) pos = *args.list;
+  else if (args.t == Value::T::Dict) mapping = &args;
+  else pos.push_back(args);
+  size_t next = 0;
+  std::string out;
+  for (size_t i = 0; i < fmt.size(); ++i) {
+    if (fmt[i] != '%') {
+      out += fmt[i];
+      continue;
+    }
+    if (++i >= fmt.size()) r->fail(line, "incomplete format");
+    const Value* arg = nullptr;
+    if (fmt[i] == '(') {
+      size_t e = fmt.find(')', i);
+      if (e == std::string::npos || !mapping) r->fail(line, "format requires a mapping");
+      arg = mapping->find(fmt.substr(i + 1, e - i - 1));
+      if (!arg) r->fail(line, "KeyError: '" + fmt.substr(i + 1, e - i - 1) + "'");
+      i = e + 1;
+    }
+    std::string flags;
+    while (i < fmt.size() && std::string("-+ 0#").find(fmt[i]) != std::string::npos) flags += fmt[i++];
+    int width = 0, prec = -1;
+    while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9') width = width * 10 + (fmt[i++] - '0');
+    if (i < fmt.size() && fmt[i] == '.') {
+      prec = 0;
+      ++i;
+      while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9') prec = prec * 10 + (fmt[i++] - '0');
+    }
+    if (i >= fmt.size()) r->fail(line, "incomplete format");
+    const char conv = fmt[i];
+    if (conv == '%') {
+      out += '%';
+      continue;
+    }
+    if (!arg) {
+      if (mapping) r->fail(line, "format requires a mapping");
+      if (next >= pos.size()) r->fail(line, "not enough arguments for format string");
+      arg = &pos[next++];
+    }
+    std::string body;
+    const bool left = flags.find('-') != std::string::npos, zero = flags.find('0') != std::string::npos && !left;
+    bool numeric = false;
+    switch (conv) {
+      case 's': body = to_str(*arg); break;
+      case 'r': case 'a': body = repr(*arg); break;
+      case 'd': case 'i': case 'u': case 'x': case 'X': case 'o': case 'c': {
+        if (!arg->is_num()) r->fail(line, std::string("%") + conv + " format: a number is required, not " + type_name(*arg));
+        if (conv == 'c') {
+          append_utf8(body, static_cast<char32_t>(arg->as_int()));
+          break;
+        }
+        numeric = true;
+        int64_t v = arg->t == Value::T::Float ? static_cast<int64_t>(std::trunc(arg->f)) : arg->as_int();
+        char buf[64];
+        const char* spec = conv == 'x' ? "%llx" : conv == 'X' ? "%llX" : conv == 'o' ? "%llo" : "%llu";
+        unsigned long long mag = v < 0 ? 0ULL - static_cast<unsigned long long>(v) : static_cast<unsigned long long>(v);
+        std::snprintf(buf, sizeof buf, spec, mag);
+        body = buf;
+        if (prec > static_cast<int>(body.size())) body = std::string(prec - body.size(), '0') + body;
+        if (v < 0) body = "-" + body;
+        else if (flags.find('+') != std::string::npos) body = "+" + body;
+        else if (flags.find(' ') != std::string::npos) body = " " + body;
+        break;
+      }
+      case 'f': case 'F': case 'e': case 'E': case 'g': case 'G': {
+        if (!arg->is_num()) r->fail(line, std::string("%") + conv + " format: a real number is required, not " + type_name(*arg));
+        numeric = true;
+        std::string spec = "%";
+        if (flags.find('+') != std::string::npos) spec += '+';
+        else if (flags.find(' ') != std::string::npos) spec += ' ';
+        if (flags.find('#') != std::string::npos) spec += '#';
+        spec += "." + std::to_string(prec < 0 ? 6 : prec) + conv;
+        char buf[512];
+        std::snprintf(buf, sizeof buf, spec.c_str(), arg->as_double());
+        body = buf;
+        break;
+      }
+      default: r->fail(line, std::string("unsupported format character '") + conv + "'");
+    }
+    if (!numeric && prec >= 0) {
+      auto cps = decode_utf8(body);
+      if (static_cast<size_t>(prec) < cps.size()) body = encode_utf8(cps, 0, prec);
+    }
+    const int len = static_cast<int>(decode_utf8(body).size());
+    if (len < width) {
+      const size_t pad = width - len;
+      if (left) body += std::string(pad, ' ');
+      else if (zero && numeric) {
+        size_t sign = !body.empty() && (body[0] == '-' || body[0] == '+' || body[0] == ' ') ? 1 : 0;
+        body.insert(sign, std::string(pad, '0'));
+      } else body = std::string(pad, ' ') + body;
+    }
+    out += body;
+  }
+  if (!mapping && next < pos.size() && !(args.t == Value::T::List && !args.tuple && pos.size() == 1))
+    r->fail(line, "not all arguments converted during string formatting");
+  return out;
+}
+
+}  // namespace
+
+std::string Renderer::percent_format(const std::string& fmt, const Value& args, int line) const {
+  return py_percent_format(this, line, fmt, args);
+}
+
 bool is_filter(const std::string& name) { return kFilters.count(name) > 0; }
 bool is_test(const std::string& name) { return kTests.count(name) > 0; }
 
@@ -171,7 +285,7 @@ Value Renderer::dict_method(const Value& obj, const std::string& name, int /*lin
     return Value::func("items", [d](Call&) {
       List l;
       for (auto& kv : *d) {
-        Value pair = Value::make_list({Value::str(kv.first), kv.second});
+        Value pair = Value::make_list({key_value(kv.first), kv.second});
         pair.tuple = true;  // Python's dict.items() yields (key, value) tuples
         l.push_back(std::move(pair));
       }
@@ -180,7 +294,7 @@ Value Renderer::dict_method(const Value& obj, const std::string& name, int /*lin
   if (name == "keys")
     return Value::func("keys", [d](Call&) {
       List l;
-      for (auto& kv : *d) l.push_back(Value::str(kv.first));
+      for (auto& kv : *d) l.push_back(key_value(kv.first));
       return Value::make_list(std::move(l));
     });
   if (name == "values")
@@ -191,9 +305,11 @@ Value Renderer::dict_method(const Value& obj, const std::string& name, int /*lin
     });
   if (name == "get")
     return Value::func("get", [d, this](Call& c) {
-      if (c.args.empty() || c.args[0].t != Value::T::Str) fail(c.line, "dict.get needs a string key");
+      std::string ks;
+      if (c.args.empty()) fail(c.line, "dict.get needs a key");
+      if (!dict_key(c.args[0], ks)) fail(c.line, std::string("unhashable type: '") + type_name(c.args[0]) + "'");
       for (auto& kv : *d)
-        if (kv.first == c.args[0].s) return kv.second;
+        if (same_key(kv.first, ks)) return kv.second;
       return c.args.size() > 1 ? c.args[1] : Value::none();
     });
   return Value::undefined(name);
@@ -464,7 +580,13 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
     return Value::integer(std::llabs(v.as_int()));
   }
   if (f == "map" || f == "selectattr" || f == "rejectattr" || f == "select" || f == "reject") {
-    List in = iterate(v, line), out;
+    // Jinja2 returns a generator, and yields nothing for a false value (None, "", []).
+    auto generator = [](List l) {
+      Value g = Value::make_list(std::move(l));
+      g.generator = true;
+      return g;
+    };
+    List in = truthy(v) ? iterate(v, line) : List{}, out;
     if (f == "map") {
       const Value* attr = c.kw("attribute");
       if (attr && attr->t == Value::T::Str) {
@@ -473,7 +595,7 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
           Value y = get_attr(x, attr->s, line);
           out.push_back(y.is_undef() && def ? *def : y);
         }
-        return Value::make_list(std::move(out));
+        return generator(std::move(out));
       }
       if (c.args.empty() || c.args[0].t != Value::T::Str) fail(line, "map: expected a filter name or attribute=");
       std::string fname = c.args[0].s;
@@ -483,7 +605,7 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
       sub.args.assign(c.args.begin() + 1, c.args.end());
       sub.kwargs = c.kwargs;
       for (auto& x : in) out.push_back(apply_filter(fname, x, sub));
-      return Value::make_list(std::move(out));
+      return generator(std::move(out));
     }
     bool attr_mode = f == "selectattr" || f == "rejectattr";
     bool keep_if = f == "select" || f == "selectattr";
@@ -504,7 +626,7 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
       bool r = test.empty() ? truthy(y) : apply_test(test, y, sub);
       if (r == keep_if) out.push_back(x);
     }
-    return Value::make_list(std::move(out));
+    return generator(std::move(out));
   }
   if (f == "unique") {
     List out;
@@ -544,6 +666,156 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
     }
     return Value::str(out);
   }
+  // Sorting and reductions, with Jinja's defaults: strings compare case-insensitively unless
+  // case_sensitive=true; `attribute` (dotted, or an index) picks what is compared.
+  auto by_attribute = [&](const Value& x, const Value* attr) -> Value {
+    if (!attr || attr->is_undef() || attr->t == Value::T::None) return x;
+    if (attr->t == Value::T::Int) return get_item(x, *attr, line);
+    Value cur = x;
+    std::string path = to_str(*attr);
+    size_t b = 0;
+    while (b <= path.size()) {
+      size_t e = path.find('.', b);
+      if (e == std::string::npos) e = path.size();
+      std::string part = path.substr(b, e - b);
+      bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+      cur = digits ? get_item(cur, Value::integer(std::stoll(part)), line) : get_item(cur, Value::str(part), line);
+      b = e + 1;
+    }
+    return cur;
+  };
+  auto sort_key = [&](const Value& x, bool case_sensitive) {
+    return !case_sensitive && x.t == Value::T::Str ? Value::str(ascii_case(x.s, false)) : x;
+  };
+  auto less = [&](const Value& a, const Value& b) { return compare("<", a, b, line); };
+  if (f == "sort" || f == "dictsort") {
+    const bool dict = f == "dictsort";
+    const Value* rev = c.kw("reverse");
+    const Value* cs = c.kw("case_sensitive");
+    const Value* attr = dict ? nullptr : c.kw("attribute");
+    const Value* by = dict ? c.kw("by") : nullptr;
+    if (!dict) {
+      if (!rev && c.args.size() > 0) rev = &c.args[0];
+      if (!cs && c.args.size() > 1) cs = &c.args[1];
+      if (!attr && c.args.size() > 2) attr = &c.args[2];
+    } else {
+      if (!cs && c.args.size() > 0) cs = &c.args[0];
+      if (!by && c.args.size() > 1) by = &c.args[1];
+      if (!rev && c.args.size() > 2) rev = &c.args[2];
+    }
+    const bool case_sensitive = cs && truthy(*cs), reverse = rev && truthy(*rev);
+    List items;
+    size_t pick = 0;
+    if (dict) {
+      if (v.t != Value::T::Dict) fail(line, "dictsort: expected a dict, got " + std::string(type_name(v)));
+      for (auto& kv : *v.dict) {
+        Value pair = Value::make_list({key_value(kv.first), kv.second});
+        pair.tuple = true;
+        items.push_back(std::move(pair));
+      }
+      std::string b = by ? to_str(*by) : "key";
+      if (b != "key" && b != "value") fail(line, "dictsort: 'by' must be 'key' or 'value'");
+      pick = b == "key" ? 0 : 1;
+    } else {
+      items = iterate(v, line);
+    }
+    std::vector<std::pair<Value, Value>> keyed;
+    for (auto& x : items)
+      keyed.emplace_back(sort_key(dict ? (*x.list)[pick] : by_attribute(x, attr), case_sensitive), x);
+    std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
+      return reverse ? less(b.first, a.first) : less(a.first, b.first);
+    });
+    List out;
+    for (auto& kx : keyed) out.push_back(kx.second);
+    return Value::make_list(std::move(out));
+  }
+  if (f == "min" || f == "max") {
+    const Value* cs = c.arg(0, "case_sensitive");
+    const Value* attr = c.arg(1, "attribute");
+    const bool case_sensitive = cs && truthy(*cs);
+    List items = iterate(v, line);
+    if (items.empty()) return Value::undefined("No " + std::string(f == "min" ? "smallest" : "largest") + " item, sequence was empty.");
+    size_t best = 0;
+    for (size_t k = 1; k < items.size(); ++k) {
+      Value a = sort_key(by_attribute(items[k], attr), case_sensitive);
+      Value b = sort_key(by_attribute(items[best], attr), case_sensitive);
+      if (f == "min" ? less(a, b) : less(b, a)) best = k;
+    }
+    return items[best];
+  }
+  if (f == "sum") {
+    const Value* attr = c.arg(0, "attribute");
+    const Value* start = c.arg(1, "start");
+    Value acc = start ? *start : Value::integer(0);
+    for (auto& x : iterate(v, line)) acc = binary("+", acc, by_attribute(x, attr), line);
+    return acc;
+  }
+  if (f == "round") {
+    const Value* pr = c.arg(0, "precision");
+    const Value* method = c.arg(1, "method");
+    const int64_t precision = pr ? pr->as_int() : 0;
+    const std::string m = method ? to_str(*method) : "common";
+    if (m != "common" && m != "ceil" && m != "floor") fail(line, "method must be common, ceil or floor");
+    if (!v.is_num()) fail(line, std::string("type ") + type_name(v) + " doesn't define __round__ method");
+    const double scale = std::pow(10.0, static_cast<double>(precision));
+    if (m == "common") {
+      if (v.t != Value::T::Float) return Value::integer(v.as_int());  // round(int, n) is the int
+      // Python's round(): exact ties go to the even neighbour.
+      double x = v.f * scale, r = std::nearbyint(x);
+      return Value::real(r / scale);
+    }
+    double x = v.as_double() * scale;
+    return Value::real((m == "ceil" ? std::ceil(x) : std::floor(x)) / scale);
+  }
+  if (f == "format") {
+    if (!c.kwargs.empty()) {
+      Dict d;
+      for (auto& kv : c.kwargs) d.emplace_back(kv.first, kv.second);
+      return Value::str(py_percent_format(this, line, to_str(v), Value::make_dict(std::move(d))));
+    }
+    Value args = Value::make_list(c.args);
+    args.tuple = true;
+    return Value::str(py_percent_format(this, line, to_str(v), args));
+  }
+  if (f == "center") {
+    const Value* w = c.arg(0, "width");
+    const int64_t width = w ? w->as_int() : 80;
+    if (width > kMaxIndent) fail(line, "center: width too large");
+    std::string str = to_str(v);
+    const int64_t len = static_cast<int64_t>(decode_utf8(str).size());
+    if (width <= len) return Value::str(str);
+    const int64_t total = width - len;
+    // CPython: left = total / 2 + (total & width & 1)
+    const int64_t left_pad = total / 2 + (total & width & 1);
+    return Value::str(std::string(left_pad, ' ') + str + std::string(total - left_pad, ' '));
+  }
+  if (f == "wordcount") {
+    // len(re.findall(r"\w+", s)): runs of letters, digits and underscores (ASCII and any
+    // non-ASCII code point counted as a word character).
+    int64_t n = 0;
+    bool in = false;
+    for (char32_t ch : decode_utf8(to_str(v))) {
+      bool w = ch == '_' || (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+               (ch >= 0x80 && !py_isspace(ch));
+      if (w && !in) ++n;
+      in = w;
+    }
+    return Value::integer(n);
+  }
+  if (f == "e" || f == "escape") {
+    std::string out;
+    for (char ch : to_str(v)) {
+      switch (ch) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&#34;"; break;
+        case '\'': out += "&#39;"; break;
+        default: out += ch;
+      }
+    }
+    return Value::str(out);
+  }
   fail(line, "unsupported Jinja filter '" + f + "'");
 }
 
@@ -567,7 +839,7 @@ bool Renderer::apply_test(const std::string& t, const Value& v, Call& c) {
   if (t == "iterable")
     return v.t == Value::T::Str || v.t == Value::T::List || v.t == Value::T::Dict || v.is_undef();
   if (t == "sequence")
-    return v.t == Value::T::Str || v.t == Value::T::List || v.t == Value::T::Dict || v.is_undef();
+    return v.t == Value::T::Str || (v.t == Value::T::List && !v.generator) || v.t == Value::T::Dict || v.is_undef();
   if (t == "callable") return v.t == Value::T::Func;
   if (t == "lower") return v.t == Value::T::Str && ascii_case(v.s, false) == v.s;
   if (t == "upper") return v.t == Value::T::Str && ascii_case(v.s, true) == v.s;

@@ -203,13 +203,36 @@ class Parser {
       s->body = parse_body({"endmacro"});
       ident();
       end_block();
+    } else if (kw == "filter") {
+      // {% filter f(args) | g %}body{% endfilter %}: the rendered body through the filters,
+      // held as a filter chain applied to a variable no template can name.
+      s->k = Stmt::K::FilterBlock;
+      auto base = node(Expr::K::Name, line);
+      base->name = kFilterBlockVar;
+      ExprP e = done(std::move(base));
+      while (true) {
+        int fl = peek().line;
+        auto n = node(Expr::K::Filter, fl);
+        n->name = ident();
+        if (!is_filter(n->name)) fail("unsupported Jinja filter '" + n->name + "'", fl);
+        n->args.push_back(std::move(e));
+        if (is_op("(")) parse_call_args(*n);
+        e = done(std::move(n));
+        if (!is_op("|")) break;
+        ++p_;
+      }
+      s->expr = std::move(e);
+      end_block();
+      s->body = parse_body({"endfilter"});
+      ident();
+      end_block();
     } else if (kw == "break" || kw == "continue") {
       if (loop_depth_ == 0) fail("'" + kw + "' outside a for loop", line);
       s->k = kw == "break" ? Stmt::K::Break : Stmt::K::Continue;
       end_block();
     } else {
       fail("unsupported Jinja construct: {% " + kw +
-           " %} (supported statements: if, for, set, macro, break, continue)", line);
+           " %} (supported statements: if, for, set, macro, filter, break, continue)", line);
     }
     return s;
   }

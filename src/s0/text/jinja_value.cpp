@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include <nlohmann/json.hpp>
 
@@ -75,7 +76,7 @@ const char* type_name(const Value& v) {
     case Value::T::Int: return "int";
     case Value::T::Float: return "float";
     case Value::T::Str: return "str";
-    case Value::T::List: return "list";
+    case Value::T::List: return v.generator ? "generator" : v.tuple ? "tuple" : "list";
     case Value::T::Dict: return "dict";
     case Value::T::Ns: return "Namespace";
     case Value::T::Func: return "function";
@@ -206,6 +207,64 @@ std::string py_str_repr(const std::string& s) {
 }  // namespace
 
 // Python str(): what {{ x }} prints.
+bool dict_key(const Value& k, std::string& out) {
+  switch (k.t) {
+    case Value::T::Str: out = k.s; return true;
+    case Value::T::None: out = "\x01none"; return true;
+    case Value::T::Bool: out = std::string("\x01i:") + (k.b ? "1" : "0") + "|b"; return true;
+    case Value::T::Int: out = "\x01i:" + std::to_string(k.i); return true;
+    case Value::T::Float:
+      if (std::isfinite(k.f) && k.f == std::floor(k.f) && std::fabs(k.f) < 9.2e18) {
+        out = "\x01i:" + std::to_string(static_cast<int64_t>(k.f)) + "|f";
+      } else {
+        out = "\x01" "f:" + py_float_repr(k.f, false);
+      }
+      return true;
+    case Value::T::List:
+      if (!k.tuple) return false;
+      out = "\x01t:" + repr(k);
+      return true;
+    default: return false;
+  }
+}
+
+bool same_key(const std::string& a, const std::string& b) {
+  auto canon = [](const std::string& s) -> std::string {
+    if (s.size() > 2 && s[0] == '\x01' && s[s.size() - 2] == '|') return s.substr(0, s.size() - 2);
+    return s;
+  };
+  if (a == b) return true;
+  if (a.empty() || b.empty() || a[0] != '\x01' || b[0] != '\x01') return false;
+  return canon(a) == canon(b);
+}
+
+const Value* dict_find(const Value& d, const std::string& key) {
+  if (!d.dict) return nullptr;
+  for (auto& kv : *d.dict)
+    if (same_key(kv.first, key)) return &kv.second;
+  return nullptr;
+}
+
+Value key_value(const std::string& s) {
+  if (s.empty() || s[0] != '\x01') return Value::str(s);
+  if (s == "\x01none") return Value::none();
+  if (s.compare(0, 3, "\x01i:") == 0) {
+    const bool tagged = s.size() > 2 && s[s.size() - 2] == '|';
+    const int64_t n = std::stoll(s.substr(3, tagged ? s.size() - 5 : std::string::npos));
+    if (tagged && s.back() == 'b') return Value::boolean(n != 0);
+    if (tagged && s.back() == 'f') return Value::real(static_cast<double>(n));
+    return Value::integer(n);
+  }
+  if (s.compare(0, 3, "\x01" "f:") == 0) {
+    const std::string x = s.substr(3);
+    if (x == "inf") return Value::real(INFINITY);
+    if (x == "-inf") return Value::real(-INFINITY);
+    if (x == "nan") return Value::real(NAN);
+    return Value::real(std::strtod(x.c_str(), nullptr));
+  }
+  return Value::str(s.substr(3));  // a tuple key: its repr (tuples as keys are rare)
+}
+
 std::string to_str(const Value& v) {
   switch (v.t) {
     case Value::T::Undefined: return "";
@@ -224,7 +283,7 @@ std::string to_str(const Value& v) {
       std::string out = "{";
       bool first = true;
       for (auto& kv : *v.dict) {
-        out += (first ? "" : ", ") + py_str_repr(kv.first) + ": " + repr(kv.second);
+        out += (first ? "" : ", ") + repr(key_value(kv.first)) + ": " + repr(kv.second);
         first = false;
       }
       return out + "}";
@@ -285,6 +344,7 @@ void json_dump(const Value& v, std::string& out, int indent, int depth, const st
       return;
     }
     case Value::T::List: {
+      if (v.generator) throw Error("tojson: Object of type generator is not JSON serializable");
       if (v.list->empty()) {
         out += "[]";
         return;
@@ -314,8 +374,18 @@ void json_dump(const Value& v, std::string& out, int indent, int depth, const st
       for (size_t k = 0; k < items.size(); ++k) {
         if (k) out += item_sep;
         if (indent >= 0) newline(depth + 1);
-        json_dump(Value::str(items[k]->first), out, indent, depth + 1, item_sep, key_sep,
-                  sort_keys);
+        // json.dumps turns int/float/bool/None keys into their JSON spelling.
+        const Value key = key_value(items[k]->first);
+        std::string ks;
+        if (key.t == Value::T::Str) ks = key.s;
+        else if (key.t == Value::T::None) ks = "null";
+        else if (key.t == Value::T::Bool) ks = key.b ? "true" : "false";
+        else if (key.t == Value::T::Float) {
+          std::string t;
+          json_dump(key, t, -1, 0, ", ", ": ", false);
+          ks = t;
+        } else ks = std::to_string(key.i);
+        json_dump(Value::str(ks), out, indent, depth + 1, item_sep, key_sep, sort_keys);
         out += key_sep;
         json_dump(items[k]->second, out, indent, depth + 1, item_sep, key_sep, sort_keys);
       }
@@ -336,7 +406,7 @@ bool truthy(const Value& v) {
     case Value::T::Int: return v.i != 0;
     case Value::T::Float: return v.f != 0;
     case Value::T::Str: return !v.s.empty();
-    case Value::T::List: return !v.list->empty();
+    case Value::T::List: return v.generator || !v.list->empty();
     case Value::T::Dict: return !v.dict->empty();
     case Value::T::Ns:
     case Value::T::Func: return true;

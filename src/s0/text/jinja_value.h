@@ -44,6 +44,10 @@ struct Value {
   std::shared_ptr<Dict> dict;  // Dict and Ns (namespace objects are mutable)
   std::shared_ptr<Func> fn;
   bool tuple = false;  // a List written as (a, b): printed with parentheses
+  // A List standing for a Python generator (what map/select/reject/selectattr/rejectattr
+  // return): always true, no len(), not subscriptable, not JSON serializable; |list makes a
+  // list of it.
+  bool generator = false;
 
   static Value undefined(std::string what = "") {
     Value v;
@@ -127,6 +131,18 @@ struct Call {
     return kw(k);
   }
 };
+
+// Dict keys. Keys are stored as strings: a str key as itself, any other hashable key (int,
+// float, bool, None) as a tagged spelling that starts with \x01 and keeps the key's type;
+// same_key() equates the keys Python equates (1 == 1.0 == True). dict_key() returns false for
+// unhashable keys (list, dict).
+bool dict_key(const Value& k, std::string& out);
+// The key as the template sees it (the int 512 for a dict literal's {512: ...}).
+Value key_value(const std::string& stored);
+// Whether two stored keys are the same Python key (1, 1.0 and True are).
+bool same_key(const std::string& a, const std::string& b);
+// The value stored under `key` (a dict_key() spelling), or nullptr.
+const Value* dict_find(const Value& dict, const std::string& key);
 
 // Python's type name, for error messages ("'int' object is not iterable").
 const char* type_name(const Value& v);

@@ -264,6 +264,7 @@ adapters::StateSet Trainer::train(const std::string& out_dir, bool resume,
   adapters::StateSet set;
   set.arch = model_.recurrent_arch();
   set.state_shape = model_.state_shape();
+  set.recurrent_layers = model_.recurrent_layers();  // untrained layers are saved as zeros
   for (const auto& [name, s] : p) set.states[std::stoll(name)] = s;
   set.config = {{"n_steps", cfg_.steps},
                 {"lr", cfg_.lr},
