@@ -222,9 +222,16 @@ uint32_t first_cp(std::string_view s, size_t* len_out = nullptr) {
   return cp;
 }
 
+// tokenizer.json files are tens of MB at most; more (or a gzip bomb) is refused.
+constexpr size_t kMaxTokenizerBytes = size_t{1} << 30;
+
 std::string read_file_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw Error("cannot open tokenizer file '" + path + "'");
+  const auto size = f.tellg();
+  if (size > 0 && static_cast<uint64_t>(size) > kMaxTokenizerBytes)
+    throw Error("tokenizer file '" + path + "' is larger than " + std::to_string(kMaxTokenizerBytes >> 20) + " MiB");
+  f.seekg(0);
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
@@ -239,7 +246,13 @@ std::string gunzip(const std::string& data, const std::string& path) {
   zs.avail_in = static_cast<uInt>(data.size());
   int rc = Z_OK;
   while (rc != Z_STREAM_END) {
-    if (zs.total_out >= out.size()) out.resize(out.size() * 2);
+    if (zs.total_out >= out.size()) {
+      if (out.size() >= kMaxTokenizerBytes) {
+        inflateEnd(&zs);
+        throw Error("'" + path + "': decompresses to more than " + std::to_string(kMaxTokenizerBytes >> 20) + " MiB");
+      }
+      out.resize(std::min(out.size() * 2, kMaxTokenizerBytes));
+    }
     zs.next_out = reinterpret_cast<Bytef*>(out.data() + zs.total_out);
     zs.avail_out = static_cast<uInt>(out.size() - zs.total_out);
     rc = inflate(&zs, Z_NO_FLUSH);
