@@ -5,7 +5,8 @@
 #       (default 60) or N executions; the corpus grows in build-fuzz/corpus/<h>/ seeded from
 #       fuzz/corpus/<h>/, findings land in build-fuzz/findings/<h>/. Default: every harness.
 #   scripts/fuzz.sh --plain [--runs N] [HARNESS...]
-#       the g++ plain-driver builds in build/ (those needing libtorch, e.g. serve, included):
+#       the g++ plain-driver builds in build/ (those needing libtorch, serve and state_set,
+#       included):
 #       replay the corpus, then N (default 10000) random mutations without coverage feedback.
 #   scripts/fuzz.sh --replay      every corpus once with the plain drivers (what CTest runs).
 # A finding: add the input to fuzz/corpus/<h>/ (CTest then replays it) and fix the bug.
@@ -35,13 +36,14 @@ if [ "$mode" = libfuzzer ]; then
   gen=(); command -v ninja >/dev/null && [ ! -f build-fuzz/Makefile ] && gen=(-G Ninja)
   cmake -S . -B build-fuzz "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DS0_FUZZ=ON >/dev/null
   targets=()
-  for h in "${harnesses[@]}"; do [ "$h" = serve ] || targets+=(--target "fuzz_$h"); done
+  torch_only=" serve state_set "  # need libtorch: built with the plain driver only (--plain)
+  for h in "${harnesses[@]}"; do [[ $torch_only == *" $h "* ]] || targets+=(--target "fuzz_$h"); done
   cmake --build build-fuzz --parallel "$jobs" "${targets[@]}"
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   status=0
   for h in "${harnesses[@]}"; do
-    if [ "$h" = serve ]; then echo "fuzz.sh: serve needs libtorch: run it with --plain" >&2; continue; fi
+    if [[ $torch_only == *" $h "* ]]; then echo "fuzz.sh: $h needs libtorch: run it with --plain" >&2; continue; fi
     mkdir -p "build-fuzz/corpus/$h" "build-fuzz/findings/$h"
     limit=(-max_total_time="$time")
     [ -n "$runs" ] && limit=(-runs="$runs")
