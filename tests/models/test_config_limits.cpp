@@ -3,6 +3,8 @@
 // converted with undefined behaviour; absurd sizes overflowed or exhausted memory).
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <nlohmann/json.hpp>
 
 #include "s0/models/falcon_h1_config.h"
@@ -66,6 +68,6 @@ TEST(ConfigLimits, FalconH1AbsurdValues) {
   j["mamba_d_state"] = -3.0;
   expect_refused<models::FalconH1Config>(j, "'mamba_d_state' must be positive");
   j = ok;
-  j["embedding_multiplier"] = 1e400;  // parsed as infinity
+  j["embedding_multiplier"] = std::numeric_limits<double>::infinity();  // JSON 1e400 parses to this
   expect_refused<models::FalconH1Config>(j, "must be a finite number");
 }
