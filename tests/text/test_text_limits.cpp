@@ -83,3 +83,10 @@ TEST(TokenizerLimits, GzipBombIsRefused) {
     EXPECT_NE(std::string(e.what()).find("more than 1024 MiB"), std::string::npos) << e.what();
   }
 }
+
+TEST(JinjaLimits, IntFilterOfHugeFloatIsAnError) {
+  // Found by fuzz/fuzz_jinja.cpp: the float was cast to int64 with undefined behaviour.
+  expect_render_error("{{ 1e300 | int }}", "does not fit in a 64-bit integer");
+  text::jinja::Template t("{{ 1e18 | int }} {{ -2.5 | int }}", "ok.jinja");
+  EXPECT_EQ(t.render(nlohmann::ordered_json::object()), "1000000000000000000 -2");
+}
