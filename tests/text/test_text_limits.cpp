@@ -90,3 +90,19 @@ TEST(JinjaLimits, IntFilterOfHugeFloatIsAnError) {
   text::jinja::Template t("{{ 1e18 | int }} {{ -2.5 | int }}", "ok.jinja");
   EXPECT_EQ(t.render(nlohmann::ordered_json::object()), "1000000000000000000 -2");
 }
+
+TEST(TokenizerLimits, TokenIdsMustBeSmallIntegers) {
+  // Found by fuzz/fuzz_tokenizer.cpp: float ids were converted with undefined behaviour, and a
+  // huge id sized the id table (2^31 entries).
+  for (const char* id : {"1e300", "2.5", "-1", "2147483647", "18446744073709551615"}) {
+    const std::string j = std::string(R"({"model": {"type": "BPE", "vocab": {"a": )") + id + R"(}, "merges": []}})";
+    try {
+      (void)text::Tokenizer::from_json(j, "t.json");
+      FAIL() << "accepted id " << id;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("vocab entry 'a': token id must be an integer in [0, 16777215]"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}

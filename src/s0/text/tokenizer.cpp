@@ -595,6 +595,17 @@ struct TokenizerImpl {
   [[noreturn]] void fail(const std::string& what) const {
     throw Error("tokenizer '" + origin + "': " + what);
   }
+  // A token id from the file: an integer in [0, kMaxTokenId]. (A float or an out-of-range
+  // number would be converted with undefined behaviour, found by fuzz/fuzz_tokenizer.cpp;
+  // a huge id would size the id table.) The largest real vocabularies have ~2^18 entries.
+  static constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
+  int32_t token_id(const json& v, const std::string& what) const {
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(kMaxTokenId)) ||
+        v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxTokenId)
+      fail(what + ": token id must be an integer in [0, " + std::to_string(kMaxTokenId) + "], found " + v.dump());
+    return static_cast<int32_t>(v.get<int64_t>());
+  }
+
 
   // ---- loading
   void load(const json& j);
@@ -646,7 +657,7 @@ void TokenizerImpl::load(const json& j) {
   if (auto it = j.find("added_tokens"); it != j.end() && !it->is_null()) {
     for (const auto& a : *it) {
       AddedToken t;
-      t.id = a.at("id").get<int32_t>();
+      t.id = token_id(a.at("id"), "added token");
       t.content = a.at("content").get<std::string>();
       t.special = jbool(a, "special", false);
       t.lstrip = jbool(a, "lstrip", false);
@@ -722,8 +733,7 @@ void TokenizerImpl::load_model(const json& m) {
   vocab.reserve(v.size() * 2);
   int32_t max_id = -1;
   for (auto it = v.begin(); it != v.end(); ++it) {
-    int32_t id = it.value().get<int32_t>();
-    if (id < 0) fail("vocab entry '" + it.key() + "' has a negative id");
+    int32_t id = token_id(it.value(), "vocab entry '" + it.key() + "'");
     vocab[it.key()] = id;
     max_id = std::max(max_id, id);
   }
@@ -840,7 +850,9 @@ void TokenizerImpl::load_post_processor(const json& p) {
     std::unordered_map<std::string, std::vector<int64_t>> specials;
     if (auto it = p.find("special_tokens"); it != p.end() && !it->is_null()) {
       auto add = [&](const json& st) {
-        specials[st.at("id").get<std::string>()] = st.at("ids").get<std::vector<int64_t>>();
+        std::vector<int64_t> ids;
+        for (const auto& x : st.at("ids")) ids.push_back(token_id(x, "post_processor special token"));
+        specials[st.at("id").get<std::string>()] = ids;
       };
       if (it->is_object())
         for (const auto& [k, st] : it->items()) add(st);
