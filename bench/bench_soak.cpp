@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
     model_dir = cache + "/qwen35-" + preset + "-f32";
     bench::ensure_preset_dir(model_dir, preset, "f32");
   }
-  auto model = models::load_model(model_dir, at::kFloat);
+  std::shared_ptr<models::CausalLM> model = models::load_model(model_dir, at::kFloat);
   const std::string sets_dir = cache + "/soak-sets";
   std::map<std::string, std::string> set_dirs;
   int k = 0;

@@ -19,6 +19,7 @@
 namespace {
 std::unique_ptr<s0::serve::Server> g_server;
 std::string g_set_dir;
+nlohmann::json g_parsed;
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -32,7 +33,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   opt.max_body_bytes = 64 << 10;
   opt.default_max_tokens = 2;
   opt.max_n = 3;
-  auto model = s0::models::load_model(opt.model_dir, at::kFloat);
+  std::shared_ptr<s0::models::CausalLM> model = s0::models::load_model(opt.model_dir, at::kFloat);
   s0::adapters::StateSet set;
   set.arch = model->recurrent_arch();
   set.state_shape = model->state_shape();
@@ -68,7 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if ((b & 16) && r.status != 401) std::abort();
     if (r.content_type == "application/json" && disconnect == SIZE_MAX) {
       try {
-        (void)nlohmann::json::parse(r.body);  // keep-alive spaces before the object are fine
+        g_parsed = nlohmann::json::parse(r.body);  // keep-alive spaces before the object are fine
       } catch (const nlohmann::json::exception& e) {
         std::fprintf(stderr, "serve: response is not JSON (%s): %s\n", e.what(), r.body.c_str());
         std::abort();
