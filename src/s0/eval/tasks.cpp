@@ -77,7 +77,7 @@ std::vector<std::pair<int64_t, json>> read_records(const std::string& path) {
     json arr;
     try {
       arr = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw Error(path + ": invalid JSON: " + e.what());
     }
     int64_t i = 0;
@@ -92,7 +92,7 @@ std::vector<std::pair<int64_t, json>> read_records(const std::string& path) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     try {
       out.emplace_back(ln, json::parse(line));
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw Error(path + ":" + std::to_string(ln) + ": invalid JSON: " + e.what());
     }
   }

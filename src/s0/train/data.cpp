@@ -98,7 +98,7 @@ LoadedData load_jsonl(const std::string& path, const text::Tokenizer& tok, const
     json j;
     try {
       j = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw Error(where + ": invalid JSON (" + std::string(e.what()) + ")");
     }
     if (!j.is_object()) throw Error(where + ": each line must be a JSON object");
