@@ -116,7 +116,7 @@ namespace {
 json read_json(const std::string& path) {
   try {
     return json::parse(io::read_file(path));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw Error(path + ": invalid JSON: " + e.what());
   }
 }

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "s0/io/atomic_file.h"
 #include "s0/util/error.h"
 
 namespace s0::eval {
@@ -37,13 +38,20 @@ std::string task_kind_name(TaskKind k) {
 
 std::string read_text_file(const std::string& path) {
   if (!fs::exists(path)) throw Error("task file not found: " + path);
+  const size_t limit = kMaxTaskFileBytes;
   if (path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0) {
     gzFile f = gzopen(path.c_str(), "rb");
     if (!f) throw Error("cannot open " + path);
     std::string out;
     char buf[1 << 16];
     int n;
-    while ((n = gzread(f, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    while ((n = gzread(f, buf, sizeof buf)) > 0) {
+      if (out.size() + static_cast<size_t>(n) > limit) {
+        gzclose(f);
+        throw Error(io::too_large_message(path, limit, "task files, decompressed"));
+      }
+      out.append(buf, static_cast<size_t>(n));
+    }
     int err = 0;
     const char* msg = gzerror(f, &err);
     std::string emsg = msg ? msg : "";
@@ -52,11 +60,10 @@ std::string read_text_file(const std::string& path) {
       throw Error(path + ": gzip data is corrupt (" + emsg + ")");
     return out;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (!ec && size > limit) throw Error(io::too_large_message(path, limit, "task files"));
+  return io::read_file(path, limit);
 }
 
 namespace {
@@ -70,7 +77,7 @@ std::vector<std::pair<int64_t, json>> read_records(const std::string& path) {
     json arr;
     try {
       arr = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw Error(path + ": invalid JSON: " + e.what());
     }
     int64_t i = 0;
@@ -85,7 +92,7 @@ std::vector<std::pair<int64_t, json>> read_records(const std::string& path) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     try {
       out.emplace_back(ln, json::parse(line));
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw Error(path + ":" + std::to_string(ln) + ": invalid JSON: " + e.what());
     }
   }

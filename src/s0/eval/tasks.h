@@ -6,6 +6,7 @@
 //   Spider      JSON array or JSONL {question, query, db_id}   + a folder of SQLite databases
 //               (DB_DIR/<db_id>/<db_id>.sqlite or DB_DIR/<db_id>.sqlite)
 // Torch-free. Errors name the file, line and field.
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -45,7 +46,9 @@ std::optional<std::string> standard_split(TaskKind kind, int64_t n, bool train);
 // Keeps the tasks whose index is listed.
 std::vector<Task> select_tasks(const std::vector<Task>& all, const std::vector<int64_t>& indices);
 
-// Whole file as text; transparently gunzips files whose name ends in ".gz".
+// Whole file as text; transparently gunzips files whose name ends in ".gz". Files larger than
+// kMaxTaskFileBytes (after decompression) are refused: the real benchmarks are a few MB.
+constexpr size_t kMaxTaskFileBytes = size_t{256} << 20;
 std::string read_text_file(const std::string& path);
 
 }  // namespace s0::eval

@@ -161,7 +161,11 @@ void write_file_atomic(const std::string& path, std::string_view contents) {
   w.commit();
 }
 
-std::string read_file(const std::string& path) {
+std::string too_large_message(const std::string& path, size_t max_bytes, const std::string& what) {
+  return path + ": larger than " + std::to_string(max_bytes >> 20) + " MiB (the limit for " + what + ")";
+}
+
+std::string read_file(const std::string& path, size_t max_bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error("cannot open " + path + ": " + errno_str(errno));
   struct stat st {};
@@ -173,6 +177,10 @@ std::string read_file(const std::string& path) {
   if (S_ISDIR(st.st_mode)) {
     ::close(fd);
     throw Error("cannot read " + path + ": " + errno_str(EISDIR));
+  }
+  if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > max_bytes) {
+    ::close(fd);
+    throw Error(too_large_message(path, max_bytes, "this kind of file"));
   }
   std::string out;
   if (S_ISREG(st.st_mode) && st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
@@ -186,6 +194,10 @@ std::string read_file(const std::string& path) {
       throw Error("cannot read " + path + ": " + errno_str(err));
     }
     if (r == 0) break;
+    if (out.size() + static_cast<size_t>(r) > max_bytes) {  // a pipe or a file still growing
+      ::close(fd);
+      throw Error(too_large_message(path, max_bytes, "this kind of file"));
+    }
     out.append(chunk, static_cast<size_t>(r));
   }
   ::close(fd);

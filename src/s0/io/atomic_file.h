@@ -13,8 +13,11 @@ namespace s0::io {
 // Writes `contents` to `path` atomically. Throws s0::Error naming the path on failure.
 void write_file_atomic(const std::string& path, std::string_view contents);
 
-// Reads a whole file. Throws s0::Error("cannot open <path>: <strerror>") and similar on failure.
-std::string read_file(const std::string& path);
+// Reads a whole file. Throws s0::Error("cannot open <path>: <strerror>") and similar on failure,
+// and when the file holds more than `max_bytes` (checked before reading it into memory).
+std::string read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
+// "<path>: larger than N MiB (the limit for <what>)" for the limits above.
+std::string too_large_message(const std::string& path, size_t max_bytes, const std::string& what);
 
 // Streaming variant for large files: write() any number of times, then commit(). If the
 // object is destroyed without a successful commit(), the temp file is removed and `path`

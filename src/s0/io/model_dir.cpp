@@ -42,10 +42,10 @@ json read_json(const std::string& path) {
   std::string text = read_file(path);
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     try {
       return json::parse(python_nonfinite_to_null(text));
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {
     }
     throw Error(path + ": invalid JSON: " + e.what());
   }

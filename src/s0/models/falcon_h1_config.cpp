@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "s0/models/config_json.h"
 #include "s0/util/error.h"
 
 namespace s0::models {
@@ -17,7 +18,7 @@ T get_req(const json& j, const char* key, const std::string& source) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) throw Error(source + ": missing required key '" + key + "'");
   try {
-    return it->get<T>();
+    return config_value<T>(*it, key, source);
   } catch (const json::exception&) {
     throw Error(source + ": key '" + key + "' has the wrong type (" + it->type_name() + ")");
   }
@@ -28,7 +29,7 @@ T get_opt(const json& j, const char* key, T dflt, const std::string& source) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return dflt;
   try {
-    return it->get<T>();
+    return config_value<T>(*it, key, source);
   } catch (const json::exception&) {
     throw Error(source + ": key '" + key + "' has the wrong type (" + it->type_name() + ")");
   }
@@ -76,7 +77,10 @@ FalconH1Config FalconH1Config::from_json(const json& j, const std::string& sourc
   // Mamba-2 branch. d_ssm null -> expand * hidden; d_head "auto" -> d_ssm / n_heads.
   c.mamba_n_heads = get_req<int64_t>(j, "mamba_n_heads", source);
   const int64_t expand = get_opt<int64_t>(j, "mamba_expand", 2, source);
-  c.mamba_d_ssm = get_opt<int64_t>(j, "mamba_d_ssm", expand * c.hidden_size, source);
+  int64_t d_ssm = 0;
+  if (__builtin_mul_overflow(expand, c.hidden_size, &d_ssm))
+    throw Error(source + ": mamba_expand * hidden_size overflows");
+  c.mamba_d_ssm = get_opt<int64_t>(j, "mamba_d_ssm", d_ssm, source);
   auto dh = j.find("mamba_d_head");
   if (dh == j.end() || dh->is_null() || (dh->is_string() && dh->get<std::string>() == "auto"))
     c.mamba_d_head = c.mamba_d_ssm / std::max<int64_t>(1, c.mamba_n_heads);
@@ -133,9 +137,7 @@ FalconH1Config FalconH1Config::from_json(const json& j, const std::string& sourc
 }
 
 void FalconH1Config::validate(const std::string& source) const {
-  auto pos = [&](int64_t v, const char* key) {
-    if (v <= 0) throw Error(source + ": '" + key + "' must be positive, found " + std::to_string(v));
-  };
+  auto pos = [&](int64_t v, const char* key) { check_config_dim(v, key, source); };
   pos(vocab_size, "vocab_size");
   pos(hidden_size, "hidden_size");
   pos(intermediate_size, "intermediate_size");
@@ -150,6 +152,13 @@ void FalconH1Config::validate(const std::string& source) const {
   pos(mamba_d_state, "mamba_d_state");
   pos(mamba_d_conv, "mamba_d_conv");
   pos(mamba_chunk_size, "mamba_chunk_size");
+  check_config_dim(num_hidden_layers, "num_hidden_layers", source, kMaxConfigLayers);
+  for (double v : {rms_norm_eps, rope_theta, time_step_min_clamp, time_step_max_clamp, embedding_multiplier,
+                   lm_head_multiplier, attention_in_multiplier, attention_out_multiplier, key_multiplier,
+                   ssm_in_multiplier, ssm_out_multiplier})
+    check_config_finite(v, "a number (eps, rope_theta, time_step_limit or a multiplier)", source);
+  for (double v : ssm_multipliers) check_config_finite(v, "ssm_multipliers", source);
+  for (double v : mlp_multipliers) check_config_finite(v, "mlp_multipliers", source);
   if (num_attention_heads % num_key_value_heads != 0)
     throw Error(source + ": num_attention_heads must be a multiple of num_key_value_heads");
   if (head_dim % 2 != 0) throw Error(source + ": 'head_dim' must be even (RoPE)");
@@ -160,6 +169,7 @@ void FalconH1Config::validate(const std::string& source) const {
     throw Error(source + ": mamba_n_heads must be a multiple of mamba_n_groups");
   if (mamba_d_ssm % mamba_n_groups != 0)
     throw Error(source + ": mamba_d_ssm must be a multiple of mamba_n_groups");
+  check_config_parameters(falcon_h1_tensor_shapes(*this), source);
 }
 
 json FalconH1Config::to_json() const {

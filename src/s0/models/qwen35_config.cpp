@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "s0/models/config_json.h"
 #include "s0/util/error.h"
 
 namespace s0::models {
@@ -15,7 +16,7 @@ T get_req(const json& j, const char* key, const std::string& source) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) throw Error(source + ": missing required key '" + key + "'");
   try {
-    return it->get<T>();
+    return config_value<T>(*it, key, source);
   } catch (const json::exception&) {
     throw Error(source + ": key '" + key + "' has the wrong type (" + it->type_name() + ")");
   }
@@ -26,7 +27,7 @@ T get_opt(const json& j, const char* key, T dflt, const std::string& source) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return dflt;
   try {
-    return it->get<T>();
+    return config_value<T>(*it, key, source);
   } catch (const json::exception&) {
     throw Error(source + ": key '" + key + "' has the wrong type (" + it->type_name() + ")");
   }
@@ -82,6 +83,7 @@ Qwen35Config Qwen35Config::from_json(const json& root, const std::string& source
   } else {
     int64_t interval = get_opt<int64_t>(j, "full_attention_interval", 4, source);
     if (interval <= 0) throw Error(source + ": full_attention_interval must be positive");
+    check_config_dim(c.num_hidden_layers, "num_hidden_layers", source, kMaxConfigLayers);
     for (int64_t i = 0; i < c.num_hidden_layers; ++i)
       c.layer_types.push_back((i + 1) % interval == 0 ? "full_attention" : "linear_attention");
   }
@@ -109,9 +111,7 @@ Qwen35Config Qwen35Config::from_json(const json& root, const std::string& source
 }
 
 void Qwen35Config::validate(const std::string& source) const {
-  auto pos = [&](int64_t v, const char* key) {
-    if (v <= 0) throw Error(source + ": '" + key + "' must be positive, found " + std::to_string(v));
-  };
+  auto pos = [&](int64_t v, const char* key) { check_config_dim(v, key, source); };
   pos(vocab_size, "vocab_size");
   pos(hidden_size, "hidden_size");
   pos(intermediate_size, "intermediate_size");
@@ -124,6 +124,11 @@ void Qwen35Config::validate(const std::string& source) const {
   pos(linear_key_head_dim, "linear_key_head_dim");
   pos(linear_value_head_dim, "linear_value_head_dim");
   pos(linear_conv_kernel_dim, "linear_conv_kernel_dim");
+  check_config_dim(num_hidden_layers, "num_hidden_layers", source, kMaxConfigLayers);
+  check_config_finite(rms_norm_eps, "rms_norm_eps", source);
+  check_config_finite(rope_theta, "rope_theta", source);
+  if (!(partial_rotary_factor >= 0 && partial_rotary_factor <= 1))
+    throw Error(source + ": 'partial_rotary_factor' must be in [0, 1]");
   if (static_cast<int64_t>(layer_types.size()) != num_hidden_layers)
     throw Error(source + ": layer_types has " + std::to_string(layer_types.size()) +
                 " entries, expected num_hidden_layers = " + std::to_string(num_hidden_layers));
@@ -139,6 +144,7 @@ void Qwen35Config::validate(const std::string& source) const {
   if (r < 0 || r > head_dim || r % 2 != 0)
     throw Error(source + ": rotary dim head_dim*partial_rotary_factor = " + std::to_string(r) +
                 " must be even and within head_dim");
+  check_config_parameters(qwen35_tensor_shapes(*this), source);
 }
 
 json Qwen35Config::to_json() const {

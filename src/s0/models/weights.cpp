@@ -1,5 +1,7 @@
 #include "s0/models/weights.h"
 
+#include <cmath>
+
 #include "s0/util/error.h"
 
 namespace s0::models {
@@ -27,7 +29,17 @@ Tensor load_weight(const io::ModelDir& dir, const std::string& name,
       t.dtype != io::DType::F64)
     throw Error(dir.file_of(name) + ": tensor '" + t.name + "' has dtype " +
                 io::dtype_name(t.dtype) + ", expected a floating type (F32, BF16, F16)");
-  return tensor_view(t).to(dtype, /*non_blocking=*/false, /*copy=*/true);
+  Tensor w = tensor_view(t).to(dtype, /*non_blocking=*/false, /*copy=*/true);
+  // A NaN or infinity in a frozen weight makes every output (and S0's gradients) NaN: refuse
+  // the checkpoint by name. max/min propagate NaN and see +-inf; two reductions, no temporary.
+  if (w.numel() > 0) {
+    const double hi = w.max().item<double>(), lo = w.min().item<double>();
+    if (!std::isfinite(hi) || !std::isfinite(lo))
+      throw Error(dir.file_of(name) + ": tensor '" + t.name + "' contains NaN or infinite values" +
+                  (tensor_view(t).scalar_type() != dtype ? " (as " + std::string(c10::toString(dtype)) + ")" : "") +
+                  "; the checkpoint is corrupt or does not fit this dtype");
+  }
+  return w;
 }
 
 }  // namespace s0::models

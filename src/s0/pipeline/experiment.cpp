@@ -86,7 +86,7 @@ json load_experiment_config(const std::string& path) {
   json user;
   try {
     user = json::parse(io::read_file(path));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw Error(path + ": invalid JSON: " + e.what());
   }
   json cfg = defaults();

@@ -10,6 +10,7 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <regex>
 #include <sstream>
 
 #include <httplib.h>
@@ -135,6 +136,19 @@ struct Server::Impl {
   std::string chat_error;  // why chat is unavailable
   std::mutex chat_mu;
   httplib::Server svr;
+  // Every route also kept here for handle_local() (httplib offers no in-process dispatch).
+  struct Route {
+    std::string method;
+    std::regex pattern;
+    httplib::Server::Handler handler;
+  };
+  std::vector<Route> local_routes;
+  void route(const char* method, const std::string& pattern, httplib::Server::Handler h) {
+    local_routes.push_back({method, std::regex(pattern), h});
+    if (std::string(method) == "GET") svr.Get(pattern, std::move(h));
+    else if (std::string(method) == "POST") svr.Post(pattern, std::move(h));
+    else svr.Delete(pattern, std::move(h));
+  }
   std::atomic<bool> stopping{false}, listening{false};
   std::atomic<int> listen_fd{-1};
   std::mutex stop_mu;
@@ -558,13 +572,13 @@ void Server::Impl::routes() {
     ++requests[{endpoint_label(req.path), res.status}];
   });
 
-  svr.Post("/v1/completions", guarded([this](const httplib::Request& req, httplib::Response& res) {
+  route("POST", "/v1/completions", guarded([this](const httplib::Request& req, httplib::Response& res) {
              run_job(parse_job(parse_body(req), false), res);
            }));
-  svr.Post("/v1/chat/completions", guarded([this](const httplib::Request& req, httplib::Response& res) {
+  route("POST", "/v1/chat/completions", guarded([this](const httplib::Request& req, httplib::Response& res) {
              run_job(parse_job(parse_body(req), true), res);
            }));
-  svr.Get("/v1/models", guarded([this](const httplib::Request&, httplib::Response& res) {
+  route("GET", "/v1/models", guarded([this](const httplib::Request&, httplib::Response& res) {
             json data = json::array();
             data.push_back({{"id", "base"}, {"object", "model"}, {"created", started}, {"owned_by", "s0"},
                             {"root", opt.model_dir}});
@@ -580,14 +594,14 @@ void Server::Impl::routes() {
                               {"state_set", set_info_json(i)}});
             res.set_content(dumps(json{{"object", "list"}, {"data", data}}), "application/json");
           }));
-  svr.Get("/admin/states", guarded([this](const httplib::Request&, httplib::Response& res) {
+  route("GET", "/admin/states", guarded([this](const httplib::Request&, httplib::Response& res) {
             json data = json::array();
             int64_t total = 0;
             for (const auto& i : engine->state_sets()) data.push_back(set_info_json(i)), total += i.bytes;
             res.set_content(dumps(json{{"object", "list"}, {"data", data}, {"total_bytes", total}}),
                             "application/json");
           }));
-  svr.Post("/admin/states", guarded([this](const httplib::Request& req, httplib::Response& res) {
+  route("POST", "/admin/states", guarded([this](const httplib::Request& req, httplib::Response& res) {
              json body = parse_body(req);
              if (!body.is_object()) throw bad("", "the request body must be a JSON object");
              const json* name = field(body, "name");
@@ -606,18 +620,18 @@ void Server::Impl::routes() {
              }
              res.set_content(dumps(set_info_json(info)), "application/json");
            }));
-  svr.Delete(R"(/admin/states/([^/]+))", guarded([this](const httplib::Request& req, httplib::Response& res) {
+  route("DELETE", R"(/admin/states/([^/]+))", guarded([this](const httplib::Request& req, httplib::Response& res) {
                const std::string name = req.matches[1];
                if (!engine->unload_state_set(name))
                  throw HttpError{404, "no state set named '" + name + "' is loaded", "name", "invalid_request_error",
                                  "model_not_found"};
                res.set_content(dumps(json{{"name", name}, {"deleted", true}}), "application/json");
              }));
-  svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+  route("GET", "/health", [this](const httplib::Request&, httplib::Response& res) {
     const EngineStats s = engine->stats();
     res.set_content(dumps(json{{"status", "ok"}, {"active", s.active}, {"queued", s.queued}}), "application/json");
   });
-  svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  route("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics(), "text/plain; version=0.0.4");
   });
 }
@@ -673,5 +687,66 @@ void Server::stop() {
 }
 
 Engine& Server::engine() { return *impl_->engine; }
+
+Server::LocalResponse Server::handle_local(const std::string& method, const std::string& path,
+                                           const std::string& body, const std::string& authorization,
+                                           size_t disconnect_after) {
+  httplib::Request req;
+  req.method = method;
+  req.path = path;
+  req.body = body;
+  if (!authorization.empty()) req.set_header("Authorization", authorization);
+  httplib::Response res;
+  if (!impl_->authorized(req)) {
+    send_error(res, HttpError{401, "missing or wrong API key (expected 'Authorization: Bearer KEY')", "",
+                              "authentication_error", "invalid_api_key"});
+  } else if (body.size() > impl_->opt.max_body_bytes) {
+    res.status = 413;
+    res.set_content(dumps(error_body("request body too large", "invalid_request_error", "", "")), "application/json");
+  } else {
+    const Impl::Route* found = nullptr;
+    for (const auto& r : impl_->local_routes) {
+      if (r.method == method && std::regex_match(path, req.matches, r.pattern)) {
+        found = &r;
+        break;
+      }
+    }
+    if (!found) {
+      res.status = 404;
+      res.set_content(dumps(error_body("no such endpoint: " + method + " " + path, "invalid_request_error", "", "")),
+                      "application/json");
+    } else {
+      res.status = 200;
+      found->handler(req, res);
+    }
+  }
+  LocalResponse out;
+  out.status = res.status;
+  out.content_type = res.get_header_value("Content-Type");
+  if (res.content_provider_) {
+    bool done = false, gone = false;
+    httplib::DataSink sink;
+    sink.write = [&](const char* d, size_t n) {
+      if (gone || out.body.size() + n > disconnect_after) {
+        gone = true;
+        return false;
+      }
+      out.body.append(d, n);
+      return true;
+    };
+    sink.done = [&] { done = true; };
+    sink.is_writable = [&] { return !gone; };
+    while (!done && !gone && res.content_provider_(out.body.size(), 0, sink)) {
+    }
+    res.content_provider_success_ = done && !gone;
+  } else {
+    out.body = res.body;
+  }
+  {
+    std::lock_guard<std::mutex> lk(impl_->req_mu);
+    ++impl_->requests[{endpoint_label(path), res.status}];
+  }
+  return out;
+}
 
 }  // namespace s0::serve

@@ -11,6 +11,7 @@
 // set's alpha or an offset's scale. Errors are OpenAI-style JSON bodies {"error": {"message", "type", "param", "code"}}
 // with a 4xx status for anything a client can cause. Torch-free header.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -53,6 +54,17 @@ class Server {
   void listen();
   void stop();
   Engine& engine();
+
+  // One request served in-process, without a socket (tests, the fuzz harness): the same
+  // authorization, routing, handlers and error bodies as over HTTP; a streamed body is read to
+  // its end. `disconnect_after`: the client goes away once that many body bytes were written.
+  struct LocalResponse {
+    int status = 0;
+    std::string content_type;
+    std::string body;
+  };
+  LocalResponse handle_local(const std::string& method, const std::string& path, const std::string& body,
+                             const std::string& authorization = "", size_t disconnect_after = SIZE_MAX);
 
  private:
   struct Impl;

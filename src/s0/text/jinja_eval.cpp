@@ -18,13 +18,21 @@ namespace {
 
 int64_t norm_index(int64_t idx, int64_t n) { return idx < 0 ? idx + n : idx; }
 
-// String and list repetition beyond this many bytes/items is refused (Python: MemoryError).
-constexpr int64_t kMaxRepeat = int64_t{1} << 28;
-
 }  // namespace
 
 [[noreturn]] void Renderer::fail(int line, const std::string& msg) const {
   throw Error("chat template " + name_ + ": line " + std::to_string(line) + ": " + msg);
+}
+
+void Renderer::step(int line) {
+  if (++steps_ > kMaxRenderSteps)
+    fail(line, "rendering takes too long (more than " + std::to_string(kMaxRenderSteps) +
+                   " statements and expressions evaluated; a loop that never ends?)");
+}
+
+void Renderer::check_size(size_t bytes, int line) const {
+  if (bytes > kMaxRenderBytes)
+    fail(line, "rendering produces too much text (more than " + std::to_string(kMaxRenderBytes >> 20) + " MiB)");
 }
 
 Flow Renderer::exec(const Body& body, const FrameP& fr, std::string& out) {
@@ -36,9 +44,18 @@ Flow Renderer::exec(const Body& body, const FrameP& fr, std::string& out) {
 }
 
 Flow Renderer::exec(const Stmt& s, const FrameP& fr, std::string& out) {
+  step(s.line);
   switch (s.k) {
-    case Stmt::K::Text: out += s.text; return Flow::Normal;
-    case Stmt::K::Output: out += to_str(eval(*s.expr, fr)); return Flow::Normal;
+    case Stmt::K::Text:
+      check_size(out.size() + s.text.size(), s.line);
+      out += s.text;
+      return Flow::Normal;
+    case Stmt::K::Output: {
+      const std::string v = to_str(eval(*s.expr, fr));
+      check_size(out.size() + v.size(), s.line);
+      out += v;
+      return Flow::Normal;
+    }
     case Stmt::K::If:
       for (auto& br : s.branches)
         if (truthy(eval(*br.first, fr))) return exec(br.second, fr, out);
@@ -188,6 +205,15 @@ List Renderer::iterate(const Value& v, int line) {
 }
 
 Value Renderer::eval(const Expr& e, const FrameP& fr) {
+  step(e.line);
+  Value v = eval_expr(e, fr);
+  if (v.t == Value::T::Str) check_size(v.s.size(), e.line);
+  if (v.t == Value::T::List && v.list->size() > kMaxListItems)
+    fail(e.line, "a list grows too long (more than " + std::to_string(kMaxListItems) + " items)");
+  return v;
+}
+
+Value Renderer::eval_expr(const Expr& e, const FrameP& fr) {
   switch (e.k) {
     case Expr::K::Literal: return e.lit;
     case Expr::K::Name: {
@@ -380,7 +406,9 @@ Value Renderer::binary(const std::string& op, const Value& l, const Value& r, in
       int64_t times = std::max<int64_t>(0, n->as_int());
       const int64_t size = s->t == Value::T::Str ? static_cast<int64_t>(s->s.size())
                                                  : static_cast<int64_t>(s->list->size());
-      if (size > 0 && times > kMaxRepeat / size) fail(line, "'*': result too large");
+      const int64_t cap = s->t == Value::T::Str ? static_cast<int64_t>(kMaxRenderBytes)
+                                                : static_cast<int64_t>(kMaxListItems);
+      if (size > 0 && times > cap / size) fail(line, "'*': result too large");
       if (s->t == Value::T::Str) {
         std::string x;
         for (int64_t k = 0; k < times; ++k) x += s->s;

@@ -45,7 +45,8 @@ class Renderer {
   Flow exec(const Stmt& s, const FrameP& fr, std::string& out);
   Flow exec_for(const Stmt& s, const FrameP& fr, std::string& out);
   List iterate(const Value& v, int line);
-  Value eval(const Expr& e, const FrameP& fr);
+  Value eval(const Expr& e, const FrameP& fr);  // eval_expr + the limits below
+  Value eval_expr(const Expr& e, const FrameP& fr);
   Call make_call(const Expr& e, const FrameP& fr, size_t skip);
   [[noreturn]] void undefined_error(const Value& v, int line, const std::string& what) const;
   [[noreturn]] void int_overflow(int line, const std::string& op) const;
@@ -66,9 +67,21 @@ class Renderer {
   Value apply_filter(const std::string& f, const Value& v, Call& c);
   bool apply_test(const std::string& t, const Value& v, Call& c);
 
+  // Work and size limits (an s0::Error naming the template, never a hang or gigabytes).
+  void step(int line);                            // one statement or expression evaluated
+  void check_size(size_t bytes, int line) const;  // output / a string value
+
   std::string name_;
-  int depth_ = 0;  // macro call depth
+  int depth_ = 0;       // macro call depth
+  int64_t steps_ = 0;   // statements + expressions evaluated so far
 };
+
+// A render evaluates at most this many statements and expressions (a long real conversation
+// takes well under 1% of it) and produces at most kMaxRenderBytes of output or of any string,
+// and no list longer than kMaxListItems.
+constexpr int64_t kMaxRenderSteps = 20'000'000;
+constexpr size_t kMaxRenderBytes = size_t{64} << 20;
+constexpr size_t kMaxListItems = size_t{1} << 20;
 
 // The global functions of the transformers environment: raise_exception, namespace, range,
 // dict, strftime_now (jinja_filters.cpp). Errors go through `r`, which must outlive `g`'s use.

@@ -540,7 +540,11 @@ Value Renderer::apply_filter(const std::string& f, const Value& v, Call& c) {
   }
   if ((f == "int" || f == "float" || f == "abs") && v.is_undef()) undefined_error(v, line, " (filter '" + f + "')");
   if (f == "int") {
-    if (v.t == Value::T::Float) return Value::integer(static_cast<int64_t>(v.f));
+    if (v.t == Value::T::Float && !std::isnan(v.f)) {  // NaN: Python's ValueError -> the default
+      // Python's int() is unbounded; ours is 64-bit (an out-of-range cast would be undefined).
+      if (!(std::fabs(v.f) < 9.2e18)) fail(line, "int: " + to_str(v) + " does not fit in a 64-bit integer");
+      return Value::integer(static_cast<int64_t>(v.f));
+    }
     if (v.is_num()) return Value::integer(v.as_int());
     if (v.t == Value::T::Str) {
       // Jinja2: int(s), else int(float(s)) ('1.5' -> 1).

@@ -222,9 +222,16 @@ uint32_t first_cp(std::string_view s, size_t* len_out = nullptr) {
   return cp;
 }
 
+// tokenizer.json files are tens of MB at most; more (or a gzip bomb) is refused.
+constexpr size_t kMaxTokenizerBytes = size_t{1} << 30;
+
 std::string read_file_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw Error("cannot open tokenizer file '" + path + "'");
+  const auto size = f.tellg();
+  if (size > 0 && static_cast<uint64_t>(size) > kMaxTokenizerBytes)
+    throw Error("tokenizer file '" + path + "' is larger than " + std::to_string(kMaxTokenizerBytes >> 20) + " MiB");
+  f.seekg(0);
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
@@ -239,7 +246,13 @@ std::string gunzip(const std::string& data, const std::string& path) {
   zs.avail_in = static_cast<uInt>(data.size());
   int rc = Z_OK;
   while (rc != Z_STREAM_END) {
-    if (zs.total_out >= out.size()) out.resize(out.size() * 2);
+    if (zs.total_out >= out.size()) {
+      if (out.size() >= kMaxTokenizerBytes) {
+        inflateEnd(&zs);
+        throw Error("'" + path + "': decompresses to more than " + std::to_string(kMaxTokenizerBytes >> 20) + " MiB");
+      }
+      out.resize(std::min(out.size() * 2, kMaxTokenizerBytes));
+    }
     zs.next_out = reinterpret_cast<Bytef*>(out.data() + zs.total_out);
     zs.avail_out = static_cast<uInt>(out.size() - zs.total_out);
     rc = inflate(&zs, Z_NO_FLUSH);
@@ -582,6 +595,17 @@ struct TokenizerImpl {
   [[noreturn]] void fail(const std::string& what) const {
     throw Error("tokenizer '" + origin + "': " + what);
   }
+  // A token id from the file: an integer in [0, kMaxTokenId]. (A float or an out-of-range
+  // number would be converted with undefined behaviour, found by fuzz/fuzz_tokenizer.cpp;
+  // a huge id would size the id table.) The largest real vocabularies have ~2^18 entries.
+  static constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
+  int32_t token_id(const json& v, const std::string& what) const {
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(kMaxTokenId)) ||
+        v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxTokenId)
+      fail(what + ": token id must be an integer in [0, " + std::to_string(kMaxTokenId) + "], found " + v.dump());
+    return static_cast<int32_t>(v.get<int64_t>());
+  }
+
 
   // ---- loading
   void load(const json& j);
@@ -633,7 +657,7 @@ void TokenizerImpl::load(const json& j) {
   if (auto it = j.find("added_tokens"); it != j.end() && !it->is_null()) {
     for (const auto& a : *it) {
       AddedToken t;
-      t.id = a.at("id").get<int32_t>();
+      t.id = token_id(a.at("id"), "added token");
       t.content = a.at("content").get<std::string>();
       t.special = jbool(a, "special", false);
       t.lstrip = jbool(a, "lstrip", false);
@@ -709,8 +733,7 @@ void TokenizerImpl::load_model(const json& m) {
   vocab.reserve(v.size() * 2);
   int32_t max_id = -1;
   for (auto it = v.begin(); it != v.end(); ++it) {
-    int32_t id = it.value().get<int32_t>();
-    if (id < 0) fail("vocab entry '" + it.key() + "' has a negative id");
+    int32_t id = token_id(it.value(), "vocab entry '" + it.key() + "'");
     vocab[it.key()] = id;
     max_id = std::max(max_id, id);
   }
@@ -827,7 +850,9 @@ void TokenizerImpl::load_post_processor(const json& p) {
     std::unordered_map<std::string, std::vector<int64_t>> specials;
     if (auto it = p.find("special_tokens"); it != p.end() && !it->is_null()) {
       auto add = [&](const json& st) {
-        specials[st.at("id").get<std::string>()] = st.at("ids").get<std::vector<int64_t>>();
+        std::vector<int64_t> ids;
+        for (const auto& x : st.at("ids")) ids.push_back(token_id(x, "post_processor special token"));
+        specials[st.at("id").get<std::string>()] = ids;
       };
       if (it->is_object())
         for (const auto& [k, st] : it->items()) add(st);

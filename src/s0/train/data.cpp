@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "s0/io/lines.h"
 #include "s0/util/error.h"
 
 namespace s0::train {
@@ -85,14 +86,19 @@ LoadedData load_jsonl(const std::string& path, const text::Tokenizer& tok, const
   LoadedData out;
   std::string line;
   int64_t lineno = 0;
-  while (std::getline(in, line)) {
+  for (;;) {
+    const io::LineStatus st = io::read_line(in, line);
+    if (st == io::LineStatus::End) break;
     ++lineno;
     const std::string where = path + ":" + std::to_string(lineno);
+    if (st == io::LineStatus::TooLong)
+      throw Error(where + ": line longer than " + std::to_string(io::kMaxLineBytes >> 20) +
+                  " MiB (one JSON object per line is expected)");
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     json j;
     try {
       j = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw Error(where + ": invalid JSON (" + std::string(e.what()) + ")");
     }
     if (!j.is_object()) throw Error(where + ": each line must be a JSON object");

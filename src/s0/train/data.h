@@ -11,7 +11,7 @@
 
 #include "s0/text/chat_template.h"
 #include "s0/text/tokenizer.h"
-#include "s0/train/objective.h"
+#include "s0/train/example.h"
 
 namespace s0::train {
 

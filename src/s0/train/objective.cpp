@@ -7,12 +7,6 @@
 
 namespace s0::train {
 
-int64_t Example::num_targets() const {
-  int64_t n = 0;
-  for (size_t t = 1; t < target.size(); ++t) n += target[t] != 0;
-  return n;
-}
-
 namespace {
 
 // Rows of the hidden states that predict completion tokens, and those tokens.

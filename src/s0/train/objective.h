@@ -4,16 +4,9 @@
 #include <vector>
 
 #include "s0/models/model.h"
+#include "s0/train/example.h"
 
 namespace s0::train {
-
-// One training sequence. target[t] = 1 when token t belongs to the completion (it is then
-// predicted from position t-1 and counted in the loss); prompt tokens have 0.
-struct Example {
-  std::vector<int64_t> ids;
-  std::vector<uint8_t> target;
-  int64_t num_targets() const;  // completion tokens after the first position
-};
 
 // Mean cross-entropy over the completion tokens of `ex`, with the model's recurrent layers
 // starting from `states` (nullptr: zeros). Differentiable w.r.t. the states; only the

@@ -1,0 +1,64 @@
+#pragma once
+// One config.json value as T, for the family config readers. Integers written as floats
+// (4096.0, as some exporters do) are accepted when whole and in range; any other float is
+// refused (converting an out-of-range double to an integer is undefined behaviour, found by
+// fuzz/fuzz_config.cpp). Other type mismatches surface as nlohmann's type errors, which the
+// callers turn into "key has the wrong type". Torch-free.
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+#include <nlohmann/json.hpp>
+
+#include "s0/util/error.h"
+
+namespace s0::models {
+
+template <typename T>
+T config_value(const nlohmann::json& v, const char* key, const std::string& source) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (v.is_number_float()) {
+      const double d = v.get<double>();
+      if (!(std::isfinite(d) && d == std::floor(d) && d >= -9.0e18 && d <= 9.0e18))
+        throw Error(source + ": key '" + key + "' must be an integer, found " + v.dump());
+      return static_cast<T>(d);
+    }
+  }
+  return v.get<T>();
+}
+
+}  // namespace s0::models
+
+namespace s0::models {
+
+// Sizes beyond every real model, refused before anything multiplies them: each dimension at
+// most 2^24, at most 4096 layers, at most 10^14 parameters in all (products computed in
+// double, so the check itself cannot overflow).
+constexpr int64_t kMaxConfigDim = int64_t{1} << 24;
+constexpr int64_t kMaxConfigLayers = 4096;
+constexpr double kMaxConfigParameters = 1e14;
+
+inline void check_config_dim(int64_t v, const char* key, const std::string& source, int64_t max = kMaxConfigDim) {
+  if (v <= 0) throw Error(source + ": '" + key + "' must be positive, found " + std::to_string(v));
+  if (v > max)
+    throw Error(source + ": '" + key + "' = " + std::to_string(v) + " is larger than any real model's (limit " +
+                std::to_string(max) + ")");
+}
+
+inline void check_config_finite(double v, const char* key, const std::string& source) {
+  if (!std::isfinite(v)) throw Error(source + ": '" + key + "' must be a finite number");
+}
+
+template <typename Shapes>
+void check_config_parameters(const Shapes& shapes, const std::string& source) {
+  double n = 0;
+  for (const auto& t : shapes) {
+    double p = 1;
+    for (auto d : t.shape) p *= static_cast<double>(d);
+    n += p;
+  }
+  if (n > kMaxConfigParameters)
+    throw Error(source + ": describes a model of " + std::to_string(n) + " parameters, more than any real model");
+}
+
+}  // namespace s0::models
