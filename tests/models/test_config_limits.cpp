@@ -46,7 +46,7 @@ TEST(ConfigLimits, Qwen35AbsurdValues) {
   j["text_config"]["num_hidden_layers"] = int64_t{1} << 40;
   expect_refused<models::Qwen35Config>(j, "'num_hidden_layers'");
   j = ok;
-  j["text_config"]["partial_rotary_factor"] = 1e300;
+  j["text_config"]["rope_parameters"]["partial_rotary_factor"] = 1e300;  // where the preset keeps it
   expect_refused<models::Qwen35Config>(j, "partial_rotary_factor");
   j = ok;
   for (const char* k : {"hidden_size", "intermediate_size", "vocab_size"}) j["text_config"][k] = 1 << 24;
