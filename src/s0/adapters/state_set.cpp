@@ -40,7 +40,9 @@ std::vector<int64_t> select_layers(const std::string& spec, const std::vector<in
     std::string item = spec.substr(pos, end - pos);
     size_t dash = item.find('-');
     auto num = [&](const std::string& s) {
-      if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos) throw bad("'" + item + "' is not a layer index or range");
+      // (At most 9 digits: std::stoll would throw out_of_range on longer ones; found by fuzz_state_set.)
+      if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos)
+        throw bad("'" + item + "' is not a layer index or range");
       return std::stoll(s);
     };
     int64_t a = num(dash == std::string::npos ? item : item.substr(0, dash));

@@ -27,7 +27,7 @@ int64_t norm_index(int64_t idx, int64_t n) { return idx < 0 ? idx + n : idx; }
 void Renderer::step(int line) {
   if (++steps_ > kMaxRenderSteps)
     fail(line, "rendering takes too long (more than " + std::to_string(kMaxRenderSteps) +
-                   " statements and expressions evaluated; a loop that never ends?)");
+                   " steps; a loop that never ends?)");
 }
 
 void Renderer::check_size(size_t bytes, int line) const {
@@ -150,6 +150,7 @@ Flow Renderer::exec_for(const Stmt& s, const FrameP& fr, std::string& out) {
   if (s.cond) {
     List kept;
     for (auto& item : items) {
+      step(s.line);
       auto f = std::make_shared<Frame>();
       f->parent = fr;
       bind(f, item);
@@ -160,6 +161,7 @@ Flow Renderer::exec_for(const Stmt& s, const FrameP& fr, std::string& out) {
   if (items.empty()) return exec(s.else_body, fr, out);
   const int64_t n = static_cast<int64_t>(items.size());
   for (int64_t k = 0; k < n; ++k) {
+    step(s.line);  // an empty body still costs work
     auto f = std::make_shared<Frame>();
     f->parent = fr;
     bind(f, items[k]);
