@@ -566,7 +566,15 @@ TEST(Serve, ModelsHealthAndMetrics) {
   EXPECT_EQ(ids[0], "base");
   EXPECT_NE(std::find(ids.begin(), ids.end(), "A"), ids.end());
   complete(s, {{"model", "A"}, {"prompt", "metrics"}, {"max_tokens", 2}});
+  // The request counter is updated once the reply has been written, which the client may
+  // see before the server's bookkeeping runs: poll briefly for it.
   auto met = cli.Get("/metrics");
+  for (int i = 0; i < 50 && met && met->body.find("s0_requests_total{endpoint=\"/v1/completions\",status=\"200\"}") ==
+                                        std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    met = cli.Get("/metrics");
+  }
   ASSERT_TRUE(met);
   for (const char* k : {"s0_requests_total{endpoint=\"/v1/completions\",status=\"200\"}", "s0_generated_tokens_total",
                         "s0_active_sequences", "s0_generated_tokens_per_second",
