@@ -1,5 +1,7 @@
 #include "s0/adapters/lora.h"
 
+#include "s0/adapters/state_set.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -240,7 +242,7 @@ LoraSet load_lora(const std::string& dir) {
     if (t.dtype != io::DType::F32 && t.dtype != io::DType::BF16 && t.dtype != io::DType::F16)
       throw Error(st_path + ": tensor '" + key + "' has dtype " + io::dtype_name(t.dtype) + " (expected F32, BF16 or F16)");
     Tensor x = models::tensor_view(t).to(at::kFloat, false, true);
-    if (!at::isfinite(x).all().item<bool>()) throw Error(st_path + ": tensor '" + key + "' has non-finite values");
+    require_finite(x, st_path + ": tensor '" + key + "'");
     (m[2] == "A" ? set.modules[module].A : set.modules[module].B) = x;
   }
   if (set.modules.empty()) throw Error(st_path + ": no LoRA factors");

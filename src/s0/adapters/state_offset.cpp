@@ -1,5 +1,7 @@
 #include "s0/adapters/state_offset.h"
 
+#include "s0/adapters/state_set.h"
+
 #include <algorithm>
 #include <filesystem>
 
@@ -97,18 +99,15 @@ OffsetSet load_offset_set(const std::string& dir) {
   if (!set.config.is_object()) throw Error(dir + "/config.json: must be a JSON object");
   io::SafetensorsFile f(st_path);
   for (const auto& name : f.names()) {
-    const bool digits = !name.empty() && name.size() <= 18 &&
-                        std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (!digits || std::to_string(std::stoll(name)) != name)
-      throw Error(st_path + ": tensor key '" + name + "' is not a layer index (expected a decimal integer)");
+    const int64_t layer = parse_layer_key(name, st_path);
     const auto& t = f.get(name);
     if (t.dtype != io::DType::F32) throw Error(st_path + ": tensor '" + name + "' has dtype " + io::dtype_name(t.dtype) + ", expected F32");
     if (t.shape != set.state_shape)
       throw Error(st_path + ": tensor '" + name + "' has shape " + io::shape_to_string(t.shape) +
                   ", but meta.json state_shape is " + io::shape_to_string(set.state_shape));
     Tensor x = models::tensor_view(t).to(at::kFloat, false, true);
-    if (!at::isfinite(x).all().item<bool>()) throw Error(st_path + ": tensor '" + name + "' has non-finite values");
-    set.offsets[std::stoll(name)] = x;
+    require_finite(x, st_path + ": tensor '" + name + "'");
+    set.offsets[layer] = x;
   }
   return set;
 }

@@ -102,6 +102,18 @@ const std::vector<std::string>& reference_config_keys() {
   return keys;
 }
 
+// A tensor key as the reference writes it (str(int)): only the canonical decimal spelling;
+// std::stoll alone would accept " 1", "+1" and "01", and "1"/"01" would overwrite each other.
+int64_t parse_layer_key(const std::string& name, const std::string& file) {
+  int64_t layer = -1;
+  if (!name.empty() && name.size() <= 18 &&
+      std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    layer = std::stoll(name);
+  if (layer < 0 || std::to_string(layer) != name)
+    throw Error(file + ": tensor key '" + name + "' is not a layer index (expected a decimal integer)");
+  return layer;
+}
+
 void require_finite(const Tensor& t, const std::string& what) {
   Tensor bad = at::isfinite(t).logical_not().flatten();
   const int64_t n = bad.sum().item<int64_t>();
@@ -121,18 +133,6 @@ json read_json(const std::string& path) {
   } catch (const json::exception& e) {
     throw Error(path + ": invalid JSON: " + e.what());
   }
-}
-
-// A tensor key as the reference writes it (str(int)): only the canonical decimal spelling;
-// std::stoll alone would accept " 1", "+1" and "01", and "1"/"01" would overwrite each other.
-int64_t parse_layer_key(const std::string& name, const std::string& file) {
-  int64_t layer = -1;
-  if (!name.empty() && name.size() <= 18 &&
-      std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }))
-    layer = std::stoll(name);
-  if (layer < 0 || std::to_string(layer) != name)
-    throw Error(file + ": tensor key '" + name + "' is not a layer index (expected a decimal integer)");
-  return layer;
 }
 
 // The reference's fallback: a torch.save()d dict {layer: float32 tensor} (keys str or int),

@@ -78,4 +78,9 @@ const std::vector<std::string>& reference_config_keys();
 // element of `t` is finite.
 void require_finite(const Tensor& t, const std::string& what);
 
+// A safetensors key naming a layer, in the only spelling the reference writes (str(int));
+// anything else (" 1", "+1", "01", "x") throws s0::Error naming `file`. State sets and state
+// offsets share it.
+int64_t parse_layer_key(const std::string& name, const std::string& file);
+
 }  // namespace s0::adapters

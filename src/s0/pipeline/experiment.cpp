@@ -109,7 +109,6 @@ namespace {
 // under (S0: one per alpha; state offset: one per scale; LoRA: one).
 struct MethodSpec {
   std::string name, kind;  // kind: "s0" | "lora" | "offset"
-  json spec;               // the config entry
   train::TrainConfig tc;
   adapters::LoraConfig lora;
   std::vector<double> scales;  // s0: alphas; offset: scales; lora: {1}
@@ -137,7 +136,6 @@ std::vector<MethodSpec> method_specs(const json& cfg, const models::CausalLM& mo
     for (auto& [k, v] : m.items())
       if (!keys.count(k)) throw Error("experiment config: methods: unknown key \"" + k + "\"");
     MethodSpec s;
-    s.spec = m;
     s.kind = m.value("kind", m.value("name", std::string("s0")));
     if (s.kind != "s0" && s.kind != "lora" && s.kind != "offset")
       throw Error("experiment config: methods: kind \"" + s.kind + "\" (expected s0, lora or offset)");
@@ -356,7 +354,9 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
         io::write_file_atomic(done.string(), json({{"train_seconds", secs}}).dump() + "\n");
       }
       Trained t = load_trained(m, dir.string(), model);
-      json dj = json::parse(io::read_file(done.string()).empty() ? std::string("{}") : io::read_file(done.string()));
+      // The done marker holds {"train_seconds"} (empty when written by an older s0).
+      const std::string done_text = io::read_file(done.string());
+      const json dj = done_text.empty() ? json::object() : json::parse(done_text);
       if (dj.contains("train_seconds")) train_seconds[m.name].push_back(dj["train_seconds"].get<double>());
       sizes[m.name] = {t.params, t.bytes};
       seed_rec["methods"][m.name] = {{"final_loss", t.final_loss}, {"params", t.params}, {"bytes", t.bytes},
