@@ -4,11 +4,8 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "s0/adapters/lora.h"
-#include "s0/adapters/stack.h"
-#include "s0/adapters/state_offset.h"
-#include "s0/adapters/state_set.h"
 #include "s0/generate/generate.h"
+#include "s0/generate/prompting.h"
 #include "s0/models/model.h"
 #include "s0/text/chat_template.h"
 #include "s0/text/tokenizer.h"
@@ -53,49 +50,23 @@ Action add_generate(CLI::App& app) {
     for (const auto& p : o->prompt_ids) prompts.push_back(parse_id_list(p, "--prompt-ids"));
     std::optional<text::Tokenizer> tok;
     if (!o->prompts.empty() || !o->stop.empty()) tok = text::Tokenizer::from_model_dir(o->model);
-    for (const auto& p : o->prompts) {
-      if (o->chat) {
-        auto tmpl = text::ChatTemplate::from_model_dir(o->model);
-        std::string rendered = tmpl.render({{"user", p}}, {true, o->thinking, std::nullopt});
-        prompts.push_back(tok->encode(rendered, true));
-      } else {
-        prompts.push_back(tok->encode(p, true));
-      }
-    }
+    std::optional<text::ChatTemplate> tmpl;
+    if (o->chat) tmpl = text::ChatTemplate::from_model_dir(o->model);
+    for (const auto& p : o->prompts) prompts.push_back(generate::encode_prompt(*tok, tmpl ? &*tmpl : nullptr, p, o->thinking));
     models::configure_runtime(o->threads);
     auto model = models::load_model(o->model, models::parse_dtype(o->dtype));
-    for (const auto& p : prompts)
-      for (auto id : p)
-        if (id < 0 || id >= model->vocab_size())
-          throw Error("--prompt-ids: token id " + std::to_string(id) + " out of range [0, " +
-                      std::to_string(model->vocab_size()) + ")");
+    for (const auto& p : prompts) generate::check_prompt_ids(*model, p, "--prompt-ids");
     // Everything attached goes through the adapter door as one stack.
-    std::vector<std::shared_ptr<const models::Adapter>> attached;
-    if (!o->states.empty())
-      attached.push_back(adapters::load_state_set(o->states, *model)
-                             .adapter(o->alpha >= 0 ? std::optional<double>(o->alpha) : std::nullopt));
-    else if (o->alpha >= 0)
-      throw Error("--alpha needs --states");
-    if (!o->lora.empty()) attached.push_back(adapters::load_lora(o->lora, *model).adapter());
-    if (!o->offset.empty()) attached.push_back(adapters::load_offset_set(o->offset, *model).adapter());
     generate::GenerateOptions opt;
-    opt.adapter = adapters::stack(attached);
+    opt.adapter = generate::load_adapters(*model, o->states, o->alpha >= 0 ? std::optional<double>(o->alpha) : std::nullopt,
+                                          o->lora, o->offset);
     opt.max_new_tokens = o->max_new;
     opt.sampling = {o->temperature, o->top_k, o->top_p, o->seed};
     opt.stop_strings = o->stop;
     if (tok) opt.tokenizer = &*tok;
     auto gens = generate::generate(*model, prompts, opt);
-    for (size_t i = 0; i < gens.size(); ++i) {
-      const auto& g = gens[i];
-      nlohmann::json j = {{"prompt", i},
-                          {"tokens", g.tokens},
-                          {"finish_reason", g.finish_reason},
-                          {"prefill_tokens_per_s", prompts[i].size() / std::max(g.prefill_seconds, 1e-9)},
-                          {"decode_tokens_per_s",
-                           g.tokens.size() > 1 ? (g.tokens.size() - 1) / std::max(g.decode_seconds, 1e-9) : 0.0}};
-      if (tok) j["text"] = tok->decode(g.tokens, /*skip_special_tokens=*/true);
-      std::printf("%s\n", j.dump().c_str());
-    }
+    for (size_t i = 0; i < gens.size(); ++i)
+      std::printf("%s\n", generate::generation_record(i, prompts[i].size(), gens[i], tok ? &*tok : nullptr).dump().c_str());
     return 0;
   };
 }

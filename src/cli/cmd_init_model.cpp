@@ -28,16 +28,7 @@ Action add_init_model(CLI::App& app) {
     opt.seed = o->seed;
     opt.dtype = o->dtype;
     opt.shard_bytes = static_cast<uint64_t>(o->shard_gb * 1e9);
-    int64_t params = 0;
-    if (o->arch == "falcon_h1") {
-      auto cfg = models::FalconH1Config::preset(o->preset);
-      models::write_random_falcon_h1(o->out, cfg, opt);
-      params = cfg.num_parameters();
-    } else {
-      auto cfg = models::Qwen35Config::preset(o->preset);
-      models::write_random_qwen35(o->out, cfg, opt);
-      params = cfg.num_parameters();
-    }
+    const int64_t params = models::write_random_model(o->out, o->arch, o->preset, opt);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("{\"out\": \"%s\", \"arch\": \"%s\", \"preset\": \"%s\", \"dtype\": \"%s\", "
                 "\"parameters\": %lld, \"seconds\": %.2f}\n",

@@ -97,16 +97,7 @@ Action add_train(CLI::App& app) {
                      r.tokens_per_s, fmt_time(r.eta_seconds).c_str());
         if (r.step == r.steps) std::fprintf(stderr, "\n");
       } else {
-        nlohmann::json j = {{"step", r.step},         {"steps", r.steps},
-                            {"loss", r.loss},         {"objective", r.objective},
-                            {"grad_norm", r.grad_norm}, {"param_norm", r.param_norm},
-                            {"tokens_per_s", r.tokens_per_s},
-                            {"seconds", r.seconds},   {"eta_seconds", r.eta_seconds}};
-        if (!r.state_norms.empty()) {
-          nlohmann::json norms = nlohmann::json::object();
-          for (const auto& [l, n] : r.state_norms) norms[std::to_string(l)] = n;
-          j["state_norms"] = norms;
-        }
+        nlohmann::json j = train::to_json(r);
         std::fprintf(stderr, "%s\n", j.dump().c_str());
       }
     };
@@ -208,12 +199,7 @@ Action add_states(CLI::App& app) {
       auto m = models::load_model(*model, at::kBFloat16);
       set = adapters::load_state_set(*dir, *m);
     }
-    nlohmann::json layers = nlohmann::json::array();
-    for (const auto& [l, s] : set.states)
-      layers.push_back({{"layer", l}, {"norm", s.norm().item<double>()}, {"max_abs", s.abs().max().item<double>()}});
-    nlohmann::json j = {{"dir", *dir},          {"arch", set.arch},         {"state_shape", set.state_shape},
-                        {"layers", layers},     {"alpha", set.alpha()},     {"normalize", set.normalize()},
-                        {"bytes", set.num_bytes()}, {"config", set.config}};
+    nlohmann::json j = adapters::inspect_json(set, *dir);
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   };

@@ -195,7 +195,7 @@ void save_lora(const std::string& dir, const LoraSet& set, const std::string& pr
 
 LoraSet load_lora(const std::string& dir) {
   const std::string cfg_path = dir + "/" + kConfig, st_path = dir + "/" + kWeights;
-  if (!fs::is_directory(dir)) throw Error("LoRA adapter directory '" + dir + "' does not exist");
+  if (!fs::is_directory(dir)) throw FileNotFound("LoRA adapter directory '" + dir + "' does not exist");
   if (!fs::exists(cfg_path)) throw Error(dir + ": no " + kConfig + " (not a PEFT adapter directory)");
   if (!fs::exists(st_path))
     throw Error(dir + ": no " + kWeights + (fs::exists(dir + "/adapter_model.bin") ? " (adapter_model.bin, a pickle, is not read: convert it to safetensors)" : ""));

@@ -82,7 +82,7 @@ bool is_offset_dir(const std::string& dir) {
 
 OffsetSet load_offset_set(const std::string& dir) {
   const std::string meta_path = dir + "/meta.json", st_path = dir + "/offsets.safetensors";
-  if (!fs::is_directory(dir)) throw Error("state offset directory '" + dir + "' does not exist");
+  if (!fs::is_directory(dir)) throw FileNotFound("state offset directory '" + dir + "' does not exist");
   if (!fs::exists(meta_path) || !fs::exists(st_path))
     throw Error(dir + ": needs meta.json and offsets.safetensors (not a state-offset directory)");
   json meta = read_json(meta_path);

@@ -165,7 +165,7 @@ std::map<int64_t, Tensor> read_states_pt(const std::string& path) {
 }  // namespace
 
 StateSet load_state_set(const std::string& dir) {
-  if (!fs::is_directory(dir)) throw Error("state set directory '" + dir + "' does not exist");
+  if (!fs::is_directory(dir)) throw FileNotFound("state set directory '" + dir + "' does not exist");
   const std::string meta_path = dir + "/meta.json";
   std::string st_path = dir + "/states.safetensors";
   const bool pickled = !fs::exists(st_path) && fs::exists(dir + "/states.pt");
@@ -336,6 +336,15 @@ void save_state_set(const std::string& dir, const StateSet& set) {
   } else {
     fs::remove(dir + "/s0.json", ec);
   }
+}
+
+nlohmann::json inspect_json(const StateSet& set, const std::string& dir) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& [l, s] : set.states)
+    layers.push_back({{"layer", l}, {"norm", s.norm().item<double>()}, {"max_abs", s.abs().max().item<double>()}});
+  return {{"dir", dir},        {"arch", set.arch},         {"state_shape", set.state_shape},
+          {"layers", layers},  {"alpha", set.alpha()},     {"normalize", set.normalize()},
+          {"bytes", set.num_bytes()}, {"config", set.config}};
 }
 
 }  // namespace s0::adapters

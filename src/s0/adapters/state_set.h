@@ -71,6 +71,10 @@ StateSet load_state_set(const std::string& dir);
 // the set has no s0-only settings).
 void save_state_set(const std::string& dir, const StateSet& set);
 
+// What `s0 states inspect` prints: dir, arch, state_shape, per layer norm and max |x|,
+// alpha, normalize, bytes, config.
+nlohmann::json inspect_json(const StateSet& set, const std::string& dir);
+
 // The reference library's config keys, in its order.
 const std::vector<std::string>& reference_config_keys();
 

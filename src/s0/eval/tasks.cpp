@@ -37,7 +37,7 @@ std::string task_kind_name(TaskKind k) {
 }
 
 std::string read_text_file(const std::string& path) {
-  if (!fs::exists(path)) throw Error("task file not found: " + path);
+  if (!fs::exists(path)) throw FileNotFound("task file not found: " + path);
   const size_t limit = kMaxTaskFileBytes;
   if (path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0) {
     gzFile f = gzopen(path.c_str(), "rb");

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "s0/util/error.h"
+#include "s0/util/interrupt.h"
 
 namespace s0::generate {
 
@@ -239,6 +240,7 @@ void Engine::step(std::vector<Event>& events) {
 void Engine::run(const std::function<void(const Event&)>& on_event) {
   std::vector<Event> events;
   while (!idle()) {
+    poll_interrupt();  // outside step(): a hook's exception must not become an "error" event
     events.clear();
     step(events);
     if (on_event)

@@ -167,7 +167,10 @@ std::string too_large_message(const std::string& path, size_t max_bytes, const s
 
 std::string read_file(const std::string& path, size_t max_bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error("cannot open " + path + ": " + errno_str(errno));
+  if (fd < 0) {
+    if (errno == ENOENT) throw FileNotFound("cannot open " + path + ": " + errno_str(errno));
+    throw Error("cannot open " + path + ": " + errno_str(errno));
+  }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;

@@ -64,7 +64,7 @@ std::string canonical_name(const std::string& name) {
 
 ModelDir::ModelDir(const std::string& dir) : dir_(dir) {
   while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
-  if (!fs::is_directory(dir_)) throw Error("model directory '" + dir + "' does not exist");
+  if (!fs::is_directory(dir_)) throw FileNotFound("model directory '" + dir + "' does not exist");
   if (!fs::exists(config_path())) throw Error(dir_ + ": no config.json in the model directory");
   config_ = read_json(config_path());
   if (!config_.is_object())

@@ -196,7 +196,10 @@ TensorInfo parse_tensor(const std::string& path, const std::string& name, const 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   Fd fd;
   fd.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd.fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
+  if (fd.fd < 0) {
+    if (errno == ENOENT) throw FileNotFound("cannot open " + path + ": " + std::strerror(errno));
+    throw Error("cannot open " + path + ": " + std::strerror(errno));
+  }
   struct stat st {};
   if (::fstat(fd.fd, &st) != 0) throw Error("cannot stat " + path + ": " + std::strerror(errno));
   if (S_ISDIR(st.st_mode)) throw Error("cannot read " + path + ": is a directory");

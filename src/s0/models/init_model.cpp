@@ -201,4 +201,20 @@ void write_random_falcon_h1(const std::string& dir, const FalconH1Config& cfg, c
   text::write_falcon_h1_tokenizer(dir, cfg.max_position_embeddings);
 }
 
+int64_t write_random_model(const std::string& dir, const std::string& arch, const std::string& preset,
+                           const InitOptions& opt) {
+  if (opt.dtype != "bf16" && opt.dtype != "f32") throw Error("dtype must be bf16 or f32, not '" + opt.dtype + "'");
+  if (arch == "falcon_h1") {
+    auto cfg = FalconH1Config::preset(preset);
+    write_random_falcon_h1(dir, cfg, opt);
+    return cfg.num_parameters();
+  }
+  if (arch == "qwen35") {
+    auto cfg = Qwen35Config::preset(preset);
+    write_random_qwen35(dir, cfg, opt);
+    return cfg.num_parameters();
+  }
+  throw Error("arch must be qwen35 or falcon_h1, not '" + arch + "'");
+}
+
 }  // namespace s0::models

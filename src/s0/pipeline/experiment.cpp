@@ -89,17 +89,28 @@ json load_experiment_config(const std::string& path) {
   } catch (const json::exception& e) {
     throw Error(path + ": invalid JSON: " + e.what());
   }
+  return experiment_config_from_json(user, fs::absolute(path).parent_path().string(), path,
+                                     (fs::absolute(path).parent_path() / fs::path(path).stem()).string());
+}
+
+json experiment_config_from_json(const json& user, const std::string& base_dir, const std::string& origin,
+                                 const std::string& default_out) {
+  const std::string& path = origin;
   json cfg = defaults();
   merge(cfg, user, path);
   for (const char* k : {"model", "tasks"})
     if (!cfg[k].is_string()) throw Error(path + ": \"" + std::string(k) + "\" (a path) is required");
   if (!cfg["seeds"].is_array() || cfg["seeds"].empty()) throw Error(path + ": \"seeds\" must be a non-empty array");
-  fs::path dir = fs::absolute(path).parent_path();
+  fs::path dir = fs::absolute(base_dir);
   cfg["model"] = resolve(dir, cfg["model"]);
   cfg["tasks"] = resolve(dir, cfg["tasks"]);
   cfg["db_dir"] = resolve(dir, cfg["db_dir"]);
-  if (cfg["out"].is_null()) cfg["out"] = (dir / fs::path(path).stem()).string();
-  else cfg["out"] = resolve(dir, cfg["out"]);
+  if (cfg["out"].is_null()) {
+    if (default_out.empty()) throw Error(path + ": \"out\" (a folder) is required");
+    cfg["out"] = default_out;
+  } else {
+    cfg["out"] = resolve(dir, cfg["out"]);
+  }
   return cfg;
 }
 

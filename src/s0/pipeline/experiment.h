@@ -41,6 +41,11 @@ namespace s0::pipeline {
 
 // Reads and validates a config file (unknown keys are errors, naming the key).
 nlohmann::json load_experiment_config(const std::string& path);
+// The same for a config given as JSON (the Python module's dicts): relative paths are resolved
+// against `base_dir`, errors name `origin`, and a missing "out" becomes `default_out` (an
+// error when that is empty).
+nlohmann::json experiment_config_from_json(const nlohmann::json& config, const std::string& base_dir,
+                                           const std::string& origin, const std::string& default_out = "");
 
 // Runs (or resumes) the experiment; returns the summary also written to OUT/summary.json.
 // OUT/report.md, OUT/deltas.svg, OUT/alpha_sweep.svg are written too. `model` may be passed

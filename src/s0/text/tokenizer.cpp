@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -227,7 +228,10 @@ constexpr size_t kMaxTokenizerBytes = size_t{1} << 30;
 
 std::string read_file_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw Error("cannot open tokenizer file '" + path + "'");
+  if (!f) {
+    if (!std::filesystem::exists(path)) throw FileNotFound("tokenizer file '" + path + "' does not exist");
+    throw Error("cannot open tokenizer file '" + path + "'");
+  }
   const auto size = f.tellg();
   if (size > 0 && static_cast<uint64_t>(size) > kMaxTokenizerBytes)
     throw Error("tokenizer file '" + path + "' is larger than " + std::to_string(kMaxTokenizerBytes >> 20) + " MiB");

@@ -1,5 +1,6 @@
 #include "s0/train/data.h"
 
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -78,10 +79,75 @@ std::vector<Segment> chat_segments(const std::vector<text::ChatMessage>& msgs, c
 
 }  // namespace
 
+Example example_from_json(const nlohmann::json& j, const text::Tokenizer& tok, const text::ChatTemplate* chat,
+                          const DataOptions& opt, const std::string& where, bool* truncated) {
+  if (truncated) *truncated = false;
+  if (!j.is_object()) throw Error(where + ": each line must be a JSON object");
+  std::vector<Segment> segs;
+  if (j.contains("messages")) {
+    if (!chat) throw Error(where + ": 'messages' examples need --chat (a chat template)");
+    segs = chat_segments(to_messages(j["messages"], where), *chat, opt, where);
+  } else if (j.contains("prompt") && j.contains("completion")) {
+    if (!j["prompt"].is_string() || !j["completion"].is_string())
+      throw Error(where + ": 'prompt' and 'completion' must be strings");
+    const std::string p = j["prompt"], c = j["completion"];
+    if (c.empty()) throw Error(where + ": empty completion");
+    if (chat) {
+      segs = chat_segments({{"user", p}, {"assistant", c}}, *chat, opt, where);
+    } else {
+      segs = {{p, false}, {c, true}};
+    }
+  } else {
+    throw Error(where + ": expected {\"prompt\", \"completion\"} or {\"messages\"}");
+  }
+  Example ex;
+  bool first = true;
+  for (const auto& s : segs) {
+    if (s.text.empty()) continue;
+    auto ids = tok.encode(s.text, /*add_special_tokens=*/first);
+    first = false;
+    ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
+    ex.target.insert(ex.target.end(), ids.size(), s.completion ? 1 : 0);
+  }
+  if (static_cast<int64_t>(ex.ids.size()) > opt.max_length) {
+    ex.ids.resize(opt.max_length);
+    ex.target.resize(opt.max_length);
+    if (truncated) *truncated = true;
+  }
+  if (ex.num_targets() == 0)
+    throw Error(where + ": no completion tokens" +
+                (static_cast<int64_t>(ex.ids.size()) == opt.max_length ? " within --max-length" : ""));
+  return ex;
+}
+
+Example example_from_text(const std::string& text, int64_t prompt_tokens, const text::Tokenizer& tok,
+                          const DataOptions& opt, const std::string& where, bool* truncated) {
+  if (truncated) *truncated = false;
+  if (opt.max_length < 2) throw Error("max_length must be at least 2");
+  if (prompt_tokens < 0) throw Error(where + ": prompt_len must be >= 0");
+  Example ex;
+  ex.ids = tok.encode(text, /*add_special_tokens=*/true);
+  if (prompt_tokens >= static_cast<int64_t>(ex.ids.size()))
+    throw Error(where + ": prompt_len " + std::to_string(prompt_tokens) + " leaves no completion tokens (the text has " +
+                std::to_string(ex.ids.size()) + " tokens)");
+  ex.target.assign(ex.ids.size(), 0);
+  for (size_t t = static_cast<size_t>(prompt_tokens); t < ex.ids.size(); ++t) ex.target[t] = 1;
+  if (static_cast<int64_t>(ex.ids.size()) > opt.max_length) {
+    ex.ids.resize(opt.max_length);
+    ex.target.resize(opt.max_length);
+    if (truncated) *truncated = true;
+  }
+  if (ex.num_targets() == 0) throw Error(where + ": no completion tokens within max_length");
+  return ex;
+}
+
 LoadedData load_jsonl(const std::string& path, const text::Tokenizer& tok, const text::ChatTemplate* chat,
                       const DataOptions& opt) {
   std::ifstream in(path);
-  if (!in) throw Error("cannot open training data '" + path + "'");
+  if (!in) {
+    if (!std::filesystem::exists(path)) throw FileNotFound("training data '" + path + "' does not exist");
+    throw Error("cannot open training data '" + path + "'");
+  }
   if (opt.max_length < 2) throw Error("--max-length must be at least 2");
   LoadedData out;
   std::string line;
@@ -101,41 +167,9 @@ LoadedData load_jsonl(const std::string& path, const text::Tokenizer& tok, const
     } catch (const json::exception& e) {
       throw Error(where + ": invalid JSON (" + std::string(e.what()) + ")");
     }
-    if (!j.is_object()) throw Error(where + ": each line must be a JSON object");
-    std::vector<Segment> segs;
-    if (j.contains("messages")) {
-      if (!chat) throw Error(where + ": 'messages' examples need --chat (a chat template)");
-      segs = chat_segments(to_messages(j["messages"], where), *chat, opt, where);
-    } else if (j.contains("prompt") && j.contains("completion")) {
-      if (!j["prompt"].is_string() || !j["completion"].is_string())
-        throw Error(where + ": 'prompt' and 'completion' must be strings");
-      const std::string p = j["prompt"], c = j["completion"];
-      if (c.empty()) throw Error(where + ": empty completion");
-      if (chat) {
-        segs = chat_segments({{"user", p}, {"assistant", c}}, *chat, opt, where);
-      } else {
-        segs = {{p, false}, {c, true}};
-      }
-    } else {
-      throw Error(where + ": expected {\"prompt\", \"completion\"} or {\"messages\"}");
-    }
-    Example ex;
-    bool first = true;
-    for (const auto& s : segs) {
-      if (s.text.empty()) continue;
-      auto ids = tok.encode(s.text, /*add_special_tokens=*/first);
-      first = false;
-      ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
-      ex.target.insert(ex.target.end(), ids.size(), s.completion ? 1 : 0);
-    }
-    if (static_cast<int64_t>(ex.ids.size()) > opt.max_length) {
-      ex.ids.resize(opt.max_length);
-      ex.target.resize(opt.max_length);
-      ++out.truncated;
-    }
-    if (ex.num_targets() == 0)
-      throw Error(where + ": no completion tokens" +
-                  (static_cast<int64_t>(ex.ids.size()) == opt.max_length ? " within --max-length" : ""));
+    bool cut = false;
+    Example ex = example_from_json(j, tok, chat, opt, where, &cut);
+    out.truncated += cut ? 1 : 0;
     out.examples.push_back(std::move(ex));
   }
   if (out.examples.empty()) throw Error(path + ": no examples");

@@ -7,6 +7,7 @@
 #include "s0/io/safetensors.h"
 #include "s0/models/weights.h"
 #include "s0/util/error.h"
+#include "s0/util/interrupt.h"
 
 namespace s0::train {
 
@@ -181,6 +182,7 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
     int64_t tokens = 0;
     for (int64_t i = 0; i < per_step; ++i) {
       // Full batch: every example; batch b: examples (step-1)*b ... cycling through the data.
+      poll_interrupt();  // stops between examples; the last checkpoint stays valid
       const Example& ex = data_[cfg_.batch > 0 ? ((step - 1) * cfg_.batch + i) % N : i];
       loss_sum += method_->loss_and_grad(model_, ex, P_, grads, 1.0 / per_step) / per_step;
       tokens += static_cast<int64_t>(ex.ids.size());
@@ -280,6 +282,20 @@ adapters::StateSet Trainer::train(const std::string& out_dir, bool resume,
                 {"final_loss", loop_->final_loss()}};
   adapters::save_state_set(out_dir, set);
   return set;
+}
+
+nlohmann::json to_json(const StepReport& r) {
+  nlohmann::json j = {{"step", r.step},           {"steps", r.steps},
+                      {"loss", r.loss},           {"objective", r.objective},
+                      {"grad_norm", r.grad_norm}, {"param_norm", r.param_norm},
+                      {"tokens_per_s", r.tokens_per_s},
+                      {"seconds", r.seconds},     {"eta_seconds", r.eta_seconds}};
+  if (!r.state_norms.empty()) {
+    nlohmann::json norms = nlohmann::json::object();
+    for (const auto& [l, n] : r.state_norms) norms[std::to_string(l)] = n;
+    j["state_norms"] = norms;
+  }
+  return j;
 }
 
 }  // namespace s0::train

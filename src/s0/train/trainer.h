@@ -49,6 +49,9 @@ struct StepReport {
   double checkpoint_seconds = 0;  // of which writing the checkpoint (once per step, not per example)
 };
 
+// A step report as `s0 train` logs it (one JSON object; state_norms keyed by layer).
+nlohmann::json to_json(const StepReport& r);
+
 // Parameter names in a stable order: decimal names (S0's and offsets' layer indices)
 // numerically, then the rest by name. Sums over parameters (gradient norm, L2) follow it.
 struct ParamOrder {
