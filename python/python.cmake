@@ -59,7 +59,7 @@ if(S0_BUILD_TESTS)
       get_filename_component(name ${t} NAME_WE)
       string(REGEX REPLACE "^test_" "" name ${name})
       add_test(NAME python.${name}
-        COMMAND ${Python_EXECUTABLE} -m pytest -q -p no:cacheprovider ${t}
+        COMMAND ${Python_EXECUTABLE} -m pytest -q -p no:cacheprovider --basetemp=${CMAKE_BINARY_DIR}/pytest/${name} ${t}
         WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
       set_tests_properties(python.${name} PROPERTIES ENVIRONMENT
         "PYTHONPATH=${CMAKE_BINARY_DIR}/python;S0_CLI=$<TARGET_FILE:s0>;S0_SOURCE_DIR=${CMAKE_CURRENT_SOURCE_DIR};S0_BUILD_DIR=${CMAKE_BINARY_DIR};S0_PYTHON=${Python_EXECUTABLE};OMP_NUM_THREADS=1")

@@ -1,7 +1,6 @@
 // s0.Model: load, tokenize/detokenize, apply_chat_template, logits, generate (lists or a
 // streaming iterator), activate/deactivate.
 #include <deque>
-#include <filesystem>
 
 #include "common.h"
 #include "s0/adapters/lora.h"
@@ -71,7 +70,6 @@ Prompts make_prompts(Model& m, const py::object& prompt, const py::object& promp
   Prompts p;
   int given = 0;
   if (!prompt_ids.is_none()) {
-    py::object first;
     bool nested = false;
     for (auto x : prompt_ids) {
       nested = !py::isinstance<py::int_>(x) && py::hasattr(x, "__iter__") && !py::isinstance<py::str>(x);
@@ -214,7 +212,7 @@ py::object generate(const ModelPtr& mp, const py::object& prompt, const py::obje
   for (size_t i = 0; i < gens.size(); ++i)
     out.append(to_py(s0::generate::generation_record(i, p.ids[i].size(), gens[i], opt.tokenizer)));
   if (p.single) return out[0];
-  return std::move(out);
+  return out;
 }
 
 }  // namespace

@@ -65,12 +65,12 @@ py::object to_py(const nlohmann::json& j) {
     case nlohmann::json::value_t::array: {
       py::list l;
       for (const auto& x : j) l.append(to_py(x));
-      return std::move(l);
+      return l;
     }
     case nlohmann::json::value_t::object: {
       py::dict d;
       for (const auto& [k, v] : j.items()) d[py::str(k)] = to_py(v);
-      return std::move(d);
+      return d;
     }
     default:
       return py::none();

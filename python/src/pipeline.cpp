@@ -1,6 +1,7 @@
 // s0.collect / s0.evaluate / s0.experiment (the CLI's subcommands, returning their
 // summaries as dicts) and s0.Server (the OpenAI-compatible server, started and stopped from
 // Python).
+#include <chrono>
 #include <filesystem>
 #include <thread>
 
@@ -190,6 +191,10 @@ class Server {
     if (thread_.joinable()) throw Error("the server is already running");
     port_ = server_->bind();
     thread_ = std::thread([this] { server_->listen(); });
+    // Serving before returning: a stop() right after start() then always finds it running.
+    Released r;
+    for (int i = 0; i < 3000 && !server_->running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (!server_->running()) throw Error("serve: the server did not start");
     return port_;
   }
   void stop() {

@@ -1,5 +1,8 @@
 // s0.StateSet (S0 state sets in the reference layout), s0.Lora (PEFT layout), s0.StateOffset:
 // load/save/inspect, tensors as NumPy arrays.
+#include <algorithm>
+#include <cmath>
+
 #include "common.h"
 #include "s0/adapters/lora.h"
 #include "s0/adapters/state_offset.h"

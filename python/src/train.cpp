@@ -130,6 +130,7 @@ class Trainer {
       truncated += cut ? 1 : 0;
     }
     if (data.empty()) throw Error("train: no examples");
+    const auto num_examples = static_cast<int64_t>(data.size());
     std::optional<TempDir> tmp;
     std::string dir = out_;
     if (dir.empty()) {
@@ -137,7 +138,7 @@ class Trainer {
       tmp.emplace();
       dir = tmp->path;
     }
-    history_.clear();
+    history_ = py::list();
     std::vector<nlohmann::json> steps;
     auto on_step = [&](const s0::train::StepReport& r) {
       steps.push_back(s0::train::to_json(r));
@@ -184,7 +185,7 @@ class Trainer {
     if (s_.method == "s0") result["layers"] = py::cast(s0::adapters::select_layers(cfg.layers, m.lm->recurrent_layers()));
     result["method"] = s_.method;
     result["steps"] = cfg.steps;
-    result["num_examples"] = py::len(examples);
+    result["num_examples"] = num_examples;
     result["truncated"] = truncated;
     result["out"] = out_.empty() ? py::object(py::none()) : py::object(py::str(out_));
     result["history"] = hist;
@@ -232,13 +233,15 @@ class Trainer {
   py::object load(const py::object& dir) {
     auto d = path_like(dir);
     if (!d) throw Error("dir must be a path");
-    Released r;
-    if (s_.method == "lora") lora_ = std::make_shared<s0::adapters::LoraSet>(s0::adapters::load_lora(*d, *model_->lm));
-    else if (s_.method == "offset")
-      offset_ = std::make_shared<s0::adapters::OffsetSet>(s0::adapters::load_offset_set(*d, *model_->lm));
-    else
-      states_ = std::make_shared<s0::adapters::StateSet>(s0::adapters::load_state_set(*d, *model_->lm));
-    py::gil_scoped_acquire gil;
+    {
+      Released r;
+      if (s_.method == "lora")
+        lora_ = std::make_shared<s0::adapters::LoraSet>(s0::adapters::load_lora(*d, *model_->lm));
+      else if (s_.method == "offset")
+        offset_ = std::make_shared<s0::adapters::OffsetSet>(s0::adapters::load_offset_set(*d, *model_->lm));
+      else
+        states_ = std::make_shared<s0::adapters::StateSet>(s0::adapters::load_state_set(*d, *model_->lm));
+    }
     return trained();
   }
 

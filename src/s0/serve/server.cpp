@@ -686,6 +686,8 @@ void Server::stop() {
   impl_->svr.stop();
 }
 
+bool Server::running() const { return impl_ && impl_->svr.is_running(); }
+
 Engine& Server::engine() { return *impl_->engine; }
 
 Server::LocalResponse Server::handle_local(const std::string& method, const std::string& path,

@@ -53,6 +53,8 @@ class Server {
   // Serves until stop() (blocking). bind() first.
   void listen();
   void stop();
+  // True once listen() accepts connections (until stop()).
+  bool running() const;
   Engine& engine();
 
   // One request served in-process, without a socket (tests, the fuzz harness): the same
