@@ -123,16 +123,19 @@ py::object evaluate(const py::object& model, const py::object& tasks, const py::
 }
 
 py::object experiment(const py::object& config, const py::object& out, const py::object& model) {
+  std::string out_dir;
+  if (auto o = path_like(out)) out_dir = fs::absolute(*o).lexically_normal().string();
+  else if (!out.is_none()) throw Error("out must be a path");
   nlohmann::json cfg;
   if (auto p = path_like(config)) {
     cfg = s0::pipeline::load_experiment_config(*p);
   } else if (py::isinstance<py::dict>(config)) {
-    cfg = s0::pipeline::experiment_config_from_json(to_json(config), fs::current_path().string(), "experiment config");
+    cfg = s0::pipeline::experiment_config_from_json(to_json(config), fs::current_path().string(), "experiment config",
+                                                    out_dir);
   } else {
     throw Error("config must be a path to a JSON file or a dict");
   }
-  if (auto o = path_like(out)) cfg["out"] = fs::absolute(*o).lexically_normal().string();
-  else if (!out.is_none()) throw Error("out must be a path");
+  if (!out_dir.empty()) cfg["out"] = out_dir;
   ModelPtr loaded = model.is_none() ? nullptr : model.cast<ModelPtr>();
   nlohmann::json j;
   {

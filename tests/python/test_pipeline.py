@@ -25,7 +25,7 @@ def write_tasks(path, n):
 
 def strip_timing(x):
     if isinstance(x, dict):
-        return {k: strip_timing(v) for k, v in x.items() if k not in TIMING_KEYS and "per_s" not in k}
+        return {k: strip_timing(v) for k, v in x.items() if k not in TIMING_KEYS and "per_s" not in k and "seconds" not in k}
     if isinstance(x, list):
         return [strip_timing(v) for v in x]
     return x
@@ -57,7 +57,9 @@ def test_collect_and_evaluate_equal_cli(model, model_dir, cli_states, tmp_path):
                       alphas=[0.5, 2], timeout=5, unsafe_exec=True, max_new_tokens=6, dtype="f32", threads=1,
                       progress=False)
     # The summaries differ only in where they were written and in timings.
-    want["meta"].pop("model", None), got["meta"].pop("model", None)
+    assert got["files"]["results"] == str(tmp_path / "py_eval" / "results.jsonl")
+    for x in (want, got):
+        x.pop("files")
     assert strip_timing(got) == strip_timing(want)
     rows = lambda d: [strip_timing(json.loads(l)) for l in read(d / "results.jsonl").decode().splitlines()]
     assert rows(tmp_path / "py_eval") == rows(tmp_path / "cli_eval")
@@ -80,6 +82,8 @@ def test_experiment_dict_equals_cli(model_dir, tmp_path):
     want = json.loads(read(tmp_path / "cli" / "summary.json"))
     assert strip_timing(got) == strip_timing(json.loads(read(tmp_path / "py" / "summary.json")))
     drop = lambda s: {k: v for k, v in strip_timing(s).items() if k not in ("out", "config")}
+    for a, b in zip(drop(got)["methods"], drop(want)["methods"]):
+        assert {k: v for k, v in a.items() if a.get(k) != b.get(k)} == {}, b
     assert drop(got) == drop(want)
     assert read(tmp_path / "py" / "seed_0" / "train.jsonl") == read(tmp_path / "cli" / "seed_0" / "train.jsonl")
 
