@@ -54,6 +54,7 @@ if(S0_BUILD_TESTS)
     message(WARNING "s0 Python tests: skipped (${Python_EXECUTABLE} lacks pytest or numpy; "
       "Debian: python3-pytest python3-numpy, see scripts/install-deps.sh)")
   else()
+    file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/pytest)  # pytest's --basetemp needs its parent
     file(GLOB S0_PY_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/python/test_*.py)
     foreach(t ${S0_PY_TESTS})
       get_filename_component(name ${t} NAME_WE)
