@@ -19,7 +19,6 @@ from ._s0 import (  # noqa: F401
     GenerationStream,
     Lora,
     Model,
-    S0Trainer,
     Server,
     StateOffset,
     StateSet,
@@ -29,6 +28,19 @@ from ._s0 import (  # noqa: F401
     experiment,
     init_model,
 )
+
+
+
+class S0Trainer(Trainer):
+    """Trainer with the reference library's constructor, S0Trainer(model, tokenizer, config):
+    s0's Model carries its own tokenizer, so `tokenizer` is accepted and ignored; `config` is a
+    dict or an object with the settings as attributes (the reference's S0Config)."""
+
+    def __init__(self, model, tokenizer=None, config=None, **kwargs):
+        if config is None and isinstance(tokenizer, dict):
+            tokenizer, config = None, tokenizer
+        super().__init__(model, config, **kwargs)
+
 
 __all__ = [
     "GenerationStream",

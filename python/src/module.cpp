@@ -21,8 +21,8 @@ bool Model::has_tokenizer() {
   try {
     tokenizer();
     return true;
-  } catch (const s0::FileNotFound&) {
-    return false;
+  } catch (const s0::Error&) {
+    return false;  // no (usable) tokenizer.json: token ids only, as the CLI without text
   }
 }
 

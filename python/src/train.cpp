@@ -312,7 +312,6 @@ void bind_train(py::module_& mod) {
       .def("deactivate", &Trainer::deactivate, "Back to the base model")
       .def("save", &Trainer::save, py::arg("dir"), "Writes the trained adapter (state sets: the reference layout)")
       .def("load", &Trainer::load, py::arg("dir"), "Reads an adapter directory, checked against the model");
-  mod.attr("S0Trainer") = mod.attr("Trainer");
 }
 
 }  // namespace s0py

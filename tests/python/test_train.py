@@ -24,7 +24,14 @@ def test_defaults_are_the_references(model):
     c = s0.Trainer(model).config
     assert {k: c[k] for k in REFERENCE_KEYS} == {"n_steps": 20, "lr": 1e-3, "l2_lambda": 5e-4, "alpha": None,
                                                  "normalize": False, "grad_clip": 1.0, "max_length": 2048}
-    assert s0.S0Trainer is s0.Trainer
+    # The reference's constructor: S0Trainer(model, tokenizer, config); config may be an object.
+    class Cfg:
+        def __init__(self):
+            self.n_steps, self.lr = 4, 0.5
+    for t in (s0.S0Trainer(model, None, {"n_steps": 4, "lr": 0.5}), s0.S0Trainer(model, "tok", Cfg()),
+              s0.S0Trainer(model, {"n_steps": 4, "lr": 0.5})):
+        assert isinstance(t, s0.Trainer)
+        assert (t.config["n_steps"], t.config["lr"]) == (4, 0.5)
     c = s0.Trainer(model, {"n_steps": 3, "lr": 0.01}, l2_lambda=0.0).config
     assert (c["n_steps"], c["lr"], c["l2_lambda"]) == (3, 0.01, 0.0)
 
