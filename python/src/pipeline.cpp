@@ -9,6 +9,7 @@
 #include "s0/pipeline/experiment.h"
 #include "s0/pipeline/run.h"
 #include "s0/serve/server.h"
+#include "s0/util/progress.h"
 
 namespace s0py {
 
@@ -45,7 +46,7 @@ std::string need(const py::object& o, const char* what) {
 void fill_common(s0::pipeline::TaskRunSettings& s, const ModelArg& m, const py::object& tasks,
                  const std::string& task_kind, const py::object& db_dir, const py::object& states, bool chat,
                  bool thinking, int64_t max_new_tokens, uint64_t seed, double timeout, int workers, bool unsafe_exec,
-                 const std::string& dtype, int threads, bool progress) {
+                 const std::string& dtype, int threads, const py::object& progress) {
   s.model = m.dir;
   s.tasks = need(tasks, "tasks");
   s.kind = task_kind;
@@ -61,12 +62,26 @@ void fill_common(s0::pipeline::TaskRunSettings& s, const ModelArg& m, const py::
   s.workers = workers;
   s.unsafe_exec = unsafe_exec;
   s.threads = threads;
-  s.progress = progress;
+  // progress: True/None = lines on stderr (as the CLI), False = none, a callable = called
+  // with each update's dict (see run_on).
+  s.progress = progress.is_none() || !py::isinstance<py::bool_>(progress) || progress.cast<bool>();
+}
+
+// A sink handing progress updates to a Python callable (with the GIL); none for a bool/None.
+s0::ProgressSink progress_fn(const py::object& progress) {
+  if (progress.is_none() || py::isinstance<py::bool_>(progress)) return {};
+  if (!PyCallable_Check(progress.ptr())) throw Error("progress must be a bool or a callable");
+  return [progress](const nlohmann::json& j) {
+    py::gil_scoped_acquire gil;
+    progress(to_py(j));
+  };
 }
 
 // Runs f with the GIL released and the model (when one is given) held.
 template <class F>
-nlohmann::json run_on(const ModelArg& m, F&& f) {
+nlohmann::json run_on(const ModelArg& m, const py::object& progress, F&& f) {
+  std::optional<s0::ScopedProgressSink> sink;  // destroyed after `r`, with the GIL held
+  if (auto f = progress_fn(progress)) sink.emplace(std::move(f));
   Released r;
   if (m.loaded) {
     std::lock_guard<std::mutex> lock(m.loaded->mu);
@@ -79,7 +94,7 @@ py::object collect(const py::object& model, const py::object& tasks, const py::o
                    const py::object& problems, const py::object& states, const py::object& alpha, int64_t samples,
                    int64_t keep, double temperature, double top_p, int64_t top_k, int64_t max_new_tokens,
                    uint64_t seed, bool chat, bool thinking, double timeout, int workers, bool unsafe_exec,
-                   const py::object& db_dir, const std::string& dtype, int threads, bool check_all, bool progress) {
+                   const py::object& db_dir, const std::string& dtype, int threads, bool check_all, const py::object& progress) {
   ModelArg m = model_arg(model);
   s0::pipeline::CollectSettings s;
   fill_common(s, m, tasks, task_kind, db_dir, states, chat, thinking, max_new_tokens, seed, timeout, workers,
@@ -94,7 +109,7 @@ py::object collect(const py::object& model, const py::object& tasks, const py::o
   s.top_p = top_p;
   s.top_k = top_k;
   s.check_all = check_all;
-  return to_py(run_on(m, [&](s0::models::CausalLM* lm) { return s0::pipeline::run_collect(s, lm); }));
+  return to_py(run_on(m, progress, [&](s0::models::CausalLM* lm) { return s0::pipeline::run_collect(s, lm); }));
 }
 
 py::object evaluate(const py::object& model, const py::object& tasks, const py::object& out,
@@ -102,7 +117,7 @@ py::object evaluate(const py::object& model, const py::object& tasks, const py::
                     const py::object& alphas, bool no_base, int64_t samples, int64_t batch, const std::vector<int64_t>& ks,
                     double temperature, double top_p, int64_t max_new_tokens, uint64_t seed, bool chat, bool thinking,
                     double timeout, int workers, bool unsafe_exec, const py::object& db_dir, const std::string& dtype,
-                    int threads, bool progress) {
+                    int threads, const py::object& progress) {
   ModelArg m = model_arg(model);
   s0::pipeline::EvalSettings s;
   fill_common(s, m, tasks, task_kind, db_dir, states, chat, thinking, max_new_tokens, seed, timeout, workers,
@@ -119,10 +134,11 @@ py::object evaluate(const py::object& model, const py::object& tasks, const py::
   s.ks = ks;
   s.temperature = temperature;
   s.top_p = top_p;
-  return to_py(run_on(m, [&](s0::models::CausalLM* lm) { return s0::pipeline::run_eval(s, lm); }));
+  return to_py(run_on(m, progress, [&](s0::models::CausalLM* lm) { return s0::pipeline::run_eval(s, lm); }));
 }
 
-py::object experiment(const py::object& config, const py::object& out, const py::object& model) {
+py::object experiment(const py::object& config, const py::object& out, const py::object& model,
+                      const py::object& progress) {
   std::string out_dir;
   if (auto o = path_like(out)) out_dir = fs::absolute(*o).lexically_normal().string();
   else if (!out.is_none()) throw Error("out must be a path");
@@ -139,6 +155,8 @@ py::object experiment(const py::object& config, const py::object& out, const py:
   ModelPtr loaded = model.is_none() ? nullptr : model.cast<ModelPtr>();
   nlohmann::json j;
   {
+    std::optional<s0::ScopedProgressSink> sink;
+    if (auto f = progress_fn(progress)) sink.emplace(std::move(f));
     Released r;
     if (loaded) {
       std::lock_guard<std::mutex> lock(loaded->mu);
@@ -231,9 +249,10 @@ void bind_pipeline(py::module_& mod) {
           py::arg("top_p") = 0.95, py::arg("top_k") = 0, py::arg("max_new_tokens") = 512, py::arg("seed") = 0,
           py::arg("chat") = true, py::arg("thinking") = false, py::arg("timeout") = 10.0, py::arg("workers") = 2,
           py::arg("unsafe_exec") = false, py::arg("db_dir") = py::none(), py::arg("dtype") = "bf16",
-          py::arg("threads") = 0, py::arg("check_all") = false, py::arg("progress") = true,
+          py::arg("threads") = 0, py::arg("check_all") = false, py::arg("progress") = py::none(),
           "`s0 collect`: sample, verify and keep solutions as training JSONL (`out`); returns the summary. "
-          "problems = --train ranges (default: the task kind's training split); chat=False = --no-chat.");
+          "problems = --train ranges (default: the task kind's training split); chat=False = --no-chat. "
+          "progress: True (lines on stderr), False, or a callable given each update's dict.");
   mod.def("evaluate", &evaluate, py::arg("model"), py::arg("tasks"), py::arg("out"), py::kw_only(),
           py::arg("task_kind") = "humaneval", py::arg("problems") = py::none(), py::arg("states") = py::none(),
           py::arg("alphas") = py::none(), py::arg("no_base") = false, py::arg("samples") = 0, py::arg("batch") = 16,
@@ -241,11 +260,11 @@ void bind_pipeline(py::module_& mod) {
           py::arg("max_new_tokens") = 512, py::arg("seed") = 0, py::arg("chat") = true, py::arg("thinking") = false,
           py::arg("timeout") = 10.0, py::arg("workers") = 2, py::arg("unsafe_exec") = false,
           py::arg("db_dir") = py::none(), py::arg("dtype") = "bf16", py::arg("threads") = 0,
-          py::arg("progress") = true,
+          py::arg("progress") = py::none(),
           "`s0 eval`: greedy pass@1 (and sampled pass@k) of base and a state set; writes `out`/results.jsonl, "
           "summary.json, report.md and returns the summary. problems = --eval ranges; alphas: a number or a list.");
   mod.def("experiment", &experiment, py::arg("config"), py::kw_only(), py::arg("out") = py::none(),
-          py::arg("model") = py::none(),
+          py::arg("model") = py::none(), py::arg("progress") = py::none(),
           "`s0 experiment`: the protocol over seeds; config is a JSON file or a dict (paths relative to the "
           "current directory). Returns the summary written to OUT/summary.json.");
 

@@ -49,6 +49,13 @@ def test_collect_and_evaluate_equal_cli(model, model_dir, cli_states, tmp_path):
     assert strip_timing(got) == strip_timing({**want, "out": str(tmp_path / "py.jsonl")})
     assert read(tmp_path / "py.jsonl") == read(tmp_path / "cli.jsonl")
     assert got["kept"] > 0
+    # A progress callable gets one dict per finished problem; the files are the same.
+    seen = []
+    again = s0.collect(model, tasks, str(tmp_path / "py2.jsonl"), samples=3, seed=5, problems="0-2", timeout=5,
+                       unsafe_exec=True, max_new_tokens=6, progress=seen.append)
+    assert [u["done"] for u in seen] == [1, 2, 3] and all(u["progress"] == "collect" for u in seen)
+    assert strip_timing(again)["kept"] == got["kept"]
+    assert read(tmp_path / "py2.jsonl") == read(tmp_path / "cli.jsonl")
 
     _, out, _ = run_cli("eval", "--model", model_dir, "--tasks", tasks, "--out", tmp_path / "cli_eval", "--eval",
                         "2-3", "--states", cli_states, "--alpha", "0.5,2", *COMMON)
@@ -76,7 +83,9 @@ def test_experiment_dict_equals_cli(model_dir, tmp_path):
     cwd = os.getcwd()
     os.chdir(tmp_path)  # a dict's relative paths are relative to the current directory
     try:
-        got = s0.experiment(cfg, out=str(tmp_path / "py"))
+        updates = []
+        got = s0.experiment(cfg, out=str(tmp_path / "py"), progress=updates.append)
+        assert {u["progress"] for u in updates} == {"collect", "eval"}
     finally:
         os.chdir(cwd)
     want = json.loads(read(tmp_path / "cli" / "summary.json"))

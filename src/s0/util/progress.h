@@ -1,15 +1,43 @@
 #pragma once
 // Progress of a long loop on stderr: a self-rewriting line with rate and ETA on a terminal,
-// one JSON object per update otherwise (machine-readable logs). Torch-free, header-only.
+// one JSON object per update otherwise (machine-readable logs). A thread may instead install a
+// sink (ScopedProgressSink: the Python module's progress callbacks) that receives that JSON
+// object and nothing is printed. Torch-free, header-only.
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
 namespace s0 {
+
+using ProgressSink = std::function<void(const nlohmann::json&)>;
+
+namespace detail {
+inline ProgressSink*& progress_sink() {
+  thread_local ProgressSink* sink = nullptr;
+  return sink;
+}
+}  // namespace detail
+
+// While in scope, every Progress::update on this thread goes to `sink` instead of stderr.
+class ScopedProgressSink {
+ public:
+  explicit ScopedProgressSink(ProgressSink sink) : sink_(std::move(sink)), prev_(detail::progress_sink()) {
+    detail::progress_sink() = &sink_;
+  }
+  ~ScopedProgressSink() { detail::progress_sink() = prev_; }
+  ScopedProgressSink(const ScopedProgressSink&) = delete;
+  ScopedProgressSink& operator=(const ScopedProgressSink&) = delete;
+
+ private:
+  ProgressSink sink_;
+  ProgressSink* prev_;
+};
 
 class Progress {
  public:
@@ -23,6 +51,13 @@ class Progress {
     double el = elapsed();
     double rate = el > 0 ? static_cast<double>(done - start_) / el : 0;
     double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : 0;
+    if (auto* sink = detail::progress_sink()) {
+      nlohmann::json j = {{"progress", what_}, {"done", done},     {"total", total_}, {"unit", unit_},
+                          {"rate", rate},      {"eta_s", eta},     {"elapsed_s", el}};
+      if (!note.empty()) j["note"] = note;
+      (*sink)(j);
+      return;
+    }
     if (tty_) {
       std::fprintf(stderr, "\r[%s] %lld/%lld %s  %.2f %s/s  ETA %s  %s\033[K", what_.c_str(),
                    static_cast<long long>(done), static_cast<long long>(total_), unit_.c_str(), rate, unit_.c_str(),
