@@ -183,6 +183,9 @@ void bind_states(py::module_& mod) {
             s0::adapters::save_lora(d, s, decoder_prefix);
           },
           py::arg("dir"), py::arg("decoder_prefix") = "model.")
+      .def(
+          "inspect", [](const s0::adapters::LoraSet& s, const std::string& dir) { return to_py(s0::adapters::inspect_json(s, dir)); },
+          py::arg("dir") = "", "What `s0 lora inspect` prints, as a dict")
       .def_property_readonly("r", [](const s0::adapters::LoraSet& s) { return s.config.r; })
       .def_property_readonly("lora_alpha", [](const s0::adapters::LoraSet& s) { return s.config.lora_alpha; })
       .def_property_readonly("scale", [](const s0::adapters::LoraSet& s) { return s.config.scale(); })

@@ -171,14 +171,7 @@ Action add_lora(CLI::App& app) {
       return 0;
     }
     auto set = adapters::load_lora(o->lora);
-    nlohmann::json mods = nlohmann::json::array();
-    for (const auto& [name, f] : set.modules)
-      mods.push_back({{"module", name}, {"A", f.A.sizes().vec()}, {"B", f.B.sizes().vec()},
-                      {"delta_norm", (at::matmul(f.B, f.A) * set.config.scale()).norm().item<double>()}});
-    nlohmann::json j = {{"dir", o->lora}, {"r", set.config.r}, {"lora_alpha", set.config.lora_alpha},
-                        {"scale", set.config.scale()}, {"target_modules", set.config.target_modules},
-                        {"base_model", set.config.base_model}, {"params", set.num_params()},
-                        {"bytes", set.num_bytes()}, {"modules", mods}};
+    nlohmann::json j = adapters::inspect_json(set, o->lora);
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   };

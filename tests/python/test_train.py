@@ -182,6 +182,8 @@ def test_baselines_equal_cli(model, model_dir, train_file, tmp_path, method, fla
         for m in a.modules:
             assert np.array_equal(a.modules[m][0], b.modules[m][0]) and np.array_equal(a.modules[m][1], b.modules[m][1])
         name = "adapter_model.safetensors"
+        want = json.loads(run_cli("lora", "inspect", tmp_path / "cli")[1])
+        assert s0.Lora.load(str(tmp_path / "cli")).inspect(str(tmp_path / "cli")) == want
     assert read(tmp_path / "cli" / name) == read(tmp_path / "py" / name)
     # Generation with the trained adapter equals the CLI's.
     flag = "--" + method

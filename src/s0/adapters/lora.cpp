@@ -313,4 +313,15 @@ void merge_lora(const std::string& model_dir, const LoraSet& set, const std::str
     throw Error("lora merge: merged " + std::to_string(merged) + " of " + std::to_string(by_full.size()) + " weights");
 }
 
+nlohmann::json inspect_json(const LoraSet& set, const std::string& dir) {
+  nlohmann::json mods = nlohmann::json::array();
+  for (const auto& [name, f] : set.modules)
+    mods.push_back({{"module", name}, {"A", f.A.sizes().vec()}, {"B", f.B.sizes().vec()},
+                    {"delta_norm", (at::matmul(f.B, f.A) * set.config.scale()).norm().item<double>()}});
+  return {{"dir", dir}, {"r", set.config.r}, {"lora_alpha", set.config.lora_alpha},
+          {"scale", set.config.scale()}, {"target_modules", set.config.target_modules},
+          {"base_model", set.config.base_model}, {"params", set.num_params()},
+          {"bytes", set.num_bytes()}, {"modules", mods}};
+}
+
 }  // namespace s0::adapters

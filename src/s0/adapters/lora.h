@@ -56,6 +56,10 @@ struct LoraSet {
   std::shared_ptr<const models::Adapter> adapter() const;
 };
 
+// What `s0 lora inspect` prints: dir, r, lora_alpha, scale, target_modules, base_model,
+// params, bytes, and per module the factor shapes and ||scale * B A||.
+nlohmann::json inspect_json(const LoraSet& set, const std::string& dir);
+
 // A fresh adapter (A Kaiming-uniform from `seed`, B zeros) for the matched target layers.
 LoraSet init_lora(const models::CausalLM& model, LoraConfig cfg, uint64_t seed);
 
