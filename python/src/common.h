@@ -13,10 +13,9 @@
 
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "s0/adapters/state_set.h"
 #include "s0/models/model.h"

@@ -20,8 +20,8 @@ using AdapterPtr = std::shared_ptr<const s0::models::Adapter>;
 
 // The adapters a call names (each a directory or a loaded object), stacked in the CLI's order
 // (states, LoRA, offset); none named: what activate() attached.
-AdapterPtr resolve_adapters(Model& m, const py::object& states, const py::object& alpha, const py::object& lora,
-                            const py::object& offset) {
+AdapterPtr resolve_adapters(Model& m, const py::object& states, const py::object& alpha,
+                            const py::object& lora, const py::object& offset) {
   std::optional<double> a;
   if (!alpha.is_none()) a = alpha.cast<double>();
   if (states.is_none() && lora.is_none() && offset.is_none()) {
@@ -53,7 +53,8 @@ AdapterPtr resolve_adapters(Model& m, const py::object& states, const py::object
 }
 
 std::vector<int64_t> id_list(const py::handle& o, const char* what) {
-  if (py::isinstance<py::str>(o)) throw Error(std::string(what) + " must be a list of token ids, not a str");
+  if (py::isinstance<py::str>(o))
+    throw Error(std::string(what) + " must be a list of token ids, not a str");
   std::vector<int64_t> ids;
   for (auto x : o) ids.push_back(x.cast<int64_t>());
   return ids;
@@ -66,13 +67,15 @@ struct Prompts {
   bool single = false, text = false;
 };
 
-Prompts make_prompts(Model& m, const py::object& prompt, const py::object& prompt_ids, bool chat, bool thinking) {
+Prompts make_prompts(Model& m, const py::object& prompt, const py::object& prompt_ids, bool chat,
+                     bool thinking) {
   Prompts p;
   int given = 0;
   if (!prompt_ids.is_none()) {
     bool nested = false;
     for (auto x : prompt_ids) {
-      nested = !py::isinstance<py::int_>(x) && py::hasattr(x, "__iter__") && !py::isinstance<py::str>(x);
+      nested =
+          !py::isinstance<py::int_>(x) && py::hasattr(x, "__iter__") && !py::isinstance<py::str>(x);
       break;
     }
     if (nested) {
@@ -86,12 +89,14 @@ Prompts make_prompts(Model& m, const py::object& prompt, const py::object& promp
   if (!prompt.is_none()) {
     const s0::text::ChatTemplate* tmpl = chat ? &m.chat_template() : nullptr;
     if (py::isinstance<py::str>(prompt)) {
-      p.ids.push_back(s0::generate::encode_prompt(m.tokenizer(), tmpl, prompt.cast<std::string>(), thinking));
+      p.ids.push_back(
+          s0::generate::encode_prompt(m.tokenizer(), tmpl, prompt.cast<std::string>(), thinking));
       p.single = true;
     } else {
       for (auto x : prompt) {
         if (!py::isinstance<py::str>(x)) throw Error("prompt must be a str or a list of str");
-        p.ids.push_back(s0::generate::encode_prompt(m.tokenizer(), tmpl, x.cast<std::string>(), thinking));
+        p.ids.push_back(
+            s0::generate::encode_prompt(m.tokenizer(), tmpl, x.cast<std::string>(), thinking));
       }
     }
     p.text = true;
@@ -108,13 +113,15 @@ Prompts make_prompts(Model& m, const py::object& prompt, const py::object& promp
   return p;
 }
 
-s0::generate::GenerateOptions make_options(Model& m, int64_t max_new_tokens, double temperature, int64_t top_k,
-                                           double top_p, uint64_t seed, const py::object& stop, bool with_text) {
+s0::generate::GenerateOptions make_options(Model& m, int64_t max_new_tokens, double temperature,
+                                           int64_t top_k, double top_p, uint64_t seed,
+                                           const py::object& stop, bool with_text) {
   s0::generate::GenerateOptions opt;
   opt.max_new_tokens = max_new_tokens;
   opt.sampling = {temperature, top_k, top_p, seed};
   if (!stop.is_none()) {
-    if (py::isinstance<py::str>(stop)) opt.stop_strings.push_back(stop.cast<std::string>());
+    if (py::isinstance<py::str>(stop))
+      opt.stop_strings.push_back(stop.cast<std::string>());
     else
       for (auto s : stop) opt.stop_strings.push_back(s.cast<std::string>());
   }
@@ -126,7 +133,8 @@ s0::generate::GenerateOptions make_options(Model& m, int64_t max_new_tokens, dou
 // the model's mutex held) until the sequence produces something.
 class Stream {
  public:
-  Stream(ModelPtr model, std::vector<int64_t> prompt, const s0::generate::GenerateOptions& opt, AdapterPtr adapter)
+  Stream(ModelPtr model, std::vector<int64_t> prompt, const s0::generate::GenerateOptions& opt,
+         AdapterPtr adapter)
       : model_(std::move(model)), tok_(opt.tokenizer) {
     s0::generate::EngineOptions eo;
     eo.max_batch = 1;
@@ -184,13 +192,15 @@ class Stream {
   bool done_ = false;
 };
 
-py::object generate(const ModelPtr& mp, const py::object& prompt, const py::object& prompt_ids, bool chat, bool thinking,
-                    const py::object& states, const py::object& alpha, const py::object& lora,
-                    const py::object& offset, int64_t max_new_tokens, double temperature, int64_t top_k, double top_p,
-                    uint64_t seed, const py::object& stop, bool stream, const py::object& progress) {
+py::object generate(const ModelPtr& mp, const py::object& prompt, const py::object& prompt_ids,
+                    bool chat, bool thinking, const py::object& states, const py::object& alpha,
+                    const py::object& lora, const py::object& offset, int64_t max_new_tokens,
+                    double temperature, int64_t top_k, double top_p, uint64_t seed,
+                    const py::object& stop, bool stream, const py::object& progress) {
   Model& m = *mp;
   Prompts p = make_prompts(m, prompt, prompt_ids, chat, thinking);
-  auto opt = make_options(m, max_new_tokens, temperature, top_k, top_p, seed, stop, p.text || m.has_tokenizer());
+  auto opt = make_options(m, max_new_tokens, temperature, top_k, top_p, seed, stop,
+                          p.text || m.has_tokenizer());
   opt.adapter = resolve_adapters(m, states, alpha, lora, offset);
   if (stream) {
     if (p.ids.size() != 1) throw Error("stream=True takes one prompt");
@@ -231,19 +241,22 @@ void bind_model(py::module_& mod) {
         Released r;
         return s0::models::write_random_model(*dir, arch, preset, opt);
       },
-      py::arg("out"), py::kw_only(), py::arg("arch") = "qwen35", py::arg("preset") = "tiny", py::arg("seed") = 0,
-      py::arg("dtype") = "bf16", py::arg("shard_gb") = 0.0,
-      "`s0 init-model`: writes a model directory with random weights (and a tokenizer and chat template); "
+      py::arg("out"), py::kw_only(), py::arg("arch") = "qwen35", py::arg("preset") = "tiny",
+      py::arg("seed") = 0, py::arg("dtype") = "bf16", py::arg("shard_gb") = 0.0,
+      "`s0 init-model`: writes a model directory with random weights (and a tokenizer and chat "
+      "template); "
       "returns the parameter count");
-  py::class_<Stream, std::shared_ptr<Stream>>(mod, "GenerationStream",
-                                              "Iterator over one generation: dicts {token, text, finished, "
-                                              "finish_reason}, one per generated token (the last one has "
-                                              "finished=True)")
+  py::class_<Stream, std::shared_ptr<Stream>>(
+      mod, "GenerationStream",
+      "Iterator over one generation: dicts {token, text, finished, "
+      "finish_reason}, one per generated token (the last one has "
+      "finished=True)")
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &Stream::next)
       .def("close", &Stream::close, "Stop generating (the iterator ends)");
 
-  py::class_<Model, ModelPtr>(mod, "Model", "A model directory loaded for generation and training (weights frozen)")
+  py::class_<Model, ModelPtr>(
+      mod, "Model", "A model directory loaded for generation and training (weights frozen)")
       .def_static(
           "load",
           [](const std::string& dir, const std::string& dtype, int threads) {
@@ -259,7 +272,8 @@ void bind_model(py::module_& mod) {
             return m;
           },
           py::arg("dir"), py::arg("dtype") = "bf16", py::arg("threads") = 0,
-          "Loads a Hugging Face model directory in dtype 'bf16' or 'f32'. threads: intra-op threads "
+          "Loads a Hugging Face model directory in dtype 'bf16' or 'f32'. threads: intra-op "
+          "threads "
           "for the whole process (0 = all cores), as the CLI's --threads.")
       .def_readonly("dir", &Model::dir)
       .def_readonly("dtype", &Model::dtype)
@@ -274,10 +288,12 @@ void bind_model(py::module_& mod) {
           "tokenize",
           [](Model& m, const std::string& text, bool chat, bool thinking, bool add_special_tokens) {
             std::string t = text;
-            if (chat) t = m.chat_template().render({{"user", text}}, {true, thinking, std::nullopt});
+            if (chat)
+              t = m.chat_template().render({{"user", text}}, {true, thinking, std::nullopt});
             return m.tokenizer().encode(t, add_special_tokens);
           },
-          py::arg("text"), py::arg("chat") = false, py::arg("thinking") = false, py::arg("add_special_tokens") = true,
+          py::arg("text"), py::arg("chat") = false, py::arg("thinking") = false,
+          py::arg("add_special_tokens") = true,
           "Text -> token ids (as `s0 tokenize`; chat: as one user turn through the chat template)")
       .def(
           "detokenize",
@@ -290,16 +306,19 @@ void bind_model(py::module_& mod) {
                             std::to_string(tok.vocab_size()) + ")");
             return tok.decode(v, skip_special_tokens);
           },
-          py::arg("ids"), py::arg("skip_special_tokens") = false, "Token ids -> text (as `s0 detokenize`)")
+          py::arg("ids"), py::arg("skip_special_tokens") = false,
+          "Token ids -> text (as `s0 detokenize`)")
       .def(
           "apply_chat_template",
-          [](Model& m, const py::object& messages, bool add_generation_prompt, const py::object& enable_thinking) {
+          [](Model& m, const py::object& messages, bool add_generation_prompt,
+             const py::object& enable_thinking) {
             std::vector<s0::text::ChatMessage> msgs;
             for (auto x : messages) {
-              if (!py::isinstance<py::dict>(x)) throw Error("messages must be dicts with 'role' and 'content'");
+              if (!py::isinstance<py::dict>(x))
+                throw Error("messages must be dicts with 'role' and 'content'");
               auto d = x.cast<py::dict>();
-              if (!d.contains("role") || !d.contains("content") || !py::isinstance<py::str>(d["role"]) ||
-                  !py::isinstance<py::str>(d["content"]))
+              if (!d.contains("role") || !d.contains("content") ||
+                  !py::isinstance<py::str>(d["role"]) || !py::isinstance<py::str>(d["content"]))
                 throw Error("every message needs str 'role' and 'content'");
               msgs.push_back({d["role"].cast<std::string>(), d["content"].cast<std::string>()});
             }
@@ -308,12 +327,14 @@ void bind_model(py::module_& mod) {
             if (!enable_thinking.is_none()) o.enable_thinking = enable_thinking.cast<bool>();
             return m.chat_template().render(msgs, o);
           },
-          py::arg("messages"), py::arg("add_generation_prompt") = true, py::arg("enable_thinking") = py::none(),
-          "Renders messages [{'role', 'content'}, ...] with the model's chat template (as transformers does)")
+          py::arg("messages"), py::arg("add_generation_prompt") = true,
+          py::arg("enable_thinking") = py::none(),
+          "Renders messages [{'role', 'content'}, ...] with the model's chat template (as "
+          "transformers does)")
       .def(
           "logits",
-          [](Model& m, const py::object& ids, const py::object& states, const py::object& alpha, const py::object& lora,
-             const py::object& offset) {
+          [](Model& m, const py::object& ids, const py::object& states, const py::object& alpha,
+             const py::object& lora, const py::object& offset) {
             auto v = id_list(ids, "ids");
             if (v.empty()) throw Error("ids: at least one token id");
             s0::generate::check_prompt_ids(*m.lm, v, "ids");
@@ -328,32 +349,41 @@ void bind_model(py::module_& mod) {
             }
             return to_numpy(out);
           },
-          py::arg("ids"), py::arg("states") = py::none(), py::arg("alpha") = py::none(), py::arg("lora") = py::none(),
-          py::arg("offset") = py::none(),
-          "Next-token logits [len(ids), vocab] (float32 NumPy) for a sequence starting from the adapters given "
+          py::arg("ids"), py::arg("states") = py::none(), py::arg("alpha") = py::none(),
+          py::arg("lora") = py::none(), py::arg("offset") = py::none(),
+          "Next-token logits [len(ids), vocab] (float32 NumPy) for a sequence starting from the "
+          "adapters given "
           "(default: the active ones)")
-      .def("generate", &generate, py::arg("prompt") = py::none(), py::kw_only(), py::arg("prompt_ids") = py::none(),
-           py::arg("chat") = false, py::arg("thinking") = false, py::arg("states") = py::none(),
-           py::arg("alpha") = py::none(), py::arg("lora") = py::none(), py::arg("offset") = py::none(),
-           py::arg("max_new_tokens") = 32, py::arg("temperature") = 0.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
-           py::arg("seed") = 0, py::arg("stop") = py::none(), py::arg("stream") = false,
-           py::arg("progress") = py::none(),
-           "Generates as `s0 generate` does, with its options. prompt: a str or a list of str; prompt_ids: a list "
-           "of ids or a list of lists. Returns the CLI's record {prompt, tokens, finish_reason, text, ...} (a list "
-           "for a list of prompts; prompt i samples with seed + i), or with stream=True an iterator of "
-           "{token, text, finished, finish_reason}. states/lora/offset: directories or loaded objects "
-           "(default: what activate() attached). progress(prompt_index, token) is called for every token.")
+      .def("generate", &generate, py::arg("prompt") = py::none(), py::kw_only(),
+           py::arg("prompt_ids") = py::none(), py::arg("chat") = false, py::arg("thinking") = false,
+           py::arg("states") = py::none(), py::arg("alpha") = py::none(),
+           py::arg("lora") = py::none(), py::arg("offset") = py::none(),
+           py::arg("max_new_tokens") = 32, py::arg("temperature") = 0.0, py::arg("top_k") = 0,
+           py::arg("top_p") = 1.0, py::arg("seed") = 0, py::arg("stop") = py::none(),
+           py::arg("stream") = false, py::arg("progress") = py::none(),
+           "Generates as `s0 generate` does, with its options. prompt: a str or a list of str; "
+           "prompt_ids: a list "
+           "of ids or a list of lists. Returns the CLI's record {prompt, tokens, finish_reason, "
+           "text, ...} (a list "
+           "for a list of prompts; prompt i samples with seed + i), or with stream=True an "
+           "iterator of "
+           "{token, text, finished, finish_reason}. states/lora/offset: directories or loaded "
+           "objects "
+           "(default: what activate() attached). progress(prompt_index, token) is called for every "
+           "token.")
       .def(
           "activate",
           [](Model& m, const py::object& states, const py::object& alpha, const py::object& lora,
              const py::object& offset) {
-            if (states.is_none() && lora.is_none() && offset.is_none()) throw Error("activate: give states, lora or offset");
+            if (states.is_none() && lora.is_none() && offset.is_none())
+              throw Error("activate: give states, lora or offset");
             m.active = resolve_adapters(m, states, alpha, lora, offset);
             m.active_obj = states.is_none() ? (lora.is_none() ? offset : lora) : states;
           },
-          py::arg("states") = py::none(), py::arg("alpha") = py::none(), py::arg("lora") = py::none(),
-          py::arg("offset") = py::none(),
-          "Attaches adapters (a StateSet or its directory, a LoRA, a state offset) to every later generate/logits "
+          py::arg("states") = py::none(), py::arg("alpha") = py::none(),
+          py::arg("lora") = py::none(), py::arg("offset") = py::none(),
+          "Attaches adapters (a StateSet or its directory, a LoRA, a state offset) to every later "
+          "generate/logits "
           "call that names none")
       .def(
           "deactivate",

@@ -1,7 +1,6 @@
 // The `s0` Python module (import s0): the extension `s0._s0`, re-exported by
 // python/s0/__init__.py. Every object wraps the C++ library; nothing here computes on its own.
 #include <Python.h>
-
 #include <c10/util/Exception.h>
 
 #include "common.h"
@@ -98,14 +97,16 @@ nlohmann::json to_json(const py::handle& o) {
   }
   // NumPy scalars and the like.
   if (py::hasattr(o, "item")) return to_json(o.attr("item")());
-  throw s0::Error("cannot convert a " + std::string(py::str(py::type::of(o).attr("__name__"))) + " to JSON");
+  throw s0::Error("cannot convert a " + std::string(py::str(py::type::of(o).attr("__name__"))) +
+                  " to JSON");
 }
 
 // ------------------------------------------------------------------ tensors <-> NumPy
 
 py::array to_numpy(const s0::Tensor& t0, bool writeable) {
   s0::Tensor t = t0.detach().to(at::kCPU);
-  if (t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble && t.scalar_type() != at::kLong)
+  if (t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble &&
+      t.scalar_type() != at::kLong)
     t = t.to(at::kFloat);
   t = t.contiguous();
   py::dtype dt = t.scalar_type() == at::kFloat    ? py::dtype::of<float>()
@@ -132,7 +133,8 @@ s0::Tensor float_tensor(const py::handle& o) {
 
 std::optional<std::string> path_like(const py::handle& o) {
   if (py::isinstance<py::str>(o)) return o.cast<std::string>();
-  if (!o.is_none() && py::hasattr(o, "__fspath__")) return py::str(o.attr("__fspath__")()).cast<std::string>();
+  if (!o.is_none() && py::hasattr(o, "__fspath__"))
+    return py::str(o.attr("__fspath__")()).cast<std::string>();
   return std::nullopt;
 }
 
@@ -146,7 +148,9 @@ std::string opt_str(const py::handle& o, const char* what) {
 
 PYBIND11_MODULE(_s0, m) {
   namespace py = pybind11;
-  m.doc() = "s0: S0 tuning (learned initial recurrent states) for hybrid recurrent-attention language models";
+  m.doc() =
+      "s0: S0 tuning (learned initial recurrent states) for hybrid recurrent-attention language "
+      "models";
   // Errors: a file that does not exist -> FileNotFoundError; every other error a user can
   // cause (bad arguments, malformed files, mismatches) -> ValueError; anything else
   // (libtorch, internal) -> RuntimeError. Nothing aborts the interpreter.

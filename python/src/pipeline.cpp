@@ -27,7 +27,8 @@ struct ModelArg {
 
 ModelArg model_arg(const py::object& model) {
   ModelArg a;
-  if (auto p = path_like(model)) a.dir = *p;
+  if (auto p = path_like(model))
+    a.dir = *p;
   else if (!model.is_none()) {
     a.loaded = model.cast<ModelPtr>();
     a.dir = a.loaded->dir;
@@ -44,9 +45,10 @@ std::string need(const py::object& o, const char* what) {
 }
 
 void fill_common(s0::pipeline::TaskRunSettings& s, const ModelArg& m, const py::object& tasks,
-                 const std::string& task_kind, const py::object& db_dir, const py::object& states, bool chat,
-                 bool thinking, int64_t max_new_tokens, uint64_t seed, double timeout, int workers, bool unsafe_exec,
-                 const std::string& dtype, int threads, const py::object& progress) {
+                 const std::string& task_kind, const py::object& db_dir, const py::object& states,
+                 bool chat, bool thinking, int64_t max_new_tokens, uint64_t seed, double timeout,
+                 int workers, bool unsafe_exec, const std::string& dtype, int threads,
+                 const py::object& progress) {
   s.model = m.dir;
   s.tasks = need(tasks, "tasks");
   s.kind = task_kind;
@@ -90,15 +92,17 @@ nlohmann::json run_on(const ModelArg& m, const py::object& progress, F&& f) {
   return f(nullptr);
 }
 
-py::object collect(const py::object& model, const py::object& tasks, const py::object& out, const std::string& task_kind,
-                   const py::object& problems, const py::object& states, const py::object& alpha, int64_t samples,
-                   int64_t keep, double temperature, double top_p, int64_t top_k, int64_t max_new_tokens,
-                   uint64_t seed, bool chat, bool thinking, double timeout, int workers, bool unsafe_exec,
-                   const py::object& db_dir, const std::string& dtype, int threads, bool check_all, const py::object& progress) {
+py::object collect(const py::object& model, const py::object& tasks, const py::object& out,
+                   const std::string& task_kind, const py::object& problems,
+                   const py::object& states, const py::object& alpha, int64_t samples, int64_t keep,
+                   double temperature, double top_p, int64_t top_k, int64_t max_new_tokens,
+                   uint64_t seed, bool chat, bool thinking, double timeout, int workers,
+                   bool unsafe_exec, const py::object& db_dir, const std::string& dtype,
+                   int threads, bool check_all, const py::object& progress) {
   ModelArg m = model_arg(model);
   s0::pipeline::CollectSettings s;
-  fill_common(s, m, tasks, task_kind, db_dir, states, chat, thinking, max_new_tokens, seed, timeout, workers,
-              unsafe_exec, dtype, threads, progress);
+  fill_common(s, m, tasks, task_kind, db_dir, states, chat, thinking, max_new_tokens, seed, timeout,
+              workers, unsafe_exec, dtype, threads, progress);
   s.out = need(out, "out");
   s.problems = opt_str(problems, "problems");
   s.alpha = alpha.is_none() ? -1 : alpha.cast<double>();
@@ -109,23 +113,28 @@ py::object collect(const py::object& model, const py::object& tasks, const py::o
   s.top_p = top_p;
   s.top_k = top_k;
   s.check_all = check_all;
-  return to_py(run_on(m, progress, [&](s0::models::CausalLM* lm) { return s0::pipeline::run_collect(s, lm); }));
+  return to_py(run_on(m, progress,
+                      [&](s0::models::CausalLM* lm) { return s0::pipeline::run_collect(s, lm); }));
 }
 
 py::object evaluate(const py::object& model, const py::object& tasks, const py::object& out,
-                    const std::string& task_kind, const py::object& problems, const py::object& states,
-                    const py::object& alphas, bool no_base, int64_t samples, int64_t batch, const std::vector<int64_t>& ks,
-                    double temperature, double top_p, int64_t max_new_tokens, uint64_t seed, bool chat, bool thinking,
-                    double timeout, int workers, bool unsafe_exec, const py::object& db_dir, const std::string& dtype,
-                    int threads, const py::object& progress) {
+                    const std::string& task_kind, const py::object& problems,
+                    const py::object& states, const py::object& alphas, bool no_base,
+                    int64_t samples, int64_t batch, const std::vector<int64_t>& ks,
+                    double temperature, double top_p, int64_t max_new_tokens, uint64_t seed,
+                    bool chat, bool thinking, double timeout, int workers, bool unsafe_exec,
+                    const py::object& db_dir, const std::string& dtype, int threads,
+                    const py::object& progress) {
   ModelArg m = model_arg(model);
   s0::pipeline::EvalSettings s;
-  fill_common(s, m, tasks, task_kind, db_dir, states, chat, thinking, max_new_tokens, seed, timeout, workers,
-              unsafe_exec, dtype, threads, progress);
+  fill_common(s, m, tasks, task_kind, db_dir, states, chat, thinking, max_new_tokens, seed, timeout,
+              workers, unsafe_exec, dtype, threads, progress);
   s.out = need(out, "out");
   s.problems = opt_str(problems, "problems");
-  if (py::isinstance<py::float_>(alphas) || py::isinstance<py::int_>(alphas)) s.alphas = {alphas.cast<double>()};
-  else if (py::isinstance<py::str>(alphas)) s.alphas = s0::pipeline::parse_alphas(alphas.cast<std::string>());
+  if (py::isinstance<py::float_>(alphas) || py::isinstance<py::int_>(alphas))
+    s.alphas = {alphas.cast<double>()};
+  else if (py::isinstance<py::str>(alphas))
+    s.alphas = s0::pipeline::parse_alphas(alphas.cast<std::string>());
   else if (!alphas.is_none())
     for (auto a : alphas) s.alphas.push_back(a.cast<double>());
   s.no_base = no_base;
@@ -134,20 +143,23 @@ py::object evaluate(const py::object& model, const py::object& tasks, const py::
   s.ks = ks;
   s.temperature = temperature;
   s.top_p = top_p;
-  return to_py(run_on(m, progress, [&](s0::models::CausalLM* lm) { return s0::pipeline::run_eval(s, lm); }));
+  return to_py(
+      run_on(m, progress, [&](s0::models::CausalLM* lm) { return s0::pipeline::run_eval(s, lm); }));
 }
 
 py::object experiment(const py::object& config, const py::object& out, const py::object& model,
                       const py::object& progress) {
   std::string out_dir;
-  if (auto o = path_like(out)) out_dir = fs::absolute(*o).lexically_normal().string();
-  else if (!out.is_none()) throw Error("out must be a path");
+  if (auto o = path_like(out))
+    out_dir = fs::absolute(*o).lexically_normal().string();
+  else if (!out.is_none())
+    throw Error("out must be a path");
   nlohmann::json cfg;
   if (auto p = path_like(config)) {
     cfg = s0::pipeline::load_experiment_config(*p);
   } else if (py::isinstance<py::dict>(config)) {
-    cfg = s0::pipeline::experiment_config_from_json(to_json(config), fs::current_path().string(), "experiment config",
-                                                    out_dir);
+    cfg = s0::pipeline::experiment_config_from_json(to_json(config), fs::current_path().string(),
+                                                    "experiment config", out_dir);
   } else {
     throw Error("config must be a path to a JSON file or a dict");
   }
@@ -171,9 +183,10 @@ py::object experiment(const py::object& config, const py::object& out, const py:
 // The server: listen() runs on a thread of its own; stop() ends it.
 class Server {
  public:
-  Server(const py::object& model, const py::object& states, const py::object& lora, const py::object& offset,
-         const std::string& host, int port, const std::string& api_key, const std::string& dtype, int64_t max_batch,
-         int64_t max_queue, int64_t max_prompt_tokens, int64_t max_tokens_cap, size_t max_body_bytes) {
+  Server(const py::object& model, const py::object& states, const py::object& lora,
+         const py::object& offset, const std::string& host, int port, const std::string& api_key,
+         const std::string& dtype, int64_t max_batch, int64_t max_queue, int64_t max_prompt_tokens,
+         int64_t max_tokens_cap, size_t max_body_bytes) {
     ModelArg m = model_arg(model);
     opt_.model_dir = m.dir;
     opt_.dtype = m.loaded ? m.loaded->dtype : dtype;
@@ -188,7 +201,8 @@ class Server {
     auto named = [](const py::object& o, const char* what) {
       std::vector<std::pair<std::string, std::string>> v;
       if (o.is_none()) return v;
-      if (!py::isinstance<py::dict>(o)) throw Error(std::string(what) + " must be a dict {name: directory}");
+      if (!py::isinstance<py::dict>(o))
+        throw Error(std::string(what) + " must be a dict {name: directory}");
       for (auto [k, d] : o.cast<py::dict>()) {
         auto p = path_like(d);
         if (!p) throw Error(std::string(what) + ": every value must be a directory");
@@ -214,7 +228,8 @@ class Server {
     thread_ = std::thread([this] { server_->listen(); });
     // Serving before returning: a stop() right after start() then always finds it running.
     Released r;
-    for (int i = 0; i < 3000 && !server_->running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (int i = 0; i < 3000 && !server_->running(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     if (!server_->running()) throw Error("serve: the server did not start");
     return port_;
   }
@@ -244,39 +259,51 @@ class Server {
 
 void bind_pipeline(py::module_& mod) {
   mod.def("collect", &collect, py::arg("model"), py::arg("tasks"), py::arg("out"), py::kw_only(),
-          py::arg("task_kind") = "humaneval", py::arg("problems") = py::none(), py::arg("states") = py::none(),
-          py::arg("alpha") = py::none(), py::arg("samples") = 16, py::arg("keep") = 1, py::arg("temperature") = 0.7,
-          py::arg("top_p") = 0.95, py::arg("top_k") = 0, py::arg("max_new_tokens") = 512, py::arg("seed") = 0,
-          py::arg("chat") = true, py::arg("thinking") = false, py::arg("timeout") = 10.0, py::arg("workers") = 2,
-          py::arg("unsafe_exec") = false, py::arg("db_dir") = py::none(), py::arg("dtype") = "bf16",
-          py::arg("threads") = 0, py::arg("check_all") = false, py::arg("progress") = py::none(),
-          "`s0 collect`: sample, verify and keep solutions as training JSONL (`out`); returns the summary. "
-          "problems = --train ranges (default: the task kind's training split); chat=False = --no-chat. "
+          py::arg("task_kind") = "humaneval", py::arg("problems") = py::none(),
+          py::arg("states") = py::none(), py::arg("alpha") = py::none(), py::arg("samples") = 16,
+          py::arg("keep") = 1, py::arg("temperature") = 0.7, py::arg("top_p") = 0.95,
+          py::arg("top_k") = 0, py::arg("max_new_tokens") = 512, py::arg("seed") = 0,
+          py::arg("chat") = true, py::arg("thinking") = false, py::arg("timeout") = 10.0,
+          py::arg("workers") = 2, py::arg("unsafe_exec") = false, py::arg("db_dir") = py::none(),
+          py::arg("dtype") = "bf16", py::arg("threads") = 0, py::arg("check_all") = false,
+          py::arg("progress") = py::none(),
+          "`s0 collect`: sample, verify and keep solutions as training JSONL (`out`); returns the "
+          "summary. "
+          "problems = --train ranges (default: the task kind's training split); chat=False = "
+          "--no-chat. "
           "progress: True (lines on stderr), False, or a callable given each update's dict.");
   mod.def("evaluate", &evaluate, py::arg("model"), py::arg("tasks"), py::arg("out"), py::kw_only(),
-          py::arg("task_kind") = "humaneval", py::arg("problems") = py::none(), py::arg("states") = py::none(),
-          py::arg("alphas") = py::none(), py::arg("no_base") = false, py::arg("samples") = 0, py::arg("batch") = 16,
-          py::arg("ks") = std::vector<int64_t>{1, 5, 10}, py::arg("temperature") = 0.7, py::arg("top_p") = 0.95,
-          py::arg("max_new_tokens") = 512, py::arg("seed") = 0, py::arg("chat") = true, py::arg("thinking") = false,
-          py::arg("timeout") = 10.0, py::arg("workers") = 2, py::arg("unsafe_exec") = false,
-          py::arg("db_dir") = py::none(), py::arg("dtype") = "bf16", py::arg("threads") = 0,
-          py::arg("progress") = py::none(),
-          "`s0 eval`: greedy pass@1 (and sampled pass@k) of base and a state set; writes `out`/results.jsonl, "
-          "summary.json, report.md and returns the summary. problems = --eval ranges; alphas: a number or a list.");
+          py::arg("task_kind") = "humaneval", py::arg("problems") = py::none(),
+          py::arg("states") = py::none(), py::arg("alphas") = py::none(),
+          py::arg("no_base") = false, py::arg("samples") = 0, py::arg("batch") = 16,
+          py::arg("ks") = std::vector<int64_t>{1, 5, 10}, py::arg("temperature") = 0.7,
+          py::arg("top_p") = 0.95, py::arg("max_new_tokens") = 512, py::arg("seed") = 0,
+          py::arg("chat") = true, py::arg("thinking") = false, py::arg("timeout") = 10.0,
+          py::arg("workers") = 2, py::arg("unsafe_exec") = false, py::arg("db_dir") = py::none(),
+          py::arg("dtype") = "bf16", py::arg("threads") = 0, py::arg("progress") = py::none(),
+          "`s0 eval`: greedy pass@1 (and sampled pass@k) of base and a state set; writes "
+          "`out`/results.jsonl, "
+          "summary.json, report.md and returns the summary. problems = --eval ranges; alphas: a "
+          "number or a list.");
   mod.def("experiment", &experiment, py::arg("config"), py::kw_only(), py::arg("out") = py::none(),
           py::arg("model") = py::none(), py::arg("progress") = py::none(),
-          "`s0 experiment`: the protocol over seeds; config is a JSON file or a dict (paths relative to the "
+          "`s0 experiment`: the protocol over seeds; config is a JSON file or a dict (paths "
+          "relative to the "
           "current directory). Returns the summary written to OUT/summary.json.");
 
-  py::class_<Server, std::shared_ptr<Server>>(mod, "Server", "`s0 serve` in the background of a Python process")
-      .def(py::init<const py::object&, const py::object&, const py::object&, const py::object&, const std::string&,
-                    int, const std::string&, const std::string&, int64_t, int64_t, int64_t, int64_t, size_t>(),
-           py::arg("model"), py::kw_only(), py::arg("states") = py::none(), py::arg("lora") = py::none(),
-           py::arg("offset") = py::none(), py::arg("host") = "127.0.0.1", py::arg("port") = 0,
-           py::arg("api_key") = "", py::arg("dtype") = "bf16", py::arg("max_batch") = 32, py::arg("max_queue") = 256,
+  py::class_<Server, std::shared_ptr<Server>>(mod, "Server",
+                                              "`s0 serve` in the background of a Python process")
+      .def(py::init<const py::object&, const py::object&, const py::object&, const py::object&,
+                    const std::string&, int, const std::string&, const std::string&, int64_t,
+                    int64_t, int64_t, int64_t, size_t>(),
+           py::arg("model"), py::kw_only(), py::arg("states") = py::none(),
+           py::arg("lora") = py::none(), py::arg("offset") = py::none(),
+           py::arg("host") = "127.0.0.1", py::arg("port") = 0, py::arg("api_key") = "",
+           py::arg("dtype") = "bf16", py::arg("max_batch") = 32, py::arg("max_queue") = 256,
            py::arg("max_prompt_tokens") = 8192, py::arg("max_tokens_cap") = 4096,
            py::arg("max_body_bytes") = size_t{4} << 20,
-           "model: a Model (shared: do not use it from Python while the server runs) or a directory. states / lora "
+           "model: a Model (shared: do not use it from Python while the server runs) or a "
+           "directory. states / lora "
            "/ offset: {name: directory}. port 0 = any free port (see .port after start()).")
       .def("start", &Server::start, "Binds and serves on a background thread; returns the port")
       .def("stop", &Server::stop, "Stops serving (running requests end as cancelled)")

@@ -35,21 +35,36 @@ struct Settings {
 void apply(Settings& s, const std::string& key, const py::handle& v) {
   auto num = [&]() { return v.cast<double>(); };
   auto integer = [&]() { return v.cast<int64_t>(); };
-  if (key == "n_steps" || key == "steps") s.cfg.steps = integer();
-  else if (key == "lr") s.cfg.lr = num();
-  else if (key == "l2_lambda" || key == "l2") s.cfg.l2 = num(), s.l2_given = true;
-  else if (key == "alpha") s.cfg.alpha = v.is_none() ? std::nullopt : std::optional<double>(num());
-  else if (key == "normalize") s.cfg.normalize = v.cast<bool>();
-  else if (key == "grad_clip" || key == "clip") s.cfg.grad_clip = num();
-  else if (key == "max_length") s.cfg.max_length = integer();
-  else if (key == "layers") s.cfg.layers = v.cast<std::string>();
-  else if (key == "alpha_in_training") s.cfg.alpha_in_training = v.cast<bool>();
-  else if (key == "seed") s.cfg.seed = v.cast<uint64_t>();
-  else if (key == "batch") s.cfg.batch = integer();
-  else if (key == "recompute") s.cfg.recompute = v.cast<bool>();
-  else if (key == "keep_projections") s.cfg.keep_projections = v.cast<bool>();
-  else if (key == "rank") s.lora.r = integer();
-  else if (key == "lora_alpha") s.lora_alpha = num();
+  if (key == "n_steps" || key == "steps")
+    s.cfg.steps = integer();
+  else if (key == "lr")
+    s.cfg.lr = num();
+  else if (key == "l2_lambda" || key == "l2")
+    s.cfg.l2 = num(), s.l2_given = true;
+  else if (key == "alpha")
+    s.cfg.alpha = v.is_none() ? std::nullopt : std::optional<double>(num());
+  else if (key == "normalize")
+    s.cfg.normalize = v.cast<bool>();
+  else if (key == "grad_clip" || key == "clip")
+    s.cfg.grad_clip = num();
+  else if (key == "max_length")
+    s.cfg.max_length = integer();
+  else if (key == "layers")
+    s.cfg.layers = v.cast<std::string>();
+  else if (key == "alpha_in_training")
+    s.cfg.alpha_in_training = v.cast<bool>();
+  else if (key == "seed")
+    s.cfg.seed = v.cast<uint64_t>();
+  else if (key == "batch")
+    s.cfg.batch = integer();
+  else if (key == "recompute")
+    s.cfg.recompute = v.cast<bool>();
+  else if (key == "keep_projections")
+    s.cfg.keep_projections = v.cast<bool>();
+  else if (key == "rank")
+    s.lora.r = integer();
+  else if (key == "lora_alpha")
+    s.lora_alpha = num();
   else if (key == "targets") {
     s.lora.target_modules.clear();
     if (py::isinstance<py::str>(v)) {
@@ -64,9 +79,10 @@ void apply(Settings& s, const std::string& key, const py::handle& v) {
       for (auto x : v) s.lora.target_modules.push_back(x.cast<std::string>());
     }
   } else {
-    throw Error("unknown training setting '" + key +
-                "' (known: n_steps, lr, l2_lambda, alpha, normalize, grad_clip, max_length, layers, "
-                "alpha_in_training, seed, batch, recompute, keep_projections, rank, lora_alpha, targets)");
+    throw Error(
+        "unknown training setting '" + key +
+        "' (known: n_steps, lr, l2_lambda, alpha, normalize, grad_clip, max_length, layers, "
+        "alpha_in_training, seed, batch, recompute, keep_projections, rank, lora_alpha, targets)");
   }
   s.given[key] = to_json(v);
 }
@@ -89,22 +105,26 @@ struct TempDir {
 
 class Trainer {
  public:
-  Trainer(ModelPtr model, const py::object& config, const std::string& method, bool chat, const py::object& out,
-          const py::kwargs& kwargs)
+  Trainer(ModelPtr model, const py::object& config, const std::string& method, bool chat,
+          const py::object& out, const py::kwargs& kwargs)
       : model_(std::move(model)), chat_(chat) {
     if (method != "s0" && method != "lora" && method != "offset")
       throw Error("method must be 's0', 'lora' or 'offset', not '" + method + "'");
     s_.method = method;
     if (!config.is_none()) {
-      py::dict d = py::hasattr(config, "items") ? config.cast<py::dict>() : config.attr("__dict__").cast<py::dict>();
+      py::dict d = py::hasattr(config, "items") ? config.cast<py::dict>()
+                                                : config.attr("__dict__").cast<py::dict>();
       for (auto [k, v] : d) apply(s_, k.cast<std::string>(), v);
     }
     for (auto [k, v] : kwargs) apply(s_, k.cast<std::string>(), v);
     if (method != "s0" && !s_.l2_given) s_.cfg.l2 = 0;  // the baselines' own default (as the CLI)
-    if (auto p = path_like(out)) out_ = *p;
-    else if (!out.is_none()) throw Error("out must be a path");
+    if (auto p = path_like(out))
+      out_ = *p;
+    else if (!out.is_none())
+      throw Error("out must be a path");
     // Refuse a bad layer spec now rather than at train().
-    if (method != "lora") s0::adapters::select_layers(s_.cfg.layers, model_->lm->recurrent_layers());
+    if (method != "lora")
+      s0::adapters::select_layers(s_.cfg.layers, model_->lm->recurrent_layers());
   }
 
   py::dict train(const py::object& examples, bool resume, const py::object& progress) {
@@ -119,13 +139,17 @@ class Trainer {
       const std::string where = "example " + std::to_string(i++);
       bool cut = false;
       if (py::isinstance<py::dict>(x)) {
-        data.push_back(s0::train::example_from_json(to_json(x), m.tokenizer(), chat, dopt, where, &cut));
+        data.push_back(
+            s0::train::example_from_json(to_json(x), m.tokenizer(), chat, dopt, where, &cut));
       } else if ((py::isinstance<py::tuple>(x) || py::isinstance<py::list>(x)) && py::len(x) == 2 &&
-                 py::isinstance<py::str>(x[py::int_(0)]) && py::isinstance<py::int_>(x[py::int_(1)])) {
+                 py::isinstance<py::str>(x[py::int_(0)]) &&
+                 py::isinstance<py::int_>(x[py::int_(1)])) {
         data.push_back(s0::train::example_from_text(x[py::int_(0)].cast<std::string>(),
-                                                    x[py::int_(1)].cast<int64_t>(), m.tokenizer(), dopt, where, &cut));
+                                                    x[py::int_(1)].cast<int64_t>(), m.tokenizer(),
+                                                    dopt, where, &cut));
       } else {
-        throw Error(where + ": expected a (text, prompt_len) pair or a {\"prompt\", \"completion\"} dict");
+        throw Error(where +
+                    ": expected a (text, prompt_len) pair or a {\"prompt\", \"completion\"} dict");
       }
       truncated += cut ? 1 : 0;
     }
@@ -159,8 +183,9 @@ class Trainer {
         s0::adapters::LoraConfig lc = s_.lora;
         lc.lora_alpha = s_.lora_alpha > 0 ? s_.lora_alpha : 2.0 * static_cast<double>(lc.r);
         lc.base_model = m.dir;
-        lora_ = std::make_shared<s0::adapters::LoraSet>(s0::train::train_lora(
-            *m.lm, std::move(data), cfg, lc, dir, resume, on_step, s0::adapters::decoder_prefix(m.dir)));
+        lora_ = std::make_shared<s0::adapters::LoraSet>(
+            s0::train::train_lora(*m.lm, std::move(data), cfg, lc, dir, resume, on_step,
+                                  s0::adapters::decoder_prefix(m.dir)));
       } else {
         offset_ = std::make_shared<s0::adapters::OffsetSet>(
             s0::train::train_offset(*m.lm, std::move(data), cfg, dir, resume, on_step));
@@ -169,9 +194,10 @@ class Trainer {
     py::list hist;
     for (const auto& j : steps) hist.append(to_py(j));
     history_ = hist;
-    nlohmann::json fl = states_ && s_.method == "s0" ? states_->config.value("final_loss", nlohmann::json())
-                        : s_.method == "lora"            ? lora_->s0_info.value("final_loss", nlohmann::json())
-                                                         : offset_->config.value("final_loss", nlohmann::json());
+    nlohmann::json fl =
+        states_ && s_.method == "s0" ? states_->config.value("final_loss", nlohmann::json())
+        : s_.method == "lora"        ? lora_->s0_info.value("final_loss", nlohmann::json())
+                                     : offset_->config.value("final_loss", nlohmann::json());
     result["final_loss"] = to_py(fl);
     // The reference's avg_state_norm: the mean Frobenius norm of the trained tensors per layer
     // (S0 states; for offsets the offsets; LoRA has none).
@@ -181,8 +207,11 @@ class Trainer {
       for (const auto& [l, t] : states_->states) sum += t.norm().item<double>(), ++n;
     if (s_.method == "offset")
       for (const auto& [l, t] : offset_->offsets) sum += t.norm().item<double>(), ++n;
-    result["avg_state_norm"] = s_.method == "lora" ? py::object(py::none()) : py::object(py::float_(n ? sum / n : 0.0));
-    if (s_.method == "s0") result["layers"] = py::cast(s0::adapters::select_layers(cfg.layers, m.lm->recurrent_layers()));
+    result["avg_state_norm"] =
+        s_.method == "lora" ? py::object(py::none()) : py::object(py::float_(n ? sum / n : 0.0));
+    if (s_.method == "s0")
+      result["layers"] =
+          py::cast(s0::adapters::select_layers(cfg.layers, m.lm->recurrent_layers()));
     result["method"] = s_.method;
     result["steps"] = cfg.steps;
     result["num_examples"] = num_examples;
@@ -201,7 +230,9 @@ class Trainer {
 
   void activate(const py::object& states, const py::object& alpha) {
     py::object what = states.is_none() ? trained() : states;
-    if (what.is_none()) throw Error("activate: nothing trained or loaded yet (call train() or load(), or pass states)");
+    if (what.is_none())
+      throw Error(
+          "activate: nothing trained or loaded yet (call train() or load(), or pass states)");
     py::object m = py::cast(model_);
     if (py::isinstance<s0::adapters::LoraSet>(what))
       m.attr("activate")(py::arg("lora") = what);
@@ -238,9 +269,11 @@ class Trainer {
       if (s_.method == "lora")
         lora_ = std::make_shared<s0::adapters::LoraSet>(s0::adapters::load_lora(*d, *model_->lm));
       else if (s_.method == "offset")
-        offset_ = std::make_shared<s0::adapters::OffsetSet>(s0::adapters::load_offset_set(*d, *model_->lm));
+        offset_ = std::make_shared<s0::adapters::OffsetSet>(
+            s0::adapters::load_offset_set(*d, *model_->lm));
       else
-        states_ = std::make_shared<s0::adapters::StateSet>(s0::adapters::load_state_set(*d, *model_->lm));
+        states_ =
+            std::make_shared<s0::adapters::StateSet>(s0::adapters::load_state_set(*d, *model_->lm));
     }
     return trained();
   }
@@ -289,29 +322,42 @@ class Trainer {
 void bind_train(py::module_& mod) {
   py::class_<Trainer, std::shared_ptr<Trainer>>(
       mod, "Trainer",
-      "S0 training on a frozen model (the reference library's S0Trainer: n_steps=20, lr=1e-3, l2_lambda=5e-4, "
-      "alpha=None, normalize=False, grad_clip=1.0, max_length=2048), or a baseline with method='lora'/'offset'")
-      .def(py::init<ModelPtr, const py::object&, const std::string&, bool, const py::object&, const py::kwargs&>(),
-           py::arg("model"), py::arg("config") = py::none(), py::kw_only(), py::arg("method") = "s0",
-           py::arg("chat") = false, py::arg("out") = py::none(),
-           "config: a dict (or an object with those attributes) of settings; keyword arguments override it. "
-           "chat: render {prompt, completion} dicts through the chat template (as `s0 train --chat`). out: "
+      "S0 training on a frozen model (the reference library's S0Trainer: n_steps=20, lr=1e-3, "
+      "l2_lambda=5e-4, "
+      "alpha=None, normalize=False, grad_clip=1.0, max_length=2048), or a baseline with "
+      "method='lora'/'offset'")
+      .def(py::init<ModelPtr, const py::object&, const std::string&, bool, const py::object&,
+                    const py::kwargs&>(),
+           py::arg("model"), py::arg("config") = py::none(), py::kw_only(),
+           py::arg("method") = "s0", py::arg("chat") = false, py::arg("out") = py::none(),
+           "config: a dict (or an object with those attributes) of settings; keyword arguments "
+           "override it. "
+           "chat: render {prompt, completion} dicts through the chat template (as `s0 train "
+           "--chat`). out: "
            "checkpoint/output directory (default: a temporary one, removed after training).")
       .def("train", &Trainer::train, py::arg("examples"), py::kw_only(), py::arg("resume") = false,
            py::arg("progress") = py::none(),
-           "Trains on examples: (text, prompt_len) pairs (prompt_len = prompt tokens of text, which is tokenized "
-           "with special tokens) and/or {'prompt', 'completion'} / {'messages'} dicts (as JSONL lines). Returns "
-           "{final_loss, avg_state_norm, history (one dict per step, as `s0 train` logs), ...}. progress(step_dict) "
+           "Trains on examples: (text, prompt_len) pairs (prompt_len = prompt tokens of text, "
+           "which is tokenized "
+           "with special tokens) and/or {'prompt', 'completion'} / {'messages'} dicts (as JSONL "
+           "lines). Returns "
+           "{final_loss, avg_state_norm, history (one dict per step, as `s0 train` logs), ...}. "
+           "progress(step_dict) "
            "is called after every step.")
-      .def_property_readonly("states", &Trainer::trained, "What was trained or loaded (StateSet, Lora or StateOffset)")
+      .def_property_readonly("states", &Trainer::trained,
+                             "What was trained or loaded (StateSet, Lora or StateOffset)")
       .def_property_readonly("history", &Trainer::history)
       .def_property_readonly("config", &Trainer::config)
       .def_property_readonly("model", &Trainer::model)
-      .def("activate", &Trainer::activate, py::arg("states") = py::none(), py::arg("alpha") = py::none(),
-           "Attaches the trained (or given) states to the model: later generate/logits calls use them")
+      .def("activate", &Trainer::activate, py::arg("states") = py::none(),
+           py::arg("alpha") = py::none(),
+           "Attaches the trained (or given) states to the model: later generate/logits calls use "
+           "them")
       .def("deactivate", &Trainer::deactivate, "Back to the base model")
-      .def("save", &Trainer::save, py::arg("dir"), "Writes the trained adapter (state sets: the reference layout)")
-      .def("load", &Trainer::load, py::arg("dir"), "Reads an adapter directory, checked against the model");
+      .def("save", &Trainer::save, py::arg("dir"),
+           "Writes the trained adapter (state sets: the reference layout)")
+      .def("load", &Trainer::load, py::arg("dir"),
+           "Reads an adapter directory, checked against the model");
 }
 
 }  // namespace s0py

@@ -39,7 +39,9 @@ Loaded load_common(const TaskRunSettings& c, models::CausalLM* model) {
   // Refuse before loading the model: running code needs the sandbox or an explicit opt-out.
   if (L.kind == eval::TaskKind::HumanEval) L.sandbox = eval::Sandbox::create(c.unsafe_exec);
   if (L.kind == eval::TaskKind::HumanEval && !L.sandbox.isolated())
-    std::fprintf(stderr, "warning: bubblewrap unavailable; --unsafe-exec: model code runs unsandboxed (rlimits only)\n");
+    std::fprintf(stderr,
+                 "warning: bubblewrap unavailable; --unsafe-exec: model code runs unsandboxed "
+                 "(rlimits only)\n");
   if (c.timeout <= 0) throw Error("--timeout must be > 0");
   if (c.workers < 1) throw Error("--workers must be >= 1");
   L.check.limits.wall_seconds = c.timeout;
@@ -92,11 +94,13 @@ nlohmann::json run_collect(const CollectSettings& s, models::CausalLM* model) {
   if (s.out.empty()) throw Error("collect needs an output file (--out)");
   Loaded L = load_common(s, model);
   const auto n = static_cast<int64_t>(L.all.size());
-  auto idx = eval::parse_ranges(s.problems.empty() ? default_range(L.kind, true, n) : s.problems, n, "--train");
+  auto idx = eval::parse_ranges(s.problems.empty() ? default_range(L.kind, true, n) : s.problems, n,
+                                "--train");
   auto tasks = eval::select_tasks(L.all, idx);
   std::optional<models::StateMap> states;
   if (!s.states.empty())
-    states = adapters::load_state_set(s.states, *L.model).scaled(s.alpha >= 0 ? std::optional<double>(s.alpha) : std::nullopt);
+    states = adapters::load_state_set(s.states, *L.model)
+                 .scaled(s.alpha >= 0 ? std::optional<double>(s.alpha) : std::nullopt);
   else if (s.alpha >= 0)
     throw Error("--alpha needs --states");
   CollectOptions co;
@@ -110,7 +114,8 @@ nlohmann::json run_collect(const CollectSettings& s, models::CausalLM* model) {
   co.check = L.check;
   co.check_all = s.check_all;
   co.progress = s.progress;
-  auto sum = collect(*L.model, *L.tok, L.style(), tasks, states ? &*states : nullptr, L.sandbox, co, s.out);
+  auto sum = collect(*L.model, *L.tok, L.style(), tasks, states ? &*states : nullptr, L.sandbox, co,
+                     s.out);
   nlohmann::json j = sum.to_json();
   j["out"] = s.out;
   return j;
@@ -126,7 +131,8 @@ nlohmann::json run_eval(const EvalSettings& s, models::CausalLM* model) {
     if (k < 1) throw Error("--k values must be >= 1");
   Loaded L = load_common(s, model);
   const auto n = static_cast<int64_t>(L.all.size());
-  auto idx = eval::parse_ranges(s.problems.empty() ? default_range(L.kind, false, n) : s.problems, n, "--eval");
+  auto idx = eval::parse_ranges(s.problems.empty() ? default_range(L.kind, false, n) : s.problems,
+                                n, "--eval");
   auto tasks = eval::select_tasks(L.all, idx);
   std::vector<Condition> conds;
   if (!s.no_base) conds.push_back({"base", std::nullopt, std::nullopt});
@@ -149,8 +155,10 @@ nlohmann::json run_eval(const EvalSettings& s, models::CausalLM* model) {
   eo.sampling.seed = s.seed;
   eo.check = L.check;
   eo.progress = s.progress;
-  eo.meta = {{"model", s.model}, {"tasks", s.tasks}, {"task_kind", s.kind}, {"problems", static_cast<int64_t>(tasks.size())},
-             {"states", s.states}, {"chat", s.chat}, {"dtype", s.dtype}, {"sandbox", L.sandbox.isolated() ? "bubblewrap" : "none"}};
+  eo.meta = {{"model", s.model},    {"tasks", s.tasks},
+             {"task_kind", s.kind}, {"problems", static_cast<int64_t>(tasks.size())},
+             {"states", s.states},  {"chat", s.chat},
+             {"dtype", s.dtype},    {"sandbox", L.sandbox.isolated() ? "bubblewrap" : "none"}};
   return evaluate(*L.model, *L.tok, L.style(), tasks, conds, L.sandbox, eo, s.out);
 }
 

@@ -24,7 +24,8 @@ inline void poll_interrupt() {
 // Installs `hook` for the current thread while in scope (the previous one is restored).
 class ScopedInterruptHook {
  public:
-  explicit ScopedInterruptHook(std::function<void()> hook) : hook_(std::move(hook)), prev_(detail::interrupt_hook()) {
+  explicit ScopedInterruptHook(std::function<void()> hook)
+      : hook_(std::move(hook)), prev_(detail::interrupt_hook()) {
     detail::interrupt_hook() = &hook_;
   }
   ~ScopedInterruptHook() { detail::interrupt_hook() = prev_; }
