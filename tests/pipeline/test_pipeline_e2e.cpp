@@ -51,6 +51,21 @@ std::vector<std::string> collect_args(const std::string& model, const std::strin
           "--dtype", "f32", "--threads", "1", "--timeout", "5", "--unsafe-exec", "--seed", "5"};
 }
 
+// A small experiment on `model` over the 5 tasks write_tasks() writes (3 training, 2 held out).
+json small_experiment(const std::string& model, const json& seeds, const json& training, const json& alphas) {
+  return {{"model", model},
+          {"tasks", "tasks.jsonl"},  // relative to the config file
+          {"train_problems", "0-2"},
+          {"eval_problems", "3-4"},
+          {"seeds", seeds},
+          {"dtype", "f32"},
+          {"threads", 1},
+          {"unsafe_exec", true},
+          {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
+          {"training", training},
+          {"eval", {{"alphas", alphas}, {"max_new_tokens", 5}}}};
+}
+
 TEST(PipelineE2E, CollectTrainEvalAndResume) {
   const std::string dir = s0::testing::temp_dir("pipeline_e2e");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);
@@ -171,22 +186,11 @@ TEST(PipelineE2E, ExperimentComparesMethodsOnTheSameDataAndResumesPerMethod) {
   const std::string dir = s0::testing::temp_dir("pipeline_methods");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);
   write_tasks(dir, 5);
-  json cfg = {{"model", model},
-              {"tasks", "tasks.jsonl"},
-              {"train_problems", "0-2"},
-              {"eval_problems", "3-4"},
-              {"seeds", {0, 1}},
-              {"dtype", "f32"},
-              {"threads", 1},
-              {"unsafe_exec", true},
-              {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
-              {"training", {{"steps", 2}}},
-              {"eval", {{"alphas", {0.5}}, {"max_new_tokens", 5}}},
-              {"decode_speed_tokens", 8},
-              {"methods",
-               {{{"name", "s0"}, {"kind", "s0"}},
-                {{"name", "lora"}, {"kind", "lora"}, {"rank", 2}, {"steps", 3}, {"batch", 1}, {"lr", 1e-2}},
-                {{"name", "offset"}, {"kind", "offset"}, {"scales", {1.0, 3.0}}}}}};
+  json cfg = small_experiment(model, {0, 1}, {{"steps", 2}}, {0.5});
+  cfg["decode_speed_tokens"] = 8;
+  cfg["methods"] = {{{"name", "s0"}, {"kind", "s0"}},
+                    {{"name", "lora"}, {"kind", "lora"}, {"rank", 2}, {"steps", 3}, {"batch", 1}, {"lr", 1e-2}},
+                    {{"name", "offset"}, {"kind", "offset"}, {"scales", {1.0, 3.0}}}};
   std::ofstream(dir + "/exp.json") << cfg.dump();
   auto r = run_cli({"experiment", "--config", dir + "/exp.json"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
@@ -231,17 +235,7 @@ TEST(PipelineE2E, ExperimentOverSeedsWritesReportAndResumes) {
   const std::string dir = s0::testing::temp_dir("pipeline_exp");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);
   write_tasks(dir, 5);
-  json cfg = {{"model", model},
-              {"tasks", "tasks.jsonl"},  // relative to the config file
-              {"train_problems", "0-2"},
-              {"eval_problems", "3-4"},
-              {"seeds", {0, 1}},
-              {"dtype", "f32"},
-              {"threads", 1},
-              {"unsafe_exec", true},
-              {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
-              {"training", {{"steps", 2}}},
-              {"eval", {{"alphas", {0.07, 0.6}}, {"max_new_tokens", 5}}}};
+  json cfg = small_experiment(model, {0, 1}, {{"steps", 2}}, {0.07, 0.6});
   std::ofstream(dir + "/exp.json") << cfg.dump();
   auto r = run_cli({"experiment", "--config", dir + "/exp.json"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
@@ -293,18 +287,8 @@ TEST(PipelineE2E, AnalysesInAnExperimentAndFromTheCli) {
   const std::string dir = s0::testing::temp_dir("pipeline_analyses");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);
   const std::string tasks = write_tasks(dir, 5);
-  json cfg = {{"model", model},
-              {"tasks", "tasks.jsonl"},
-              {"train_problems", "0-2"},
-              {"eval_problems", "3-4"},
-              {"seeds", {0}},
-              {"dtype", "f32"},
-              {"threads", 1},
-              {"unsafe_exec", true},
-              {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
-              {"training", {{"steps", 2}, {"lr", 0.05}}},
-              {"eval", {{"alphas", {1.0}}, {"max_new_tokens", 5}}},
-              {"decode_speed_tokens", 0}};
+  json cfg = small_experiment(model, {0}, {{"steps", 2}, {"lr", 0.05}}, {1.0});
+  cfg["decode_speed_tokens"] = 0;
   std::ofstream(dir + "/exp.json") << cfg.dump();
   auto r = run_cli({"experiment", "--config", dir + "/exp.json"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
@@ -372,18 +356,8 @@ TEST(PipelineE2E, AblationsOverLayerSubsetsAndTrainingSetSizes) {
   const std::string dir = s0::testing::temp_dir("pipeline_ablation");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);
   write_tasks(dir, 5);
-  json cfg = {{"model", model},
-              {"tasks", "tasks.jsonl"},
-              {"train_problems", "0-2"},
-              {"eval_problems", "3-4"},
-              {"seeds", {0}},
-              {"dtype", "f32"},
-              {"threads", 1},
-              {"unsafe_exec", true},
-              {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
-              {"training", {{"steps", 1}}},
-              {"eval", {{"alphas", {0.5}}, {"max_new_tokens", 5}}},
-              {"decode_speed_tokens", 0}};
+  json cfg = small_experiment(model, {0}, {{"steps", 1}}, {0.5});
+  cfg["decode_speed_tokens"] = 0;
   std::ofstream(dir + "/exp.json") << cfg.dump();
   auto r = run_cli({"analyze", "ablation", "--config", dir + "/exp.json", "--kind", "layers"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);

@@ -82,12 +82,11 @@ json persistence(models::CausalLM& model, const std::vector<std::vector<int64_t>
                       : json(nullptr);
   json layers = json::array();
   for (size_t i = 0; i < rec.size(); ++i) {
-    const Tensor s0 = tuned ? tuned->initial_state(rec[i]) : Tensor();
-    const double init = s0.defined() ? s0.to(at::kDouble).norm().item<double>() : 0.0;
+    const Tensor init_state = tuned ? tuned->initial_state(rec[i]) : Tensor();
+    const double init = init_state.defined() ? init_state.to(at::kDouble).norm().item<double>() : 0.0;
     std::vector<double> d(kl.size());
     for (size_t p = 0; p < d.size(); ++p) d[p] = state_sum[i][p] / kl_n[p];
-    // the last prompt token of the longest prompts is noisy; "last" = mean over the positions
-    // every prompt reached's end: the final position reached by at least half of them
+    // "last": the last position at least half of the prompts reach (the fit's range)
     const double last = xs.empty() ? 0.0 : d[static_cast<size_t>(xs.back())];
     layers.push_back({{"layer", rec[i]}, {"initial_norm", init}, {"diff_norm", d}, {"last", last},
                       {"last_over_initial", init > 0 ? json(last / init) : json(nullptr)}});

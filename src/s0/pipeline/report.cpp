@@ -205,6 +205,7 @@ std::string svg_series_chart(const std::vector<ChartSeries>& series, const Chart
     const ChartSeries& s = series[si];
     const std::string color = kPalette[si % kColors];
     const std::string who = opt.point_label.empty() ? s.name : opt.point_label;
+    const char* radius = s.x.size() > 60 ? "2" : "4";  // long series: small markers
     std::string path;
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
       if (!usable(s.y[i])) continue;
@@ -216,7 +217,7 @@ std::string svg_series_chart(const std::vector<ChartSeries>& series, const Chart
           << fixed(Y(s.y[i] + e)) << "\" stroke=\"" << color << "\"/>\n";
       }
       if (s.markers)
-        o << "<circle cx=\"" << fixed(X(s.x[i])) << "\" cy=\"" << fixed(Y(s.y[i])) << "\" r=\"4\" fill=\"" << color << "\"><title>"
+        o << "<circle cx=\"" << fixed(X(s.x[i])) << "\" cy=\"" << fixed(Y(s.y[i])) << "\" r=\"" << radius << "\" fill=\"" << color << "\"><title>"
           << esc(who) << " " << fixed(s.x[i], opt.x_decimals) << ": " << (lg ? format("%.3g", s.y[i]) : fixed(s.y[i], 2))
           << "</title></circle>\n";
     }
@@ -431,7 +432,7 @@ std::string persistence_section(const json& r, const std::string& svg) {
   else
     md << " No exponential fit (fewer than two positions with KL > 0).";
   md << "\n\n![persistence](" << svg << ")\n\n"
-     << md_row({"layer", "||S0|| (as injected)", "||S_t(tuned) - S_t(base)|| at the last common position", "ratio"})
+     << md_row({"layer", "‖S0‖ (as injected)", "‖S_t(tuned) - S_t(base)‖ at the last common position", "ratio"})
      << md_rule(4);
   for (const auto& l : r["layers"])
     md << md_row({l["layer"].dump(), num(l["initial_norm"]), num(l["last"]),
