@@ -27,6 +27,7 @@ Action add_collect(CLI::App& app);
 Action add_eval(CLI::App& app);
 Action add_check(CLI::App& app);
 Action add_experiment(CLI::App& app);
+Action add_analyze(CLI::App& app);
 Action add_serve(CLI::App& app);
 
 }  // namespace s0::cli

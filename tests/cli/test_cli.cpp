@@ -342,6 +342,14 @@ TEST(Cli, Demo) {
                         "/experiment/alpha_sweep.svg", "/experiment/base/results.jsonl", "/experiment/seed_0/train.jsonl"})
     EXPECT_TRUE(fs::exists(out + f)) << f;
   EXPECT_EQ(s0::io::read_complete_lines(out + "/experiment/base/results.jsonl").size(), 10u);
+  // The report carries the persistence chart and the divergence table (METHOD.md section 6).
+  for (const char* f : {"/experiment/analysis/persistence.svg", "/experiment/analysis/divergence.json"})
+    EXPECT_TRUE(fs::exists(out + f)) << f;
+  const std::string report = io::read_file(out + "/experiment/report.md");
+  EXPECT_NE(report.find("![persistence](analysis/persistence.svg)"), std::string::npos) << report;
+  EXPECT_NE(report.find("| condition | FAIL->PASS | PASS->FAIL | sign test p |"), std::string::npos) << report;
+  EXPECT_TRUE(d.at("analyses").contains("persistence"));
+  EXPECT_NE(r.out.find("  persistence: KL(tuned || base)"), std::string::npos) << r.out;
   // The built-in model solves some of the 8 training problems in 4 samples (seeded, deterministic),
   // so a state set is trained and evaluated.
   ASSERT_EQ(d.at("s0_pass@1_per_seed").size(), 1u);

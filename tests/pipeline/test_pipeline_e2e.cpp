@@ -51,6 +51,21 @@ std::vector<std::string> collect_args(const std::string& model, const std::strin
           "--dtype", "f32", "--threads", "1", "--timeout", "5", "--unsafe-exec", "--seed", "5"};
 }
 
+// A small experiment on `model` over the 5 tasks write_tasks() writes (3 training, 2 held out).
+json small_experiment(const std::string& model, const json& seeds, const json& training, const json& alphas) {
+  return {{"model", model},
+          {"tasks", "tasks.jsonl"},  // relative to the config file
+          {"train_problems", "0-2"},
+          {"eval_problems", "3-4"},
+          {"seeds", seeds},
+          {"dtype", "f32"},
+          {"threads", 1},
+          {"unsafe_exec", true},
+          {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
+          {"training", training},
+          {"eval", {{"alphas", alphas}, {"max_new_tokens", 5}}}};
+}
+
 TEST(PipelineE2E, CollectTrainEvalAndResume) {
   const std::string dir = s0::testing::temp_dir("pipeline_e2e");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);
@@ -171,22 +186,11 @@ TEST(PipelineE2E, ExperimentComparesMethodsOnTheSameDataAndResumesPerMethod) {
   const std::string dir = s0::testing::temp_dir("pipeline_methods");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);
   write_tasks(dir, 5);
-  json cfg = {{"model", model},
-              {"tasks", "tasks.jsonl"},
-              {"train_problems", "0-2"},
-              {"eval_problems", "3-4"},
-              {"seeds", {0, 1}},
-              {"dtype", "f32"},
-              {"threads", 1},
-              {"unsafe_exec", true},
-              {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
-              {"training", {{"steps", 2}}},
-              {"eval", {{"alphas", {0.5}}, {"max_new_tokens", 5}}},
-              {"decode_speed_tokens", 8},
-              {"methods",
-               {{{"name", "s0"}, {"kind", "s0"}},
-                {{"name", "lora"}, {"kind", "lora"}, {"rank", 2}, {"steps", 3}, {"batch", 1}, {"lr", 1e-2}},
-                {{"name", "offset"}, {"kind", "offset"}, {"scales", {1.0, 3.0}}}}}};
+  json cfg = small_experiment(model, {0, 1}, {{"steps", 2}}, {0.5});
+  cfg["decode_speed_tokens"] = 8;
+  cfg["methods"] = {{{"name", "s0"}, {"kind", "s0"}},
+                    {{"name", "lora"}, {"kind", "lora"}, {"rank", 2}, {"steps", 3}, {"batch", 1}, {"lr", 1e-2}},
+                    {{"name", "offset"}, {"kind", "offset"}, {"scales", {1.0, 3.0}}}};
   std::ofstream(dir + "/exp.json") << cfg.dump();
   auto r = run_cli({"experiment", "--config", dir + "/exp.json"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
@@ -231,17 +235,7 @@ TEST(PipelineE2E, ExperimentOverSeedsWritesReportAndResumes) {
   const std::string dir = s0::testing::temp_dir("pipeline_exp");
   const std::string model = s0::testing::tiny_qwen35("f32", 4);
   write_tasks(dir, 5);
-  json cfg = {{"model", model},
-              {"tasks", "tasks.jsonl"},  // relative to the config file
-              {"train_problems", "0-2"},
-              {"eval_problems", "3-4"},
-              {"seeds", {0, 1}},
-              {"dtype", "f32"},
-              {"threads", 1},
-              {"unsafe_exec", true},
-              {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
-              {"training", {{"steps", 2}}},
-              {"eval", {{"alphas", {0.07, 0.6}}, {"max_new_tokens", 5}}}};
+  json cfg = small_experiment(model, {0, 1}, {{"steps", 2}}, {0.07, 0.6});
   std::ofstream(dir + "/exp.json") << cfg.dump();
   auto r = run_cli({"experiment", "--config", dir + "/exp.json"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
@@ -285,6 +279,109 @@ TEST(PipelineE2E, ExperimentOverSeedsWritesReportAndResumes) {
   r = run_cli({"experiment", "--config", dir + "/bad.json"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("unknown key \"alpha\""), std::string::npos) << r.err;
+}
+
+// The analyses: added to a finished experiment (no retraining), in its report, and from `s0
+// analyze` on the same outputs.
+TEST(PipelineE2E, AnalysesInAnExperimentAndFromTheCli) {
+  const std::string dir = s0::testing::temp_dir("pipeline_analyses");
+  const std::string model = s0::testing::tiny_qwen35("f32", 4);
+  const std::string tasks = write_tasks(dir, 5);
+  json cfg = small_experiment(model, {0}, {{"steps", 2}, {"lr", 0.05}}, {1.0});
+  cfg["decode_speed_tokens"] = 0;
+  std::ofstream(dir + "/exp.json") << cfg.dump();
+  auto r = run_cli({"experiment", "--config", dir + "/exp.json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const std::string out = dir + "/exp";
+  EXPECT_FALSE(fs::exists(out + "/analysis"));
+  cfg["analyses"] = {{"persistence", {{"prompts", 2}}}, {"divergence", true}, {"probe", {{"folds", 2}}}};
+  std::ofstream(dir + "/exp.json") << cfg.dump();
+  r = run_cli({"experiment", "--config", dir + "/exp.json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(r.err.find("step 1/2"), std::string::npos) << "training ran again:\n" << r.err;
+  for (const char* f : {"persistence.json", "persistence.svg", "persistence.md", "divergence.json", "divergence.svg",
+                        "divergence.md"})
+    EXPECT_TRUE(fs::exists(out + "/analysis/" + f)) << f;
+  json s = json::parse(s0::io::read_file(out + "/summary.json"));
+  ASSERT_TRUE(s["analyses"].contains("persistence"));
+  EXPECT_EQ(s["analyses"]["persistence"]["prompts"], 2);
+  EXPECT_EQ(s["analyses"]["persistence"]["condition"], "s0@1");
+  EXPECT_GT(s["analyses"]["persistence"]["kl_first"].get<double>(), 0);
+  const std::string md = s0::io::read_file(out + "/report.md");
+  EXPECT_NE(md.find("## Persistence of the tuned state"), std::string::npos) << md;
+  EXPECT_NE(md.find("![persistence](analysis/persistence.svg)"), std::string::npos) << md;
+  EXPECT_NE(md.find("## Where FAIL->PASS flips diverge"), std::string::npos) << md;
+  // An unknown analysis is refused, naming it.
+  json bad = cfg;
+  bad["analyses"] = {{"saliency", true}};
+  bad["out"] = "exp";
+  std::ofstream(dir + "/exp_bad.json") << bad.dump();
+  r = run_cli({"experiment", "--config", dir + "/exp_bad.json"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("saliency"), std::string::npos) << r.err;
+
+  // s0 analyze on the same outputs.
+  r = run_cli({"analyze", "divergence", "--results", out, "--out", dir + "/div"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("## Where FAIL->PASS flips diverge"), std::string::npos) << r.out;
+  EXPECT_EQ(json::parse(s0::io::read_file(dir + "/div/divergence.json"))["conditions"][0]["name"], "s0@1");
+  r = run_cli({"analyze", "persistence", "--model", model, "--tasks", tasks, "--problems", "3-4", "--states",
+               out + "/seed_0/states", "--alpha", "1", "--dtype", "f32", "--threads", "1", "--out", dir + "/pers"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  json p = json::parse(s0::io::read_file(dir + "/pers/persistence.json"));
+  // The same prompts, states and alpha as the experiment's analysis: the same numbers.
+  EXPECT_EQ(p["kl"], s["analyses"]["persistence"]["kl"]);
+  EXPECT_TRUE(fs::exists(dir + "/pers/persistence.svg"));
+  // probe: labels from a results file with both verdicts
+  {
+    std::ofstream f(dir + "/labels.jsonl");
+    for (int i = 0; i < 5; ++i)
+      f << json({{"condition", "base"}, {"task_id", "Str/" + std::to_string(i)}, {"passed", i % 2 == 0}}).dump() << "\n";
+  }
+  r = run_cli({"analyze", "probe", "--model", model, "--tasks", tasks, "--problems", "all", "--results",
+               dir + "/labels.jsonl", "--folds", "2", "--dtype", "f32", "--threads", "1", "--out", dir + "/probe"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  json pr = json::parse(s0::io::read_file(dir + "/probe/probe.json"));
+  EXPECT_EQ(pr["samples"], 5);
+  EXPECT_EQ(pr["positives"], 3);
+  EXPECT_EQ(pr["folds"], 2);
+  EXPECT_FALSE(pr["layers"].empty());
+  // Errors a user can cause exit non-zero with a message.
+  r = run_cli({"analyze", "divergence", "--results", dir + "/nowhere", "--out", dir + "/x"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not an eval output"), std::string::npos) << r.err;
+}
+
+TEST(PipelineE2E, AblationsOverLayerSubsetsAndTrainingSetSizes) {
+  const std::string dir = s0::testing::temp_dir("pipeline_ablation");
+  const std::string model = s0::testing::tiny_qwen35("f32", 4);
+  write_tasks(dir, 5);
+  json cfg = small_experiment(model, {0}, {{"steps", 1}}, {0.5});
+  cfg["decode_speed_tokens"] = 0;
+  std::ofstream(dir + "/exp.json") << cfg.dump();
+  auto r = run_cli({"analyze", "ablation", "--config", dir + "/exp.json", "--kind", "layers"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("## Ablation: layer subsets"), std::string::npos) << r.out;
+  json a = json::parse(s0::io::read_file(dir + "/exp/ablation_layers/ablation_layers.json"));
+  std::vector<std::string> arms;
+  for (const auto& x : a["arms"]) arms.push_back(x["arm"]);
+  EXPECT_EQ(arms, (std::vector<std::string>{"early", "middle", "late", "all"}));
+  EXPECT_TRUE(fs::exists(dir + "/exp/ablation_layers/ablation_layers.svg"));
+  // The early arm's state set holds only the first third of the recurrent layers.
+  json es = json::parse(s0::io::read_file(dir + "/exp/ablation_layers/seed_0/early/s0.json"));
+  EXPECT_EQ(es["layers"], "early");
+
+  r = run_cli({"analyze", "ablation", "--config", dir + "/exp.json", "--kind", "size", "--sizes", "1,2"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  json b = json::parse(s0::io::read_file(dir + "/exp/ablation_size/ablation_size.json"));
+  ASSERT_EQ(b["arms"].size(), 2u);
+  EXPECT_EQ(b["arms"][0]["arm"], "n1");
+  EXPECT_EQ(b["arms"][0]["examples_used"], json::array({1}));
+  json n1 = json::parse(s0::io::read_file(dir + "/exp/ablation_size/seed_0/n1/s0.json"));
+  EXPECT_EQ(n1["num_examples"], 1);
+  r = run_cli({"analyze", "ablation", "--config", dir + "/exp.json", "--kind", "heads"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("heads"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -132,4 +132,65 @@ double mcnemar_exact_p(int64_t b, int64_t c) {
   return std::min(1.0, 2 * tail);
 }
 
+Auc auc_delong(const std::vector<double>& scores, const std::vector<int>& labels) {
+  if (scores.size() != labels.size()) throw Error("AUC: scores and labels differ in length");
+  std::vector<double> pos, neg;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    if (labels[i] != 0 && labels[i] != 1) throw Error("AUC: labels must be 0 or 1");
+    (labels[i] ? pos : neg).push_back(scores[i]);
+  }
+  if (pos.empty() || neg.empty()) throw Error("AUC: needs at least one positive and one negative label");
+  const size_t m = pos.size(), n = neg.size();
+  // Placement values: V10[i] = P(neg < pos[i]) (+1/2 ties), V01[j] = P(pos > neg[j]). Sorted
+  // lookups make this O((m + n) log(m + n)).
+  std::vector<double> sp = pos, sn = neg;
+  std::sort(sp.begin(), sp.end());
+  std::sort(sn.begin(), sn.end());
+  auto below_and_equal = [](const std::vector<double>& sorted, double v) {
+    auto lo = std::lower_bound(sorted.begin(), sorted.end(), v), hi = std::upper_bound(sorted.begin(), sorted.end(), v);
+    return std::pair<double, double>(static_cast<double>(lo - sorted.begin()), static_cast<double>(hi - lo));
+  };
+  std::vector<double> v10(m), v01(n);
+  for (size_t i = 0; i < m; ++i) {
+    auto [b, e] = below_and_equal(sn, pos[i]);
+    v10[i] = (b + 0.5 * e) / static_cast<double>(n);
+  }
+  for (size_t j = 0; j < n; ++j) {
+    auto [b, e] = below_and_equal(sp, neg[j]);
+    v01[j] = (static_cast<double>(m) - b - e + 0.5 * e) / static_cast<double>(m);
+  }
+  Auc r;
+  r.positives = static_cast<int64_t>(m), r.negatives = static_cast<int64_t>(n);
+  r.auc = mean(v10);
+  const double s10 = m > 1 ? stddev(v10) : 0, s01 = n > 1 ? stddev(v01) : 0;
+  r.se = std::sqrt(s10 * s10 / static_cast<double>(m) + s01 * s01 / static_cast<double>(n));
+  r.lo = std::max(0.0, r.auc - 1.959963984540054 * r.se);
+  r.hi = std::min(1.0, r.auc + 1.959963984540054 * r.se);
+  return r;
+}
+
+ExpFit exponential_fit(const std::vector<double>& x, const std::vector<double>& y) {
+  if (x.size() != y.size()) throw Error("exponential fit: x and y differ in length");
+  std::vector<double> xs, ls;
+  for (size_t i = 0; i < x.size(); ++i)
+    if (y[i] > 0 && std::isfinite(y[i])) xs.push_back(x[i]), ls.push_back(std::log(y[i]));
+  ExpFit f;
+  f.points = static_cast<int64_t>(xs.size());
+  const double mx = mean(xs), ml = mean(ls);
+  double sxx = 0, sxl = 0, sll = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    sxx += (xs[i] - mx) * (xs[i] - mx), sxl += (xs[i] - mx) * (ls[i] - ml), sll += (ls[i] - ml) * (ls[i] - ml);
+  }
+  if (xs.size() < 2 || sxx == 0) {
+    f.points = std::min<int64_t>(f.points, 1);
+    f.half_life = std::numeric_limits<double>::infinity();
+    return f;
+  }
+  f.b = sxl / sxx;
+  f.a = ml - f.b * mx;
+  f.r2 = sll > 0 ? sxl * sxl / (sxx * sll) : 1.0;
+  f.half_life = f.b < 0 ? std::log(2.0) / -f.b : std::numeric_limits<double>::infinity();
+  return f;
+}
+
 }  // namespace s0::eval

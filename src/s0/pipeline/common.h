@@ -28,6 +28,15 @@ uint64_t problem_seed(uint64_t seed, int64_t index);
 // `path` when absent, else refuses (naming the file) a header that differs.
 void check_or_write_header(const std::string& path, const nlohmann::json& header);
 
+// The first position at which two sequences (texts, token ids) differ: the length of their
+// common prefix (equal sequences: their length).
+template <class Seq>
+int64_t first_difference(const Seq& a, const Seq& b) {
+  size_t p = 0;
+  while (p < a.size() && p < b.size() && a[p] == b[p]) ++p;
+  return static_cast<int64_t>(p);
+}
+
 // Every complete line of a JSONL file, parsed (a torn last line is ignored).
 std::vector<nlohmann::json> read_jsonl(const std::string& path);
 

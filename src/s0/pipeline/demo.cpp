@@ -30,6 +30,28 @@ std::string find_assets(const std::vector<std::string>& tries) {
   throw Error(msg + " (pass --assets DIR or set S0_ASSETS)");
 }
 
+// The headline numbers of the experiment's analyses (the full results are in
+// experiment/analysis/).
+json brief_analyses(const json& a) {
+  json b = json::object();
+  if (a.contains("persistence")) {
+    const json& p = a["persistence"];
+    b["persistence"] = {{"prompts", p["prompts"]}, {"kl_first", p["kl_first"]}, {"kl_last_prompt_token", p["kl_last_prompt_token"]},
+                        {"kl_last_over_first", p["kl_last_over_first"]},
+                        {"half_life_tokens", p["fit"].is_object() ? p["fit"]["half_life_tokens"] : json(nullptr)}};
+  }
+  if (a.contains("divergence")) {
+    json c = json::array();
+    for (const auto& x : a["divergence"]["conditions"])
+      c.push_back({{"name", x["name"]}, {"fail_to_pass", x["fail_to_pass"]},
+                   {"at_position_0", x["first_char"].value("at_position_0", json(nullptr))},
+                   {"median", x["first_char"].value("median", json(nullptr))}});
+    b["divergence"] = c;
+  }
+  if (a.contains("probe")) b["probe"] = {{"best_state", a["probe"]["best_state"]}, {"best_residual", a["probe"]["best_residual"]}};
+  return b;
+}
+
 }  // namespace
 
 DemoResult run_demo(const DemoOptions& opt) {
@@ -87,6 +109,11 @@ DemoResult run_demo(const DemoOptions& opt) {
     methods.push_back({{"name", "offset"}, {"kind", "offset"}, {"lr", 1e-3}, {"steps", o.steps}});
   }
   cfg["methods"] = methods;
+  // The paper's analyses in the report: how long the tuned state's influence lasts along the
+  // prompt, where FAIL->PASS flips diverge, and linear probes of the base model's pass/fail.
+  cfg["analyses"] = {{"persistence", {{"prompts", o.quick ? 4 : 16}, {"max_positions", 0}}},
+                     {"divergence", true},
+                     {"probe", {{"folds", 5}, {"pca_dims", 64}, {"l2", 1.0}, {"seed", 0}}}};
   models::configure_runtime(o.threads);
   auto model = models::load_model(model_dir, at::kFloat);
   std::fprintf(stderr, "s0 demo: built-in model %s (%s), %lld training / %lld held-out problems, %lld seeds\n",
@@ -139,6 +166,7 @@ DemoResult run_demo(const DemoOptions& opt) {
                  {"decode_tokens_per_s", speed},
                  {"comparison", comparison},
                  {"paired_tests", summary["paired_tests"]},
+                 {"analyses", brief_analyses(summary.value("analyses", json::object()))},
                  {"report", (out / "experiment" / "report.md").string()},
                  {"state_set", states_dir.string()}};
   const std::string path = (out / "demo.json").string();

@@ -63,10 +63,7 @@ json summarize(const std::vector<json>& results, const std::vector<std::string>&
         bool b = it->second->at("passed").get<bool>(), t = r->at("passed").get<bool>();
         if (!b && t) {
           up.push_back(id);
-          const std::string x = it->second->value("completion", ""), y = r->value("completion", "");
-          size_t p = 0;
-          while (p < x.size() && p < y.size() && x[p] == y[p]) ++p;
-          div.push_back(static_cast<int64_t>(p));
+          div.push_back(first_difference(it->second->value("completion", ""), r->value("completion", "")));
         } else if (b && !t) {
           down.push_back(id);
         }
@@ -160,6 +157,7 @@ json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::P
                     {"detail", v.detail},
                     {"completion", texts[k]},
                     {"tokens", static_cast<int64_t>(g.tokens.size())},
+                    {"token_ids", g.tokens},
                     {"finish_reason", g.finish_reason},
                     // this problem's share of the group's wall time (sums give aggregate tokens/s)
                     {"decode_seconds", group_tokens ? wall * static_cast<double>(g.tokens.size()) / group_tokens : 0.0}};

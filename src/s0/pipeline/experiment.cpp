@@ -16,6 +16,7 @@
 #include "s0/eval/tasks.h"
 #include "s0/generate/generate.h"
 #include "s0/io/atomic_file.h"
+#include "s0/pipeline/analysis.h"
 #include "s0/pipeline/collect.h"
 #include "s0/pipeline/evaluate.h"
 #include "s0/pipeline/report.h"
@@ -60,6 +61,7 @@ json defaults() {
           {"methods", nullptr},
           {"train_subset", 0},
           {"decode_speed_tokens", 128},
+          {"analyses", nullptr},
           {"out", nullptr}};
 }
 
@@ -68,7 +70,7 @@ void merge(json& base, const json& user, const std::string& where) {
   if (!user.is_object()) throw Error(where + ": expected a JSON object");
   for (auto& [k, v] : user.items()) {
     if (!base.contains(k)) throw Error(where + ": unknown key \"" + k + "\"");
-    if (base[k].is_object()) merge(base[k], v, where + "." + k);
+    if (base[k].is_object() && k != "analyses") merge(base[k], v, where + "." + k);
     else base[k] = v;
   }
 }
@@ -123,6 +125,7 @@ struct MethodSpec {
   train::TrainConfig tc;
   adapters::LoraConfig lora;
   std::vector<double> scales;  // s0: alphas; offset: scales; lora: {1}
+  int64_t examples = 0;        // > 0: train on a seeded random subset of this many collected examples
   // Condition names: S0 "name@alpha" (one per alpha); LoRA "name"; offset "name", or
   // "name@scale" when it has several scales or one other than 1.
   std::string condition(double x) const {
@@ -142,7 +145,7 @@ std::vector<MethodSpec> method_specs(const json& cfg, const models::CausalLM& mo
   for (const auto& m : list) {
     static const std::set<std::string> keys = {"name", "kind", "alphas", "scales", "steps", "lr", "l2", "clip", "batch",
                                                "layers", "max_length", "rank", "lora_alpha", "targets",
-                                               "normalize", "alpha_in_training"};
+                                               "normalize", "alpha_in_training", "examples"};
     if (!m.is_object()) throw Error("experiment config: each of \"methods\" must be an object");
     for (auto& [k, v] : m.items())
       if (!keys.count(k)) throw Error("experiment config: methods: unknown key \"" + k + "\"");
@@ -165,6 +168,8 @@ std::vector<MethodSpec> method_specs(const json& cfg, const models::CausalLM& mo
       s.tc.normalize = get("normalize").get<bool>();
       s.tc.alpha_in_training = get("alpha_in_training").get<bool>();
       s.tc.batch = m.value("batch", int64_t{0});
+      s.examples = m.value("examples", int64_t{0});
+      if (s.examples < 0) throw Error("experiment config: methods: \"" + s.name + "\": \"examples\" must be >= 0");
       if (s.kind == "lora") {
         s.lora.r = m.value("rank", int64_t{24});
         s.lora.lora_alpha = m.value("lora_alpha", 2.0 * static_cast<double>(s.lora.r));
@@ -216,6 +221,115 @@ Trained load_trained(const MethodSpec& m, const std::string& dir, const models::
   return t;
 }
 
+json analysis_defaults() {
+  return {{"persistence", {{"prompts", 16}, {"max_positions", 0}}},
+          {"divergence", json::object()},
+          {"probe", {{"folds", 5}, {"pca_dims", 64}, {"l2", 1.0}, {"seed", 0}}}};
+}
+
+// An analysis's options: `true` or an object overriding `defaults` (unknown keys refused).
+json analysis_options(const json& v, json defaults, const std::string& name) {
+  if (v.is_boolean()) return defaults;
+  if (!v.is_object()) throw Error("experiment config: analyses." + name + ": expected true or an object");
+  for (auto& [k, x] : v.items()) {
+    if (!defaults.contains(k)) throw Error("experiment config: analyses." + name + ": unknown key \"" + k + "\"");
+    defaults[k] = x;
+  }
+  return defaults;
+}
+
+// Refuses (before any work) an "analyses" value that is not an object of known analyses with
+// known options.
+void check_analyses(const json& acfg) {
+  if (acfg.is_null()) return;
+  if (!acfg.is_object()) throw Error("experiment config: \"analyses\" must be an object");
+  const json defaults = analysis_defaults();
+  for (auto& [k, v] : acfg.items()) {
+    if (!defaults.contains(k))
+      throw Error("experiment config: analyses: unknown analysis \"" + k + "\" (expected persistence, divergence, probe)");
+    analysis_options(v, defaults[k], k);
+  }
+}
+
+// The analyses an experiment's config asks for (analysis.h), on the held-out problems' prompts
+// and the first S0 method's state set of the first seed that has one (at its first alpha).
+// Each writes OUT/analysis/NAME.{json,svg,md}; a result whose options match is reused.
+json experiment_analyses(const json& cfg, models::CausalLM& model, const text::Tokenizer& tok, const eval::PromptStyle& style,
+                         const std::vector<eval::Task>& tasks, const std::vector<json>& base_results,
+                         const std::vector<MethodSpec>& specs, const fs::path& out) {
+  const json& acfg = cfg["analyses"];
+  const json defaults = analysis_defaults();
+  check_analyses(acfg);
+  const fs::path dir = out / "analysis";
+  json results = json::object();
+  auto prompts = [&](int64_t limit) {
+    std::vector<std::vector<int64_t>> p;
+    for (const auto& t : tasks) {
+      if (limit > 0 && static_cast<int64_t>(p.size()) >= limit) break;
+      p.push_back(tok.encode(eval::render_prompt(t, style), true));
+    }
+    return p;
+  };
+  auto cached = [&](const std::string& name, const json& options) -> std::optional<json> {
+    const fs::path f = dir / (name + ".json");
+    if (!fs::exists(f)) return std::nullopt;
+    json r = json::parse(io::read_file(f.string()));
+    if (r.value("options", json()) != options) return std::nullopt;
+    return r;
+  };
+  for (auto& [name, v] : acfg.items()) {
+    if (v.is_boolean() && !v.get<bool>()) continue;
+    const json options = analysis_options(v, defaults[name], name);
+    if (auto r = cached(name, options)) {
+      results[name] = *r;
+      continue;
+    }
+    json r;
+    std::fprintf(stderr, "experiment: analysis %s\n", name.c_str());
+    if (name == "persistence") {
+      // The first S0 method's states from the first seed that trained it.
+      const MethodSpec* m = nullptr;
+      for (const auto& sp : specs)
+        if (sp.kind == "s0" && !m) m = &sp;
+      std::optional<std::string> states;
+      for (const auto& sj : cfg["seeds"]) {
+        if (!m || states) break;
+        const fs::path d = out / ("seed_" + std::to_string(sj.get<uint64_t>())) / (m->name == "s0" ? std::string("states") : m->name);
+        if (fs::exists(d / "states.safetensors")) states = d.string();
+      }
+      if (!states) {
+        std::fprintf(stderr, "experiment: analysis persistence skipped: no S0 state set was trained\n");
+        continue;
+      }
+      auto set = adapters::load_state_set(*states, model);
+      r = persistence(model, prompts(options["prompts"].get<int64_t>()), set.adapter(m->scales[0]),
+                      options["max_positions"].get<int64_t>());
+      r["states"] = *states, r["alpha"] = m->scales[0], r["condition"] = m->condition(m->scales[0]);
+    } else if (name == "divergence") {
+      r = divergence(read_eval_output(out.string()), &tok);
+    } else {
+      std::vector<int> labels;
+      std::map<std::string, bool> passed;
+      for (const auto& b : base_results) passed[b["task_id"].get<std::string>()] = b["passed"].get<bool>();
+      for (const auto& t : tasks) labels.push_back(passed.count(t.id) && passed[t.id] ? 1 : 0);
+      ProbeOptions po;
+      po.folds = options["folds"].get<int64_t>(), po.pca_dims = options["pca_dims"].get<int64_t>();
+      po.l2 = options["l2"].get<double>(), po.seed = options["seed"].get<uint64_t>();
+      try {
+        r = probe(probe_features(model, prompts(0)), labels, po);
+      } catch (const Error& e) {
+        // Too few passing (or failing) problems is a property of the data, not a failure.
+        std::fprintf(stderr, "experiment: analysis probe skipped: %s\n", e.what());
+        continue;
+      }
+    }
+    r["options"] = options;
+    write_analysis(dir.string(), name, r);
+    results[name] = r;
+  }
+  return results;
+}
+
 double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -234,12 +348,17 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
     const std::string p = (out / "experiment.json").string();
     if (fs::exists(p)) {
       json old = json::parse(io::read_file(p));
-      if (old != cfg)
+      // Analyses run after the protocol and do not change its results: they may be added or
+      // changed on a finished experiment.
+      json a = old, b = cfg;
+      a.erase("analyses"), b.erase("analyses");
+      if (a != b)
         throw Error(p + " holds another experiment's config; use another \"out\" or delete the folder");
     } else {
       io::write_file_atomic(p, cfg.dump(2) + "\n");
     }
   }
+  check_analyses(cfg["analyses"]);
   const eval::TaskKind kind = eval::parse_task_kind(cfg["task_kind"].get<std::string>());
   auto all = eval::read_tasks(kind, cfg["tasks"].get<std::string>(), cfg["db_dir"].get<std::string>());
   const int64_t n = static_cast<int64_t>(all.size());
@@ -347,6 +466,12 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
         train::DataOptions dopt;
         dopt.max_length = tc.max_length;
         auto data = train::load_jsonl((sd / "train.jsonl").string(), tok, nullptr, dopt);
+        if (m.examples > 0 && m.examples < static_cast<int64_t>(data.examples.size())) {
+          // The same shuffle for every method of a seed: smaller subsets are nested in larger.
+          std::mt19937_64 rng(0xe1a3b1e5ULL + seed);
+          std::shuffle(data.examples.begin(), data.examples.end(), rng);
+          data.examples.resize(static_cast<size_t>(m.examples));
+        }
         std::fprintf(stderr, "experiment: seed %llu: train %s on %zu examples, %lld steps\n",
                      static_cast<unsigned long long>(seed), m.name.c_str(), data.examples.size(),
                      static_cast<long long>(tc.steps));
@@ -499,6 +624,8 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
                   {"seeds", seeds_out},
                   {"train_problems", static_cast<int64_t>(train_tasks.size())},
                   {"config", cfg}};
+  if (!cfg["analyses"].is_null())
+    summary["analyses"] = experiment_analyses(cfg, model, tok, style, eval_tasks, base_results, specs, out);
   io::write_file_atomic((out / "summary.json").string(), summary.dump(2) + "\n");
 
   // Charts and report.
@@ -506,6 +633,53 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
   io::write_file_atomic((out / "alpha_sweep.svg").string(), experiment_alpha_chart(summary));
   io::write_file_atomic((out / "report.md").string(), experiment_report(summary, sandbox.isolated()));
   return summary;
+}
+
+json run_ablation(const json& cfg_in, const std::string& kind, const std::vector<int64_t>& sizes, models::CausalLM* model) {
+  json cfg = defaults();
+  merge(cfg, cfg_in, "experiment config");
+  if (kind != "layers" && kind != "size") throw Error("ablation: kind \"" + kind + "\" (expected layers or size)");
+  const json& alphas = cfg["eval"]["alphas"];
+  json arm_alphas = alphas.is_array() && !alphas.empty() ? json::array({alphas[0]}) : json(nullptr);
+  json methods = json::array();
+  if (kind == "layers") {
+    for (const char* l : {"early", "middle", "late", "all"}) {
+      json m = {{"name", l}, {"kind", "s0"}, {"layers", l}};
+      if (!arm_alphas.is_null()) m["alphas"] = arm_alphas;
+      methods.push_back(m);
+    }
+  } else {
+    if (sizes.empty()) throw Error("ablation: no training-set sizes given");
+    for (int64_t n : sizes) {
+      if (n < 1) throw Error("ablation: training-set sizes must be >= 1");
+      json m = {{"name", "n" + std::to_string(n)}, {"kind", "s0"}, {"examples", n}};
+      if (!arm_alphas.is_null()) m["alphas"] = arm_alphas;
+      methods.push_back(m);
+    }
+  }
+  cfg["methods"] = methods;
+  cfg["analyses"] = nullptr;
+  const std::string name = "ablation_" + kind;
+  cfg["out"] = (fs::path(cfg["out"].get<std::string>()) / name).string();
+  const json summary = run_experiment(cfg, model);
+  json arms = json::array();
+  for (const auto& m : summary["methods"]) {
+    json a = {{"arm", m["method"]}, {"condition", m["name"]}, {"pass@1_per_seed", m["pass@1_per_seed"]},
+              {"fail_to_pass", m["fail_to_pass"]}, {"pass_to_fail", m["pass_to_fail"]}};
+    for (const char* k : {"pass@1_mean", "pass@1_std", "delta_pp_mean", "delta_pp_std"}) a[k] = m.value(k, json(nullptr));
+    a["welch_p"] = m.contains("welch_vs_base") && !m["welch_vs_base"]["zero_variance"].get<bool>() ? m["welch_vs_base"]["p"] : json(nullptr);
+    if (kind == "size") {
+      std::vector<int64_t> used;  // per seed: the examples actually trained on (fewer when fewer were collected)
+      for (const auto& s : summary["seeds"])
+        if (s.contains("collect")) used.push_back(std::min<int64_t>(s["collect"]["kept"].get<int64_t>(), sizes[arms.size()]));
+      a["examples"] = sizes[arms.size()], a["examples_used"] = used;
+    }
+    arms.push_back(a);
+  }
+  json r = {{"kind", kind}, {"seeds", cfg["seeds"]}, {"problems", summary["base"]["problems"]},
+            {"base", summary["base"]["pass@1"]}, {"arms", arms}, {"experiment", cfg["out"]}};
+  write_analysis(cfg["out"].get<std::string>(), name, r);
+  return r;
 }
 
 }  // namespace s0::pipeline

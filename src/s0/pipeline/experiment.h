@@ -27,11 +27,17 @@
 //      "lr": 5e-4, "steps": 50, "batch": 1},
 //     {"name": "offset", "kind": "offset", "scales": [1.0]}
 //   ],                           (each may override steps, lr, l2, clip, batch, layers, max_length;
-//                                 the baselines' l2 defaults to 0)
+//                                 the baselines' l2 defaults to 0; "examples": N > 0 trains on a
+//                                 seeded random N of the seed's collected examples, nested across N)
 //   "decode_speed_tokens": 128,  (0: skip the decode-speed measurement)
+//   "analyses": {                (optional; analysis.h, on the held-out prompts, written to OUT/analysis/
+//     "persistence": {"prompts": 16, "max_positions": 0},   and appended to report.md; `true` = defaults;
+//     "divergence": true,                                  may be added to a finished experiment)
+//     "probe": {"folds": 5, "pca_dims": 64, "l2": 1.0, "seed": 0}},
 //   "out": "runs/exp"            (default: the config's name without .json, next to it)
 // }
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -51,5 +57,13 @@ nlohmann::json experiment_config_from_json(const nlohmann::json& config, const s
 // OUT/report.md, OUT/deltas.svg, OUT/alpha_sweep.svg are written too. `model` may be passed
 // in already loaded (else it is loaded from the config).
 nlohmann::json run_experiment(const nlohmann::json& config, models::CausalLM* model = nullptr);
+
+// Ablations with the experiment machinery: kind "layers" trains S0 on the early / middle / late
+// thirds of the recurrent layers and on all of them; kind "size" on `sizes` collected solutions
+// per seed ("examples"). The arms are the S0 methods of one experiment (same seeds, collected
+// data and held-out problems; the config's first alpha) in OUT/ablation_<kind>/ (resumable),
+// which also gets ablation_<kind>.{json,svg,md} (report.h). Returns the table's data.
+nlohmann::json run_ablation(const nlohmann::json& config, const std::string& kind, const std::vector<int64_t>& sizes,
+                            models::CausalLM* model = nullptr);
 
 }  // namespace s0::pipeline
