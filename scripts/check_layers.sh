@@ -7,14 +7,15 @@ declare -A allowed=(
   [util]="util"
   [io]="util io"
   [nn]="util nn"
+  [dist]="util io dist"
   [text]="util io text"
   [eval]="util io text eval"
   [models]="util io text nn models"
   [adapters]="util io nn models adapters"
-  [train]="util io text nn models adapters train"
+  [train]="util io text nn models adapters dist train"
   [generate]="util io text nn models adapters generate"
   [serve]="util io text nn models adapters generate serve"
-  [pipeline]="util io text nn models adapters train generate eval pipeline"
+  [pipeline]="util io text nn models adapters dist train generate eval pipeline"
 )
 bad=0
 for dir in */; do

@@ -3,12 +3,12 @@
 # already present are skipped, and nothing is fetched when all of them are installed.
 set -euo pipefail
 # Each one is used: compilers and build tools; libtorch (tensors, autograd, oneDNN) with the
-# pthread OpenBLAS it calls for small products; JSON, CLI parsing, HTTP (s0 serve); SQLite
+# pthread OpenBLAS it calls for small products; Gloo's headers (torch.distributed's CPU backend); JSON, CLI parsing, HTTP (s0 serve); SQLite
 # (Spider checks), zlib (gzip tokenizer.json), ICU (tokenizer regex classes and NFC);
 # GoogleTest; bubblewrap (the sandbox); the Python module (pybind11, the Python headers) and
 # its tests (NumPy, pytest) for Debian's python3.
 pkgs=(build-essential cmake ninja-build pkg-config
-      libtorch-dev libopenblas0-pthread nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+      libtorch-dev libgloo-dev libopenblas0-pthread nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
       libsqlite3-dev zlib1g-dev libicu-dev
       libgtest-dev bubblewrap
       pybind11-dev python3-dev python3-numpy python3-pytest)

@@ -29,5 +29,10 @@ Action add_check(CLI::App& app);
 Action add_experiment(CLI::App& app);
 Action add_analyze(CLI::App& app);
 Action add_serve(CLI::App& app);
+Action add_launch(CLI::App& app);
+
+// Runs `action` as one rank of a distributed job when the environment describes one
+// (WORLD_SIZE > 1: torchrun, `s0 launch`), else plainly (cmd_launch.cpp).
+int run_distributed(const Action& action);
 
 }  // namespace s0::cli

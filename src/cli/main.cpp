@@ -1,6 +1,8 @@
 // s0: S0 tuning for hybrid recurrent-attention language models.
 #include <cstdio>
 #include <map>
+#include <set>
+#include <string>
 
 #include "commands.h"
 #include "s0/util/error.h"
@@ -30,6 +32,8 @@ int main(int argc, char** argv) {
        s0::cli::add_analyze},
       {"serve", "OpenAI-compatible HTTP server: one model, state sets chosen per request", s0::cli::add_serve},
       {"demo", "The main job on the built-in default model", s0::cli::add_demo},
+      {"launch", "Run an s0 command as N local ranks of a distributed job (torchrun's environment)",
+       s0::cli::add_launch},
   };
   std::map<CLI::App*, s0::cli::Action> actions;
   for (const auto& c : commands) {
@@ -43,8 +47,11 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;  // usage errors: exit status 2
   }
   try {
+    // Subcommands that run as ranks of a distributed job (torchrun / `s0 launch`).
+    static const std::set<std::string> distributed = {"train", "collect", "eval"};
     for (auto* sub : app.get_subcommands())
-      if (actions.count(sub)) return actions[sub]();
+      if (actions.count(sub))
+        return distributed.count(sub->get_name()) ? s0::cli::run_distributed(actions[sub]) : actions[sub]();
     return 1;
   } catch (const s0::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -37,6 +37,18 @@ void check_or_write_header(const std::string& path, const json& header) {
   io::write_file_atomic(path, header.dump(2) + "\n");
 }
 
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  size_t a = 0;
+  while (a < text.size()) {
+    size_t b = text.find('\n', a);
+    if (b == std::string::npos) b = text.size();
+    if (b > a) out.push_back(text.substr(a, b - a));
+    a = b + 1;
+  }
+  return out;
+}
+
 std::vector<json> read_jsonl(const std::string& path) {
   std::vector<json> out;
   for (auto& l : io::read_complete_lines(path)) out.push_back(json::parse(l));

@@ -37,6 +37,9 @@ int64_t first_difference(const Seq& a, const Seq& b) {
   return static_cast<int64_t>(p);
 }
 
+// The non-empty lines of `text`.
+std::vector<std::string> split_lines(const std::string& text);
+
 // Every complete line of a JSONL file, parsed (a torn last line is ignored).
 std::vector<nlohmann::json> read_jsonl(const std::string& path);
 

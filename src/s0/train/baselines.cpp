@@ -1,5 +1,6 @@
 #include "s0/train/baselines.h"
 
+#include "s0/dist/dist.h"
 #include "s0/util/error.h"
 
 namespace s0::train {
@@ -37,7 +38,7 @@ adapters::LoraSet train_lora(models::CausalLM& model, std::vector<Example> data,
   for (auto& [name, f] : set.modules) f = {p.at(name + ".lora_A"), p.at(name + ".lora_B")};
   set.s0_info = settings(cfg, n, loop.final_loss());
   set.s0_info["method"] = "lora";
-  adapters::save_lora(out_dir, set, prefix);
+  if (!dist::current() || dist::current()->root()) adapters::save_lora(out_dir, set, prefix);
   return set;
 }
 
@@ -64,7 +65,7 @@ adapters::OffsetSet train_offset(models::CausalLM& model, std::vector<Example> d
   set.config = settings(cfg, n, loop.final_loss());
   set.config["layers"] = cfg.layers;
   set.config["scale"] = 1.0;
-  adapters::save_offset_set(out_dir, set);
+  if (!dist::current() || dist::current()->root()) adapters::save_offset_set(out_dir, set);
   return set;
 }
 

@@ -2,8 +2,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
+#include "s0/dist/dist.h"
 #include "s0/io/safetensors.h"
 #include "s0/models/weights.h"
 #include "s0/util/error.h"
@@ -162,10 +164,45 @@ int64_t ParamTrainer::load_checkpoint(const std::string& dir) {
 
 ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
                              const std::function<void(const StepReport&)>& on_step) {
-  std::error_code ec;
-  std::filesystem::create_directories(out_dir, ec);
-  if (ec) throw Error("cannot create output directory '" + out_dir + "': " + ec.message());
-  int64_t start = resume ? load_checkpoint(out_dir) : 0;
+  // Data-parallel (dist::current()): each rank takes a contiguous share of every step's
+  // examples; their gradients, loss and token counts are summed in rank order (one allreduce
+  // per step), so every rank applies the same Adam step. Rank 0 writes the checkpoints and
+  // reports the steps; on resume it sends its checkpoint to the others.
+  dist::World* world = dist::current();
+  const int W = world ? world->size() : 1, R = world ? world->rank() : 0;
+  int64_t start = 0;
+  auto prepare = [&] {
+    if (R != 0) return;
+    std::error_code ec;
+    std::filesystem::create_directories(out_dir, ec);
+    if (ec) throw Error("cannot create output directory '" + out_dir + "': " + ec.message());
+    start = resume ? load_checkpoint(out_dir) : 0;
+  };
+  if (W == 1) {
+    prepare();
+  } else {
+    world->agree("training checkpoint", prepare);
+    if (resume) {
+      std::string blob;
+      if (R == 0) {
+        blob.append(reinterpret_cast<const char*>(&start), sizeof start);
+        for (const auto* group : {&P_, &m_, &v_})
+          for (const auto& [name, x] : *group)
+            blob.append(static_cast<const char*>(x.data_ptr()), static_cast<size_t>(x.numel()) * sizeof(float));
+      }
+      blob = world->broadcast("training checkpoint", blob);
+      size_t off = 0;
+      std::memcpy(&start, blob.data(), sizeof start);
+      off += sizeof start;
+      for (auto* group : {&P_, &m_, &v_})
+        for (auto& [name, x] : *group) {
+          const size_t n = static_cast<size_t>(x.numel()) * sizeof(float);
+          if (off + n > blob.size()) throw Error("training: rank 0's checkpoint does not match this rank's parameters");
+          std::memcpy(x.data_ptr(), blob.data() + off, n);
+          off += n;
+        }
+    }
+  }
   if (start > cfg_.steps)
     throw Error("--resume: the checkpoint is at step " + std::to_string(start) + ", beyond --steps " +
                 std::to_string(cfg_.steps));
@@ -180,7 +217,8 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
     for (const auto& [name, p] : P_) grads[name] = at::zeros_like(p);
     double loss_sum = 0;
     int64_t tokens = 0;
-    for (int64_t i = 0; i < per_step; ++i) {
+    const int64_t lo = per_step * R / W, hi = per_step * (R + 1) / W;  // this rank's share
+    for (int64_t i = lo; i < hi; ++i) {
       // Full batch: every example; batch b: examples (step-1)*b ... cycling through the data.
       poll_interrupt();  // stops between examples; the last checkpoint stays valid
       const Example& ex = data_[cfg_.batch > 0 ? ((step - 1) * cfg_.batch + i) % N : i];
@@ -188,6 +226,25 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
       tokens += static_cast<int64_t>(ex.ids.size());
     }
     NoGrad ng;
+    dist::CommStats comm0;
+    if (W > 1) {
+      comm0 = world->stats();
+      std::vector<float> flat;
+      for (const auto& [name, g] : grads) {
+        Tensor c = g.contiguous();
+        const float* p = c.data_ptr<float>();
+        flat.insert(flat.end(), p, p + c.numel());
+      }
+      std::vector<double> d = {loss_sum, static_cast<double>(tokens)};
+      world->allreduce_sum(flat, d);
+      size_t off = 0;
+      for (auto& [name, g] : grads) {
+        std::memcpy(g.data_ptr<float>(), flat.data() + off, static_cast<size_t>(g.numel()) * sizeof(float));
+        off += static_cast<size_t>(g.numel());
+      }
+      loss_sum = d[0];
+      tokens = static_cast<int64_t>(d[1]);
+    }
     double l2_term = 0;
     if (cfg_.l2 > 0)
       for (auto& [name, g] : grads) {
@@ -217,7 +274,7 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
       p.addcdiv_(m_[name], denom, -cfg_.lr / bc1);
     }
     const double t_ckpt = now();
-    save_checkpoint(out_dir, step);
+    if (R == 0) save_checkpoint(out_dir, step);
     const double ckpt_seconds = now() - t_ckpt;
     last_loss_ = loss_sum;
 
@@ -240,7 +297,14 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
     elapsed += r.seconds;
     r.tokens_per_s = tokens / std::max(r.seconds, 1e-9);
     r.eta_seconds = elapsed / (step - start) * (cfg_.steps - step);
-    if (on_step) on_step(r);
+    if (W > 1) {
+      const dist::CommStats c = world->stats();
+      r.ranks = W;
+      r.comm_seconds = c.seconds - comm0.seconds;
+      r.comm_bytes_sent = c.bytes_sent - comm0.bytes_sent;
+      r.comm_bytes_received = c.bytes_received - comm0.bytes_received;
+    }
+    if (on_step && R == 0) on_step(r);
   }
   ParamMap out;
   for (const auto& [name, p] : P_) out[name] = p.clone();
@@ -280,7 +344,7 @@ adapters::StateSet Trainer::train(const std::string& out_dir, bool resume,
                 {"seed", cfg_.seed},
                 {"num_examples", num_examples_},
                 {"final_loss", loop_->final_loss()}};
-  adapters::save_state_set(out_dir, set);
+  if (!dist::current() || dist::current()->root()) adapters::save_state_set(out_dir, set);
   return set;
 }
 
@@ -290,6 +354,12 @@ nlohmann::json to_json(const StepReport& r) {
                       {"grad_norm", r.grad_norm}, {"param_norm", r.param_norm},
                       {"tokens_per_s", r.tokens_per_s},
                       {"seconds", r.seconds},     {"eta_seconds", r.eta_seconds}};
+  if (r.ranks > 1) {
+    j["ranks"] = r.ranks;
+    j["comm_seconds"] = r.comm_seconds;
+    j["comm_bytes_sent"] = r.comm_bytes_sent;
+    j["comm_bytes_received"] = r.comm_bytes_received;
+  }
   if (!r.state_norms.empty()) {
     nlohmann::json norms = nlohmann::json::object();
     for (const auto& [l, n] : r.state_norms) norms[std::to_string(l)] = n;

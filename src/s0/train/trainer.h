@@ -47,6 +47,11 @@ struct StepReport {
   int64_t tokens = 0;            // tokens processed this step
   double seconds = 0, tokens_per_s = 0, eta_seconds = 0;  // seconds: the whole step
   double checkpoint_seconds = 0;  // of which writing the checkpoint (once per step, not per example)
+  // Data-parallel runs (dist::current()): ranks, and of `seconds` the time in the gradient
+  // allreduce (waiting for the slowest rank included) and the bytes this rank sent/received.
+  int ranks = 1;
+  double comm_seconds = 0;
+  int64_t comm_bytes_sent = 0, comm_bytes_received = 0;
 };
 
 // A step report as `s0 train` logs it (one JSON object; state_norms keyed by layer).

@@ -1,0 +1,612 @@
+// The one translation unit that includes c10d (heavy headers: keep it that way).
+#include "s0/dist/dist.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#ifdef S0_DIST_NO_GLOO
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#else
+#include "s0/dist/c10d_compat.h"
+#endif
+#include "s0/util/error.h"
+#include "s0/util/interrupt.h"
+
+namespace s0::dist {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+long parse_long(const char* var, const std::string& v, long lo, long hi) {
+  size_t used = 0;
+  long x = 0;
+  try {
+    x = std::stol(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != v.size())
+    throw Error("environment variable " + std::string(var) + "='" + v + "' is not an integer");
+  if (x < lo || x > hi)
+    throw Error("environment variable " + std::string(var) + "=" + v + " is out of range (expected " +
+                std::to_string(lo) + " to " + std::to_string(hi) + ")");
+  return x;
+}
+
+std::string getenv_str(const char* var) {
+  const char* v = std::getenv(var);
+  return v ? std::string(v) : std::string();
+}
+
+std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::string str(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
+
+std::string hostname() {
+  char h[256] = {};
+  if (gethostname(h, sizeof h - 1) != 0) return "?";
+  return h;
+}
+
+bool is_loopback(const std::string& addr) {
+  return addr == "localhost" || addr == "::1" || addr.rfind("127.", 0) == 0;
+}
+
+World* g_current = nullptr;
+
+}  // namespace
+
+std::optional<Env> env_from_environment() {
+  const std::string ws = getenv_str("WORLD_SIZE");
+  if (ws.empty()) return std::nullopt;
+  Env e;
+  e.world_size = static_cast<int>(parse_long("WORLD_SIZE", ws, 1, 1 << 20));
+  const std::string rank = getenv_str("RANK");
+  if (rank.empty()) {
+    if (e.world_size > 1)
+      throw Error("WORLD_SIZE=" + ws + " is set but RANK is not (each process needs RANK in 0.." +
+                  std::to_string(e.world_size - 1) + "; torchrun and `s0 launch` set both)");
+  } else {
+    const long r = parse_long("RANK", rank, 0, 1 << 20);
+    if (r >= e.world_size)
+      throw Error("environment variable RANK=" + rank + " is not below WORLD_SIZE=" + ws + " (ranks are 0.." +
+                  std::to_string(e.world_size - 1) + ")");
+    e.rank = static_cast<int>(r);
+  }
+  const std::string lr = getenv_str("LOCAL_RANK");
+  e.local_rank = lr.empty() ? e.rank : static_cast<int>(parse_long("LOCAL_RANK", lr, 0, 1 << 20));
+  const std::string to = getenv_str("S0_DIST_TIMEOUT");
+  if (!to.empty()) {
+    size_t used = 0;
+    double t = 0;
+    try {
+      t = std::stod(to, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != to.size() || !(t > 0) || t > 1e7)
+      throw Error("environment variable S0_DIST_TIMEOUT='" + to + "' is not a positive number of seconds");
+    e.timeout_s = t;
+  }
+  if (e.world_size > 1) {
+    e.master_addr = getenv_str("MASTER_ADDR");
+    if (e.master_addr.empty())
+      throw Error("WORLD_SIZE=" + ws + " needs MASTER_ADDR (the host of rank 0's store) in the environment");
+    const std::string port = getenv_str("MASTER_PORT");
+    if (port.empty()) throw Error("WORLD_SIZE=" + ws + " needs MASTER_PORT (the port of rank 0's store) in the environment");
+    e.master_port = static_cast<int>(parse_long("MASTER_PORT", port, 1, 65535));
+    if (getenv_str("TORCHELASTIC_USE_AGENT_STORE") == "True") {
+      e.agent_store = true;
+      const std::string attempt = getenv_str("TORCHELASTIC_RESTART_COUNT");
+      e.store_prefix = "/worker/attempt_" + (attempt.empty() ? std::string("0") : attempt);
+    }
+  }
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------
+
+struct World::Impl {
+  Env env;
+  std::string where;  // "host:port" of the store
+  c10::intrusive_ptr<c10d::Store> store, mon_store;
+#ifndef S0_DIST_NO_GLOO
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+#else
+  struct NoGroup {
+    void reset() {}
+  } pg;
+#endif
+  std::vector<std::string> info;  // per rank: "host pid N"
+  std::thread monitor;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  std::atomic<bool> failed{false};
+  std::string failure;
+  std::vector<char> exited, dead;
+  std::map<std::string, int64_t> uses;
+  CommStats stats;
+  bool finished = false;
+  double interval = 1;
+
+  milliseconds timeout() const { return milliseconds(static_cast<int64_t>(env.timeout_s * 1000)); }
+  std::string who(int r) const {
+    std::string s = "rank " + std::to_string(r);
+    if (r >= 0 && r < static_cast<int>(info.size()) && !info[r].empty()) s += " (" + info[r] + ")";
+    return s;
+  }
+  void set_failure(const std::string& msg) {
+    std::lock_guard<std::mutex> lk(mu);
+    if (!failed) {
+      failure = msg;
+      failed = true;
+    }
+  }
+  void check() {
+    if (failed) {
+      std::lock_guard<std::mutex> lk(mu);
+      throw Error(failure);
+    }
+  }
+  static std::string hb_key(int r) { return "hb/" + std::to_string(r); }
+  static std::string exit_key(int r) { return "exit/" + std::to_string(r); }
+
+  // Waits for `key` while every peer is alive; no deadline of its own.
+  void wait_key(const std::string& key) {
+    int sleep_us = 100;
+    while (true) {
+      bool ok = false;
+      try {
+        ok = store->check({key});
+      } catch (const std::exception& e) {
+        check();
+        throw Error("lost the connection to the job's store at " + where + " (" + e.what() +
+                    "); rank 0, which serves it, has probably exited");
+      }
+      if (ok) return;
+      check();
+      std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+      sleep_us = std::min(sleep_us * 2, 20000);
+    }
+  }
+
+  void heartbeat_loop() {
+    const int W = env.world_size, me = env.rank;
+    std::vector<int64_t> last(W, -1);
+    std::vector<Clock::time_point> changed(W, Clock::now());
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        if (stop) return;
+      }
+      try {
+        mon_store->add(hb_key(me), 1);
+        for (int r = 0; r < W; ++r) {
+          if (r == me) continue;
+          {
+            std::lock_guard<std::mutex> lk(mu);
+            if (exited[r] || dead[r]) continue;
+          }
+          if (mon_store->check({exit_key(r)})) {
+            const std::string msg = str(mon_store->get(exit_key(r)));
+            {
+              std::lock_guard<std::mutex> lk(mu);
+              exited[r] = 1;
+            }
+            if (!msg.empty()) set_failure(who(r) + " failed: " + msg);
+            continue;
+          }
+          const int64_t hb = mon_store->add(hb_key(r), 0);
+          if (hb != last[r]) {
+            last[r] = hb;
+            changed[r] = Clock::now();
+          } else if (seconds_since(changed[r]) > env.timeout_s) {
+            {
+              std::lock_guard<std::mutex> lk(mu);
+              dead[r] = 1;
+            }
+            char b[64];
+            snprintf(b, sizeof b, "%g", env.timeout_s);
+            set_failure(who(r) + " stopped responding: no heartbeat for " + b +
+                        " s (killed, crashed or hung; S0_DIST_TIMEOUT sets the limit)");
+          }
+        }
+      } catch (const std::exception& e) {
+        set_failure("lost the connection to the job's store at " + where + " (" + e.what() +
+                    "); rank 0, which serves it, has probably exited");
+        return;
+      }
+      std::unique_lock<std::mutex> lk(mu);
+      cv.wait_for(lk, std::chrono::duration<double>(interval), [this] { return stop; });
+      if (stop) return;
+    }
+  }
+
+  void stop_monitor() {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    if (monitor.joinable()) monitor.join();
+  }
+
+#ifndef S0_DIST_NO_GLOO
+  c10d::ProcessGroupGloo& group() {
+    if (!pg) {
+      auto opts = c10d::ProcessGroupGloo::Options::create(timeout());
+      const std::string ifname = getenv_str("GLOO_SOCKET_IFNAME");
+      if (!ifname.empty())
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+      else if (is_loopback(env.master_addr))
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+      else
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      auto prefixed = c10::make_intrusive<c10d::PrefixStore>("gloo", store);
+      try {
+        pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, env.rank, env.world_size, opts);
+      } catch (const std::exception& e) {
+        failed_collective("connecting the Gloo process group", e);
+      }
+    }
+    return *pg;
+  }
+#endif
+
+  // A collective threw: let the heartbeat thread name the rank responsible (it knows within
+  // `timeout`), else report the collective's own error.
+  [[noreturn]] void failed_collective(const std::string& what, const std::exception& e) {
+    const auto t0 = Clock::now();
+    while (seconds_since(t0) < env.timeout_s + 2 * interval) {
+      if (failed) {
+        std::lock_guard<std::mutex> lk(mu);
+        throw Error(failure + " (during " + what + ")");
+      }
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    throw Error(what + " failed on rank " + std::to_string(env.rank) + ": " + e.what());
+  }
+};
+
+World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
+  Impl& I = *impl_;
+  I.env = env;
+  const int W = env.world_size, me = env.rank;
+  if (W < 1 || me < 0 || me >= W) throw Error("dist: rank " + std::to_string(me) + " of " + std::to_string(W));
+  I.where = env.master_addr + ":" + std::to_string(env.master_port);
+  I.exited.assign(W, 0);
+  I.dead.assign(W, 0);
+  I.info.assign(W, "");
+  I.interval = std::clamp(env.timeout_s / 10, 0.02, 1.0);
+  const bool serve = me == 0 && !env.agent_store;
+  auto connect = [&](bool server) -> c10::intrusive_ptr<c10d::Store> {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<uint16_t>(env.master_port);
+    o.isServer = server;
+    o.numWorkers = c10::nullopt;
+    o.waitWorkers = false;
+    o.timeout = I.timeout();
+    c10::intrusive_ptr<c10d::Store> tcp;
+    try {
+      tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
+    } catch (const std::exception& e) {
+      std::string m = e.what();
+      if (m.size() > 400) m = m.substr(0, 400) + "...";
+      if (server)
+        throw Error("rank 0 cannot serve the job's store on MASTER_ADDR:MASTER_PORT=" + I.where + " (" + m +
+                    "); is the port in use?");
+      throw Error("rank " + std::to_string(me) + " cannot reach the job's store at MASTER_ADDR:MASTER_PORT=" +
+                  I.where + " within S0_DIST_TIMEOUT=" + std::to_string(static_cast<int64_t>(env.timeout_s)) +
+                  " s (" + m + "); is rank 0 running, and MASTER_ADDR/MASTER_PORT right?");
+    }
+    return c10::make_intrusive<c10d::PrefixStore>(env.store_prefix + "/s0", tcp);
+  };
+  I.store = connect(serve);
+  I.mon_store = connect(false);
+  // Join: no rank claimed twice, one WORLD_SIZE, everybody present.
+  auto& S = *I.store;
+  if (S.add("join/rank/" + std::to_string(me), 1) != 1)
+    throw Error("RANK=" + std::to_string(me) + " is claimed by two processes of this job (each needs its own RANK)");
+  S.set("info/" + std::to_string(me), bytes(hostname() + " pid " + std::to_string(getpid())));
+  if (me == 0) S.set("join/world_size", bytes(std::to_string(W)));
+  const auto t0 = Clock::now();
+  auto deadline_left = [&] { return env.timeout_s - seconds_since(t0); };
+  while (!S.check({"join/world_size"})) {
+    if (deadline_left() < 0)
+      throw Error("rank 0 did not join the job at " + I.where + " within S0_DIST_TIMEOUT=" +
+                  std::to_string(static_cast<int64_t>(env.timeout_s)) + " s");
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  const std::string ws0 = str(S.get("join/world_size"));
+  if (ws0 != std::to_string(W))
+    throw Error("WORLD_SIZE=" + std::to_string(W) + " on rank " + std::to_string(me) + " but rank 0 has WORLD_SIZE=" +
+                ws0 + " (every process of a job needs the same WORLD_SIZE)");
+  S.add("join/count", 1);
+  while (S.add("join/count", 0) < W) {
+    if (deadline_left() < 0) {
+      std::string missing;
+      for (int r = 0; r < W; ++r)
+        if (!S.check({"join/rank/" + std::to_string(r)})) missing += (missing.empty() ? "" : ",") + std::to_string(r);
+      throw Error("only " + std::to_string(S.add("join/count", 0)) + " of WORLD_SIZE=" + std::to_string(W) +
+                  " ranks joined the job at " + I.where + " within S0_DIST_TIMEOUT=" +
+                  std::to_string(static_cast<int64_t>(env.timeout_s)) + " s; missing rank(s) " + missing);
+    }
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  for (int r = 0; r < W; ++r) I.info[r] = str(S.get("info/" + std::to_string(r)));
+  I.monitor = std::thread([this] { impl_->heartbeat_loop(); });
+}
+
+World::~World() {
+  try {
+    finish(std::uncaught_exceptions() > 0 ? "stopped by an error" : "");
+  } catch (...) {
+  }
+}
+
+int World::rank() const { return impl_->env.rank; }
+int World::size() const { return impl_->env.world_size; }
+const Env& World::env() const { return impl_->env; }
+void World::check_peers() { impl_->check(); }
+
+std::string World::unique(const std::string& what) { return what + "#" + std::to_string(++impl_->uses[what]); }
+
+int64_t World::add(const std::string& key, int64_t delta) {
+  impl_->check();
+  try {
+    return impl_->store->add("user/" + key, delta);
+  } catch (const std::exception& e) {
+    impl_->failed_collective("updating '" + key + "'", e);
+  }
+}
+
+void World::barrier(const std::string& what) {
+  Impl& I = *impl_;
+  const auto t0 = Clock::now();
+  const std::string k = "bar/" + unique(what);
+  try {
+    if (I.store->add(k, 1) == I.env.world_size) I.store->set(k + "/done", bytes("1"));
+  } catch (const std::exception& e) {
+    I.failed_collective("barrier '" + what + "'", e);
+  }
+  I.wait_key(k + "/done");
+  if (I.store->add(k + "/left", 1) == I.env.world_size) {
+    I.store->deleteKey(k);
+    I.store->deleteKey(k + "/done");
+    I.store->deleteKey(k + "/left");
+  }
+  I.stats.seconds += seconds_since(t0);
+}
+
+std::vector<std::string> World::gather(const std::string& what, const std::string& mine) {
+  Impl& I = *impl_;
+  const auto t0 = Clock::now();
+  const std::string k = "gat/" + unique(what) + "/";
+  I.check();
+  I.store->set(k + std::to_string(I.env.rank), bytes(mine));
+  std::vector<std::string> all;
+  if (I.env.rank == 0) {
+    for (int r = 0; r < I.env.world_size; ++r) {
+      const std::string key = k + std::to_string(r);
+      I.wait_key(key);
+      all.push_back(str(I.store->get(key)));
+      I.store->deleteKey(key);
+    }
+  }
+  I.stats.seconds += seconds_since(t0);
+  return all;
+}
+
+std::string World::broadcast(const std::string& what, const std::string& from_root) {
+  Impl& I = *impl_;
+  const auto t0 = Clock::now();
+  const std::string k = "bc/" + unique(what);
+  I.check();
+  if (I.env.world_size == 1) return from_root;
+  std::string v;
+  if (I.env.rank == 0) {
+    I.store->set(k, bytes(from_root));
+    v = from_root;
+  } else {
+    I.wait_key(k);
+    v = str(I.store->get(k));
+    if (I.store->add(k + "/read", 1) == I.env.world_size - 1) {
+      I.store->deleteKey(k);
+      I.store->deleteKey(k + "/read");
+    }
+  }
+  I.stats.seconds += seconds_since(t0);
+  return v;
+}
+
+std::vector<std::string> World::all_gather(const std::string& what, const std::string& mine) {
+  Impl& I = *impl_;
+  const auto t0 = Clock::now();
+  const std::string k = "ag/" + unique(what) + "/";
+  I.check();
+  I.store->set(k + std::to_string(I.env.rank), bytes(mine));
+  std::vector<std::string> all;
+  for (int r = 0; r < I.env.world_size; ++r) {
+    const std::string key = k + std::to_string(r);
+    I.wait_key(key);
+    all.push_back(str(I.store->get(key)));
+  }
+  if (I.store->add(k + "read", 1) == I.env.world_size) {
+    for (int r = 0; r < I.env.world_size; ++r) I.store->deleteKey(k + std::to_string(r));
+    I.store->deleteKey(k + "read");
+  }
+  I.stats.seconds += seconds_since(t0);
+  return all;
+}
+
+void World::agree(const std::string& what, const std::function<void()>& fn) {
+  std::string err;
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    err = e.what();
+    if (err.empty()) err = "error";
+  }
+  auto all = all_gather(what, err);
+  for (size_t r = 0; r < all.size(); ++r)
+    if (!all[r].empty()) {
+      if (static_cast<int>(r) == rank()) throw Error(all[r]);
+      throw Error("rank " + std::to_string(r) + ": " + all[r]);
+    }
+}
+
+void World::allreduce_sum(std::vector<float>& f, std::vector<double>& d) {
+  Impl& I = *impl_;
+  const int W = I.env.world_size;
+  if (W == 1) return;
+  // Wait at the store (no deadline while every peer is alive; a slow rank is not a fault),
+  // then the Gloo collective, which is bounded by the timeout.
+  barrier("allreduce");
+  const auto t0 = Clock::now();
+  const size_t nf = f.size() * sizeof(float), nd = d.size() * sizeof(double), n = nf + nd;
+  at::Tensor in = at::empty({static_cast<int64_t>(n)}, at::kByte);
+  std::memcpy(in.data_ptr(), f.data(), nf);
+  std::memcpy(static_cast<char*>(in.data_ptr()) + nf, d.data(), nd);
+  std::vector<at::Tensor> ins{in};
+  std::vector<std::vector<at::Tensor>> outs(1);
+  for (int r = 0; r < W; ++r) outs[0].push_back(at::empty({static_cast<int64_t>(n)}, at::kByte));
+#ifndef S0_DIST_NO_GLOO
+  try {
+    auto work = I.group().allgather(outs, ins);
+    work->wait(I.timeout());
+  } catch (const std::exception& e) {
+    I.failed_collective("the gradient allreduce", e);
+  }
+#else
+  {
+    auto all = all_gather("allreduce", std::string(static_cast<const char*>(in.data_ptr()), n));
+    for (int r = 0; r < W; ++r) std::memcpy(outs[0][r].data_ptr(), all[r].data(), n);
+  }
+#endif
+  // Rank order: rank 0's values, + rank 1's, + ... (the same on every rank).
+  std::vector<float> sf(f.size(), 0.0f);
+  std::vector<double> sd(d.size(), 0.0);
+  for (int r = 0; r < W; ++r) {
+    const auto* p = static_cast<const char*>(outs[0][r].data_ptr());
+    const auto* pf = reinterpret_cast<const float*>(p);
+    for (size_t i = 0; i < f.size(); ++i) sf[i] = r == 0 ? pf[i] : sf[i] + pf[i];
+    std::vector<double> tmp(d.size());
+    std::memcpy(tmp.data(), p + nf, nd);
+    for (size_t i = 0; i < d.size(); ++i) sd[i] = r == 0 ? tmp[i] : sd[i] + tmp[i];
+  }
+  f.swap(sf);
+  d.swap(sd);
+  I.stats.seconds += seconds_since(t0);
+  I.stats.bytes_sent += static_cast<int64_t>(n);
+  I.stats.bytes_received += static_cast<int64_t>(n) * (W - 1);
+  I.stats.allreduces++;
+}
+
+CommStats World::stats() const { return impl_->stats; }
+
+void World::finish(const std::string& failure) {
+  Impl& I = *impl_;
+  if (I.finished) return;
+  I.finished = true;
+  const int W = I.env.world_size, me = I.env.rank;
+  // A failing rank drops its Gloo connections first: peers blocked in a collective with it
+  // fail at once instead of at the timeout.
+  if (!failure.empty()) I.pg.reset();
+  if (me != 0) I.stop_monitor();
+  try {
+    I.store->set(Impl::exit_key(me), bytes(failure));
+  } catch (...) {
+  }
+  if (me == 0 && !I.env.agent_store) {
+    // Keep serving the store until every peer has exited or is known dead (bounded).
+    const auto t0 = Clock::now();
+    while (seconds_since(t0) < I.env.timeout_s + 2 * I.interval) {
+      bool all = true;
+      for (int r = 1; r < W && all; ++r) {
+        {
+          std::lock_guard<std::mutex> lk(I.mu);
+          if (I.exited[r] || I.dead[r]) continue;
+        }
+        try {
+          all = I.store->check({Impl::exit_key(r)});
+        } catch (...) {
+          all = true;
+          break;
+        }
+      }
+      if (all) break;
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+  }
+  I.stop_monitor();
+  I.pg.reset();
+  I.mon_store.reset();
+  I.store.reset();
+}
+
+// ---------------------------------------------------------------------------------------
+
+World* current() { return g_current; }
+
+struct ScopedWorld::Hook {
+  std::function<void()>* prev;
+  ScopedInterruptHook hook;
+  Hook(World& w, std::function<void()>* p)
+      : prev(p), hook([&w, p] {
+          if (p) (*p)();
+          w.check_peers();
+        }) {}
+};
+
+ScopedWorld::ScopedWorld(World& w) : prev_(g_current) {
+  g_current = &w;
+  hook_ = std::make_unique<Hook>(w, detail::interrupt_hook());
+}
+
+ScopedWorld::~ScopedWorld() {
+  hook_.reset();
+  g_current = prev_;
+}
+
+std::string rank_file(const std::string& prefix, int rank, const std::string& suffix) {
+  return prefix + ".rank" + std::to_string(rank) + suffix;
+}
+
+std::vector<std::string> rank_files(const std::string& prefix, const std::string& suffix) {
+  namespace fs = std::filesystem;
+  fs::path p(prefix);
+  fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  const std::string base = p.filename().string() + ".rank";
+  std::vector<std::pair<long, std::string>> found;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= base.size() + suffix.size() || name.rfind(base, 0) != 0) continue;
+    if (name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    const std::string mid = name.substr(base.size(), name.size() - base.size() - suffix.size());
+    if (mid.empty() || mid.find_first_not_of("0123456789") != std::string::npos || mid.size() > 7) continue;
+    found.push_back({std::stol(mid), (dir / name).string()});
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& [r, path] : found) out.push_back(path);
+  return out;
+}
+
+}  // namespace s0::dist
