@@ -337,12 +337,13 @@ World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
   if (ws0 != std::to_string(W))
     throw Error("WORLD_SIZE=" + std::to_string(W) + " on rank " + std::to_string(me) + " but rank 0 has WORLD_SIZE=" +
                 ws0 + " (every process of a job needs the same WORLD_SIZE)");
+  S.set("join/ok/" + std::to_string(me), bytes("1"));
   S.add("join/count", 1);
   while (S.add("join/count", 0) < W) {
     if (deadline_left() < 0) {
       std::string missing;
       for (int r = 0; r < W; ++r)
-        if (!S.check({"join/rank/" + std::to_string(r)})) missing += (missing.empty() ? "" : ",") + std::to_string(r);
+        if (!S.check({"join/ok/" + std::to_string(r)})) missing += (missing.empty() ? "" : ",") + std::to_string(r);
       throw Error("only " + std::to_string(S.add("join/count", 0)) + " of WORLD_SIZE=" + std::to_string(W) +
                   " ranks joined the job at " + I.where + " within S0_DIST_TIMEOUT=" +
                   std::to_string(static_cast<int64_t>(env.timeout_s)) + " s; missing rank(s) " + missing);
