@@ -90,8 +90,9 @@ std::optional<Env> env_from_environment() {
   }
   const std::string lr = getenv_str("LOCAL_RANK");
   e.local_rank = lr.empty() ? e.rank : static_cast<int>(parse_long("LOCAL_RANK", lr, 0, 1 << 20));
-  const std::string to = getenv_str("S0_DIST_TIMEOUT");
-  if (!to.empty()) {
+  auto seconds = [](const char* var, double fallback) {
+    const std::string to = getenv_str(var);
+    if (to.empty()) return fallback;
     size_t used = 0;
     double t = 0;
     try {
@@ -100,9 +101,11 @@ std::optional<Env> env_from_environment() {
       used = 0;
     }
     if (used == 0 || used != to.size() || !(t > 0) || t > 1e7)
-      throw Error("environment variable S0_DIST_TIMEOUT='" + to + "' is not a positive number of seconds");
-    e.timeout_s = t;
-  }
+      throw Error("environment variable " + std::string(var) + "='" + to + "' is not a positive number of seconds");
+    return t;
+  };
+  e.timeout_s = seconds("S0_DIST_TIMEOUT", e.timeout_s);
+  e.join_timeout_s = seconds("S0_DIST_JOIN_TIMEOUT", e.timeout_s);
   if (e.world_size > 1) {
     e.master_addr = getenv_str("MASTER_ADDR");
     if (e.master_addr.empty())
@@ -146,6 +149,7 @@ struct World::Impl {
   double interval = 1;
 
   milliseconds timeout() const { return milliseconds(static_cast<int64_t>(env.timeout_s * 1000)); }
+  milliseconds join_timeout() const { return milliseconds(static_cast<int64_t>(env.join_timeout_s * 1000)); }
   std::string who(int r) const {
     std::string s = "rank " + std::to_string(r);
     if (r >= 0 && r < static_cast<int>(info.size()) && !info[r].empty()) s += " (" + info[r] + ")";
@@ -301,7 +305,7 @@ World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
     o.isServer = server;
     o.numWorkers = c10::nullopt;
     o.waitWorkers = false;
-    o.timeout = I.timeout();
+    o.timeout = I.join_timeout();
     c10::intrusive_ptr<c10d::Store> tcp;
     try {
       tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
@@ -312,7 +316,7 @@ World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
         throw Error("rank 0 cannot serve the job's store on MASTER_ADDR:MASTER_PORT=" + I.where + " (" + m +
                     "); is the port in use?");
       throw Error("rank " + std::to_string(me) + " cannot reach the job's store at MASTER_ADDR:MASTER_PORT=" +
-                  I.where + " within S0_DIST_TIMEOUT=" + std::to_string(static_cast<int64_t>(env.timeout_s)) +
+                  I.where + " within " + std::to_string(static_cast<int64_t>(env.join_timeout_s)) +
                   " s (" + m + "); is rank 0 running, and MASTER_ADDR/MASTER_PORT right?");
     }
     return c10::make_intrusive<c10d::PrefixStore>(env.store_prefix + "/s0", tcp);
@@ -326,11 +330,11 @@ World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
   S.set("info/" + std::to_string(me), bytes(hostname() + " pid " + std::to_string(getpid())));
   if (me == 0) S.set("join/world_size", bytes(std::to_string(W)));
   const auto t0 = Clock::now();
-  auto deadline_left = [&] { return env.timeout_s - seconds_since(t0); };
+  auto deadline_left = [&] { return env.join_timeout_s - seconds_since(t0); };
   while (!S.check({"join/world_size"})) {
     if (deadline_left() < 0)
-      throw Error("rank 0 did not join the job at " + I.where + " within S0_DIST_TIMEOUT=" +
-                  std::to_string(static_cast<int64_t>(env.timeout_s)) + " s");
+      throw Error("rank 0 did not join the job at " + I.where + " within " +
+                  std::to_string(static_cast<int64_t>(env.join_timeout_s)) + " s (S0_DIST_JOIN_TIMEOUT)");
     std::this_thread::sleep_for(milliseconds(10));
   }
   const std::string ws0 = str(S.get("join/world_size"));
@@ -345,8 +349,9 @@ World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
       for (int r = 0; r < W; ++r)
         if (!S.check({"join/ok/" + std::to_string(r)})) missing += (missing.empty() ? "" : ",") + std::to_string(r);
       throw Error("only " + std::to_string(S.add("join/count", 0)) + " of WORLD_SIZE=" + std::to_string(W) +
-                  " ranks joined the job at " + I.where + " within S0_DIST_TIMEOUT=" +
-                  std::to_string(static_cast<int64_t>(env.timeout_s)) + " s; missing rank(s) " + missing);
+                  " ranks joined the job at " + I.where + " within " +
+                  std::to_string(static_cast<int64_t>(env.join_timeout_s)) + " s (S0_DIST_JOIN_TIMEOUT); missing rank(s) " +
+                  missing);
     }
     std::this_thread::sleep_for(milliseconds(10));
   }

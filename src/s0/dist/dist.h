@@ -29,6 +29,9 @@ struct Env {
   std::string store_prefix;  // "/worker/attempt_<TORCHELASTIC_RESTART_COUNT>" with the agent's store
   // Seconds: rendezvous, heartbeat silence and collective timeout (S0_DIST_TIMEOUT, default 300).
   double timeout_s = 300;
+  // Seconds the rendezvous waits for the store and for every rank to join
+  // (S0_DIST_JOIN_TIMEOUT, default timeout_s): starting N processes can be slow on a busy machine.
+  double join_timeout_s = 300;
 };
 
 // The job described by the environment, or nullopt when WORLD_SIZE is unset (a plain single
