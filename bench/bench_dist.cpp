@@ -4,7 +4,8 @@
 // Prints one JSON object. On a machine with fewer cores than ranks x threads the ranks share
 // cores: read the numbers as a check that the work divides and what communication costs.
 //
-//   build/bench_dist [--s0 build/s0] [--model assets/builtin/model] [--tasks assets/builtin/tasks/eval.jsonl]
+//   build/bench_dist [--s0 build/s0] [--model assets/builtin/model] [--tasks
+//   assets/builtin/tasks/eval.jsonl]
 //                    [--problems 32] [--ranks 1,2,4] [--threads 1] [--steps 5] [--examples 8]
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,11 +15,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bench_util.h"
 #include "s0/io/atomic_file.h"
@@ -37,7 +37,8 @@ std::string quote(const std::string& s) {
 }
 
 // Runs `s0 [launch --nproc W --] args`; returns wall seconds; stderr kept in `err`.
-double run(const std::string& s0, int W, const std::vector<std::string>& args, const std::string& err) {
+double run(const std::string& s0, int W, const std::vector<std::string>& args,
+           const std::string& err) {
   std::string cmd = quote(s0);
   if (W > 1) cmd += " launch --nproc " + std::to_string(W) + " --";
   for (const auto& a : args) cmd += " " + quote(a);
@@ -69,14 +70,22 @@ int main(int argc, char** argv) {
   int problems = 32, steps = 5, examples = 8;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--s0") s0 = v;
-    else if (k == "--model") model = v;
-    else if (k == "--tasks") tasks = v;
-    else if (k == "--problems") problems = std::stoi(v);
-    else if (k == "--ranks") ranks = v;
-    else if (k == "--threads") threads = v;
-    else if (k == "--steps") steps = std::stoi(v);
-    else if (k == "--examples") examples = std::stoi(v);
+    if (k == "--s0")
+      s0 = v;
+    else if (k == "--model")
+      model = v;
+    else if (k == "--tasks")
+      tasks = v;
+    else if (k == "--problems")
+      problems = std::stoi(v);
+    else if (k == "--ranks")
+      ranks = v;
+    else if (k == "--threads")
+      threads = v;
+    else if (k == "--steps")
+      steps = std::stoi(v);
+    else if (k == "--examples")
+      examples = std::stoi(v);
     else {
       std::fprintf(stderr, "bench_dist: unknown option %s\n", k.c_str());
       return 2;
@@ -89,7 +98,8 @@ int main(int argc, char** argv) {
     Ws.push_back(std::stoi(ranks.substr(a, b - a)));
     a = b + 1;
   }
-  const std::string dir = (fs::temp_directory_path() / ("bench_dist_" + std::to_string(getpid()))).string();
+  const std::string dir =
+      (fs::temp_directory_path() / ("bench_dist_" + std::to_string(getpid()))).string();
   fs::create_directories(dir);
   // Training data: the first `examples` tasks with their reference solutions.
   const std::string data = dir + "/train.jsonl";
@@ -102,23 +112,29 @@ int main(int argc, char** argv) {
       o << json{{"prompt", t["prompt"]}, {"completion", t["canonical_solution"]}}.dump() << "\n";
     }
   }
-  json out = {{"model", model},     {"tasks", tasks},       {"problems", problems}, {"threads_per_rank", threads},
-              {"train_examples", examples}, {"train_steps", steps}, {"cores", std::thread::hardware_concurrency()}};
+  json out = {{"model", model},
+              {"tasks", tasks},
+              {"problems", problems},
+              {"threads_per_rank", threads},
+              {"train_examples", examples},
+              {"train_steps", steps},
+              {"cores", std::thread::hardware_concurrency()}};
   json evals = json::array(), trains = json::array();
   double eval1 = 0, step1 = 0;
   for (int W : Ws) {
     const std::string e = dir + "/eval" + std::to_string(W);
     const double wall = run(s0, W,
-                            {"eval", "--model", model, "--tasks", tasks, "--eval", "0-" + std::to_string(problems - 1),
-                             "--out", e, "--max-new-tokens", "96", "--threads", threads, "--unsafe-exec",
-                             "--dtype", "f32"},
+                            {"eval", "--model", model, "--tasks", tasks, "--eval",
+                             "0-" + std::to_string(problems - 1), "--out", e, "--max-new-tokens",
+                             "96", "--threads", threads, "--unsafe-exec", "--dtype", "f32"},
                             e + ".err");
     // Rank 0's last progress line: seconds from its first problem to the merged files, i.e.
     // without process start and model loading (which the wall time includes).
     double work = wall;
     for (const auto& l : s0::io::read_complete_lines(e + ".err")) {
       json j = json::parse(l, nullptr, false);
-      if (!j.is_discarded() && j.is_object() && j.contains("elapsed_s")) work = j["elapsed_s"].get<double>();
+      if (!j.is_discarded() && j.is_object() && j.contains("elapsed_s"))
+        work = j["elapsed_s"].get<double>();
     }
     const double rate = problems / work;
     if (W == Ws.front()) eval1 = rate;
@@ -130,8 +146,8 @@ int main(int argc, char** argv) {
                      {"speedup", rate / eval1}});
     const std::string t = dir + "/train" + std::to_string(W);
     run(s0, W,
-        {"train", "--model", model, "--data", data, "--out", t, "--steps", std::to_string(steps), "--threads",
-         threads, "--dtype", "f32"},
+        {"train", "--model", model, "--data", data, "--out", t, "--steps", std::to_string(steps),
+         "--threads", threads, "--dtype", "f32"},
         t + ".err");
     std::vector<double> step, comm;
     int64_t sent = 0, received = 0;

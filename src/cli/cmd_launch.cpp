@@ -101,16 +101,20 @@ Action add_launch(CLI::App& app) {
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   app.add_option("--master-port", o->port, "Port of rank 0's store (default: a free port)");
-  app.add_option("--master-addr", o->addr, "Address the ranks reach rank 0's store at")->capture_default_str();
-  app.add_option("--timeout", o->timeout,
-                 "Seconds a rank may be silent before the others stop (S0_DIST_TIMEOUT; default 300)");
-  app.add_option("--grace", o->grace, "Seconds the other ranks get to stop by themselves after one fails")
+  app.add_option("--master-addr", o->addr, "Address the ranks reach rank 0's store at")
       ->capture_default_str();
-  app.add_option("command", o->cmd, "After --: an s0 subcommand with its options (or any program)")->required();
+  app.add_option(
+      "--timeout", o->timeout,
+      "Seconds a rank may be silent before the others stop (S0_DIST_TIMEOUT; default 300)");
+  app.add_option("--grace", o->grace,
+                 "Seconds the other ranks get to stop by themselves after one fails")
+      ->capture_default_str();
+  app.add_option("command", o->cmd, "After --: an s0 subcommand with its options (or any program)")
+      ->required();
   return [o]() {
     static const std::set<std::string> subcommands = {
-        "init-model", "generate", "tokenize", "detokenize", "train",   "states", "lora",  "collect",
-        "eval",       "check",    "experiment", "analyze", "serve",  "demo",   "launch"};
+        "init-model", "generate", "tokenize",   "detokenize", "train", "states", "lora",  "collect",
+        "eval",       "check",    "experiment", "analyze",    "serve", "demo",   "launch"};
     std::vector<std::string> argv = o->cmd;
     if (argv[0] == "s0" || subcommands.count(argv[0])) {
       if (argv[0] == "s0") argv.erase(argv.begin());
@@ -173,8 +177,8 @@ Action add_launch(CLI::App& app) {
           failed_rank = r;
           result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
           failed_at = Clock::now();
-          std::fprintf(stderr, "s0 launch: rank %d (pid %d) %s%s\n", r, static_cast<int>(p), describe(status).c_str(),
-                       alive ? "; stopping the other ranks" : "");
+          std::fprintf(stderr, "s0 launch: rank %d (pid %d) %s%s\n", r, static_cast<int>(p),
+                       describe(status).c_str(), alive ? "; stopping the other ranks" : "");
         }
         continue;
       }

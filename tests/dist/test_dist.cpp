@@ -4,9 +4,9 @@
 // bit-identical across reruns, a killed rank stops the others naming it and a rerun resumes
 // to the uninterrupted result, and a wrong environment is a clear error. Every process runs
 // under a deadline (killed past it), ports are chosen free.
-#include <gtest/gtest.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -17,9 +17,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cli_util.h"
 #include "s0/adapters/state_set.h"
@@ -94,23 +93,32 @@ bool wait_all(std::vector<Proc*> ps, double seconds) {
 }
 
 int exit_code(const Proc& p) { return WIFEXITED(p.status) ? WEXITSTATUS(p.status) : -1; }
-std::string text(const std::string& path) { return fs::exists(path) ? s0::io::read_file(path) : ""; }
+std::string text(const std::string& path) {
+  return fs::exists(path) ? s0::io::read_file(path) : "";
+}
 std::string describe(const Proc& p) {
-  return "status " + std::to_string(p.status) + "\nstdout:\n" + text(p.out) + "\nstderr:\n" + text(p.err);
+  return "status " + std::to_string(p.status) + "\nstdout:\n" + text(p.out) + "\nstderr:\n" +
+         text(p.err);
 }
 
 // `timeout`: heartbeat silence that stops the job; `join`: rendezvous (process start-up on a
 // busy machine can take seconds).
-std::map<std::string, std::string> rank_env(int rank, int world, int port, double timeout = 60, double join = 120) {
-  return {{"RANK", std::to_string(rank)},        {"WORLD_SIZE", std::to_string(world)},
-          {"LOCAL_RANK", std::to_string(rank)},  {"MASTER_ADDR", "127.0.0.1"},
-          {"MASTER_PORT", std::to_string(port)}, {"S0_DIST_TIMEOUT", std::to_string(timeout)},
+std::map<std::string, std::string> rank_env(int rank, int world, int port, double timeout = 60,
+                                            double join = 120) {
+  return {{"RANK", std::to_string(rank)},
+          {"WORLD_SIZE", std::to_string(world)},
+          {"LOCAL_RANK", std::to_string(rank)},
+          {"MASTER_ADDR", "127.0.0.1"},
+          {"MASTER_PORT", std::to_string(port)},
+          {"S0_DIST_TIMEOUT", std::to_string(timeout)},
           {"S0_DIST_JOIN_TIMEOUT", std::to_string(join)}};
 }
 
 // `s0 args` as W ranks started by `s0 launch`, bounded in time.
-Proc launch(int W, const std::vector<std::string>& args, const std::string& io, double timeout = 60) {
-  std::vector<std::string> a = {"launch", "--nproc", std::to_string(W), "--timeout", std::to_string(timeout), "--"};
+Proc launch(int W, const std::vector<std::string>& args, const std::string& io,
+            double timeout = 60) {
+  std::vector<std::string> a = {
+      "launch", "--nproc", std::to_string(W), "--timeout", std::to_string(timeout), "--"};
   a.insert(a.end(), args.begin(), args.end());
   Proc p = spawn(a, {}, io);
   EXPECT_TRUE(wait_all({&p}, 240)) << "s0 launch did not finish in time";
@@ -130,7 +138,8 @@ std::string write_tasks(const std::string& dir, int n) {
     json j = {{"task_id", "Str/" + std::to_string(i)},
               {"prompt", "def f():\n    return " + std::to_string(i) + "\n\nNOTE = \"\"\"\n"},
               {"canonical_solution", "note"},
-              {"test", "\"\"\"\n\ndef check(candidate):\n    assert candidate() == " + std::to_string(i) + "\n"},
+              {"test", "\"\"\"\n\ndef check(candidate):\n    assert candidate() == " +
+                           std::to_string(i) + "\n"},
               {"entry_point", "f"}};
     f << j.dump() << "\n";
   }
@@ -171,15 +180,17 @@ const Fixture& fixture() {
 
 std::vector<std::string> eval_args(const std::string& out, const std::string& batch = "2") {
   const auto& f = fixture();
-  return {"eval", "--model", f.model, "--tasks", f.tasks, "--eval", "all", "--samples", "2", "--k", "1,2",
-          "--out", out, "--max-new-tokens", "6", "--dtype", "f32", "--threads", "1", "--unsafe-exec",
-          "--batch", batch};
+  return {"eval", "--model",          f.model,   "--tasks", f.tasks, "--eval",
+          "all",  "--samples",        "2",       "--k",     "1,2",   "--out",
+          out,    "--max-new-tokens", "6",       "--dtype", "f32",   "--threads",
+          "1",    "--unsafe-exec",    "--batch", batch};
 }
 std::vector<std::string> collect_args(const std::string& out) {
   const auto& f = fixture();
-  return {"collect", "--model", f.model, "--tasks", f.tasks, "--train", "all", "--out", out, "--samples", "3",
-          "--max-new-tokens", "6", "--dtype", "f32", "--threads", "1", "--timeout", "5", "--unsafe-exec",
-          "--seed", "3"};
+  return {"collect", "--model",       f.model,  "--tasks",   f.tasks, "--train",
+          "all",     "--out",         out,      "--samples", "3",     "--max-new-tokens",
+          "6",       "--dtype",       "f32",    "--threads", "1",     "--timeout",
+          "5",       "--unsafe-exec", "--seed", "3"};
 }
 
 TEST(Dist, EvalOnTwoAndFourRanksWritesTheSingleProcessFiles) {
@@ -190,11 +201,14 @@ TEST(Dist, EvalOnTwoAndFourRanksWritesTheSingleProcessFiles) {
     const std::string out = f.dir + "/eval_w" + std::to_string(W);
     Proc p = launch(W, eval_args(out), out);
     ASSERT_EQ(exit_code(p), 0) << describe(p);
-    EXPECT_EQ(untimed(out + "/results.jsonl"), untimed(f.dir + "/eval1/results.jsonl")) << W << " ranks";
-    EXPECT_EQ(untimed_summary(out + "/summary.json"), untimed_summary(f.dir + "/eval1/summary.json"));
+    EXPECT_EQ(untimed(out + "/results.jsonl"), untimed(f.dir + "/eval1/results.jsonl"))
+        << W << " ranks";
+    EXPECT_EQ(untimed_summary(out + "/summary.json"),
+              untimed_summary(f.dir + "/eval1/summary.json"));
     EXPECT_EQ(text(out + "/eval_config.json"), text(f.dir + "/eval1/eval_config.json"));
     EXPECT_NE(text(p.out).find("conditions"), std::string::npos);  // rank 0's summary, once
-    for (int r = 0; r < W; ++r) EXPECT_FALSE(fs::exists(out + "/results.rank" + std::to_string(r) + ".jsonl"));
+    for (int r = 0; r < W; ++r)
+      EXPECT_FALSE(fs::exists(out + "/results.rank" + std::to_string(r) + ".jsonl"));
   }
 }
 
@@ -218,13 +232,19 @@ std::string write_train_data(const std::string& dir) {
   const std::string path = dir + "/train_data.jsonl";
   std::ofstream o(path);
   for (int i = 0; i < 5; ++i)
-    o << json{{"prompt", "Question " + std::to_string(i) + ":"}, {"completion", " answer " + std::string(i + 1, 'x')}}.dump()
+    o << json{{"prompt", "Question " + std::to_string(i) + ":"},
+              {"completion", " answer " + std::string(i + 1, 'x')}}
+             .dump()
       << "\n";
   return path;
 }
-std::vector<std::string> train_args(const std::string& data, const std::string& out, int steps = 3) {
-  return {"train", "--model", fixture().model, "--data", data, "--out", out, "--steps", std::to_string(steps),
-          "--dtype", "f32", "--threads", "1", "--lr", "0.01"};
+std::vector<std::string> train_args(const std::string& data, const std::string& out,
+                                    int steps = 3) {
+  return {"train",   "--model", fixture().model,
+          "--data",  data,      "--out",
+          out,       "--steps", std::to_string(steps),
+          "--dtype", "f32",     "--threads",
+          "1",       "--lr",    "0.01"};
 }
 
 TEST(Dist, DataParallelTrainingEqualsSingleProcessAndRerunsAreBitIdentical) {
@@ -237,7 +257,8 @@ TEST(Dist, DataParallelTrainingEqualsSingleProcessAndRerunsAreBitIdentical) {
   Proc b = launch(2, train_args(data, f.dir + "/t2b"), f.dir + "/t2b");
   ASSERT_EQ(exit_code(b), 0) << describe(b);
   EXPECT_EQ(text(f.dir + "/t2a/states.safetensors"), text(f.dir + "/t2b/states.safetensors"));
-  auto s1 = s0::adapters::load_state_set(f.dir + "/t1"), s2 = s0::adapters::load_state_set(f.dir + "/t2a");
+  auto s1 = s0::adapters::load_state_set(f.dir + "/t1"),
+       s2 = s0::adapters::load_state_set(f.dir + "/t2a");
   ASSERT_EQ(s1.states.size(), s2.states.size());
   for (auto& [l, t] : s1.states) {
     const auto& u = s2.states.at(l);
@@ -252,7 +273,8 @@ TEST(Dist, DataParallelTrainingEqualsSingleProcessAndRerunsAreBitIdentical) {
   EXPECT_NE(text(a.err).find("\"comm_bytes_sent\""), std::string::npos) << text(a.err);
   // the loss equals the single process's within float rounding
   json l1 = json::parse(text(one.out)), l2 = json::parse(text(a.out));
-  EXPECT_NEAR(l1["final_loss"].get<double>(), l2["final_loss"].get<double>(), 1e-5 * l1["final_loss"].get<double>());
+  EXPECT_NEAR(l1["final_loss"].get<double>(), l2["final_loss"].get<double>(),
+              1e-5 * l1["final_loss"].get<double>());
 }
 
 TEST(Dist, WrongEnvironmentIsAClearError) {
@@ -268,7 +290,8 @@ TEST(Dist, WrongEnvironmentIsAClearError) {
       {{{"WORLD_SIZE", "2"}, {"RANK", "2"}}, "RANK=2 is not below WORLD_SIZE=2"},
       {{{"WORLD_SIZE", "2"}}, "RANK is not"},
       {{{"WORLD_SIZE", "2"}, {"RANK", "1"}}, "MASTER_ADDR"},
-      {{{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "99999"}}, "MASTER_PORT"},
+      {{{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "99999"}},
+       "MASTER_PORT"},
       {{{"WORLD_SIZE", "2"},
         {"RANK", "1"},
         {"MASTER_ADDR", "127.0.0.1"},
@@ -318,7 +341,8 @@ TEST(Dist, KilledRankStopsTheOthersNamingItAndRerunResumes) {
   Proc one = single(eval_args(f.dir + "/ekill_ref"), f.dir + "/ekill_ref");
   ASSERT_EQ(exit_code(one), 0) << describe(one);
   EXPECT_EQ(untimed(out + "/results.jsonl"), untimed(f.dir + "/ekill_ref/results.jsonl"));
-  EXPECT_EQ(untimed_summary(out + "/summary.json"), untimed_summary(f.dir + "/ekill_ref/summary.json"));
+  EXPECT_EQ(untimed_summary(out + "/summary.json"),
+            untimed_summary(f.dir + "/ekill_ref/summary.json"));
 }
 
 TEST(Dist, KilledTrainingRankThenResumeEqualsUninterrupted) {
@@ -332,7 +356,8 @@ TEST(Dist, KilledTrainingRankThenResumeEqualsUninterrupted) {
   Proc r0 = spawn(args, rank_env(0, 2, port, 2), out + "_r0");
   Proc r1 = spawn(args, rank_env(1, 2, port, 2), out + "_r1");
   const auto t0 = Clock::now();
-  while (!fs::exists(out + "/checkpoint.safetensors") && std::chrono::duration<double>(Clock::now() - t0).count() < 60)
+  while (!fs::exists(out + "/checkpoint.safetensors") &&
+         std::chrono::duration<double>(Clock::now() - t0).count() < 60)
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   kill(r1.pid, SIGKILL);
   ASSERT_TRUE(wait_all({&r0, &r1}, 60));

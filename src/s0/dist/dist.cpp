@@ -16,6 +16,7 @@
 
 #ifdef S0_DIST_NO_GLOO
 #include <ATen/ATen.h>
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #else
@@ -31,7 +32,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 long parse_long(const char* var, const std::string& v, long lo, long hi) {
   size_t used = 0;
@@ -44,8 +47,9 @@ long parse_long(const char* var, const std::string& v, long lo, long hi) {
   if (used == 0 || used != v.size())
     throw Error("environment variable " + std::string(var) + "='" + v + "' is not an integer");
   if (x < lo || x > hi)
-    throw Error("environment variable " + std::string(var) + "=" + v + " is out of range (expected " +
-                std::to_string(lo) + " to " + std::to_string(hi) + ")");
+    throw Error("environment variable " + std::string(var) + "=" + v +
+                " is out of range (expected " + std::to_string(lo) + " to " + std::to_string(hi) +
+                ")");
   return x;
 }
 
@@ -84,8 +88,8 @@ std::optional<Env> env_from_environment() {
   } else {
     const long r = parse_long("RANK", rank, 0, 1 << 20);
     if (r >= e.world_size)
-      throw Error("environment variable RANK=" + rank + " is not below WORLD_SIZE=" + ws + " (ranks are 0.." +
-                  std::to_string(e.world_size - 1) + ")");
+      throw Error("environment variable RANK=" + rank + " is not below WORLD_SIZE=" + ws +
+                  " (ranks are 0.." + std::to_string(e.world_size - 1) + ")");
     e.rank = static_cast<int>(r);
   }
   const std::string lr = getenv_str("LOCAL_RANK");
@@ -101,7 +105,8 @@ std::optional<Env> env_from_environment() {
       used = 0;
     }
     if (used == 0 || used != to.size() || !(t > 0) || t > 1e7)
-      throw Error("environment variable " + std::string(var) + "='" + to + "' is not a positive number of seconds");
+      throw Error("environment variable " + std::string(var) + "='" + to +
+                  "' is not a positive number of seconds");
     return t;
   };
   e.timeout_s = seconds("S0_DIST_TIMEOUT", e.timeout_s);
@@ -109,9 +114,12 @@ std::optional<Env> env_from_environment() {
   if (e.world_size > 1) {
     e.master_addr = getenv_str("MASTER_ADDR");
     if (e.master_addr.empty())
-      throw Error("WORLD_SIZE=" + ws + " needs MASTER_ADDR (the host of rank 0's store) in the environment");
+      throw Error("WORLD_SIZE=" + ws +
+                  " needs MASTER_ADDR (the host of rank 0's store) in the environment");
     const std::string port = getenv_str("MASTER_PORT");
-    if (port.empty()) throw Error("WORLD_SIZE=" + ws + " needs MASTER_PORT (the port of rank 0's store) in the environment");
+    if (port.empty())
+      throw Error("WORLD_SIZE=" + ws +
+                  " needs MASTER_PORT (the port of rank 0's store) in the environment");
     e.master_port = static_cast<int>(parse_long("MASTER_PORT", port, 1, 65535));
     if (getenv_str("TORCHELASTIC_USE_AGENT_STORE") == "True") {
       e.agent_store = true;
@@ -149,7 +157,9 @@ struct World::Impl {
   double interval = 1;
 
   milliseconds timeout() const { return milliseconds(static_cast<int64_t>(env.timeout_s * 1000)); }
-  milliseconds join_timeout() const { return milliseconds(static_cast<int64_t>(env.join_timeout_s * 1000)); }
+  milliseconds join_timeout() const {
+    return milliseconds(static_cast<int64_t>(env.join_timeout_s * 1000));
+  }
   std::string who(int r) const {
     std::string s = "rank " + std::to_string(r);
     if (r >= 0 && r < static_cast<int>(info.size()) && !info[r].empty()) s += " (" + info[r] + ")";
@@ -292,7 +302,8 @@ World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
   Impl& I = *impl_;
   I.env = env;
   const int W = env.world_size, me = env.rank;
-  if (W < 1 || me < 0 || me >= W) throw Error("dist: rank " + std::to_string(me) + " of " + std::to_string(W));
+  if (W < 1 || me < 0 || me >= W)
+    throw Error("dist: rank " + std::to_string(me) + " of " + std::to_string(W));
   I.where = env.master_addr + ":" + std::to_string(env.master_port);
   I.exited.assign(W, 0);
   I.dead.assign(W, 0);
@@ -313,11 +324,12 @@ World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
       std::string m = e.what();
       if (m.size() > 400) m = m.substr(0, 400) + "...";
       if (server)
-        throw Error("rank 0 cannot serve the job's store on MASTER_ADDR:MASTER_PORT=" + I.where + " (" + m +
-                    "); is the port in use?");
-      throw Error("rank " + std::to_string(me) + " cannot reach the job's store at MASTER_ADDR:MASTER_PORT=" +
-                  I.where + " within " + std::to_string(static_cast<int64_t>(env.join_timeout_s)) +
-                  " s (" + m + "); is rank 0 running, and MASTER_ADDR/MASTER_PORT right?");
+        throw Error("rank 0 cannot serve the job's store on MASTER_ADDR:MASTER_PORT=" + I.where +
+                    " (" + m + "); is the port in use?");
+      throw Error("rank " + std::to_string(me) +
+                  " cannot reach the job's store at MASTER_ADDR:MASTER_PORT=" + I.where +
+                  " within " + std::to_string(static_cast<int64_t>(env.join_timeout_s)) + " s (" +
+                  m + "); is rank 0 running, and MASTER_ADDR/MASTER_PORT right?");
     }
     return c10::make_intrusive<c10d::PrefixStore>(env.store_prefix + "/s0", tcp);
   };
@@ -326,7 +338,8 @@ World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
   // Join: no rank claimed twice, one WORLD_SIZE, everybody present.
   auto& S = *I.store;
   if (S.add("join/rank/" + std::to_string(me), 1) != 1)
-    throw Error("RANK=" + std::to_string(me) + " is claimed by two processes of this job (each needs its own RANK)");
+    throw Error("RANK=" + std::to_string(me) +
+                " is claimed by two processes of this job (each needs its own RANK)");
   S.set("info/" + std::to_string(me), bytes(hostname() + " pid " + std::to_string(getpid())));
   if (me == 0) S.set("join/world_size", bytes(std::to_string(W)));
   const auto t0 = Clock::now();
@@ -334,24 +347,27 @@ World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
   while (!S.check({"join/world_size"})) {
     if (deadline_left() < 0)
       throw Error("rank 0 did not join the job at " + I.where + " within " +
-                  std::to_string(static_cast<int64_t>(env.join_timeout_s)) + " s (S0_DIST_JOIN_TIMEOUT)");
+                  std::to_string(static_cast<int64_t>(env.join_timeout_s)) +
+                  " s (S0_DIST_JOIN_TIMEOUT)");
     std::this_thread::sleep_for(milliseconds(10));
   }
   const std::string ws0 = str(S.get("join/world_size"));
   if (ws0 != std::to_string(W))
-    throw Error("WORLD_SIZE=" + std::to_string(W) + " on rank " + std::to_string(me) + " but rank 0 has WORLD_SIZE=" +
-                ws0 + " (every process of a job needs the same WORLD_SIZE)");
+    throw Error("WORLD_SIZE=" + std::to_string(W) + " on rank " + std::to_string(me) +
+                " but rank 0 has WORLD_SIZE=" + ws0 +
+                " (every process of a job needs the same WORLD_SIZE)");
   S.set("join/ok/" + std::to_string(me), bytes("1"));
   S.add("join/count", 1);
   while (S.add("join/count", 0) < W) {
     if (deadline_left() < 0) {
       std::string missing;
       for (int r = 0; r < W; ++r)
-        if (!S.check({"join/ok/" + std::to_string(r)})) missing += (missing.empty() ? "" : ",") + std::to_string(r);
-      throw Error("only " + std::to_string(S.add("join/count", 0)) + " of WORLD_SIZE=" + std::to_string(W) +
-                  " ranks joined the job at " + I.where + " within " +
-                  std::to_string(static_cast<int64_t>(env.join_timeout_s)) + " s (S0_DIST_JOIN_TIMEOUT); missing rank(s) " +
-                  missing);
+        if (!S.check({"join/ok/" + std::to_string(r)}))
+          missing += (missing.empty() ? "" : ",") + std::to_string(r);
+      throw Error("only " + std::to_string(S.add("join/count", 0)) +
+                  " of WORLD_SIZE=" + std::to_string(W) + " ranks joined the job at " + I.where +
+                  " within " + std::to_string(static_cast<int64_t>(env.join_timeout_s)) +
+                  " s (S0_DIST_JOIN_TIMEOUT); missing rank(s) " + missing);
     }
     std::this_thread::sleep_for(milliseconds(10));
   }
@@ -371,7 +387,9 @@ int World::size() const { return impl_->env.world_size; }
 const Env& World::env() const { return impl_->env; }
 void World::check_peers() { impl_->check(); }
 
-std::string World::unique(const std::string& what) { return what + "#" + std::to_string(++impl_->uses[what]); }
+std::string World::unique(const std::string& what) {
+  return what + "#" + std::to_string(++impl_->uses[what]);
+}
 
 int64_t World::add(const std::string& key, int64_t delta) {
   impl_->check();
@@ -606,7 +624,8 @@ std::vector<std::string> rank_files(const std::string& prefix, const std::string
     if (name.size() <= base.size() + suffix.size() || name.rfind(base, 0) != 0) continue;
     if (name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
     const std::string mid = name.substr(base.size(), name.size() - base.size() - suffix.size());
-    if (mid.empty() || mid.find_first_not_of("0123456789") != std::string::npos || mid.size() > 7) continue;
+    if (mid.empty() || mid.find_first_not_of("0123456789") != std::string::npos || mid.size() > 7)
+      continue;
     found.push_back({std::stol(mid), (dir / name).string()});
   }
   std::sort(found.begin(), found.end());

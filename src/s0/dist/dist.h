@@ -26,7 +26,8 @@ struct Env {
   std::string master_addr;
   int master_port = 0;
   bool agent_store = false;  // torchrun's agent serves the store: every rank is a client
-  std::string store_prefix;  // "/worker/attempt_<TORCHELASTIC_RESTART_COUNT>" with the agent's store
+  std::string
+      store_prefix;  // "/worker/attempt_<TORCHELASTIC_RESTART_COUNT>" with the agent's store
   // Seconds: rendezvous, heartbeat silence and collective timeout (S0_DIST_TIMEOUT, default 300).
   double timeout_s = 300;
   // Seconds the rendezvous waits for the store and for every rank to join
@@ -39,8 +40,8 @@ struct Env {
 std::optional<Env> env_from_environment();
 
 struct CommStats {
-  double seconds = 0;        // wall time inside collectives (allreduce, gather, broadcast, barrier)
-  int64_t bytes_sent = 0;    // payload this rank contributed to allreduces
+  double seconds = 0;      // wall time inside collectives (allreduce, gather, broadcast, barrier)
+  int64_t bytes_sent = 0;  // payload this rank contributed to allreduces
   int64_t bytes_received = 0;
   int64_t allreduces = 0;
 };
@@ -66,7 +67,8 @@ class World {
   // Store-backed collectives for control data; every rank calls them in the same order.
   // They wait as long as every peer is alive (no deadline) and fail when one is not.
   void barrier(const std::string& what);
-  std::vector<std::string> gather(const std::string& what, const std::string& mine);  // all W at rank 0, {} elsewhere
+  std::vector<std::string> gather(const std::string& what,
+                                  const std::string& mine);  // all W at rank 0, {} elsewhere
   std::string broadcast(const std::string& what, const std::string& from_root);
   std::vector<std::string> all_gather(const std::string& what, const std::string& mine);
   // Runs `fn` on every rank; if it threw on any rank, every rank throws an s0::Error with
