@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <string>
@@ -64,6 +65,13 @@ std::string describe(int status) {
 }
 
 }  // namespace
+
+void refuse_distributed(const std::string& name) {
+  const char* ws = std::getenv("WORLD_SIZE");
+  if (name == "launch" || !ws || std::string(ws).empty() || std::string(ws) == "1") return;
+  throw Error("s0 " + name + " does not run as a distributed job (WORLD_SIZE=" + ws +
+              " is set); run it as one process. Distributed: s0 train, s0 collect, s0 eval");
+}
 
 int run_distributed(const Action& action) {
   auto env = dist::env_from_environment();

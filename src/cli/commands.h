@@ -34,5 +34,7 @@ Action add_launch(CLI::App& app);
 // Runs `action` as one rank of a distributed job when the environment describes one
 // (WORLD_SIZE > 1: torchrun, `s0 launch`), else plainly (cmd_launch.cpp).
 int run_distributed(const Action& action);
+// Throws s0::Error when WORLD_SIZE > 1 asks a subcommand that has no distributed form to run.
+void refuse_distributed(const std::string& name);
 
 }  // namespace s0::cli

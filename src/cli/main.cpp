@@ -50,8 +50,11 @@ int main(int argc, char** argv) {
     // Subcommands that run as ranks of a distributed job (torchrun / `s0 launch`).
     static const std::set<std::string> distributed = {"train", "collect", "eval"};
     for (auto* sub : app.get_subcommands())
-      if (actions.count(sub))
-        return distributed.count(sub->get_name()) ? s0::cli::run_distributed(actions[sub]) : actions[sub]();
+      if (actions.count(sub)) {
+        if (distributed.count(sub->get_name())) return s0::cli::run_distributed(actions[sub]);
+        s0::cli::refuse_distributed(sub->get_name());
+        return actions[sub]();
+      }
     return 1;
   } catch (const s0::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

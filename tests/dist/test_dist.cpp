@@ -306,6 +306,12 @@ TEST(Dist, WrongEnvironmentIsAClearError) {
     EXPECT_EQ(exit_code(p), 1) << describe(p);
     EXPECT_NE(text(p.err).find(c.says), std::string::npos) << c.says << "\n" << describe(p);
   }
+  // A subcommand without a distributed form refuses instead of running W times.
+  Proc ex = spawn({"experiment", "--config", f.dir + "/none.json"}, {{"WORLD_SIZE", "2"}, {"RANK", "0"}},
+                  f.dir + "/env_exp");
+  ASSERT_TRUE(wait_all({&ex}, 60));
+  EXPECT_EQ(exit_code(ex), 1) << describe(ex);
+  EXPECT_NE(text(ex.err).find("does not run as a distributed job"), std::string::npos) << describe(ex);
   // Ranks that disagree on WORLD_SIZE.
   const int port2 = free_port();
   auto e0 = rank_env(0, 2, port2, 3, 3), e1 = rank_env(1, 2, port2, 3, 3);
