@@ -168,6 +168,32 @@ int main(int argc, char** argv) {
           for (int i = 0; i < steps; ++i) tok = model->decode_step(tok, ptrs).argmax(-1);
           (s0 ? ts : tb).push_back(secs(t) / steps);
         }
+      // Where one step goes: decode_step's loop replayed with a timer per layer, summed by
+      // layer kind, then the final norm and the LM head, then the argmax (base caches, one step).
+      double t_rec = 0, t_att = 0, t_head = 0, t_argmax = 0;
+      {
+        std::vector<models::Cache> caches;
+        for (int b = 0; b < B; ++b) caches.push_back(models::copy_cache(prefilled[0]));
+        const auto rec = model->recurrent_layers();
+        for (int rep = 0; rep < 2; ++rep) {  // the first pass grows the KV buffers
+          t_rec = t_att = 0;
+          Tensor h = model->embed(first[0].expand({B}).contiguous().view({B, 1}));
+          models::SeqGroups groups(static_cast<size_t>(B));
+          for (int64_t l = 0; l < model->num_layers(); ++l) {
+            for (int b = 0; b < B; ++b) groups[b] = {&caches[b].layers[l], caches[b].length, 1, nullptr};
+            auto t = Clock::now();
+            h = model->layer(l, h, groups);
+            (std::find(rec.begin(), rec.end(), l) != rec.end() ? t_rec : t_att) += secs(t);
+          }
+          for (auto& c : caches) c.length += 1;
+          auto t = Clock::now();
+          Tensor logits = model->logits(model->final_norm(h)).view({B, -1});
+          t_head = secs(t);
+          t = Clock::now();
+          logits.argmax(-1);
+          t_argmax = secs(t);
+        }
+      }
       // The projections alone: every weight (LM head included) through the decode kernel
       // for B rows.
       std::map<int64_t, Tensor> xs;
@@ -204,7 +230,9 @@ int main(int argc, char** argv) {
                      {"gemm_fraction", B * flops_per_row / step_s / (gemm * 1e9)},
                      {"projections_ms", 1e3 * median(tp)},
                      {"projections_ms_at_linear", 1e3 * median(tl)},
-                     {"lm_head_ms", 1e3 * median(th)}});
+                     {"lm_head_ms", 1e3 * median(th)},
+                     {"step_breakdown_ms",
+                      {{"recurrent_layers", 1e3 * t_rec}, {"attention_layers", 1e3 * t_att}, {"head", 1e3 * t_head}, {"argmax", 1e3 * t_argmax}}}});
     }
     out["decode"] = dec;
     out["steps"] = steps;

@@ -2,7 +2,7 @@
 // the reference ops it replaces (conv + SiLU, L2 heads, sigmoid/softplus, the step-by-step
 // gated delta rule, the gated RMSNorm), over several steps with non-zero histories and
 // states, grouped value heads (Hv = 2 Hk) and dk != dv; and a batch equals its rows alone,
-// bitwise.
+// bitwise. dv = 144 runs both column blocks of the AVX-512 recurrence (8 x 16, then 1 x 16).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,7 +20,7 @@ using s0::testing::max_rel;
 
 namespace {
 
-constexpr int64_t Hk = 2, Hv = 4, dk = 24, dv = 16, Kc = 4, C = 2 * Hk * dk + Hv * dv;
+constexpr int64_t Hk = 2, Hv = 4, dk = 24, dv = 144, Kc = 4, C = 2 * Hk * dk + Hv * dv;
 const nn::GdnStepShape kShape{Hk, Hv, dk, dv};
 
 struct Params {

@@ -55,6 +55,60 @@ S0_INLINE void l2_normalise(float* x, int64_t d, float scale) {
   for (int64_t i = 0; i < d; ++i) x[i] = x[i] * rr * scale;
 }
 
+// The delta-rule step of one head on a [dk, dv] f32 state, columns [c0, c0 + 16 NB) (they
+// are independent): pass 1 decays the rows and accumulates S^T k, then delta = beta (v -
+// S^T k), pass 2 adds k delta^T and accumulates S^T q into o. The column sums stay in
+// registers; every element sees the same operations as in the portable loops below (FMA).
+template <int NB>
+__attribute__((target("avx512f"))) inline void recur_cols_avx512(float* st, const float* q, const float* k,
+                                                                  const float* v, float beta, float decay, float* o,
+                                                                  int64_t dk, int64_t dv, int64_t c0) {
+  __m512 acc[NB], del[NB];
+  const __m512 dec = _mm512_set1_ps(decay);
+  for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < dk; ++i) {
+    float* row = st + i * dv + c0;
+    const __m512 ki = _mm512_set1_ps(k[i]);
+    for (int b = 0; b < NB; ++b) {
+      const __m512 s = _mm512_mul_ps(_mm512_loadu_ps(row + 16 * b), dec);
+      _mm512_storeu_ps(row + 16 * b, s);
+      acc[b] = _mm512_fmadd_ps(ki, s, acc[b]);
+    }
+  }
+  const __m512 bt = _mm512_set1_ps(beta);
+  for (int b = 0; b < NB; ++b) {
+    del[b] = _mm512_mul_ps(bt, _mm512_sub_ps(_mm512_loadu_ps(v + c0 + 16 * b), acc[b]));
+    acc[b] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < dk; ++i) {
+    float* row = st + i * dv + c0;
+    const __m512 ki = _mm512_set1_ps(k[i]), qi = _mm512_set1_ps(q[i]);
+    for (int b = 0; b < NB; ++b) {
+      const __m512 s = _mm512_fmadd_ps(ki, del[b], _mm512_loadu_ps(row + 16 * b));
+      _mm512_storeu_ps(row + 16 * b, s);
+      acc[b] = _mm512_fmadd_ps(qi, s, acc[b]);
+    }
+  }
+  for (int b = 0; b < NB; ++b) _mm512_storeu_ps(o + c0 + 16 * b, acc[b]);
+}
+
+// The whole head with the AVX-512 column kernels when dv is a multiple of 16; false if not.
+inline bool recur_avx512(float* st, const float* q, const float* k, const float* v, float beta, float decay, float* o,
+                         int64_t dk, int64_t dv) {
+  if (!has_avx512() || dv % 16 != 0) return false;
+  for (int64_t c0 = 0; c0 < dv;) {
+    const int64_t nb = std::min<int64_t>(8, (dv - c0) / 16);
+    switch (nb) {
+      case 8: recur_cols_avx512<8>(st, q, k, v, beta, decay, o, dk, dv, c0); break;
+      case 4: recur_cols_avx512<4>(st, q, k, v, beta, decay, o, dk, dv, c0); break;
+      default:
+        for (int64_t b = 0; b < nb; ++b) recur_cols_avx512<1>(st, q, k, v, beta, decay, o, dk, dv, c0 + 16 * b);
+    }
+    c0 += 16 * nb;
+  }
+  return true;
+}
+
 // Row r, key head hk and its Hv/Hk value heads. scratch: 2 dk + 3 G dv + max(2 dk, G dv)
 // + 2 dv floats.
 template <class T, class Exp>
@@ -83,6 +137,8 @@ S0_INLINE void gdn_task(const StepArgs<T>& p, int64_t r, int64_t hk, float* scra
     const float decay = std::exp(p.neg_A[h] * sp);
     const float* vh = v + g * dv;
     float* __restrict st = p.state[r] + h * dk * dv;
+    float* __restrict oo = o;
+    if (!recur_avx512(st, q, k, vh, beta, decay, oo, dk, dv)) {
     // Pass 1: decay the state and retrieve S^T k. Pass 2: write k delta^T, read S^T q.
     float* __restrict kv = ks;
     for (int64_t j = 0; j < dv; ++j) kv[j] = 0;
@@ -96,7 +152,6 @@ S0_INLINE void gdn_task(const StepArgs<T>& p, int64_t r, int64_t hk, float* scra
       }
     }
     for (int64_t j = 0; j < dv; ++j) kv[j] = beta * (vh[j] - kv[j]);
-    float* __restrict oo = o;
     for (int64_t j = 0; j < dv; ++j) oo[j] = 0;
     for (int64_t i = 0; i < dk; ++i) {
       float* __restrict row = st + i * dv;
@@ -106,6 +161,7 @@ S0_INLINE void gdn_task(const StepArgs<T>& p, int64_t r, int64_t hk, float* scra
         row[j] = s;
         oo[j] += qi * s;
       }
+    }
     }
     // Gated RMSNorm: o rounded, normalised in f32 and rounded, times w (rounded), times
     // silu(z) in f32, rounded (gated_rms_norm's roundings).
