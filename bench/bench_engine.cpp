@@ -11,7 +11,8 @@
 //     decode kernel for B rows; the same through at::linear, i.e. oneDNN; the LM head), which
 //     shows how much of a step is not weight streaming.
 //
-//   bench_engine [--arch qwen35|falcon_h1] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len 512]
+//   bench_engine [--arch qwen35|falcon_h1] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len
+//   512]
 //                [--batches 1,4,16,64] [--steps 12] [--repeats 3]
 //   bench_engine --model DIR --dtype f32
 #include <algorithm>
@@ -20,9 +21,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "bench_util.h"
 #include "s0/models/init_model.h"
@@ -68,20 +68,32 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) throw Error("missing value after " + a);
       return argv[++i];
     };
-    if (a == "--model") model_dir = next();
-    else if (a == "--preset") preset = next();
-    else if (a == "--arch") arch = next();
-    else if (a == "--dtype") dtype = next();
-    else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--prompt-len") prompt_len = std::stoi(next());
-    else if (a == "--steps" || a == "--decode") steps = std::stoi(next());
-    else if (a == "--batches") batches = int_list(next());
-    else if (a == "--repeats") repeats = std::stoi(next());
-    else if (a == "--cache-dir") cache_dir = next();
+    if (a == "--model")
+      model_dir = next();
+    else if (a == "--preset")
+      preset = next();
+    else if (a == "--arch")
+      arch = next();
+    else if (a == "--dtype")
+      dtype = next();
+    else if (a == "--threads")
+      threads = std::stoi(next());
+    else if (a == "--prompt-len")
+      prompt_len = std::stoi(next());
+    else if (a == "--steps" || a == "--decode")
+      steps = std::stoi(next());
+    else if (a == "--batches")
+      batches = int_list(next());
+    else if (a == "--repeats")
+      repeats = std::stoi(next());
+    else if (a == "--cache-dir")
+      cache_dir = next();
     else {
       std::fprintf(stderr,
-                   "usage: bench_engine (--model DIR | [--arch qwen35|falcon_h1] --preset NAME) [--dtype bf16|f32]\n"
-                   "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] [--repeats 3]\n"
+                   "usage: bench_engine (--model DIR | [--arch qwen35|falcon_h1] --preset NAME) "
+                   "[--dtype bf16|f32]\n"
+                   "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] "
+                   "[--repeats 3]\n"
                    "       [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
@@ -92,7 +104,8 @@ int main(int argc, char** argv) {
     if (model_dir.empty()) {
       if (preset.empty()) preset = "tiny";
       model_dir = cache_dir + "/" + arch + "-" + preset + "-" + dtype;
-      if (double s = bench::ensure_preset_dir(model_dir, preset, dtype, arch); s > 0) out["init_model_seconds"] = s;
+      if (double s = bench::ensure_preset_dir(model_dir, preset, dtype, arch); s > 0)
+        out["init_model_seconds"] = s;
     }
     const auto st = models::parse_dtype(dtype);
     auto t0 = Clock::now();
@@ -108,10 +121,11 @@ int main(int argc, char** argv) {
     // [prompt_len, 1024] x [4096, 1024]^T in the model dtype (nn::linear and at::linear).
     const double bw = bench::stream_read_gbps();
     out["bandwidth_gbps"] = bw;
-    const double gemm = bench::gemm_gflops(prompt_len, 1024, 4096, st, [](auto& x, auto& w) { return nn::linear(x, w); });
+    const double gemm = bench::gemm_gflops(prompt_len, 1024, 4096, st,
+                                           [](auto& x, auto& w) { return nn::linear(x, w); });
     out["gemm_gflops"] = gemm;
-    out["gemm_gflops_at_linear"] =
-        bench::gemm_gflops(prompt_len, 1024, 4096, st, [](auto& x, auto& w) { return at::linear(x, w); });
+    out["gemm_gflops_at_linear"] = bench::gemm_gflops(
+        prompt_len, 1024, 4096, st, [](auto& x, auto& w) { return at::linear(x, w); });
     out["gemm_shape"] = {prompt_len, 1024, 4096};
 
     // What one decode step must read and compute: every projection weight and the LM head
@@ -129,9 +143,11 @@ int main(int argc, char** argv) {
     out["bandwidth_limit_tokens_per_s"] = bw * 1e9 / bytes_per_step;
 
     auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
-    Tensor prompt = at::randint(0, std::min<int64_t>(model->vocab_size(), 240000), {1, prompt_len}, gen, at::kLong);
+    Tensor prompt = at::randint(0, std::min<int64_t>(model->vocab_size(), 240000), {1, prompt_len},
+                                gen, at::kLong);
     models::StateMap states;
-    for (auto l : model->recurrent_layers()) states[l] = at::randn(model->state_shape(), gen) * 0.07;
+    for (auto l : model->recurrent_layers())
+      states[l] = at::randn(model->state_shape(), gen) * 0.07;
 
     // Prefill: base and S0 alternate so that machine noise hits both alike; medians.
     std::vector<double> pb, ps;
@@ -180,7 +196,8 @@ int main(int argc, char** argv) {
           Tensor h = model->embed(first[0].expand({B}).contiguous().view({B, 1}));
           models::SeqGroups groups(static_cast<size_t>(B));
           for (int64_t l = 0; l < model->num_layers(); ++l) {
-            for (int b = 0; b < B; ++b) groups[b] = {&caches[b].layers[l], caches[b].length, 1, nullptr};
+            for (int b = 0; b < B; ++b)
+              groups[b] = {&caches[b].layers[l], caches[b].length, 1, nullptr};
             auto t = Clock::now();
             h = model->layer(l, h, groups);
             (std::find(rec.begin(), rec.end(), l) != rec.end() ? t_rec : t_att) += secs(t);
@@ -232,7 +249,10 @@ int main(int argc, char** argv) {
                      {"projections_ms_at_linear", 1e3 * median(tl)},
                      {"lm_head_ms", 1e3 * median(th)},
                      {"step_breakdown_ms",
-                      {{"recurrent_layers", 1e3 * t_rec}, {"attention_layers", 1e3 * t_att}, {"head", 1e3 * t_head}, {"argmax", 1e3 * t_argmax}}}});
+                      {{"recurrent_layers", 1e3 * t_rec},
+                       {"attention_layers", 1e3 * t_att},
+                       {"head", 1e3 * t_head},
+                       {"argmax", 1e3 * t_argmax}}}});
     }
     out["decode"] = dec;
     out["steps"] = steps;

@@ -39,7 +39,8 @@ Tensor reference_step(const Inputs& in, const Params& p, Tensor& hist, Tensor& s
   Tensor mixed = nn::causal_conv_silu_reference(x, p.conv_w, Tensor(), hist);  // [B, 1, C]
   hist = at::cat({hist, x.transpose(1, 2)}, 2).narrow(2, 1, Kc - 1).contiguous();
   auto parts = mixed.split_with_sizes({Hk * dk, Hk * dk, Hv * dv}, 2);
-  Tensor q = nn::l2_norm_heads_reference(parts[0].reshape({B, 1, Hk, dk}), 1.0 / std::sqrt(double(dk)));
+  Tensor q =
+      nn::l2_norm_heads_reference(parts[0].reshape({B, 1, Hk, dk}), 1.0 / std::sqrt(double(dk)));
   Tensor k = nn::l2_norm_heads_reference(parts[1].reshape({B, 1, Hk, dk}), 1.0);
   Tensor v = parts[2].reshape({B, 1, Hv, dv}).transpose(1, 2).to(at::kFloat);
   q = q.repeat_interleave(Hv / Hk, 1), k = k.repeat_interleave(Hv / Hk, 1);
@@ -47,12 +48,13 @@ Tensor reference_step(const Inputs& in, const Params& p, Tensor& hist, Tensor& s
   Tensor gate = (p.neg_A * at::softplus(in.a.to(at::kFloat) + p.dt_bias)).view({B, Hv, 1});
   auto r = nn::gated_delta_rule_recurrent(q, k, v, gate, beta, state);
   state = r.state;
-  return nn::gated_rms_norm_heads_reference(r.out, in.z.view({B, 1, Hv, dv}), p.norm_w, eps).view({B, Hv * dv});
+  return nn::gated_rms_norm_heads_reference(r.out, in.z.view({B, 1, Hv, dv}), p.norm_w, eps)
+      .view({B, Hv * dv});
 }
 
 Inputs random_inputs(int64_t B, at::ScalarType dt, at::Generator& g) {
-  return {at::randn({B, C}, g).to(dt), at::randn({B, Hv * dv}, g).to(dt), at::randn({B, Hv}, g).to(dt),
-          at::randn({B, Hv}, g).to(dt)};
+  return {at::randn({B, C}, g).to(dt), at::randn({B, Hv * dv}, g).to(dt),
+          at::randn({B, Hv}, g).to(dt), at::randn({B, Hv}, g).to(dt)};
 }
 
 Params random_params(at::ScalarType dt, at::Generator& g) {
@@ -75,16 +77,18 @@ TEST(GdnStep, MatchesTheReferenceOpsOverSeveralSteps) {
     for (int step = 0; step < 4; ++step) {
       Inputs in = random_inputs(B, dt, g);
       Tensor want = reference_step(in, p, hist_ref, state_ref, 1e-6);
-      Tensor got = nn::gdn_decode_step(in.qkv, in.z, in.b, in.a, p.conv_w, p.neg_A, p.dt_bias, p.norm_w, kShape, 1e-6,
-                                       {{&h1, &s1, 1}, {&h2, &s2, 2}});
+      Tensor got = nn::gdn_decode_step(in.qkv, in.z, in.b, in.a, p.conv_w, p.neg_A, p.dt_bias,
+                                       p.norm_w, kShape, 1e-6, {{&h1, &s1, 1}, {&h2, &s2, 2}});
       ASSERT_EQ(got.sizes(), want.sizes());
       ASSERT_EQ(got.scalar_type(), dt);
       // f32: float rounding only; bf16: the output is rounded to bf16 (8 bits), and an
       // element near a rounding boundary may land one bf16 step away.
       const double tol = dt == at::kFloat ? 1e-5 : 2e-2;
-      EXPECT_LT(max_rel(got.to(at::kFloat), want.to(at::kFloat)), tol) << "step " << step << " " << dt;
+      EXPECT_LT(max_rel(got.to(at::kFloat), want.to(at::kFloat)), tol)
+          << "step " << step << " " << dt;
       EXPECT_TRUE(at::equal(at::cat({h1, h2}), hist_ref)) << "conv history, step " << step;
-      EXPECT_LT(max_rel(at::cat({s1, s2}), state_ref), dt == at::kFloat ? 1e-5 : 1e-2) << "state, step " << step;
+      EXPECT_LT(max_rel(at::cat({s1, s2}), state_ref), dt == at::kFloat ? 1e-5 : 1e-2)
+          << "state, step " << step;
     }
   }
 }
@@ -96,8 +100,8 @@ TEST(GdnStep, FreshCachesStartFromZeros) {
   Tensor hist_ref = at::zeros({2, C, Kc - 1}), state_ref = at::zeros({2, Hv, dk, dv});
   Tensor want = reference_step(in, p, hist_ref, state_ref, 1e-6);
   Tensor h, s;  // undefined: a fresh cache
-  Tensor got =
-      nn::gdn_decode_step(in.qkv, in.z, in.b, in.a, p.conv_w, p.neg_A, p.dt_bias, p.norm_w, kShape, 1e-6, {{&h, &s, 2}});
+  Tensor got = nn::gdn_decode_step(in.qkv, in.z, in.b, in.a, p.conv_w, p.neg_A, p.dt_bias, p.norm_w,
+                                   kShape, 1e-6, {{&h, &s, 2}});
   EXPECT_LT(max_rel(got, want), 1e-5);
   ASSERT_TRUE(h.defined() && s.defined());
   EXPECT_TRUE(at::equal(h, hist_ref));
@@ -111,7 +115,8 @@ TEST(GdnStep, ABatchEqualsItsRowsAloneBitwise) {
     Params p = random_params(dt, g);
     Tensor hist = at::randn({B, C, Kc - 1}, g).to(dt), state = at::randn({B, Hv, dk, dv}, g) * 0.3;
     std::vector<Tensor> hs, ss;
-    for (int64_t r = 0; r < B; ++r) hs.push_back(hist[r].unsqueeze(0).clone()), ss.push_back(state[r].unsqueeze(0).clone());
+    for (int64_t r = 0; r < B; ++r)
+      hs.push_back(hist[r].unsqueeze(0).clone()), ss.push_back(state[r].unsqueeze(0).clone());
     std::vector<Tensor> hb = hs, sb = ss;
     for (auto& t : hb) t = t.clone();
     for (auto& t : sb) t = t.clone();
@@ -119,11 +124,13 @@ TEST(GdnStep, ABatchEqualsItsRowsAloneBitwise) {
       Inputs in = random_inputs(B, dt, g);
       std::vector<nn::GdnStepCache> all;
       for (int64_t r = 0; r < B; ++r) all.push_back({&hb[r], &sb[r], 1});
-      Tensor batch = nn::gdn_decode_step(in.qkv, in.z, in.b, in.a, p.conv_w, p.neg_A, p.dt_bias, p.norm_w, kShape, 1e-6, all);
+      Tensor batch = nn::gdn_decode_step(in.qkv, in.z, in.b, in.a, p.conv_w, p.neg_A, p.dt_bias,
+                                         p.norm_w, kShape, 1e-6, all);
       for (int64_t r = 0; r < B; ++r) {
         auto row = [&](const Tensor& t) { return t.narrow(0, r, 1); };
-        Tensor one = nn::gdn_decode_step(row(in.qkv), row(in.z), row(in.b), row(in.a), p.conv_w, p.neg_A, p.dt_bias,
-                                         p.norm_w, kShape, 1e-6, {{&hs[r], &ss[r], 1}});
+        Tensor one =
+            nn::gdn_decode_step(row(in.qkv), row(in.z), row(in.b), row(in.a), p.conv_w, p.neg_A,
+                                p.dt_bias, p.norm_w, kShape, 1e-6, {{&hs[r], &ss[r], 1}});
         EXPECT_TRUE(at::equal(one, row(batch))) << "row " << r << " step " << step;
         EXPECT_TRUE(at::equal(ss[r], sb[r]));
       }

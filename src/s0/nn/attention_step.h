@@ -31,7 +31,8 @@ bool attention_step_supported(const Tensor& q);
 // q [B, 1, H, hd] (normed, not rotated), k, v [B, 1, KV, hd] (k normed, not rotated); last
 // dims contiguous, other strides free. inv_freq [rotary_dim / 2] f32. Returns the context
 // [B, 1, H hd] in the model dtype.
-Tensor attention_decode_step(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& inv_freq, double scale,
+Tensor attention_decode_step(const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& inv_freq, double scale,
                              const std::vector<KvStepCache>& caches);
 
 }  // namespace s0::nn

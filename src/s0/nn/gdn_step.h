@@ -37,8 +37,9 @@ bool gdn_step_supported(const Tensor& x);
 // (in_proj_qkv), z [B, Hv dv], b [B, Hv], a [B, Hv]. Weights: conv_w [C, Kc] f32,
 // neg_A and dt_bias [Hv] f32, norm_w [dv] model dtype. Returns [B, Hv dv] (model dtype):
 // the gated RMSNorm of the recurrence's readout, ready for out_proj.
-Tensor gdn_decode_step(const Tensor& qkv, const Tensor& z, const Tensor& b, const Tensor& a, const Tensor& conv_w,
-                       const Tensor& neg_A, const Tensor& dt_bias, const Tensor& norm_w, const GdnStepShape& shape,
-                       double norm_eps, const std::vector<GdnStepCache>& caches);
+Tensor gdn_decode_step(const Tensor& qkv, const Tensor& z, const Tensor& b, const Tensor& a,
+                       const Tensor& conv_w, const Tensor& neg_A, const Tensor& dt_bias,
+                       const Tensor& norm_w, const GdnStepShape& shape, double norm_eps,
+                       const std::vector<GdnStepCache>& caches);
 
 }  // namespace s0::nn
