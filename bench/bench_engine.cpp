@@ -1,23 +1,34 @@
-// Engine benchmark: prefill and decode tokens/s for a model directory (or a preset written
-// with random weights), with and without a random non-zero S0 state set, plus the GEMM
-// throughput measured in the same run. Prints one JSON object.
+// Engine benchmark for a model directory (or a preset written with random weights), printing
+// one JSON object:
+//   - the machine's streaming read bandwidth and the bf16/f32 GEMM rate, measured in the
+//     same run (the two rooflines of decode);
+//   - prefill tokens/s of one prompt, base and with a random non-zero S0 state set;
+//   - decode tokens/s through CausalLM::decode_step (the engine's step) at several batch
+//     sizes, each sequence continuing its own prefilled cache, base and S0 alternating, with
+//     the fraction of the roofline reached: a step must at least read every weight once
+//     (bytes / bandwidth) and do 2 x params FLOPs per row (flops / GEMM rate);
+//   - the time of the step's projections alone (every layer weight streamed through the
+//     decode kernel for B rows; the same through at::linear, i.e. oneDNN; the LM head), which
+//     shows how much of a step is not weight streaming.
 //
-//   bench_engine [--arch qwen35|falcon_h1] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len 512] [--decode 64]
+//   bench_engine [--arch qwen35|falcon_h1] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len
+//   512]
+//                [--batches 1,4,16,64] [--steps 12] [--repeats 3]
 //   bench_engine --model DIR --dtype f32
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
+#include "bench_util.h"
 #include "s0/models/init_model.h"
 #include "s0/models/model.h"
 #include "s0/nn/linear.h"
 #include "s0/util/error.h"
-#include "bench_util.h"
 
 using namespace s0;
 using bench::Clock;
@@ -31,27 +42,59 @@ static double rss_gb() {
   return 0;
 }
 
+static double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  if (v.empty()) return 0;
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+static std::vector<int> int_list(const std::string& s) {
+  std::vector<int> out;
+  for (size_t p = 0; p < s.size();) {
+    size_t q = s.find(',', p);
+    out.push_back(std::stoi(s.substr(p, q - p)));
+    p = q == std::string::npos ? s.size() : q + 1;
+  }
+  return out;
+}
+
 int main(int argc, char** argv) {
   std::string model_dir, preset, dtype = "bf16", cache_dir = "/tmp/s0-bench", arch = "qwen35";
-  int threads = 0, prompt_len = 512, decode = 64, repeats = 3;
+  int threads = 0, prompt_len = 512, steps = 12, repeats = 3;
+  std::vector<int> batches = {1, 4, 16, 64};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
       if (i + 1 >= argc) throw Error("missing value after " + a);
       return argv[++i];
     };
-    if (a == "--model") model_dir = next();
-    else if (a == "--preset") preset = next();
-    else if (a == "--arch") arch = next();
-    else if (a == "--dtype") dtype = next();
-    else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--prompt-len") prompt_len = std::stoi(next());
-    else if (a == "--decode") decode = std::stoi(next());
-    else if (a == "--repeats") repeats = std::stoi(next());
-    else if (a == "--cache-dir") cache_dir = next();
+    if (a == "--model")
+      model_dir = next();
+    else if (a == "--preset")
+      preset = next();
+    else if (a == "--arch")
+      arch = next();
+    else if (a == "--dtype")
+      dtype = next();
+    else if (a == "--threads")
+      threads = std::stoi(next());
+    else if (a == "--prompt-len")
+      prompt_len = std::stoi(next());
+    else if (a == "--steps" || a == "--decode")
+      steps = std::stoi(next());
+    else if (a == "--batches")
+      batches = int_list(next());
+    else if (a == "--repeats")
+      repeats = std::stoi(next());
+    else if (a == "--cache-dir")
+      cache_dir = next();
     else {
-      std::fprintf(stderr, "usage: bench_engine (--model DIR | [--arch qwen35|falcon_h1] --preset NAME) [--dtype bf16|f32] [--threads N]\n"
-                           "       [--prompt-len 512] [--decode 64] [--repeats 3] [--cache-dir /tmp/s0-bench]\n");
+      std::fprintf(stderr,
+                   "usage: bench_engine (--model DIR | [--arch qwen35|falcon_h1] --preset NAME) "
+                   "[--dtype bf16|f32]\n"
+                   "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] "
+                   "[--repeats 3]\n"
+                   "       [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
   }
@@ -61,7 +104,8 @@ int main(int argc, char** argv) {
     if (model_dir.empty()) {
       if (preset.empty()) preset = "tiny";
       model_dir = cache_dir + "/" + arch + "-" + preset + "-" + dtype;
-      if (double s = bench::ensure_preset_dir(model_dir, preset, dtype, arch); s > 0) out["init_model_seconds"] = s;
+      if (double s = bench::ensure_preset_dir(model_dir, preset, dtype, arch); s > 0)
+        out["init_model_seconds"] = s;
     }
     const auto st = models::parse_dtype(dtype);
     auto t0 = Clock::now();
@@ -71,50 +115,147 @@ int main(int argc, char** argv) {
     out["dtype"] = dtype;
     out["threads"] = at::get_num_threads();
     out["prompt_len"] = prompt_len;
-    out["decode_tokens"] = decode;
     NoGrad ng;
 
-    // GEMM throughput in the same run: [prompt_len, 1024] x [4096, 1024]^T in the model
-    // dtype, through the model's own linear (nn::linear) and through at::linear.
-    out["gemm_gflops"] = bench::gemm_gflops(prompt_len, 1024, 4096, st, [](auto& x, auto& w) { return nn::linear(x, w); });
-    out["gemm_gflops_at_linear"] =
-        bench::gemm_gflops(prompt_len, 1024, 4096, st, [](auto& x, auto& w) { return at::linear(x, w); });
+    // The rooflines, measured in this run: streaming read bandwidth, and the GEMM rate of
+    // [prompt_len, 1024] x [4096, 1024]^T in the model dtype (nn::linear and at::linear).
+    const double bw = bench::stream_read_gbps();
+    out["bandwidth_gbps"] = bw;
+    const double gemm = bench::gemm_gflops(prompt_len, 1024, 4096, st,
+                                           [](auto& x, auto& w) { return nn::linear(x, w); });
+    out["gemm_gflops"] = gemm;
+    out["gemm_gflops_at_linear"] = bench::gemm_gflops(
+        prompt_len, 1024, 4096, st, [](auto& x, auto& w) { return at::linear(x, w); });
     out["gemm_shape"] = {prompt_len, 1024, 4096};
 
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
-    Tensor prompt = at::randint(0, std::min<int64_t>(model->vocab_size(), 240000), {1, prompt_len}, gen, at::kLong);
-    models::StateMap states;
-    for (auto l : model->recurrent_layers()) states[l] = at::randn(model->state_shape(), gen) * 0.07;
+    // What one decode step must read and compute: every projection weight and the LM head
+    // (tied or not, [vocab, hidden]); 2 FLOPs per weight per row. Attention over the context
+    // and the recurrences are left out (small at these lengths).
+    auto linears = model->linear_layers();
+    const int64_t hidden = linears.at(0).second.size(1);
+    const int64_t elt = at::elementSize(st);
+    int64_t params = model->vocab_size() * hidden;
+    for (const auto& [name, w] : linears) params += w.numel();
+    const double bytes_per_step = static_cast<double>(params) * elt;
+    const double flops_per_row = 2.0 * params;
+    out["weight_bytes_per_step"] = bytes_per_step;
+    out["flops_per_token"] = flops_per_row;
+    out["bandwidth_limit_tokens_per_s"] = bw * 1e9 / bytes_per_step;
 
-    // Base and S0 runs alternate (base, S0, base, S0, ...) so that machine noise hits both
-    // alike; each reports the median over its runs.
-    auto once = [&](const models::StateMap* s, std::vector<double>& pre, std::vector<double>& dec) {
-      auto cache = model->new_cache(1, s);
-      auto t = Clock::now();
-      Tensor tok = model->forward(prompt, cache, true).argmax(-1);
-      pre.push_back(secs(t));
-      t = Clock::now();
-      for (int i = 0; i < decode; ++i) tok = model->forward(tok, cache, true).argmax(-1);
-      dec.push_back(secs(t));
-    };
-    auto median = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-    };
-    std::vector<double> pb, db, ps, ds;
-    for (int r = 0; r < repeats; ++r) {
-      once(nullptr, pb, db);
-      once(&states, ps, ds);
-    }
-    auto summary = [&](const std::vector<double>& pre, const std::vector<double>& dec) {
-      return nlohmann::json{{"prefill_tokens_per_s", prompt_len / median(pre)},
-                            {"decode_tokens_per_s", decode / median(dec)},
-                            {"decode_ms_per_token", 1e3 * median(dec) / decode}};
-    };
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+    Tensor prompt = at::randint(0, std::min<int64_t>(model->vocab_size(), 240000), {1, prompt_len},
+                                gen, at::kLong);
+    models::StateMap states;
+    for (auto l : model->recurrent_layers())
+      states[l] = at::randn(model->state_shape(), gen) * 0.07;
+
+    // Prefill: base and S0 alternate so that machine noise hits both alike; medians.
+    std::vector<double> pb, ps;
+    models::Cache prefilled[2];
+    Tensor first[2];
+    for (int r = 0; r < repeats; ++r)
+      for (int s0 = 0; s0 < 2; ++s0) {
+        auto cache = model->new_cache(1, s0 ? &states : nullptr);
+        auto t = Clock::now();
+        first[s0] = model->forward(prompt, cache, true).argmax(-1).view({1});
+        (s0 ? ps : pb).push_back(secs(t));
+        prefilled[s0] = std::move(cache);
+      }
     out["repeats"] = repeats;
-    out["base"] = summary(pb, db);
-    out["s0"] = summary(ps, ds);
-    out["s0_over_base"] = {{"prefill", median(pb) / median(ps)}, {"decode", median(db) / median(ds)}};
+    out["base"] = {{"prefill_tokens_per_s", prompt_len / median(pb)}};
+    out["s0"] = {{"prefill_tokens_per_s", prompt_len / median(ps)}};
+    out["s0_over_base_prefill"] = median(pb) / median(ps);
+
+    // Decode at each batch size: B copies of the prefilled cache (base or S0), one warm-up
+    // step (the KV buffers grow once), then `steps` timed steps; base and S0 alternate.
+    nlohmann::json dec = nlohmann::json::array();
+    for (int B : batches) {
+      std::vector<double> tb, ts;
+      for (int r = 0; r < repeats; ++r)
+        for (int s0 = 0; s0 < 2; ++s0) {
+          std::vector<models::Cache> caches;
+          caches.reserve(B);
+          for (int b = 0; b < B; ++b) caches.push_back(models::copy_cache(prefilled[s0]));
+          std::vector<models::Cache*> ptrs;
+          for (auto& c : caches) ptrs.push_back(&c);
+          Tensor tok = first[s0].expand({B}).contiguous();
+          tok = model->decode_step(tok, ptrs).argmax(-1);
+          auto t = Clock::now();
+          for (int i = 0; i < steps; ++i) tok = model->decode_step(tok, ptrs).argmax(-1);
+          (s0 ? ts : tb).push_back(secs(t) / steps);
+        }
+      // Where one step goes: decode_step's loop replayed with a timer per layer, summed by
+      // layer kind, then the final norm and the LM head, then the argmax (base caches, one step).
+      double t_rec = 0, t_att = 0, t_head = 0, t_argmax = 0;
+      {
+        std::vector<models::Cache> caches;
+        for (int b = 0; b < B; ++b) caches.push_back(models::copy_cache(prefilled[0]));
+        const auto rec = model->recurrent_layers();
+        for (int rep = 0; rep < 2; ++rep) {  // the first pass grows the KV buffers
+          t_rec = t_att = 0;
+          Tensor h = model->embed(first[0].expand({B}).contiguous().view({B, 1}));
+          models::SeqGroups groups(static_cast<size_t>(B));
+          for (int64_t l = 0; l < model->num_layers(); ++l) {
+            for (int b = 0; b < B; ++b)
+              groups[b] = {&caches[b].layers[l], caches[b].length, 1, nullptr};
+            auto t = Clock::now();
+            h = model->layer(l, h, groups);
+            (std::find(rec.begin(), rec.end(), l) != rec.end() ? t_rec : t_att) += secs(t);
+          }
+          for (auto& c : caches) c.length += 1;
+          auto t = Clock::now();
+          Tensor logits = model->logits(model->final_norm(h)).view({B, -1});
+          t_head = secs(t);
+          t = Clock::now();
+          logits.argmax(-1);
+          t_argmax = secs(t);
+        }
+      }
+      // The projections alone: every weight (LM head included) through the decode kernel
+      // for B rows.
+      std::map<int64_t, Tensor> xs;
+      for (const auto& [name, w] : linears)
+        if (!xs.count(w.size(1))) xs[w.size(1)] = at::randn({B, w.size(1)}, gen).to(st);
+      Tensor hx = at::randn({B, 1, hidden}, gen).to(st);
+      std::vector<double> tp, th;
+      for (int r = 0; r < 3; ++r) {
+        auto t = Clock::now();
+        for (const auto& [name, w] : linears) nn::linear_rows(xs[w.size(1)], w);
+        tp.push_back(secs(t));
+        t = Clock::now();
+        model->logits(hx);
+        th.push_back(secs(t));
+      }
+      // The same products through at::linear (oneDNN for bf16): the GEMM library's rate at
+      // this batch, for comparison with the decode kernel.
+      std::vector<double> tl;
+      for (int r = 0; r < 3; ++r) {
+        auto t = Clock::now();
+        for (const auto& [name, w] : linears) at::linear(xs[w.size(1)], w);
+        tl.push_back(secs(t));
+      }
+      const double step_s = median(tb), step_s0 = median(ts);
+      const double roof_s = std::max(bytes_per_step / (bw * 1e9), B * flops_per_row / (gemm * 1e9));
+      dec.push_back({{"batch", B},
+                     {"base_tokens_per_s", B / step_s},
+                     {"s0_tokens_per_s", B / step_s0},
+                     {"ms_per_step", 1e3 * step_s},
+                     {"s0_over_base", step_s / step_s0},
+                     {"roofline_tokens_per_s", B / roof_s},
+                     {"roofline_fraction", roof_s / step_s},
+                     {"bandwidth_fraction", bytes_per_step / step_s / (bw * 1e9)},
+                     {"gemm_fraction", B * flops_per_row / step_s / (gemm * 1e9)},
+                     {"projections_ms", 1e3 * median(tp)},
+                     {"projections_ms_at_linear", 1e3 * median(tl)},
+                     {"lm_head_ms", 1e3 * median(th)},
+                     {"step_breakdown_ms",
+                      {{"recurrent_layers", 1e3 * t_rec},
+                       {"attention_layers", 1e3 * t_att},
+                       {"head", 1e3 * t_head},
+                       {"argmax", 1e3 * t_argmax}}}});
+    }
+    out["decode"] = dec;
+    out["steps"] = steps;
     out["rss_gb"] = rss_gb();
     std::printf("%s\n", out.dump(2).c_str());
   } catch (const std::exception& e) {

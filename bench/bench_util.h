@@ -1,9 +1,15 @@
 #pragma once
 // Shared by the benchmark programs: timing, the model directory for a preset, and the GEMM
 // throughput measured in the same run (for ratios such as MFU).
+#include <immintrin.h>
+
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "s0/models/init_model.h"
 #include "s0/models/model.h"
@@ -43,6 +49,56 @@ double gemm_gflops(int64_t M, int64_t K, int64_t N, at::ScalarType dtype, Linear
   auto t = Clock::now();
   while (secs(t) < 1.0 || it < 3) linear(x, w), ++it;
   return 2.0 * M * K * N * it / secs(t) / 1e9;
+}
+
+// ---- the machine's streaming read bandwidth (the decode roofline) ---------------------------
+
+namespace detail {
+// Sum of 64-bit words [p, p + n): reads every byte once; AVX-512 loads where the CPU has
+// them (a plain loop otherwise; compilers vectorise it with the baseline ISA).
+__attribute__((target("avx512f"))) inline uint64_t sum_words_avx512(const uint64_t* p, int64_t n) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(p + i));
+    a1 = _mm512_add_epi64(a1, _mm512_loadu_si512(p + i + 8));
+    a2 = _mm512_add_epi64(a2, _mm512_loadu_si512(p + i + 16));
+    a3 = _mm512_add_epi64(a3, _mm512_loadu_si512(p + i + 24));
+  }
+  uint64_t s = _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+inline uint64_t sum_words(const uint64_t* p, int64_t n) {
+  if (__builtin_cpu_supports("avx512f")) return sum_words_avx512(p, n);
+  uint64_t s = 0;
+  for (int64_t i = 0; i < n; ++i) s += p[i];
+  return s;
+}
+}  // namespace detail
+
+// Read bandwidth in GB/s (1e9 bytes/s) of a streaming sum over `bytes` (much larger than
+// the caches) on libtorch's intra-op threads, each reading its own contiguous share, as the
+// decode kernels do: the best of `passes` passes after one warm-up.
+inline double stream_read_gbps(int64_t bytes = int64_t(1) << 30, int passes = 5) {
+  const int64_t n = bytes / 8;
+  std::vector<uint64_t> buf(static_cast<size_t>(n));
+  at::parallel_for(0, n, 1 << 16, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) buf[i] = static_cast<uint64_t>(i);
+  });
+  volatile uint64_t sink = 0;
+  double best = 0;
+  for (int pass = 0; pass <= passes; ++pass) {
+    std::vector<uint64_t> part(static_cast<size_t>(at::get_num_threads()) + 1, 0);
+    auto t = Clock::now();
+    at::parallel_for(0, n, 1 << 16, [&](int64_t a, int64_t b) {
+      part[static_cast<size_t>(at::get_thread_num())] += detail::sum_words(buf.data() + a, b - a);
+    });
+    const double s = secs(t);
+    for (uint64_t v : part) sink = sink + v;
+    if (pass > 0) best = std::max(best, 8.0 * n / s / 1e9);
+  }
+  return best;
 }
 
 }  // namespace s0::bench

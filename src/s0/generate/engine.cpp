@@ -202,11 +202,17 @@ void Engine::decode(std::vector<Event>& events) {
   ++decode_steps_;
   const int64_t V = logits.size(1);
   const float* p = logits.data_ptr<float>();
+  // Sampling (a pass over the whole vocabulary per row) runs on the intra-op threads; each
+  // row draws from its own sampler, so the tokens do not depend on the split.
+  std::vector<int64_t> toks(static_cast<size_t>(B));
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) toks[b] = active_[b]->sampler.sample(p + b * V, V);
+  });
   std::vector<std::unique_ptr<Seq>> still;
   for (int64_t b = 0; b < B; ++b) {
     Seq& s = *active_[b];
     Event ev;
-    if (!take(s, s.sampler.sample(p + b * V, V), ev)) still.push_back(std::move(active_[b]));
+    if (!take(s, toks[b], ev)) still.push_back(std::move(active_[b]));
     events.push_back(std::move(ev));
   }
   active_ = std::move(still);

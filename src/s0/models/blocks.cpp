@@ -1,6 +1,7 @@
 #include "s0/models/blocks.h"
 
 #include "s0/nn/attention.h"
+#include "s0/nn/attention_step.h"
 #include "s0/nn/linear.h"
 
 namespace s0::models {
@@ -38,6 +39,12 @@ Tensor readout_hook(int64_t layer, const Tensor& query, const Tensor& o, const S
 
 Tensor rope_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& inv_freq,
                       const SeqGroups& groups, double scale) {
+  // Decode: RoPE, the KV append and attention in one fused kernel (nn/attention_step.h).
+  if (stepping(q) && nn::attention_step_supported(q) && inv_freq.scalar_type() == at::kFloat) {
+    std::vector<nn::KvStepCache> caches;
+    for (const SeqGroup& g : groups) caches.push_back({&g.cache->k, &g.cache->v, g.past, g.rows});
+    return nn::attention_decode_step(q, k, v, inv_freq, scale, caches);
+  }
   // RoPE positions and KV history are per group.
   return per_group(groups, [&](const SeqGroup& g, int64_t r) {
     LayerCache& c = *g.cache;

@@ -191,6 +191,11 @@ void configure_runtime(int n) {
   // threads would otherwise spin against libtorch's pool.
   SingleThreadedBlas::set_default_single();
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  // Blocks above glibc's largest mmap threshold (32 MB) would still be fresh mmaps: a
+  // batch-64 decode step's logits ([64, 248k] f32, 64 MB) faulted in anew every step cost
+  // more than the LM head itself on a 2-core VM (0.5 s of page faults per step). Keep them in
+  // the heap too (glibc still falls back to mmap when the heap cannot grow).
+  mallopt(M_MMAP_MAX, 0);
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
 }

@@ -9,6 +9,7 @@
 #include "s0/nn/causal_conv.h"
 #include "s0/nn/cross_entropy.h"
 #include "s0/nn/gated_delta_rule.h"
+#include "s0/nn/gdn_step.h"
 #include "s0/nn/l2_heads.h"
 #include "s0/nn/linear.h"
 #include "s0/nn/norms.h"
@@ -84,6 +85,18 @@ Tensor Qwen35Model::gated_delta_net(int64_t l, const Layer& w, const Tensor& x, 
   const int64_t dk = cfg_.linear_key_head_dim, dv = cfg_.linear_value_head_dim;
   const int64_t kd = cfg_.linear_key_dim();
   const GdnWeights& a = w.gdn;
+
+  // Decode: one fused kernel from the projections to the gated norm (nn/gdn_step.h), unless
+  // an adapter wants the readout hook in between.
+  if (stepping(x) && nn::gdn_step_supported(x) && !wants_readout_hook(gs)) {
+    std::vector<nn::GdnStepCache> caches;
+    for (const SeqGroup& g : gs) caches.push_back({&g.cache->conv, &g.cache->state, g.rows});
+    Tensor o = nn::gdn_decode_step(
+        project(x, a.in_qkv.w, a.in_qkv.name, gs).view({B, -1}), project(x, a.in_z.w, a.in_z.name, gs).view({B, -1}),
+        project(x, a.in_b.w, a.in_b.name, gs).view({B, -1}), project(x, a.in_a.w, a.in_a.name, gs).view({B, -1}),
+        a.conv, a.neg_A, a.dt_bias, a.norm, {Hk, Hv, dk, dv}, cfg_.rms_norm_eps, caches);
+    return o.view({B, 1, Hv * dv});
+  }
 
   // Projections, then the causal conv + SiLU over the q|k|v channels, continuing each
   // group's conv history.

@@ -1,0 +1,184 @@
+#include "s0/nn/attention_step.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "s0/nn/simd.h"
+
+namespace s0::nn {
+
+namespace {
+
+using namespace simd;
+
+template <class T>
+struct AttnArgs {
+  using Raw = typename St<T>::Raw;
+  const Raw *q, *k, *v;
+  View4 qv, kv, vv;
+  const float* inv_freq;
+  int64_t R;  // rotary dims
+  float scale;
+  std::vector<Raw*> kc, vc;       // per row: [KV, cap, hd]
+  std::vector<int64_t> cap, pos;  // per row: capacity, position of the new token
+  Raw* out;                       // [B, H hd]
+  int64_t H, KV, hd;
+};
+
+// Partial NeoX RoPE of one head x (raw, hd values) at `pos` into y (f32 holding rounded
+// values): y_i = round(round(x_i cos_i) + round(rot_i sin_i)) on the first R dims, where
+// cos/sin are rounded to the dtype and rot = [-x2, x1]; the rest copied.
+template <class T>
+S0_INLINE void rope_head(const typename St<T>::Raw* x, float* y, const float* cs, const float* sn,
+                         int64_t R, int64_t hd) {
+  using S = St<T>;
+  const int64_t half = R / 2;
+  for (int64_t i = 0; i < R; ++i) {
+    const float rot = i < half ? -S::load(x[i + half]) : S::load(x[i - half]);
+    const float a = S::round(S::load(x[i]) * cs[i]);
+    const float b = S::round(rot * sn[i]);
+    y[i] = S::round(a + b);
+  }
+  for (int64_t i = R; i < hd; ++i) y[i] = S::load(x[i]);
+}
+
+template <class T, class Exp>
+S0_INLINE void attn_task(const AttnArgs<T>& p, int64_t r, int64_t j, float* scratch, Exp exp) {
+  using S = St<T>;
+  using Raw = typename St<T>::Raw;
+  const int64_t hd = p.hd, R = p.R, G = p.H / p.KV, pos = p.pos[r], T1 = pos + 1;
+  float* cs = scratch;   // [R] cos, rounded
+  float* sn = cs + R;    // [R] sin, rounded
+  float* kr = sn + R;    // [hd]
+  float* qr = kr + hd;   // [hd]
+  float* ctx = qr + hd;  // [hd]
+  float* s = ctx + hd;   // [T1] scores, then probabilities
+  for (int64_t i = 0; i < R; ++i) {
+    const float ang = static_cast<float>(pos) * p.inv_freq[i % (R / 2)];
+    cs[i] = S::round(std::cos(ang));
+    sn[i] = S::round(std::sin(ang));
+  }
+  // The new key (rotated) and value go to position `pos` of this row's cache.
+  Raw* kbase = p.kc[r] + j * p.cap[r] * hd;
+  Raw* vbase = p.vc[r] + j * p.cap[r] * hd;
+  rope_head<T>(p.k + p.kv.at(r, 0, j), kr, cs, sn, R, hd);
+  for (int64_t i = 0; i < hd; ++i) kbase[pos * hd + i] = S::store(kr[i]);
+  const Raw* vx = p.v + p.vv.at(r, 0, j);
+  for (int64_t i = 0; i < hd; ++i) vbase[pos * hd + i] = vx[i];
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t h = j * G + g;
+    rope_head<T>(p.q + p.qv.at(r, 0, h), qr, cs, sn, R, hd);
+    // Scores rounded to the dtype, then scaled and rounded (matmul, then * scale).
+    for (int64_t t = 0; t < T1; ++t) {
+      const Raw* kt = kbase + t * hd;
+      const float d = lane_sum<float>(hd, [&](int64_t i) { return qr[i] * S::load(kt[i]); });
+      s[t] = S::round(S::round(d) * p.scale);
+    }
+    const float m = lane_max<float>(T1, [&](int64_t t) { return s[t]; });
+    for (int64_t t = 0; t < T1; ++t) s[t] -= m;
+    exp(s, s, T1);
+    const float z = lane_sum<float>(T1, [&](int64_t t) { return s[t]; });
+    for (int64_t t = 0; t < T1; ++t) s[t] = S::round(s[t] / z);
+    for (int64_t i = 0; i < hd; ++i) ctx[i] = 0;
+    for (int64_t t = 0; t < T1; ++t) {
+      const float pt = s[t];
+      const Raw* vt = vbase + t * hd;
+      for (int64_t i = 0; i < hd; ++i) ctx[i] += pt * S::load(vt[i]);
+    }
+    Raw* o = p.out + r * p.H * hd + h * hd;
+    for (int64_t i = 0; i < hd; ++i) o[i] = S::store(ctx[i]);
+  }
+}
+
+// Grows a cache buffer pair to hold `need` positions (kv_append's geometric growth).
+void ensure_capacity(Tensor& kb, Tensor& vb, int64_t rows, int64_t KV, int64_t hd, int64_t past,
+                     int64_t need, const at::TensorOptions& opt) {
+  const bool ok = kb.defined() && vb.defined() && kb.size(2) >= need && vb.size(2) == kb.size(2) &&
+                  kb.is_contiguous() && vb.is_contiguous();
+  if (ok) return;
+  const int64_t cap = std::max<int64_t>({need, 64, kb.defined() ? 2 * kb.size(2) : 0});
+  Tensor nk = at::empty({rows, KV, cap, hd}, opt), nv = at::empty({rows, KV, cap, hd}, opt);
+  if (past > 0) {
+    nk.narrow(2, 0, past).copy_(kb.narrow(2, 0, past));
+    nv.narrow(2, 0, past).copy_(vb.narrow(2, 0, past));
+  }
+  kb = nk, vb = nv;
+}
+
+}  // namespace
+
+bool attention_step_supported(const Tensor& q) {
+  return q.device().is_cpu() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kFloat);
+}
+
+Tensor attention_decode_step(const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& inv_freq, double scale,
+                             const std::vector<KvStepCache>& caches) {
+  TORCH_CHECK(attention_step_supported(q), "attention_decode_step: CPU bf16 or f32 only");
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes() && q.size(1) == 1 &&
+                  k.size(1) == 1 && k.size(0) == q.size(0) && k.size(3) == q.size(3) &&
+                  q.size(2) % k.size(2) == 0,
+              "attention_decode_step: q [B, 1, H, hd], k and v [B, 1, KV, hd]");
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
+              "attention_decode_step: dtypes");
+  TORCH_CHECK(inv_freq.scalar_type() == at::kFloat && inv_freq.is_contiguous() &&
+                  2 * inv_freq.numel() <= q.size(3),
+              "attention_decode_step: inv_freq");
+  const int64_t B = q.size(0), H = q.size(2), KV = k.size(2), hd = q.size(3),
+                R = 2 * inv_freq.numel();
+  Tensor out = at::empty({B, 1, H * hd}, q.options());
+  dispatch_dtype(q.scalar_type(), "attention_decode_step", [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, double>) {
+      AttnArgs<T> p{raw<T>(q),
+                    raw<T>(k),
+                    raw<T>(v),
+                    View4(q),
+                    View4(k),
+                    View4(v),
+                    inv_freq.data_ptr<float>(),
+                    R,
+                    static_cast<float>(scale),
+                    {},
+                    {},
+                    {},
+                    {},
+                    raw<T>(out),
+                    H,
+                    KV,
+                    hd};
+      int64_t rows = 0, max_t = 0;
+      for (const KvStepCache& c : caches) {
+        TORCH_CHECK(c.k && c.v && c.rows > 0 && c.past >= 0, "attention_decode_step: cache");
+        ensure_capacity(*c.k, *c.v, c.rows, KV, hd, c.past, c.past + 1, q.options());
+        TORCH_CHECK(c.k->size(0) == c.rows && c.k->size(1) == KV && c.k->size(3) == hd &&
+                        c.k->scalar_type() == q.scalar_type(),
+                    "attention_decode_step: KV cache [rows, KV, capacity, hd] in the model dtype");
+        const int64_t cap = c.k->size(2);
+        for (int64_t i = 0; i < c.rows; ++i) {
+          p.kc.push_back(raw<T>(*c.k) + i * KV * cap * hd);
+          p.vc.push_back(raw<T>(*c.v) + i * KV * cap * hd);
+          p.cap.push_back(cap);
+          p.pos.push_back(c.past);
+        }
+        rows += c.rows;
+        max_t = std::max(max_t, c.past + 1);
+      }
+      TORCH_CHECK(rows == B, "attention_decode_step: the caches hold ", rows, " rows for ", B,
+                  " inputs");
+      const int64_t scratch = 2 * R + 3 * hd + max_t + 16;
+      at::parallel_for(0, B * KV, 1, [&](int64_t t0, int64_t t1) {
+        std::vector<float> buf(static_cast<size_t>(scratch));
+        for (int64_t t = t0; t < t1; ++t)
+          dispatch<T>([&](auto exp) __attribute__((always_inline)) {
+            attn_task<T>(p, t / KV, t % KV, buf.data(), exp);
+          });
+      });
+    } else {
+      TORCH_CHECK(false, "attention_decode_step: f64 is not supported");
+    }
+  });
+  return out;
+}
+
+}  // namespace s0::nn

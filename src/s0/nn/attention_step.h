@@ -1,0 +1,38 @@
+#pragma once
+// One decode step of causal GQA attention with RoPE for B sequences in one fused CPU
+// kernel: rotate the new query and key (partial NeoX RoPE at each sequence's position),
+// append key and value to the sequence's KV cache in place, attend over the cache. One task
+// per (row, KV head); a row's numbers never depend on the other rows.
+//
+// Same rounding points as the unfused path (apply_rope, kv_append, causal_attention: RoPE
+// products and sum rounded to the model dtype, scores rounded then scaled and rounded,
+// softmax in f32 rounded, the weighted sum of values accumulated in f32 and rounded); the
+// order of the float sums differs, so results agree to float rounding
+// (tests/nn/test_attention_step.cpp).
+#include <vector>
+
+#include "s0/util/torch.h"
+
+namespace s0::nn {
+
+// A group of consecutive rows continuing one KV cache: k, v [rows, KV, capacity, hd] with
+// `past` valid positions (undefined when past is 0). Grown geometrically (as kv_append) when
+// full, then written in place.
+struct KvStepCache {
+  Tensor* k = nullptr;
+  Tensor* v = nullptr;
+  int64_t past = 0;
+  int64_t rows = 1;
+};
+
+// Whether attention_decode_step handles this dtype and device (CPU bf16 or f32).
+bool attention_step_supported(const Tensor& q);
+
+// q [B, 1, H, hd] (normed, not rotated), k, v [B, 1, KV, hd] (k normed, not rotated); last
+// dims contiguous, other strides free. inv_freq [rotary_dim / 2] f32. Returns the context
+// [B, 1, H hd] in the model dtype.
+Tensor attention_decode_step(const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& inv_freq, double scale,
+                             const std::vector<KvStepCache>& caches);
+
+}  // namespace s0::nn
