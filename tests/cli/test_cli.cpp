@@ -171,6 +171,32 @@ TEST(Cli, InitModelFalconH1TrainAndGenerate) {
                    {"falcon_h1", "0.8b", "0.5b"});
 }
 
+TEST(Cli, Qwen2PrefixTrainGenerateAndRefusedS0) {
+  // The pure-Transformer control through the CLI: init-model --arch qwen2, prefix training
+  // (PEFT layout), generation with the prefix; S0 training on it is refused with a reason.
+  const std::string base = s0::testing::temp_dir("cli_qwen2");
+  const std::string out = base + "/m";
+  auto r = run_cli({"init-model", "--arch", "qwen2", "--preset", "tiny", "--dtype", "f32", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  {
+    std::ofstream data(base + "/data.jsonl");
+    for (int i = 0; i < 3; ++i) data << "{\"prompt\": \"Say hi " << i << "\", \"completion\": \" hi hi\"}\n";
+  }
+  auto t = run_cli({"train", "--method", "prefix", "--model", out, "--dtype", "f32", "--data", base + "/data.jsonl",
+                    "--out", base + "/prefix", "--steps", "2", "--virtual-tokens", "5", "--chat", "--threads", "1"});
+  ASSERT_EQ(t.exit_code, 0) << describe(t);
+  auto summary = json_lines(t.out);
+  ASSERT_EQ(summary.size(), 1u) << t.out;
+  EXPECT_EQ(summary[0].at("virtual_tokens"), 5);
+  auto cfg = nlohmann::json::parse(io::read_file(base + "/prefix/adapter_config.json"));
+  EXPECT_EQ(cfg.at("peft_type"), "PREFIX_TUNING");
+  auto g = run_cli({"generate", "--model", out, "--dtype", "f32", "--threads", "1", "--prefix", base + "/prefix",
+                    "--prompt", "Hello", "--chat", "--max-new-tokens", "3"});
+  EXPECT_EQ(g.exit_code, 0) << describe(g);
+  expect_cli_error({"train", "--model", out, "--dtype", "f32", "--data", base + "/data.jsonl", "--out", base + "/s0"},
+                   {"no recurrent layers"});
+}
+
 TEST(Cli, InitModelErrors) {
   const std::string base = s0::testing::temp_dir("cli_init_err");
   expect_cli_error({"init-model", "--preset", "huge", "--dtype", "f32", "--out", base + "/a"},

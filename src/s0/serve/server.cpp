@@ -610,7 +610,7 @@ void Server::Impl::routes() {
              if (!path || !path->is_string()) throw bad("path", "'path' (a state-set directory) is required");
              StateSetInfo info;
              try {
-               const json* kind = field(body, "kind");  // optional: "states" | "lora" | "offset"
+               const json* kind = field(body, "kind");  // optional: "states" | "lora" | "offset" | "prefix"
                if (kind && !kind->is_string()) throw bad("kind", "'kind' must be \"states\", \"lora\" or \"offset\"");
                info = engine->load_state_set(name->get<std::string>(), path->get<std::string>(),
                                              kind ? kind->get<std::string>() : std::string());
