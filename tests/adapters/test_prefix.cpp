@@ -8,16 +8,15 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
+#include "qwen2_reference.h"
 #include "s0/adapters/prefix.h"
 #include "s0/adapters/stack.h"
 #include "s0/adapters/state_set.h"
 #include "s0/io/atomic_file.h"
 #include "s0/train/baselines.h"
 #include "s0/util/error.h"
-#include "qwen2_reference.h"
 #include "tensor_util.h"
 #include "test_util.h"
 #include "train_check.h"
@@ -35,7 +34,8 @@ std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
   return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + n);
 }
 
-adapters::PrefixSet random_prefix(const models::CausalLM& m, int64_t n, uint64_t seed, double scale = 1.0) {
+adapters::PrefixSet random_prefix(const models::CausalLM& m, int64_t n, uint64_t seed,
+                                  double scale = 1.0) {
   adapters::PrefixSet set;
   set.shape = adapters::prefix_shape(m);
   set.config.num_virtual_tokens = n;
@@ -44,7 +44,8 @@ adapters::PrefixSet random_prefix(const models::CausalLM& m, int64_t n, uint64_t
   return set;
 }
 
-Tensor logits_with(models::CausalLM& m, const std::vector<int64_t>& ids, std::shared_ptr<const models::Adapter> a) {
+Tensor logits_with(models::CausalLM& m, const std::vector<int64_t>& ids,
+                   std::shared_ptr<const models::Adapter> a) {
   NoGrad ng;
   auto c = m.new_cache(1, std::move(a));
   return m.forward(ids_tensor(ids), c)[0];
@@ -66,7 +67,8 @@ TEST(Prefix, LogitsMatchTheFloat64ReferenceWithItsOwnKvInjection) {
   auto pdir = s0::testing::temp_dir("prefix_ref");
   adapters::save_prefix(pdir, set);
   auto ids = random_ids(6, model->vocab_size(), 3);
-  Tensor ours = logits_with(*model, ids, adapters::load_prefix(pdir, *model).adapter(model->attention_layers()));
+  Tensor ours = logits_with(*model, ids,
+                            adapters::load_prefix(pdir, *model).adapter(model->attention_layers()));
   Tensor ref = s0::testing::qwen2_reference_logits(dir, ids, pdir);
   EXPECT_LT(max_rel(ours, ref), 1e-10);
   // The prefix matters (the comparison above is not the base model's).
@@ -80,9 +82,10 @@ TEST(Prefix, APeftLayoutDirectoryWrittenByAScriptLoads) {
   auto ids = random_ids(5, model->vocab_size(), 4);
   for (const std::string dt : {"F32", "BF16"}) {
     auto pdir = s0::testing::temp_dir("peft_prefix_" + dt);
-    auto [rc, out] = s0::testing::run_cmd("python3 " + s0::testing::repo_root() +
-                                          "/tools/qwen2_reference.py write-peft-prefix --out " + pdir +
-                                          " --virtual-tokens 4 --num-layers 3 --kv-heads 2 --head-dim 16 --seed 9 --dtype " + dt);
+    auto [rc, out] = s0::testing::run_cmd(
+        "python3 " + s0::testing::repo_root() +
+        "/tools/qwen2_reference.py write-peft-prefix --out " + pdir +
+        " --virtual-tokens 4 --num-layers 3 --kv-heads 2 --head-dim 16 --seed 9 --dtype " + dt);
     ASSERT_EQ(rc, 0) << out;
     auto set = adapters::load_prefix(pdir, *model);
     EXPECT_EQ(set.num_virtual_tokens(), 4);
@@ -129,10 +132,12 @@ TEST(Prefix, ZeroLengthIsTheBaseModelBitForBit) {
     for (auto dt : {at::kFloat, at::kBFloat16}) {
       auto model = models::load_model(family_dir(family, 34), dt);
       auto shape = adapters::prefix_shape(*model);
-      auto adapter = adapters::prefix_adapter(shape, at::zeros({0, shape.width()}), model->attention_layers());
+      auto adapter =
+          adapters::prefix_adapter(shape, at::zeros({0, shape.width()}), model->attention_layers());
       EXPECT_EQ(adapter->prefix_length(), 0);
       auto ids = random_ids(12, model->vocab_size(), 6);
-      EXPECT_TRUE(at::equal(logits_with(*model, ids, adapter), logits_with(*model, ids, nullptr))) << family;
+      EXPECT_TRUE(at::equal(logits_with(*model, ids, adapter), logits_with(*model, ids, nullptr)))
+          << family;
     }
   }
 }
@@ -174,7 +179,8 @@ TEST(Prefix, PrefillPlusDecodeEqualsFullForwardAndBatchedRowsEqualEachAlone) {
     std::vector<int64_t> next(adapters_.size(), 11);
     Tensor step = model->decode_step(at::tensor(next, at::kLong), ptrs);
     for (size_t s = 0; s < adapters_.size(); ++s)
-      EXPECT_TRUE(at::equal(step[s], model->forward(ids_tensor({11}), alone[s], true)[0][0])) << family << " " << s;
+      EXPECT_TRUE(at::equal(step[s], model->forward(ids_tensor({11}), alone[s], true)[0][0]))
+          << family << " " << s;
   }
 }
 
@@ -189,12 +195,14 @@ TEST(Prefix, GradientsOfBothParameterisationsMatchFiniteDifferencesFloat64) {
       cfg.prefix_projection = projection;
       cfg.encoder_hidden_size = projection ? 8 : 0;
       train::ParamMap p;
-      for (auto& [name, t] : adapters::init_prefix_params(cfg, shape, 5)) p[name] = t.to(at::kDouble) * 0.5;
+      for (auto& [name, t] : adapters::init_prefix_params(cfg, shape, 5))
+        p[name] = t.to(at::kDouble) * 0.5;
       train::AdapterMethod method("prefix", "", [&](const train::ParamMap& q) {
         adapters::PrefixParams pp(q.begin(), q.end());
         return adapters::prefix_adapter(shape, adapters::encode_prefix(cfg, shape, pp), layers);
       });
-      s0::testing::expect_grad_matches_fd(*model, method, p, s0::testing::toy_data(model->vocab_size(), 1, 9)[0],
+      s0::testing::expect_grad_matches_fd(*model, method, p,
+                                          s0::testing::toy_data(model->vocab_size(), 1, 9)[0],
                                           family + (projection ? " projection" : " direct"));
     }
   }
@@ -206,7 +214,8 @@ TEST(Prefix, ParameterCountsAndInitFollowPeft) {
   EXPECT_EQ(s.width(), 18432);
   adapters::PrefixConfig c;  // 30 tokens, projection, E = token_dim
   EXPECT_EQ(adapters::encoder_hidden(c, s), 256);
-  EXPECT_EQ(adapters::prefix_train_params(c, s), 30 * 256 + (256 * 256 + 256) + (256 * 18432 + 18432));
+  EXPECT_EQ(adapters::prefix_train_params(c, s),
+            30 * 256 + (256 * 256 + 256) + (256 * 18432 + 18432));
   c.prefix_projection = false;
   EXPECT_EQ(adapters::prefix_train_params(c, s), 30 * 18432);
   c.prefix_projection = true;
@@ -217,7 +226,8 @@ TEST(Prefix, ParameterCountsAndInitFollowPeft) {
   EXPECT_EQ(p.at("transform.0.weight").sizes().vec(), (std::vector<int64_t>{16, 32}));
   EXPECT_EQ(p.at("transform.2.weight").sizes().vec(), (std::vector<int64_t>{192, 16}));
   EXPECT_LE(p.at("transform.2.weight").abs().max().item<double>(), 0.25);  // U(+-1/sqrt(16))
-  EXPECT_TRUE(at::equal(p.at("embedding.weight"), adapters::init_prefix_params(c, tiny, 1).at("embedding.weight")));
+  EXPECT_TRUE(at::equal(p.at("embedding.weight"),
+                        adapters::init_prefix_params(c, tiny, 1).at("embedding.weight")));
   EXPECT_EQ(adapters::encode_prefix(c, tiny, p).sizes().vec(), (std::vector<int64_t>{30, 192}));
 }
 
@@ -291,7 +301,9 @@ TEST(Prefix, TrainingLowersLossResumesExactlyAndSavesThePeftLayout) {
   auto hybrid = models::load_model(s0::testing::tiny_qwen35("f32", 38), at::kFloat);
   auto hdir = s0::testing::temp_dir("prefix_train_hybrid");
   cfg.steps = 2;
-  auto hs = train::train_prefix(*hybrid, s0::testing::toy_data(hybrid->vocab_size(), 2, 3), cfg, pc, hdir, false);
+  auto hs = train::train_prefix(*hybrid, s0::testing::toy_data(hybrid->vocab_size(), 2, 3), cfg, pc,
+                                hdir, false);
   EXPECT_EQ(hs.shape.num_layers, hybrid->num_layers());
-  EXPECT_THROW(train::train_offset(*model, data, cfg, s0::testing::temp_dir("off_q2"), false), Error);
+  EXPECT_THROW(train::train_offset(*model, data, cfg, s0::testing::temp_dir("off_q2"), false),
+               Error);
 }

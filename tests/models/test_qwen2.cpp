@@ -6,9 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
+#include "qwen2_reference.h"
 #include "s0/io/atomic_file.h"
 #include "s0/io/safetensors.h"
 #include "s0/models/model.h"
@@ -18,7 +18,6 @@
 #include "s0/text/tokenizer.h"
 #include "s0/train/trainer.h"
 #include "s0/util/error.h"
-#include "qwen2_reference.h"
 #include "tensor_util.h"
 #include "test_util.h"
 #include "train_check.h"
@@ -42,8 +41,8 @@ std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
 TEST(Qwen2Parity, LogitsMatchTheFloat64ReferenceTiedAndUntied) {
   if (!s0::testing::have_python3()) GTEST_SKIP() << "python3 not available";
   for (bool tied : {true, false}) {
-    auto dir = s0::testing::tiny_qwen2_with(tied ? "tied" : "untied", [&](Qwen2Config& c) { c.tie_word_embeddings = tied; },
-                                            "f32", 21);
+    auto dir = s0::testing::tiny_qwen2_with(
+        tied ? "tied" : "untied", [&](Qwen2Config& c) { c.tie_word_embeddings = tied; }, "f32", 21);
     auto model = models::load_model(dir, at::kDouble);
     auto ids = random_ids(9, model->vocab_size(), 5);
     NoGrad ng;
@@ -54,7 +53,8 @@ TEST(Qwen2Parity, LogitsMatchTheFloat64ReferenceTiedAndUntied) {
     // The f32 engine is within float rounding of it.
     auto m32 = models::load_model(dir, at::kFloat);
     auto c32 = m32->new_cache(1);
-    EXPECT_LT(max_rel(m32->forward(ids_tensor(ids), c32)[0].to(at::kDouble), ref), 1e-5) << "tied=" << tied;
+    EXPECT_LT(max_rel(m32->forward(ids_tensor(ids), c32)[0].to(at::kDouble), ref), 1e-5)
+        << "tied=" << tied;
   }
 }
 
@@ -62,8 +62,10 @@ TEST(Qwen2Parity, BiasesAndRopeThetaMatter) {
   // The reference agrees whatever the biases and theta are; and each changes the logits
   // (so the parity above exercises them).
   if (!s0::testing::have_python3()) GTEST_SKIP() << "python3 not available";
-  auto base = s0::testing::tiny_qwen2_with("theta_a", [](Qwen2Config& c) { c.rope_theta = 1e6; }, "f32", 22);
-  auto other = s0::testing::tiny_qwen2_with("theta_b", [](Qwen2Config& c) { c.rope_theta = 100.0; }, "f32", 22);
+  auto base = s0::testing::tiny_qwen2_with(
+      "theta_a", [](Qwen2Config& c) { c.rope_theta = 1e6; }, "f32", 22);
+  auto other = s0::testing::tiny_qwen2_with(
+      "theta_b", [](Qwen2Config& c) { c.rope_theta = 100.0; }, "f32", 22);
   auto a = models::load_model(base, at::kDouble), b = models::load_model(other, at::kDouble);
   auto ids = random_ids(7, a->vocab_size(), 6);
   NoGrad ng;
@@ -73,7 +75,8 @@ TEST(Qwen2Parity, BiasesAndRopeThetaMatter) {
   EXPECT_LT(max_rel(lb, s0::testing::qwen2_reference_logits(other, ids)), 1e-10);
   // Zeroed q/k/v biases: a different function, still equal to the reference.
   auto zdir = s0::testing::temp_dir("qwen2_zero_bias");
-  for (const auto& e : fs::directory_iterator(base)) fs::copy(e.path(), zdir + "/" + e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(base))
+    fs::copy(e.path(), zdir + "/" + e.path().filename().string());
   {
     io::SafetensorsFile f(base + "/model.safetensors");
     std::vector<Tensor> keep;
@@ -125,8 +128,10 @@ TEST_F(TinyQwen2, PrefillThenDecodeEqualsFullForward) {
       auto full_cache = model->new_cache(1);
       Tensor full = model->forward(ids_tensor(ids), full_cache)[0];
       auto cache = model->new_cache(1);
-      std::vector<Tensor> rows{model->forward(ids_tensor({ids.begin(), ids.begin() + n}), cache)[0]};
-      for (int t = n; t < n + m; ++t) rows.push_back(model->forward(ids_tensor({ids[t]}), cache)[0]);
+      std::vector<Tensor> rows{
+          model->forward(ids_tensor({ids.begin(), ids.begin() + n}), cache)[0]};
+      for (int t = n; t < n + m; ++t)
+        rows.push_back(model->forward(ids_tensor({ids[t]}), cache)[0]);
       const double tol = dt == at::kFloat ? 1e-5 : 3e-2;
       EXPECT_LT(max_rel(at::cat(rows, 0), full), tol) << "n=" << n << " m=" << m;
       EXPECT_EQ(cache.length, n + m);
@@ -167,8 +172,10 @@ TEST_F(TinyQwen2, BatchedEqualsSingleAndDecodeStepRowsEqualEachSequence) {
 }
 
 TEST(Qwen2Variants, ShardedAndSingleFileLoadTheSameWeights) {
-  auto one = s0::testing::tiny_qwen2_with("one", [](Qwen2Config&) {}, "f32", 11);
-  auto sharded = s0::testing::tiny_qwen2_with("sharded", [](Qwen2Config&) {}, "f32", 11, 60000);
+  auto one = s0::testing::tiny_qwen2_with(
+      "one", [](Qwen2Config&) {}, "f32", 11);
+  auto sharded = s0::testing::tiny_qwen2_with(
+      "sharded", [](Qwen2Config&) {}, "f32", 11, 60000);
   ASSERT_TRUE(fs::exists(sharded + "/model.safetensors.index.json"));
   ASSERT_FALSE(fs::exists(sharded + "/model.safetensors"));
   auto a = models::load_model(one, at::kFloat), b = models::load_model(sharded, at::kFloat);
@@ -231,7 +238,8 @@ TEST(Qwen2Variants, InitModelTokenizerAndQwen25ChatTemplate) {
   auto tpl = text::ChatTemplate::from_model_dir(dir);
   EXPECT_EQ(tpl.family(), "qwen2.5");
   EXPECT_EQ(tpl.render({{"user", "Hello"}}),
-            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+            "assistant.<|im_end|>\n"
             "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n");
   auto cfg = nlohmann::json::parse(io::read_file(dir + "/config.json"));
   EXPECT_EQ(cfg["model_type"], "qwen2");

@@ -1,10 +1,9 @@
 #pragma once
 // The independent float64 Qwen2 reference (tools/qwen2_reference.py) from the tests.
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "s0/util/torch.h"
 #include "test_util.h"
@@ -17,8 +16,9 @@ inline Tensor qwen2_reference_logits(const std::string& model_dir, const std::ve
                                      const std::string& prefix = "") {
   std::string list;
   for (auto i : ids) list += (list.empty() ? "" : ",") + std::to_string(i);
-  auto [rc, out] = run_cmd("python3 " + repo_root() + "/tools/qwen2_reference.py logits --model " + model_dir +
-                           " --ids " + list + (prefix.empty() ? "" : " --prefix " + prefix));
+  auto [rc, out] =
+      run_cmd("python3 " + repo_root() + "/tools/qwen2_reference.py logits --model " + model_dir +
+              " --ids " + list + (prefix.empty() ? "" : " --prefix " + prefix));
   if (rc != 0) throw std::runtime_error("qwen2_reference.py failed: " + out);
   auto j = nlohmann::json::parse(out);
   std::vector<double> flat;

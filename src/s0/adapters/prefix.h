@@ -23,9 +23,8 @@
 //                              files are read too)
 #include <map>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "s0/models/model.h"
 
@@ -49,20 +48,24 @@ PrefixShape prefix_shape(const models::CausalLM& model);
 struct PrefixSet {
   PrefixConfig config;
   PrefixShape shape;
-  Tensor prompt_embeddings;  // [n, width] float32
+  Tensor prompt_embeddings;                           // [n, width] float32
   nlohmann::json s0_info = nlohmann::json::object();  // training settings (s0.json)
 
-  int64_t num_virtual_tokens() const { return prompt_embeddings.defined() ? prompt_embeddings.size(0) : 0; }
+  int64_t num_virtual_tokens() const {
+    return prompt_embeddings.defined() ? prompt_embeddings.size(0) : 0;
+  }
   int64_t num_params() const { return prompt_embeddings.defined() ? prompt_embeddings.numel() : 0; }
   int64_t num_bytes() const { return num_params() * 4; }
   // What a sequence carries through the adapter door (prefix keys/values for `attention_layers`).
-  std::shared_ptr<const models::Adapter> adapter(const std::vector<int64_t>& attention_layers) const;
+  std::shared_ptr<const models::Adapter> adapter(
+      const std::vector<int64_t>& attention_layers) const;
 };
 
 // The adapter for prompt embeddings P [n, shape.width()] (any float dtype; autograd flows
 // back to P): layer l's keys are P's (2l) block, its values the (2l+1) block, each viewed as
 // [KV, n, head_dim].
-std::shared_ptr<const models::Adapter> prefix_adapter(const PrefixShape& shape, const Tensor& prompt_embeddings,
+std::shared_ptr<const models::Adapter> prefix_adapter(const PrefixShape& shape,
+                                                      const Tensor& prompt_embeddings,
                                                       const std::vector<int64_t>& attention_layers);
 
 // Training parameters, by PEFT's PrefixEncoder names. init_prefix_params draws PyTorch's

@@ -18,7 +18,8 @@ Qwen2Model::Qwen2Model(const io::ModelDir& dir, at::ScalarType dtype)
   if (dtype != at::kBFloat16 && dtype != at::kFloat && dtype != at::kDouble)
     throw Error("Qwen2: weight dtype must be bf16, f32 or f64");
   layers_.resize(cfg_.num_hidden_layers);
-  for (const auto& t : qwen2_tensor_shapes(cfg_)) *slot(t.name) = load_weight(dir, t.name, t.shape, dtype_);
+  for (const auto& t : qwen2_tensor_shapes(cfg_))
+    *slot(t.name) = load_weight(dir, t.name, t.shape, dtype_);
   // Tied: lm_head is the embedding (a checkpoint may still carry a copy; it is not read).
   if (cfg_.tie_word_embeddings) lm_head_ = embed_;
   inv_freq_ = nn::rope_inv_freq(cfg_.head_dim, cfg_.rope_theta).to(rdt_);
@@ -29,13 +30,14 @@ Tensor* Qwen2Model::slot(const std::string& n) {
   if (n == "norm.weight") return &norm_;
   if (n == "lm_head.weight") return &lm_head_;
   const size_t dot = n.find('.', 7);
-  if (n.rfind("layers.", 0) != 0 || dot == std::string::npos) throw Error("Qwen2: unknown tensor " + n);
+  if (n.rfind("layers.", 0) != 0 || dot == std::string::npos)
+    throw Error("Qwen2: unknown tensor " + n);
   Layer& L = layers_.at(std::stoll(n.substr(7, dot - 7)));
   const std::string rest = n.substr(dot + 1);
   if (rest == "input_layernorm.weight") return &L.in_norm;
   if (rest == "post_attention_layernorm.weight") return &L.post_norm;
   const std::pair<const char*, NamedLinear*> linears[] = {
-      {"self_attn.q_proj", &L.q}, {"self_attn.k_proj", &L.k},  {"self_attn.v_proj", &L.v},
+      {"self_attn.q_proj", &L.q}, {"self_attn.k_proj", &L.k}, {"self_attn.v_proj", &L.v},
       {"self_attn.o_proj", &L.o}, {"mlp.gate_proj", &L.gate}, {"mlp.up_proj", &L.up},
       {"mlp.down_proj", &L.down}};
   for (const auto& [module, lin] : linears) {
@@ -75,11 +77,14 @@ Tensor Qwen2Model::embed(const Tensor& ids) const {
   return embed_.index_select(0, ids.reshape(-1)).view({ids.size(0), ids.size(1), cfg_.hidden_size});
 }
 
-Tensor Qwen2Model::final_norm(const Tensor& h) const { return nn::rms_norm(h, norm_, cfg_.rms_norm_eps); }
+Tensor Qwen2Model::final_norm(const Tensor& h) const {
+  return nn::rms_norm(h, norm_, cfg_.rms_norm_eps);
+}
 
 Tensor Qwen2Model::logits(const Tensor& hidden) const { return project(hidden, lm_head_).to(rdt_); }
 
-nn::RowsCrossEntropy Qwen2Model::rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const {
+nn::RowsCrossEntropy Qwen2Model::rows_cross_entropy(const Tensor& rows, const Tensor& labels,
+                                                    double scale) const {
   if (!rows.device().is_cpu() || rows.scalar_type() != lm_head_.scalar_type())
     return CausalLM::rows_cross_entropy(rows, labels, scale);
   return nn::cross_entropy_rows(rows, lm_head_, labels, scale, 256);
@@ -88,7 +93,8 @@ nn::RowsCrossEntropy Qwen2Model::rows_cross_entropy(const Tensor& rows, const Te
 std::vector<std::pair<std::string, Tensor>> Qwen2Model::linear_layers() const {
   std::vector<std::pair<std::string, Tensor>> out;
   for (const Layer& w : layers_)
-    for (const NamedLinear* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down}) out.push_back({m->name, m->w});
+    for (const NamedLinear* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down})
+      out.push_back({m->name, m->w});
   return out;
 }
 

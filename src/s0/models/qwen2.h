@@ -26,11 +26,14 @@ class Qwen2Model : public CausalLM {
   std::vector<int64_t> recurrent_layers() const override { return {}; }
   std::vector<int64_t> state_shape() const override { return {}; }
   std::vector<int64_t> attention_layers() const override;  // every layer
-  std::vector<int64_t> kv_shape() const override { return {cfg_.num_key_value_heads, cfg_.head_dim}; }
+  std::vector<int64_t> kv_shape() const override {
+    return {cfg_.num_key_value_heads, cfg_.head_dim};
+  }
   at::ScalarType dtype() const override { return dtype_; }
 
   Tensor logits(const Tensor& hidden) const override;
-  nn::RowsCrossEntropy rows_cross_entropy(const Tensor& rows, const Tensor& labels, double scale) const override;
+  nn::RowsCrossEntropy rows_cross_entropy(const Tensor& rows, const Tensor& labels,
+                                          double scale) const override;
   Tensor embed(const Tensor& ids) const override;
   using CausalLM::layer;
   Tensor layer(int64_t l, const Tensor& h, const SeqGroups& groups) const override;

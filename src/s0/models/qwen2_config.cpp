@@ -17,9 +17,10 @@ Qwen2Config Qwen2Config::from_json(const json& j, const std::string& source) {
   c.intermediate_size = config_req<int64_t>(j, "intermediate_size", source);
   c.num_hidden_layers = config_req<int64_t>(j, "num_hidden_layers", source);
   c.num_attention_heads = config_req<int64_t>(j, "num_attention_heads", source);
-  c.num_key_value_heads = config_opt<int64_t>(j, "num_key_value_heads", c.num_attention_heads, source);
-  c.head_dim =
-      config_opt<int64_t>(j, "head_dim", c.hidden_size / std::max<int64_t>(1, c.num_attention_heads), source);
+  c.num_key_value_heads =
+      config_opt<int64_t>(j, "num_key_value_heads", c.num_attention_heads, source);
+  c.head_dim = config_opt<int64_t>(
+      j, "head_dim", c.hidden_size / std::max<int64_t>(1, c.num_attention_heads), source);
   c.rms_norm_eps = config_opt<double>(j, "rms_norm_eps", 1e-6, source);
   c.max_position_embeddings = config_opt<int64_t>(j, "max_position_embeddings", 32768, source);
   c.tie_word_embeddings = config_opt<bool>(j, "tie_word_embeddings", false, source);
@@ -27,15 +28,18 @@ Qwen2Config Qwen2Config::from_json(const json& j, const std::string& source) {
   config_eos_ids(j, source, c.eos_token_ids);
 
   const std::string act = config_opt<std::string>(j, "hidden_act", "silu", source);
-  if (act != "silu") throw Error(source + ": hidden_act '" + act + "' is not supported (only 'silu')");
+  if (act != "silu")
+    throw Error(source + ": hidden_act '" + act + "' is not supported (only 'silu')");
   // Sliding-window attention is read and refused when enabled (every released Qwen2.5 has it off).
   if (config_opt<bool>(j, "use_sliding_window", false, source))
-    throw Error(source + ": use_sliding_window is true; sliding-window attention is not supported "
-                         "(set it to false to run every layer with full attention)");
+    throw Error(source +
+                ": use_sliding_window is true; sliding-window attention is not supported "
+                "(set it to false to run every layer with full attention)");
   if (j.contains("layer_types") && !j["layer_types"].is_null())
     for (const auto& t : config_req<std::vector<std::string>>(j, "layer_types", source))
       if (t != "full_attention")
-        throw Error(source + ": layer_types holds '" + t + "'; only 'full_attention' layers are supported");
+        throw Error(source + ": layer_types holds '" + t +
+                    "'; only 'full_attention' layers are supported");
 
   // RoPE: rope_theta (older configs) or rope_parameters (HF v5); plain RoPE only.
   c.rope_theta = config_opt<double>(j, "rope_theta", 10000.0, source);
@@ -43,11 +47,14 @@ Qwen2Config Qwen2Config::from_json(const json& j, const std::string& source) {
     const json& rp = j["rope_parameters"];
     const std::string type = config_opt<std::string>(rp, "rope_type", "default", source);
     if (type != "default")
-      throw Error(source + ": rope_parameters.rope_type '" + type + "' is not supported (only 'default')");
+      throw Error(source + ": rope_parameters.rope_type '" + type +
+                  "' is not supported (only 'default')");
     c.rope_theta = config_opt<double>(rp, "rope_theta", c.rope_theta, source);
   }
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    throw Error(source + ": 'rope_scaling' is not supported (expected null: YaRN/linear scaling is not implemented)");
+    throw Error(source +
+                ": 'rope_scaling' is not supported (expected null: YaRN/linear scaling is not "
+                "implemented)");
   c.validate(source);
   return c;
 }
@@ -126,7 +133,8 @@ Qwen2Config Qwen2Config::preset(const std::string& name) {
     // Small enough for tests; GQA (2 query heads per KV head), biases, tied embeddings.
     c.vocab_size = 512, c.hidden_size = 64, c.intermediate_size = 128, c.num_hidden_layers = 3;
     c.num_attention_heads = 4, c.num_key_value_heads = 2;
-    c.bos_token_id = 256, c.eos_token_ids = {258, 256};  // <|im_end|>, <|endoftext|> of the init-model tokenizer
+    c.bos_token_id = 256,
+    c.eos_token_ids = {258, 256};  // <|im_end|>, <|endoftext|> of the init-model tokenizer
     c.max_position_embeddings = 4096;
   } else {
     throw Error("unknown qwen2 preset '" + name + "' (expected tiny, 0.5b, 1.5b, 3b or 7b)");

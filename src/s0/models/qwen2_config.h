@@ -4,10 +4,9 @@
 // (shared spec qwen2.md section 1). The pure-Transformer control of the paper's prefix-tuning
 // experiment. Torch-free.
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "s0/models/qwen35_config.h"  // TensorShape
 
