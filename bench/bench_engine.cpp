@@ -2,7 +2,7 @@
 // with random weights), with and without a random non-zero S0 state set, plus the GEMM
 // throughput measured in the same run. Prints one JSON object.
 //
-//   bench_engine [--arch qwen35|falcon_h1] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len 512] [--decode 64]
+//   bench_engine [--arch qwen35|falcon_h1|qwen2] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len 512] [--decode 64]
 //   bench_engine --model DIR --dtype f32
 #include <chrono>
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "s0/models/init_model.h"
+#include "s0/adapters/prefix.h"
 #include "s0/models/model.h"
 #include "s0/nn/linear.h"
 #include "s0/util/error.h"
@@ -50,7 +51,7 @@ int main(int argc, char** argv) {
     else if (a == "--repeats") repeats = std::stoi(next());
     else if (a == "--cache-dir") cache_dir = next();
     else {
-      std::fprintf(stderr, "usage: bench_engine (--model DIR | [--arch qwen35|falcon_h1] --preset NAME) [--dtype bf16|f32] [--threads N]\n"
+      std::fprintf(stderr, "usage: bench_engine (--model DIR | [--arch qwen35|falcon_h1|qwen2] --preset NAME) [--dtype bf16|f32] [--threads N]\n"
                            "       [--prompt-len 512] [--decode 64] [--repeats 3] [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
@@ -83,13 +84,22 @@ int main(int argc, char** argv) {
 
     auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
     Tensor prompt = at::randint(0, std::min<int64_t>(model->vocab_size(), 240000), {1, prompt_len}, gen, at::kLong);
+    // The adapter arm: a random S0 state set; on a model without recurrent layers (qwen2) a
+    // random 30-token prefix instead (the paper's prefix-tuning control).
     models::StateMap states;
     for (auto l : model->recurrent_layers()) states[l] = at::randn(model->state_shape(), gen) * 0.07;
+    const bool prefix = states.empty();
+    std::shared_ptr<const models::Adapter> adapter = std::make_shared<models::InitialStates>(states);
+    if (prefix) {
+      const auto shape = adapters::prefix_shape(*model);
+      adapter = adapters::prefix_adapter(shape, at::randn({30, shape.width()}, gen), model->attention_layers());
+    }
+    const std::string arm = prefix ? "prefix30" : "s0";
 
     // Base and S0 runs alternate (base, S0, base, S0, ...) so that machine noise hits both
     // alike; each reports the median over its runs.
-    auto once = [&](const models::StateMap* s, std::vector<double>& pre, std::vector<double>& dec) {
-      auto cache = model->new_cache(1, s);
+    auto once = [&](std::shared_ptr<const models::Adapter> a, std::vector<double>& pre, std::vector<double>& dec) {
+      auto cache = model->new_cache(1, std::move(a));
       auto t = Clock::now();
       Tensor tok = model->forward(prompt, cache, true).argmax(-1);
       pre.push_back(secs(t));
@@ -104,7 +114,7 @@ int main(int argc, char** argv) {
     std::vector<double> pb, db, ps, ds;
     for (int r = 0; r < repeats; ++r) {
       once(nullptr, pb, db);
-      once(&states, ps, ds);
+      once(adapter, ps, ds);
     }
     auto summary = [&](const std::vector<double>& pre, const std::vector<double>& dec) {
       return nlohmann::json{{"prefill_tokens_per_s", prompt_len / median(pre)},
@@ -113,8 +123,8 @@ int main(int argc, char** argv) {
     };
     out["repeats"] = repeats;
     out["base"] = summary(pb, db);
-    out["s0"] = summary(ps, ds);
-    out["s0_over_base"] = {{"prefill", median(pb) / median(ps)}, {"decode", median(db) / median(ds)}};
+    out[arm] = summary(ps, ds);
+    out[arm + "_over_base"] = {{"prefill", median(pb) / median(ps)}, {"decode", median(db) / median(ds)}};
     out["rss_gb"] = rss_gb();
     std::printf("%s\n", out.dump(2).c_str());
   } catch (const std::exception& e) {
