@@ -171,6 +171,26 @@ TEST(Cli, InitModelFalconH1TrainAndGenerate) {
                    {"falcon_h1", "0.8b", "0.5b"});
 }
 
+TEST(Cli, DemoControl) {
+  // The paper's control in the shortened demo: the same protocol on the shipped pure
+  // Transformer with prefix tuning, reported beside S0 on the hybrid.
+  const std::string out = s0::testing::temp_dir("cli_demo_control");
+  auto r = run_cli({"demo", "--quick", "--no-baselines", "--control", "--out", out, "--threads", "1", "--unsafe-exec"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("The control: prefix tuning"), std::string::npos) << r.out;
+  json d = json::parse(io::read_file(out + "/demo.json"));
+  ASSERT_TRUE(d.contains("control"));
+  const json& c = d["control"];
+  EXPECT_GE(c.at("base_pass@1").get<double>(), 0.0);
+  EXPECT_LE(c.at("base_pass@1").get<double>(), 100.0);
+  ASSERT_EQ(c.at("comparison").size(), 1u);
+  EXPECT_EQ(c["comparison"][0].at("kind"), "prefix");
+  for (const char* f : {"/control/summary.json", "/control/report.md", "/control/base/results.jsonl"})
+    EXPECT_TRUE(fs::exists(out + f)) << f;
+  auto model = models::load_model(c.at("model").get<std::string>(), at::kFloat);
+  EXPECT_EQ(model->model_type(), "qwen2");
+}
+
 TEST(Cli, Qwen2PrefixTrainGenerateAndRefusedS0) {
   // The pure-Transformer control through the CLI: init-model --arch qwen2, prefix training
   // (PEFT layout), generation with the prefix; S0 training on it is refused with a reason.
