@@ -46,14 +46,6 @@ class PrefixAdapter : public models::Adapter {
   std::map<int64_t, std::pair<Tensor, Tensor>> kv_;
 };
 
-json read_json(const std::string& path) {
-  try {
-    return json::parse(io::read_file(path));
-  } catch (const json::parse_error& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
-}
-
 }  // namespace
 
 PrefixShape prefix_shape(const models::CausalLM& model) {
@@ -183,7 +175,7 @@ PrefixSet load_prefix(const std::string& dir) {
   if (!fs::exists(cfg_path))
     throw Error(dir + ": no " + kConfig + " (not a PEFT adapter directory)");
   if (!fs::exists(st_path)) throw Error(dir + ": no " + kWeights);
-  json j = read_json(cfg_path);
+  json j = read_json_file(cfg_path);
   if (!j.is_object()) throw Error(cfg_path + ": must be a JSON object");
   const std::string type = j.contains("peft_type") && j["peft_type"].is_string()
                                ? j["peft_type"].get<std::string>()
@@ -214,7 +206,7 @@ PrefixSet load_prefix(const std::string& dir) {
     set.config.encoder_hidden_size = j["encoder_hidden_size"].get<int64_t>();
   if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
     set.config.base_model = j["base_model_name_or_path"].get<std::string>();
-  if (fs::exists(dir + "/s0.json")) set.s0_info = read_json(dir + "/s0.json");
+  if (fs::exists(dir + "/s0.json")) set.s0_info = read_json_file(dir + "/s0.json");
 
   io::SafetensorsFile f(st_path);
   if (!f.has(kKey))

@@ -50,6 +50,18 @@ inline void check_config_finite(double v, const char* key, const std::string& so
   if (!std::isfinite(v)) throw Error(source + ": '" + key + "' must be a finite number");
 }
 
+// The number of parameters of a tensor table (TensorShape entries).
+template <typename Shapes>
+int64_t count_parameters(const Shapes& shapes) {
+  int64_t n = 0;
+  for (const auto& t : shapes) {
+    int64_t p = 1;
+    for (auto d : t.shape) p *= d;
+    n += p;
+  }
+  return n;
+}
+
 template <typename Shapes>
 void check_config_parameters(const Shapes& shapes, const std::string& source) {
   double n = 0;

@@ -291,13 +291,7 @@ std::vector<TensorShape> falcon_h1_tensor_shapes(const FalconH1Config& c) {
 }
 
 int64_t FalconH1Config::num_parameters() const {
-  int64_t n = 0;
-  for (const auto& t : falcon_h1_tensor_shapes(*this)) {
-    int64_t p = 1;
-    for (auto d : t.shape) p *= d;
-    n += p;
-  }
-  return n;
+  return count_parameters(falcon_h1_tensor_shapes(*this));
 }
 
 }  // namespace s0::models

@@ -170,13 +170,7 @@ std::vector<TensorShape> qwen2_tensor_shapes(const Qwen2Config& c) {
 }
 
 int64_t Qwen2Config::num_parameters() const {
-  int64_t n = 0;
-  for (const auto& t : qwen2_tensor_shapes(*this)) {
-    int64_t p = 1;
-    for (auto d : t.shape) p *= d;
-    n += p;
-  }
-  return n;
+  return count_parameters(qwen2_tensor_shapes(*this));
 }
 
 }  // namespace s0::models

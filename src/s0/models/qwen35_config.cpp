@@ -225,13 +225,7 @@ std::vector<TensorShape> qwen35_tensor_shapes(const Qwen35Config& c) {
 }
 
 int64_t Qwen35Config::num_parameters() const {
-  int64_t n = 0;
-  for (const auto& t : qwen35_tensor_shapes(*this)) {
-    int64_t p = 1;
-    for (auto d : t.shape) p *= d;
-    n += p;
-  }
-  return n;
+  return count_parameters(qwen35_tensor_shapes(*this));
 }
 
 }  // namespace s0::models
