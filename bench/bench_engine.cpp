@@ -11,7 +11,7 @@
 //     decode kernel for B rows; the same through at::linear, i.e. oneDNN; the LM head), which
 //     shows how much of a step is not weight streaming.
 //
-//   bench_engine [--arch qwen35|falcon_h1] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len
+//   bench_engine [--arch qwen35|falcon_h1|qwen2] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len
 //   512]
 //                [--batches 1,4,16,64] [--steps 12] [--repeats 3]
 //   bench_engine --model DIR --dtype f32
@@ -25,6 +25,7 @@
 #include <string>
 
 #include "bench_util.h"
+#include "s0/adapters/prefix.h"
 #include "s0/models/init_model.h"
 #include "s0/models/model.h"
 #include "s0/nn/linear.h"
@@ -90,7 +91,7 @@ int main(int argc, char** argv) {
       cache_dir = next();
     else {
       std::fprintf(stderr,
-                   "usage: bench_engine (--model DIR | [--arch qwen35|falcon_h1] --preset NAME) "
+                   "usage: bench_engine (--model DIR | [--arch qwen35|falcon_h1|qwen2] --preset NAME) "
                    "[--dtype bf16|f32]\n"
                    "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] "
                    "[--repeats 3]\n"
@@ -145,9 +146,17 @@ int main(int argc, char** argv) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
     Tensor prompt = at::randint(0, std::min<int64_t>(model->vocab_size(), 240000), {1, prompt_len},
                                 gen, at::kLong);
+    // The adapter arm ("s0" in the output): a random S0 state set; on a model without
+    // recurrent layers (qwen2) a random 30-token prefix instead (the prefix-tuning control).
     models::StateMap states;
     for (auto l : model->recurrent_layers())
       states[l] = at::randn(model->state_shape(), gen) * 0.07;
+    std::shared_ptr<const models::Adapter> adapter = std::make_shared<models::InitialStates>(states);
+    if (states.empty()) {
+      const auto shape = adapters::prefix_shape(*model);
+      adapter = adapters::prefix_adapter(shape, at::randn({30, shape.width()}, gen), model->attention_layers());
+    }
+    out["adapter_arm"] = states.empty() ? "prefix of 30 virtual tokens" : "S0 state set";
 
     // Prefill: base and S0 alternate so that machine noise hits both alike; medians.
     std::vector<double> pb, ps;
@@ -155,7 +164,7 @@ int main(int argc, char** argv) {
     Tensor first[2];
     for (int r = 0; r < repeats; ++r)
       for (int s0 = 0; s0 < 2; ++s0) {
-        auto cache = model->new_cache(1, s0 ? &states : nullptr);
+        auto cache = model->new_cache(1, s0 ? adapter : nullptr);
         auto t = Clock::now();
         first[s0] = model->forward(prompt, cache, true).argmax(-1).view({1});
         (s0 ? ps : pb).push_back(secs(t));

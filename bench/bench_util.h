@@ -30,12 +30,7 @@ inline double ensure_preset_dir(const std::string& dir, const std::string& prese
   auto t0 = Clock::now();
   models::InitOptions opt;
   opt.dtype = dtype;
-  if (arch == "falcon_h1")
-    models::write_random_falcon_h1(dir, models::FalconH1Config::preset(preset), opt);
-  else if (arch == "qwen35")
-    models::write_random_qwen35(dir, models::Qwen35Config::preset(preset), opt);
-  else
-    throw Error("unknown --arch '" + arch + "' (expected qwen35 or falcon_h1)");
+  models::write_random_model(dir, arch, preset, opt);  // arch: qwen35, falcon_h1 or qwen2
   return secs(t0);
 }
 

@@ -1,4 +1,4 @@
-// Model config.json for every family (Qwen3.5, Falcon-H1): parse, validate, derive the tensor
+// Model config.json for every family (Qwen3.5, Falcon-H1, Qwen2): parse, validate, derive the tensor
 // table and parameter count, write back. Input: the config.json text.
 #include <cstdint>
 #include <string>
@@ -7,6 +7,7 @@
 
 #include "fuzz_util.h"
 #include "s0/models/falcon_h1_config.h"
+#include "s0/models/qwen2_config.h"
 #include "s0/models/qwen35_config.h"
 
 namespace {
@@ -38,5 +39,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   one_family<s0::models::Qwen35Config>(j, [](const auto& c) { return s0::models::qwen35_tensor_shapes(c); });
   one_family<s0::models::FalconH1Config>(j, [](const auto& c) { return s0::models::falcon_h1_tensor_shapes(c); });
+  one_family<s0::models::Qwen2Config>(j, [](const auto& c) { return s0::models::qwen2_tensor_shapes(c); });
   return 0;
 }

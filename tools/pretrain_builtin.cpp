@@ -1,7 +1,9 @@
 // Pretrains the project's built-in model (issue 8): a small Qwen3.5-architecture hybrid
 // (GatedDeltaNet + gated attention, 3:1) trained from scratch, full weights, with libtorch
 // autograd through the very model code s0 runs (src/s0/models/qwen35.cpp), on the synthetic
-// corpus of tools/builtin/corpus.py. A tool, not part of s0's API.
+// corpus of tools/builtin/corpus.py. With --arch qwen2 the same recipe trains the pure-
+// Transformer control (src/s0/models/qwen2.cpp; the prefix-tuning baseline's model, issue 15).
+// A tool, not part of s0's API.
 //
 //   s0_pretrain --corpus corpus.jsonl --tokenizer tokenizer.json --out DIR \
 //       [--hidden 256 --intermediate 512 --layers 4 --steps 3000 --batch 16 --lr 3e-3 --seed 0]
@@ -28,6 +30,7 @@
 #include "s0/io/safetensors.h"
 #include "s0/models/init_model.h"
 #include "s0/models/model.h"
+#include "s0/models/qwen2.h"
 #include "s0/models/qwen35.h"
 #include "s0/text/chat_template.h"
 #include "s0/text/tokenizer.h"
@@ -60,7 +63,7 @@ struct Param {
   }
 };
 
-void init_param(Param& p, int64_t n_layers) {
+void init_param(Param& p, int64_t n_layers, bool plain_norms) {
   NoGrad ng;
   auto ends = [&](const char* s) {
     std::string t(s);
@@ -73,7 +76,8 @@ void init_param(Param& p, int64_t n_layers) {
     Tensor dt = at::exp(at::rand(t.sizes(), t.options()) * (std::log(0.1) - std::log(1e-3)) + std::log(1e-3));
     t.copy_(dt + at::log(-at::expm1(-dt)));
   } else if (ends("linear_attn.norm.weight")) t.fill_(1.0);
-  else if (ends("norm.weight") || ends("layernorm.weight")) t.zero_();  // (1 + w) norms
+  else if (ends("norm.weight") || ends("layernorm.weight")) t.fill_(plain_norms ? 1.0 : 0.0);  // w or (1 + w)
+  else if (ends(".bias")) t.zero_();
   else if (ends("conv1d.weight")) t.uniform_(-0.5, 0.5);
   else if (ends("embed_tokens.weight")) t.normal_(0, 0.02);
   else if (ends("out_proj.weight") || ends("o_proj.weight") || ends("down_proj.weight"))
@@ -85,16 +89,19 @@ void init_param(Param& p, int64_t n_layers) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Pretrain the s0 built-in model on the synthetic corpus"};
-  std::string corpus, tokenizer, out;
+  std::string corpus, tokenizer, out, arch = "qwen35";
   int64_t hidden = 256, inter = 512, layers = 4, steps = 3000, batch = 16, seed = 0, log_every = 25;
   int64_t max_examples = 0, threads = 0;
   double lr = 3e-3, wd = 0.01, warmup = 100, save_every_s = 300;
   app.add_option("--corpus", corpus, "JSONL {prompt, completion}")->required();
   app.add_option("--tokenizer", tokenizer, "tokenizer.json")->required();
   app.add_option("--out", out, "Model directory to write")->required();
+  app.add_option("--arch", arch, "qwen35 (the hybrid) or qwen2 (the pure-Transformer control)")
+      ->check(CLI::IsMember({"qwen35", "qwen2"}))
+      ->capture_default_str();
   app.add_option("--hidden", hidden)->capture_default_str();
   app.add_option("--intermediate", inter)->capture_default_str();
-  app.add_option("--layers", layers, "Decoder layers (every 4th is attention)")->capture_default_str();
+  app.add_option("--layers", layers, "Decoder layers (qwen35: every 4th is attention)")->capture_default_str();
   app.add_option("--steps", steps)->capture_default_str();
   app.add_option("--batch", batch)->capture_default_str();
   app.add_option("--lr", lr)->capture_default_str();
@@ -166,7 +173,26 @@ int main(int argc, char** argv) {
     models::InitOptions io_opt;
     io_opt.seed = static_cast<uint64_t>(seed);
     io_opt.dtype = "f32";
-    models::write_random_qwen35(out, cfg, io_opt);
+    const bool control = arch == "qwen2";
+    if (control) {
+      // The pure-Transformer control: the same widths, heads and tokenizer, every layer attention.
+      models::Qwen2Config q = models::Qwen2Config::preset("tiny");
+      q.vocab_size = cfg.vocab_size;
+      q.hidden_size = hidden;
+      q.intermediate_size = inter;
+      q.num_hidden_layers = layers;
+      q.num_attention_heads = 4;
+      q.num_key_value_heads = 2;
+      q.head_dim = hidden / 4;
+      q.max_position_embeddings = cfg.max_position_embeddings;
+      q.eos_token_ids = cfg.eos_token_ids;
+      q.bos_token_id = -1;
+      q.tie_word_embeddings = true;
+      q.validate("pretrain config");
+      models::write_random_qwen2(out, q, io_opt);
+    } else {
+      models::write_random_qwen35(out, cfg, io_opt);
+    }
     io::write_file_atomic(out + "/tokenizer.json", io::read_file(tokenizer));
     json tcfg = {{"tokenizer_class", "PreTrainedTokenizerFast"},
                  {"eos_token", "<|im_end|>"},
@@ -176,10 +202,12 @@ int main(int argc, char** argv) {
                  {"model_max_length", cfg.max_position_embeddings}};
     io::write_file_atomic(out + "/tokenizer_config.json", tcfg.dump(2));
     auto model_ptr = models::load_model(out, at::kFloat);
-    auto* model = dynamic_cast<models::Qwen35Model*>(model_ptr.get());
+    auto* model = model_ptr.get();
+    auto weights = control ? dynamic_cast<models::Qwen2Model&>(*model).mutable_weights()
+                           : dynamic_cast<models::Qwen35Model&>(*model).mutable_weights();
 
     std::vector<Param> params;
-    for (auto& [name, held] : model->mutable_weights()) {
+    for (auto& [name, held] : weights) {
       Param p{name, Tensor(), held, Param::Same};
       if (name.find("conv1d.weight") != std::string::npos) {
         p.kind = Param::Conv;
@@ -190,7 +218,7 @@ int main(int argc, char** argv) {
       } else {
         p.leaf = *held;  // same tensor (tied lm_head shares it)
       }
-      init_param(p, layers);
+      init_param(p, layers, control);
       p.leaf.requires_grad_(true);
       p.refresh();
       params.push_back(std::move(p));
@@ -220,7 +248,7 @@ int main(int argc, char** argv) {
         Tensor t = p.leaf.detach().contiguous();
         keep.push_back(t);
         std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
-        tensors.push_back({{"model.language_model." + p.name, io::DType::F32, shape}, t.data_ptr()});
+        tensors.push_back({{(control ? "model." : "model.language_model.") + p.name, io::DType::F32, shape}, t.data_ptr()});
       }
       io::save_safetensors(out + "/model.safetensors", tensors,
                            {{"format", "pt"}, {"step", std::to_string(step)}, {"loss", std::to_string(loss)},
@@ -295,8 +323,10 @@ int main(int argc, char** argv) {
     {
       std::string cmd;
       for (int i = 0; i < argc; ++i) cmd += (i ? " " : "") + std::string(argv[i]);
-      json info = {{"description", "s0 built-in Qwen3.5-architecture hybrid (" + std::to_string(layers) + " layers, " +
-                                       std::to_string(n_params) + " parameters), pretrained by tools/pretrain_builtin.cpp"},
+      const std::string what = control ? "s0 built-in pure-Transformer control (Qwen2 architecture, "
+                                       : "s0 built-in Qwen3.5-architecture hybrid (";
+      json info = {{"description", what + std::to_string(layers) + " layers, " + std::to_string(n_params) +
+                                       " parameters), pretrained by tools/pretrain_builtin.cpp"},
                    {"parameters", n_params},
                    {"steps", steps},
                    {"batch", batch},

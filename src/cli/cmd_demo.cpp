@@ -57,6 +57,12 @@ Action add_demo(CLI::App& app) {
   app.add_option("--train-subset", o->train_subset,
                  "Per seed, a seeded random subset of this many training problems (0: all)")
       ->capture_default_str();
+  app.add_flag("--control", o->control,
+               "Also run the paper's control: prefix tuning on the built-in pure Transformer, same protocol");
+  app.add_option("--control-lr", o->control_lrs, "Control: prefix-tuning learning rate(s), one arm each")
+      ->capture_default_str();
+  app.add_option("--control-steps", o->control_steps, "Control: prefix-tuning steps (one example each)")
+      ->capture_default_str();
   return [o]() {
     o->baselines = !o->no_baselines;
     o->assets = asset_dirs(o->assets_flag);

@@ -16,7 +16,7 @@ namespace s0::cli {
 
 Action add_generate(CLI::App& app) {
   struct Opts {
-    std::string model, dtype = "bf16", states, lora, offset;
+    std::string model, dtype = "bf16", states, lora, offset, prefix;
     std::vector<std::string> prompt_ids, prompts;
     double alpha = -1, temperature = 0, top_p = 1;
     int64_t top_k = 0, max_new = 32;
@@ -32,6 +32,7 @@ Action add_generate(CLI::App& app) {
   app.add_option("--alpha", o->alpha, "Scale applied to the states (default: the state set's alpha)");
   app.add_option("--lora", o->lora, "LoRA adapter directory (PEFT layout), applied unmerged (combines with --states)");
   app.add_option("--offset", o->offset, "State-offset directory (combines with --states and --lora)");
+  app.add_option("--prefix", o->prefix, "Prefix-tuning adapter directory (PEFT layout; combines with the others)");
   app.add_option("--prompt-ids", o->prompt_ids, "Prompt as comma-separated token ids (repeatable)");
   app.add_option("--prompt", o->prompts, "Prompt text (repeatable); output then includes the decoded text");
   app.add_flag("--chat", o->chat, "Render each --prompt as a user turn through the model's chat template");
@@ -59,7 +60,7 @@ Action add_generate(CLI::App& app) {
     // Everything attached goes through the adapter door as one stack.
     generate::GenerateOptions opt;
     opt.adapter = generate::load_adapters(*model, o->states, o->alpha >= 0 ? std::optional<double>(o->alpha) : std::nullopt,
-                                          o->lora, o->offset);
+                                          o->lora, o->offset, o->prefix);
     opt.max_new_tokens = o->max_new;
     opt.sampling = {o->temperature, o->top_k, o->top_p, o->seed};
     opt.stop_strings = o->stop;

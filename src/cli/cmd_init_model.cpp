@@ -15,8 +15,8 @@ Action add_init_model(CLI::App& app) {
     double shard_gb = 0;
   };
   auto o = std::make_shared<Opts>();
-  app.add_option("--arch", o->arch, "Model family")->check(CLI::IsMember({"qwen35", "falcon_h1"}))->capture_default_str();
-  app.add_option("--preset", o->preset, "Size: tiny, 0.8b, 2b, 4b, 9b (qwen35); tiny, 0.5b, 1.5b, 7b (falcon_h1)")->capture_default_str();
+  app.add_option("--arch", o->arch, "Model family")->check(CLI::IsMember({"qwen35", "falcon_h1", "qwen2"}))->capture_default_str();
+  app.add_option("--preset", o->preset, "Size: tiny, 0.8b, 2b, 4b, 9b (qwen35); tiny, 0.5b, 1.5b, 7b (falcon_h1); tiny, 0.5b, 1.5b, 3b, 7b (qwen2)")->capture_default_str();
   app.add_option("--seed", o->seed, "Random seed")->capture_default_str();
   app.add_option("--dtype", o->dtype, "Stored weight dtype")->check(CLI::IsMember({"bf16", "f32"}))->capture_default_str();
   app.add_option("--shard-gb", o->shard_gb, "Shard the weights into files of at most this many GB (0: one file)")

@@ -20,7 +20,7 @@ extern "C" void on_signal(int) { g_stop = true; }  // async-signal-safe: only a 
 Action add_serve(CLI::App& app) {
   struct Opts {
     serve::ServerOptions s;
-    std::vector<std::string> states, lora, offset;
+    std::vector<std::string> states, lora, offset, prefix;
     int threads = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -29,6 +29,7 @@ Action add_serve(CLI::App& app) {
   app.add_option("--states", o->states, "NAME=DIR: a state set to load at start (repeatable)");
   app.add_option("--lora", o->lora, "NAME=DIR: a LoRA adapter (PEFT layout) to load at start (repeatable)");
   app.add_option("--offset", o->offset, "NAME=DIR: a state offset to load at start (repeatable)");
+  app.add_option("--prefix", o->prefix, "NAME=DIR: a prefix-tuning adapter (PEFT layout) to load at start (repeatable)");
   app.add_option("--host", o->s.host, "Address to bind (loopback unless told otherwise)")->capture_default_str();
   app.add_option("--port", o->s.port, "TCP port (0 = any free port)")->capture_default_str();
   app.add_option("--api-key", o->s.api_key, "Require 'Authorization: Bearer KEY' on every request");
@@ -53,6 +54,10 @@ Action add_serve(CLI::App& app) {
     for (const auto& spec : o->offset) {
       auto [name, dir] = split("--offset", spec);
       o->s.adapters.push_back({name, dir, "offset"});
+    }
+    for (const auto& spec : o->prefix) {
+      auto [name, dir] = split("--prefix", spec);
+      o->s.adapters.push_back({name, dir, "prefix"});
     }
     models::configure_runtime(o->threads);
     serve::Server server(o->s);

@@ -31,6 +31,8 @@ Action add_train(CLI::App& app) {
     std::string model, data, out, dtype = "bf16", layers = "all", method = "s0", targets;
     train::TrainConfig cfg;
     adapters::LoraConfig lora;
+    adapters::PrefixConfig prefix;
+    bool no_projection = false;
     double alpha = -1, lora_alpha = -1;
     bool chat = false, resume = false, no_recompute = false, recompute_projections = false;
     int threads = 0;
@@ -40,8 +42,9 @@ Action add_train(CLI::App& app) {
   app.add_option("--data", o->data, "Training JSONL ({prompt, completion} or {messages})")->required();
   app.add_option("--out", o->out, "Output directory (also holds the resume checkpoint)")->required();
   app.add_option("--method", o->method,
-                 "What to learn: s0 (initial states), lora (PEFT-layout adapter) or offset (per-step state offset)")
-      ->check(CLI::IsMember({"s0", "lora", "offset"}))
+                 "What to learn: s0 (initial states), lora (PEFT-layout adapter), offset (per-step state offset) "
+                 "or prefix (PEFT prefix tuning, any model with attention layers)")
+      ->check(CLI::IsMember({"s0", "lora", "offset", "prefix"}))
       ->capture_default_str();
   app.add_option("--steps", o->cfg.steps, "Optimisation steps")->capture_default_str();
   app.add_option("--batch", o->cfg.batch,
@@ -51,8 +54,15 @@ Action add_train(CLI::App& app) {
   app.add_option("--lora-alpha", o->lora_alpha, "LoRA scale numerator (default 2 * rank)");
   app.add_option("--targets", o->targets,
                  "LoRA target modules, comma-separated (default: Qwen3.5 q,k,v,o_proj; Falcon-H1 q,k,v_proj,in_proj)");
+  app.add_option("--virtual-tokens", o->prefix.num_virtual_tokens, "Prefix: number of virtual tokens")
+      ->capture_default_str();
+  app.add_flag("--no-projection", o->no_projection,
+               "Prefix: learn the keys/values directly (default: PEFT's prefix projection MLP)");
+  app.add_option("--encoder-hidden", o->prefix.encoder_hidden_size,
+                 "Prefix: hidden size of the projection MLP (0: token_dim = KV heads x head_dim)")
+      ->capture_default_str();
   app.add_option("--lr", o->cfg.lr, "Adam learning rate")->capture_default_str();
-  auto* l2 = app.add_option("--l2", o->cfg.l2, "L2 penalty lambda on the trained tensors (LoRA/offset default: 0)")
+  auto* l2 = app.add_option("--l2", o->cfg.l2, "L2 penalty lambda on the trained tensors (LoRA/offset/prefix default: 0)")
                  ->capture_default_str();
   app.add_option("--clip", o->cfg.grad_clip, "Global gradient-norm clip (0: off)")->capture_default_str();
   app.add_option("--alpha", o->alpha, "Inference scale saved with the states (default: 0.07 GDN, 0.65 Mamba-2)");
@@ -119,6 +129,26 @@ Action add_train(CLI::App& app) {
                                 {"lora_alpha", set.config.lora_alpha}, {"target_modules", set.config.target_modules},
                                 {"modules", set.modules.size()}, {"params", set.num_params()},
                                 {"bytes", set.num_bytes()}, {"steps", cfg.steps},
+                                {"final_loss", set.s0_info.value("final_loss", nlohmann::json())}};
+      std::printf("%s\n", summary.dump().c_str());
+      return 0;
+    }
+    if (o->method == "prefix") {
+      adapters::PrefixConfig pc = o->prefix;
+      pc.prefix_projection = !o->no_projection;
+      pc.base_model = o->model;
+      std::fprintf(stderr, "training a %lld-token prefix%s on %s examples for %lld steps\n",
+                   static_cast<long long>(pc.num_virtual_tokens), pc.prefix_projection ? " (projection MLP)" : "",
+                   o->data.c_str(), static_cast<long long>(cfg.steps));
+      auto set = train::train_prefix(*model, std::move(data.examples), cfg, pc, o->out, o->resume, on_step);
+      nlohmann::json summary = {{"out", o->out},
+                                {"method", "prefix"},
+                                {"virtual_tokens", set.num_virtual_tokens()},
+                                {"prefix_projection", pc.prefix_projection},
+                                {"train_params", set.s0_info.value("train_params", nlohmann::json())},
+                                {"params", set.num_params()},
+                                {"bytes", set.num_bytes()},
+                                {"steps", cfg.steps},
                                 {"final_loss", set.s0_info.value("final_loss", nlohmann::json())}};
       std::printf("%s\n", summary.dump().c_str());
       return 0;

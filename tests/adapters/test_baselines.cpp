@@ -18,27 +18,17 @@
 #include "s0/train/baselines.h"
 #include "s0/util/error.h"
 #include "test_util.h"
+#include "train_check.h"
 
 using namespace s0;
 using train::Example;
+using s0::testing::expect_grad_matches_fd;
+using s0::testing::toy_data;
 
 namespace {
 
 std::string family_dir(const std::string& family, uint64_t seed) {
   return family == "qwen35" ? s0::testing::tiny_qwen35("f32", seed) : s0::testing::tiny_falcon_h1("f32", seed);
-}
-
-std::vector<Example> toy_data(int64_t vocab, int n, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  std::vector<Example> out;
-  for (int i = 0; i < n; ++i) {
-    Example ex;
-    Tensor p = at::randint(0, vocab, {5 + i}, gen, at::kLong);
-    for (int64_t t = 0; t < p.size(0); ++t) ex.ids.push_back(p[t].item<int64_t>()), ex.target.push_back(0);
-    for (int64_t t = 0; t < 7; ++t) ex.ids.push_back((5 * t + 2) % vocab), ex.target.push_back(1);
-    out.push_back(ex);
-  }
-  return out;
 }
 
 // A LoRA set with random A and B (B = 0 would give A no gradient), in `dt`.
@@ -68,42 +58,6 @@ Tensor logits_with(models::CausalLM& m, const std::vector<int64_t>& ids, std::sh
   NoGrad ng;
   auto c = m.new_cache(1, std::move(a));
   return m.forward(at::tensor(ids, at::kLong).view({1, -1}), c);
-}
-
-// Central differences of the loss at a few coordinates of every parameter vs the method's
-// analytic gradient.
-void expect_grad_matches_fd(models::CausalLM& model, train::Method& method, const train::ParamMap& params,
-                            const Example& ex, const std::string& what) {
-  train::ParamMap grads;
-  for (const auto& [n, p] : params) grads[n] = at::zeros_like(p);
-  method.loss_and_grad(model, ex, params, grads, 1.0);
-  // The frozen weights never get a gradient.
-  for (const auto& [name, w] : model.linear_layers()) {
-    EXPECT_FALSE(w.requires_grad()) << name;
-    EXPECT_FALSE(w.grad().defined()) << name;
-  }
-  NoGrad ng;
-  const double h = 1e-6;
-  int checked = 0;
-  for (const auto& [name, p] : params) {
-    double gmax = grads.at(name).abs().max().item<double>();
-    for (int s = 0; s < 2; ++s) {
-      const int64_t idx = (s * 7919 + 13) % p.numel();
-      auto at_delta = [&](double d) {
-        train::ParamMap q = params;
-        q[name] = p.clone();
-        q[name].view(-1)[idx] += d;
-        train::ParamMap dummy;
-        for (const auto& [n2, t] : q) dummy[n2] = at::zeros_like(t);
-        return method.loss_and_grad(model, ex, q, dummy, 1.0);
-      };
-      const double fd = (at_delta(h) - at_delta(-h)) / (2 * h);
-      const double an = grads.at(name).view(-1)[idx].item<double>();
-      EXPECT_NEAR(an, fd, 1e-6 * std::max(1.0, gmax)) << what << " " << name << "[" << idx << "]";
-      ++checked;
-    }
-  }
-  EXPECT_GT(checked, 0);
 }
 
 TEST(Lora, GradientMatchesFiniteDifferencesFloat64) {

@@ -430,21 +430,9 @@ TEST(StateSetDtype, NonFloat32StatesAreRefused) {
 
 namespace {
 
-std::string repo_root() { return (fs::path(S0_FIXTURES_DIR) / ".." / "..").lexically_normal().string(); }
-
-bool have_python3() { return std::system("python3 -c 'import json, zipfile, pickle' >/dev/null 2>&1") == 0; }
-
-// Runs a shell command; returns its exit status and stdout.
-std::pair<int, std::string> run_cmd(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return {-1, ""};
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using s0::testing::have_python3;
+using s0::testing::repo_root;
+using s0::testing::run_cmd;
 
 std::pair<int, std::string> reference(const std::string& args) {
   return run_cmd("python3 " + repo_root() + "/tools/reference_state_set.py " + args);

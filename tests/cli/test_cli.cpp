@@ -171,6 +171,52 @@ TEST(Cli, InitModelFalconH1TrainAndGenerate) {
                    {"falcon_h1", "0.8b", "0.5b"});
 }
 
+TEST(Cli, DemoControl) {
+  // The paper's control in the shortened demo: the same protocol on the shipped pure
+  // Transformer with prefix tuning, reported beside S0 on the hybrid.
+  const std::string out = s0::testing::temp_dir("cli_demo_control");
+  auto r = run_cli({"demo", "--quick", "--no-baselines", "--control", "--out", out, "--threads", "1", "--unsafe-exec"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("The control: prefix tuning"), std::string::npos) << r.out;
+  json d = json::parse(io::read_file(out + "/demo.json"));
+  ASSERT_TRUE(d.contains("control"));
+  const json& c = d["control"];
+  EXPECT_GE(c.at("base_pass@1").get<double>(), 0.0);
+  EXPECT_LE(c.at("base_pass@1").get<double>(), 100.0);
+  ASSERT_EQ(c.at("comparison").size(), 1u);
+  EXPECT_EQ(c["comparison"][0].at("kind"), "prefix");
+  for (const char* f : {"/control/summary.json", "/control/report.md", "/control/base/results.jsonl"})
+    EXPECT_TRUE(fs::exists(out + f)) << f;
+  auto model = models::load_model(c.at("model").get<std::string>(), at::kFloat);
+  EXPECT_EQ(model->model_type(), "qwen2");
+}
+
+TEST(Cli, Qwen2PrefixTrainGenerateAndRefusedS0) {
+  // The pure-Transformer control through the CLI: init-model --arch qwen2, prefix training
+  // (PEFT layout), generation with the prefix; S0 training on it is refused with a reason.
+  const std::string base = s0::testing::temp_dir("cli_qwen2");
+  const std::string out = base + "/m";
+  auto r = run_cli({"init-model", "--arch", "qwen2", "--preset", "tiny", "--dtype", "f32", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  {
+    std::ofstream data(base + "/data.jsonl");
+    for (int i = 0; i < 3; ++i) data << "{\"prompt\": \"Say hi " << i << "\", \"completion\": \" hi hi\"}\n";
+  }
+  auto t = run_cli({"train", "--method", "prefix", "--model", out, "--dtype", "f32", "--data", base + "/data.jsonl",
+                    "--out", base + "/prefix", "--steps", "2", "--virtual-tokens", "5", "--chat", "--threads", "1"});
+  ASSERT_EQ(t.exit_code, 0) << describe(t);
+  auto summary = json_lines(t.out);
+  ASSERT_EQ(summary.size(), 1u) << t.out;
+  EXPECT_EQ(summary[0].at("virtual_tokens"), 5);
+  auto cfg = nlohmann::json::parse(io::read_file(base + "/prefix/adapter_config.json"));
+  EXPECT_EQ(cfg.at("peft_type"), "PREFIX_TUNING");
+  auto g = run_cli({"generate", "--model", out, "--dtype", "f32", "--threads", "1", "--prefix", base + "/prefix",
+                    "--prompt", "Hello", "--chat", "--max-new-tokens", "3"});
+  EXPECT_EQ(g.exit_code, 0) << describe(g);
+  expect_cli_error({"train", "--model", out, "--dtype", "f32", "--data", base + "/data.jsonl", "--out", base + "/s0"},
+                   {"no recurrent layers"});
+}
+
 TEST(Cli, InitModelErrors) {
   const std::string base = s0::testing::temp_dir("cli_init_err");
   expect_cli_error({"init-model", "--preset", "huge", "--dtype", "f32", "--out", base + "/a"},

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "s0/adapters/lora.h"
+#include "s0/adapters/prefix.h"
 #include "s0/adapters/state_offset.h"
 #include "s0/adapters/state_set.h"
 #include "s0/generate/generate.h"
@@ -630,6 +631,18 @@ TEST(Serve, LoraAndOffsetAdaptersServedBesideStateSets) {
   };
   EXPECT_EQ(got("L"), want(lora.adapter()));
   EXPECT_EQ(got("O"), want(off.adapter()));
+  // A prefix (PEFT layout) on the hybrid's attention layers, loaded at run time: its kind
+  // is read from adapter_config.json; tokens equal `generate` with the prefix attached.
+  adapters::PrefixSet pre;
+  pre.shape = adapters::prefix_shape(m);
+  pre.prompt_embeddings = at::randn({3, pre.shape.width()}, gen);
+  const std::string pre_dir = s0::testing::temp_dir("serve_prefix");
+  adapters::save_prefix(pre_dir, pre);
+  r = post(s, "/admin/states", {{"name", "P"}, {"path", pre_dir}});
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(r.body["kind"], "prefix") << r.body.dump();
+  EXPECT_EQ(got("P"), want(pre.adapter(m.attention_layers())));
+  EXPECT_NE(got("P"), got("base"));
   EXPECT_NE(got("L"), got("base"));
   // alpha rescales a state set or an offset, not a LoRA.
   EXPECT_EQ(post(s, "/v1/completions", {{"model", "L"}, {"prompt", "x"}, {"max_tokens", 1}, {"alpha", 0.5}}).status, 400);

@@ -1,8 +1,12 @@
 #pragma once
 // Helpers shared by the tests: temp dirs, tiny models written by the tests themselves.
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <utility>
 
 #include "s0/models/init_model.h"
 
@@ -22,6 +26,26 @@ inline std::string temp_dir(const std::string& name) {
 inline std::string fixtures_dir() {
   if (const char* e = std::getenv("S0_FIXTURES_DIR")) return e;
   return S0_FIXTURES_DIR;
+}
+
+// The repository's root (tools/ holds the Python reference scripts the tests run).
+inline std::string repo_root() {
+  return (std::filesystem::path(S0_FIXTURES_DIR) / ".." / "..").lexically_normal().string();
+}
+
+// Whether python3 with the standard modules the reference scripts use is available.
+inline bool have_python3() { return std::system("python3 -c 'import json, struct, zipfile, pickle' >/dev/null 2>&1") == 0; }
+
+// Runs a shell command; returns its exit status and its stdout and stderr together.
+inline std::pair<int, std::string> run_cmd(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return {-1, ""};
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
 // Writes the "tiny" Qwen3.5 preset (random weights) once per process and returns its path.
@@ -50,6 +74,24 @@ inline std::string tiny_falcon_h1_with(const std::string& name, Edit&& edit, con
 }
 inline std::string tiny_falcon_h1(const std::string& dtype = "f32", uint64_t seed = 1) {
   return tiny_falcon_h1_with("plain", [](s0::models::FalconH1Config&) {}, dtype, seed);
+}
+
+// Writes the "tiny" Qwen2 preset (random weights), optionally changed by `edit`.
+template <typename Edit>
+inline std::string tiny_qwen2_with(const std::string& name, Edit&& edit, const std::string& dtype = "f32",
+                                   uint64_t seed = 1, uint64_t shard_bytes = 0) {
+  std::string dir = temp_dir("tiny_qwen2_" + name + "_" + dtype + "_" + std::to_string(seed));
+  s0::models::InitOptions opt;
+  opt.seed = seed;
+  opt.dtype = dtype;
+  opt.shard_bytes = shard_bytes;
+  auto cfg = s0::models::Qwen2Config::preset("tiny");
+  edit(cfg);
+  s0::models::write_random_qwen2(dir, cfg, opt);
+  return dir;
+}
+inline std::string tiny_qwen2(const std::string& dtype = "f32", uint64_t seed = 1) {
+  return tiny_qwen2_with("plain", [](s0::models::Qwen2Config&) {}, dtype, seed);
 }
 
 }  // namespace s0::testing

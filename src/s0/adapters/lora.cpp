@@ -53,14 +53,6 @@ class LoraAdapter : public models::Adapter {
   double scale_;
 };
 
-json read_json(const std::string& path) {
-  try {
-    return json::parse(io::read_file(path));
-  } catch (const json::parse_error& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
-}
-
 std::string kinds_of(const models::CausalLM& model) {
   std::set<std::string> kinds;
   for (const auto& [name, w] : model.linear_layers()) kinds.insert(name.substr(name.rfind('.') + 1));
@@ -199,7 +191,7 @@ LoraSet load_lora(const std::string& dir) {
   if (!fs::exists(cfg_path)) throw Error(dir + ": no " + kConfig + " (not a PEFT adapter directory)");
   if (!fs::exists(st_path))
     throw Error(dir + ": no " + kWeights + (fs::exists(dir + "/adapter_model.bin") ? " (adapter_model.bin, a pickle, is not read: convert it to safetensors)" : ""));
-  json j = read_json(cfg_path);
+  json j = read_json_file(cfg_path);
   if (!j.is_object()) throw Error(cfg_path + ": must be a JSON object");
   auto str = [&](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string(); };
   auto truthy = [&](const char* k) { return j.contains(k) && j[k].is_boolean() && j[k].get<bool>(); };
@@ -227,7 +219,7 @@ LoraSet load_lora(const std::string& dir) {
       for (const auto& t : j["target_modules"])
         if (t.is_string()) c.target_modules.push_back(t.get<std::string>());
   }
-  if (fs::exists(dir + "/s0.json")) set.s0_info = read_json(dir + "/s0.json");
+  if (fs::exists(dir + "/s0.json")) set.s0_info = read_json_file(dir + "/s0.json");
 
   io::SafetensorsFile f(st_path);
   // Keys: [base_model.model.][model.[language_model.]]<module>.lora_{A,B}[.<adapter name>].weight

@@ -13,6 +13,10 @@ AdapterStack::AdapterStack(std::vector<std::shared_ptr<const models::Adapter>> m
     for (auto l : m->state_layers())
       if (!seen.insert(l).second)
         throw Error("adapters: two attached adapters both give an initial state for layer " + std::to_string(l));
+    if (m->prefix_length() > 0) {
+      if (prefix_) throw Error("adapters: two attached adapters both carry a prefix");
+      prefix_ = m.get();
+    }
     linear_ = linear_ || m->has_linear_hook();
     readout_ = readout_ || m->has_readout_hook();
   }

@@ -1,7 +1,7 @@
 #pragma once
 // Several adapters on one sequence (an S0 state set with a state offset, LoRA with S0, ...):
 // initial states from whichever member gives one for a layer (two members giving the same
-// layer is an error), linear and readout hooks applied in member order.
+// layer is an error), linear and readout hooks applied in member order, at most one prefix.
 #include <memory>
 #include <vector>
 
@@ -18,9 +18,14 @@ class AdapterStack : public models::Adapter {
   Tensor linear_output(const std::string& name, const Tensor& x, const Tensor& y) const override;
   bool has_readout_hook() const override { return readout_; }
   Tensor recurrent_readout(int64_t layer, const Tensor& query, const Tensor& o) const override;
+  int64_t prefix_length() const override { return prefix_ ? prefix_->prefix_length() : 0; }
+  std::pair<Tensor, Tensor> prefix_kv(int64_t layer) const override {
+    return prefix_ ? prefix_->prefix_kv(layer) : std::pair<Tensor, Tensor>{};
+  }
 
  private:
   std::vector<std::shared_ptr<const models::Adapter>> members_;
+  const models::Adapter* prefix_ = nullptr;  // the one member with a prefix, if any
   bool linear_ = false, readout_ = false;
 };
 

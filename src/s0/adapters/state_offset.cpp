@@ -39,14 +39,6 @@ class OffsetAdapter : public models::Adapter {
   models::StateMap d_;
 };
 
-json read_json(const std::string& path) {
-  try {
-    return json::parse(io::read_file(path));
-  } catch (const json::parse_error& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
-}
-
 }  // namespace
 
 std::shared_ptr<const models::Adapter> offset_adapter(const std::string& arch, models::StateMap offsets) {
@@ -76,7 +68,7 @@ int64_t OffsetSet::num_params() const {
 bool is_offset_dir(const std::string& dir) {
   const std::string meta = dir + "/meta.json";
   if (!fs::exists(meta)) return false;
-  json j = read_json(meta);
+  json j = read_json_file(meta);
   return j.is_object() && j.value("kind", "") == kKind;
 }
 
@@ -85,7 +77,7 @@ OffsetSet load_offset_set(const std::string& dir) {
   if (!fs::is_directory(dir)) throw FileNotFound("state offset directory '" + dir + "' does not exist");
   if (!fs::exists(meta_path) || !fs::exists(st_path))
     throw Error(dir + ": needs meta.json and offsets.safetensors (not a state-offset directory)");
-  json meta = read_json(meta_path);
+  json meta = read_json_file(meta_path);
   if (!meta.is_object() || meta.value("kind", "") != kKind)
     throw Error(meta_path + ": kind is not '" + std::string(kKind) + "' (an S0 state set? load it with --states)");
   OffsetSet set;
@@ -95,7 +87,7 @@ OffsetSet load_offset_set(const std::string& dir) {
   } catch (const json::exception& e) {
     throw Error(meta_path + ": needs 'arch' (string) and 'state_shape' (list of ints): " + e.what());
   }
-  if (fs::exists(dir + "/config.json")) set.config = read_json(dir + "/config.json");
+  if (fs::exists(dir + "/config.json")) set.config = read_json_file(dir + "/config.json");
   if (!set.config.is_object()) throw Error(dir + "/config.json: must be a JSON object");
   io::SafetensorsFile f(st_path);
   for (const auto& name : f.names()) {

@@ -125,15 +125,15 @@ void require_finite(const Tensor& t, const std::string& what) {
               std::to_string(i) + "); refusing to use it");
 }
 
-namespace {
-
-json read_json(const std::string& path) {
+json read_json_file(const std::string& path) {
   try {
     return json::parse(io::read_file(path));
   } catch (const json::exception& e) {
     throw Error(path + ": invalid JSON: " + e.what());
   }
 }
+
+namespace {
 
 // The reference's fallback: a torch.save()d dict {layer: float32 tensor} (keys str or int),
 // read with libtorch's pickle loader (torch.save's zip format).
@@ -173,7 +173,7 @@ StateSet load_state_set(const std::string& dir) {
   if (!fs::exists(meta_path)) throw Error(dir + ": no meta.json (not a state-set directory)");
   if (!fs::exists(st_path)) throw Error(dir + ": no states.safetensors or states.pt (not a state-set directory)");
   StateSet set;
-  json meta = read_json(meta_path);
+  json meta = read_json_file(meta_path);
   try {
     set.arch = meta.at("arch").get<std::string>();
     set.state_shape = meta.at("state_shape").get<std::vector<int64_t>>();
@@ -189,10 +189,10 @@ StateSet load_state_set(const std::string& dir) {
       throw Error(meta_path + ": 'recurrent_layers' must be a list of layer indices");
     }
   }
-  if (fs::exists(dir + "/config.json")) set.config = read_json(dir + "/config.json");
+  if (fs::exists(dir + "/config.json")) set.config = read_json_file(dir + "/config.json");
   if (!set.config.is_object()) throw Error(dir + "/config.json: must be a JSON object");
   if (fs::exists(dir + "/s0.json")) {
-    json extra = read_json(dir + "/s0.json");
+    json extra = read_json_file(dir + "/s0.json");
     if (!extra.is_object()) throw Error(dir + "/s0.json: must be a JSON object");
     for (auto& [k, v] : extra.items())
       if (!set.config.contains(k)) set.config[k] = v;  // config.json wins for the reference's keys

@@ -78,6 +78,10 @@ nlohmann::json inspect_json(const StateSet& set, const std::string& dir);
 // The reference library's config keys, in its order.
 const std::vector<std::string>& reference_config_keys();
 
+// The JSON document in `path` (an adapter's config/meta files); s0::Error naming the file when
+// it is not valid JSON.
+nlohmann::json read_json_file(const std::string& path);
+
 // Throws s0::Error "<what> contains N non-finite values (first: NaN at index i)" unless every
 // element of `t` is finite.
 void require_finite(const Tensor& t, const std::string& what);

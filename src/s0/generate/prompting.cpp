@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "s0/adapters/lora.h"
+#include "s0/adapters/prefix.h"
 #include "s0/adapters/stack.h"
 #include "s0/adapters/state_offset.h"
 #include "s0/adapters/state_set.h"
@@ -28,7 +29,8 @@ std::shared_ptr<const models::Adapter> load_adapters(const models::CausalLM& mod
                                                      const std::string& states_dir,
                                                      std::optional<double> alpha,
                                                      const std::string& lora_dir,
-                                                     const std::string& offset_dir) {
+                                                     const std::string& offset_dir,
+                                                     const std::string& prefix_dir) {
   std::vector<std::shared_ptr<const models::Adapter>> attached;
   if (!states_dir.empty())
     attached.push_back(adapters::load_state_set(states_dir, model).adapter(alpha));
@@ -37,6 +39,8 @@ std::shared_ptr<const models::Adapter> load_adapters(const models::CausalLM& mod
   if (!lora_dir.empty()) attached.push_back(adapters::load_lora(lora_dir, model).adapter());
   if (!offset_dir.empty())
     attached.push_back(adapters::load_offset_set(offset_dir, model).adapter());
+  if (!prefix_dir.empty())
+    attached.push_back(adapters::load_prefix(prefix_dir, model).adapter(model.attention_layers()));
   return adapters::stack(attached);
 }
 

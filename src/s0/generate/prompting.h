@@ -27,13 +27,14 @@ void check_prompt_ids(const models::CausalLM& model, const std::vector<int64_t>&
                       const std::string& what);
 
 // The adapters named by directory, loaded and checked against `model`, stacked in the CLI's
-// order (states at `alpha` or the set's own, LoRA, offset); empty strings are skipped; null
-// when none. An alpha without states is an error.
+// order (states at `alpha` or the set's own, LoRA, offset, prefix); empty strings are
+// skipped; null when none. An alpha without states is an error.
 std::shared_ptr<const models::Adapter> load_adapters(const models::CausalLM& model,
                                                      const std::string& states_dir,
                                                      std::optional<double> alpha,
                                                      const std::string& lora_dir,
-                                                     const std::string& offset_dir);
+                                                     const std::string& offset_dir,
+                                                     const std::string& prefix_dir = "");
 
 // One generation as `s0 generate` prints it: prompt index, tokens, finish_reason, speeds, and
 // the decoded text (special tokens skipped) when a tokenizer is given.

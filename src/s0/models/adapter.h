@@ -1,9 +1,9 @@
 #pragma once
-// The adapter door: whatever is learned on a frozen model (S0 initial states today; LoRA
-// factors, state offsets and prefix KV next) attaches to a sequence through this interface
+// The adapter door: whatever is learned on a frozen model (S0 initial states, LoRA factors,
+// state offsets, prefix KV) attaches to a sequence through this interface
 // and nowhere else. Two ways in:
 //   1. Cache creation (CausalLM::new_cache / new_layer_cache): the sequence's cache starts
-//      from the adapter's initial recurrent states.
+//      from the adapter's initial recurrent states and its prefix keys/values.
 //   2. Hook points the forward pass consults for every sequence that carries an adapter:
 //      the output of a named linear layer, and the readout of a recurrent layer.
 // Training and inference use the same door: the trainer hands the model an adapter whose
@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "s0/util/torch.h"
 
@@ -44,6 +45,15 @@ class Adapter {
   // only when has_readout_hook() is true.
   virtual bool has_readout_hook() const { return false; }
   virtual Tensor recurrent_readout(int64_t layer, const Tensor& query, const Tensor& o) const { return o; }
+
+  // Prefix tuning (HF PEFT semantics): prefix_length() virtual tokens whose keys and values
+  // sit in every attention layer's KV cache at positions 0 .. n-1, used as given (no
+  // projection, no RoPE). The sequence's real tokens then start at position n (their RoPE
+  // positions too) and attend to all n prefix slots. prefix_kv(layer) = {k, v}, each
+  // [KV, n, head_dim] (any float dtype; cast to the model dtype when the cache is made),
+  // for every attention layer of the model. Cache creation is the only place they enter.
+  virtual int64_t prefix_length() const { return 0; }
+  virtual std::pair<Tensor, Tensor> prefix_kv(int64_t layer) const { return {}; }
 };
 
 // The plainest adapter: fixed initial states, given already scaled (S0 inference), or

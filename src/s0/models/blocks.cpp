@@ -22,6 +22,11 @@ Tensor project(const Tensor& x, const Tensor& w, const std::string& name, const 
   });
 }
 
+Tensor NamedLinear::operator()(const Tensor& x, const SeqGroups& gs) const {
+  Tensor y = project(x, w, name, gs);
+  return b.defined() ? y + b : y;
+}
+
 bool wants_readout_hook(const SeqGroups& groups) {
   for (const auto& g : groups)
     if (g.adapter && g.adapter->has_readout_hook()) return true;

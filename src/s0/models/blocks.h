@@ -22,6 +22,14 @@ Tensor project(const Tensor& x, const Tensor& w);
 // the Hugging Face module name ("layers.3.self_attn.q_proj").
 Tensor project(const Tensor& x, const Tensor& w, const std::string& name, const SeqGroups& groups);
 
+// A linear layer as the families hold it: weight [out, in] (model dtype), optional bias and
+// the module name the adapter door's hook sees. y = project(x, w, name) (+ b).
+struct NamedLinear {
+  Tensor w, b;       // b undefined: no bias
+  std::string name;  // "layers.3.self_attn.q_proj"
+  Tensor operator()(const Tensor& x, const SeqGroups& groups) const;
+};
+
 // Whether any group's adapter wants the recurrent-readout hook, and the hook itself:
 // query [B, H, L, K] and readout o [B, H, L, V] for all rows; returns o with each hooked
 // group's rows replaced by what its adapter returns.

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -49,6 +50,18 @@ inline void check_config_finite(double v, const char* key, const std::string& so
   if (!std::isfinite(v)) throw Error(source + ": '" + key + "' must be a finite number");
 }
 
+// The number of parameters of a tensor table (TensorShape entries).
+template <typename Shapes>
+int64_t count_parameters(const Shapes& shapes) {
+  int64_t n = 0;
+  for (const auto& t : shapes) {
+    int64_t p = 1;
+    for (auto d : t.shape) p *= d;
+    n += p;
+  }
+  return n;
+}
+
 template <typename Shapes>
 void check_config_parameters(const Shapes& shapes, const std::string& source) {
   double n = 0;
@@ -59,6 +72,50 @@ void check_config_parameters(const Shapes& shapes, const std::string& source) {
   }
   if (n > kMaxConfigParameters)
     throw Error(source + ": describes a model of " + std::to_string(n) + " parameters, more than any real model");
+}
+
+}  // namespace s0::models
+
+namespace s0::models {
+
+// config.json's `key` as T: missing or null is an error naming the file and key (config_req)
+// or gives `dflt` (config_opt); a value of another type is "key has the wrong type".
+template <typename T>
+T config_req(const nlohmann::json& j, const char* key, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) throw Error(source + ": missing required key '" + key + "'");
+  try {
+    return config_value<T>(*it, key, source);
+  } catch (const nlohmann::json::exception&) {
+    throw Error(source + ": key '" + key + "' has the wrong type (" + it->type_name() + ")");
+  }
+}
+
+template <typename T>
+T config_opt(const nlohmann::json& j, const char* key, T dflt, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  try {
+    return config_value<T>(*it, key, source);
+  } catch (const nlohmann::json::exception&) {
+    throw Error(source + ": key '" + key + "' has the wrong type (" + it->type_name() + ")");
+  }
+}
+
+// Appends node's "eos_token_id" (an integer or a list of integers; absent/null: nothing).
+inline void config_eos_ids(const nlohmann::json& node, const std::string& source, std::vector<int64_t>& out) {
+  auto it = node.find("eos_token_id");
+  if (it == node.end() || it->is_null()) return;
+  if (it->is_number_integer()) {
+    out.push_back(it->get<int64_t>());
+    return;
+  }
+  if (!it->is_array())
+    throw Error(source + ": 'eos_token_id' must be an integer or a list of integers, found " + it->dump());
+  for (const auto& x : *it) {
+    if (!x.is_number_integer()) throw Error(source + ": 'eos_token_id' must hold integers, found " + x.dump());
+    out.push_back(x.get<int64_t>());
+  }
 }
 
 }  // namespace s0::models

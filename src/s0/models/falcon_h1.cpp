@@ -15,11 +15,6 @@
 
 namespace s0::models {
 
-Tensor FalconH1Model::Linear::operator()(const Tensor& x, const SeqGroups& gs) const {
-  Tensor y = project(x, w, name, gs);
-  return b.defined() ? y + b : y;
-}
-
 FalconH1Model::FalconH1Model(const io::ModelDir& dir, at::ScalarType dtype)
     : cfg_(FalconH1Config::from_json(dir.config(), dir.config_path())),
       dtype_(dtype),

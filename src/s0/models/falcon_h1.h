@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "s0/io/model_dir.h"
+#include "s0/models/blocks.h"
 #include "s0/models/falcon_h1_config.h"
 #include "s0/models/model.h"
 
@@ -25,6 +26,8 @@ class FalconH1Model : public CausalLM {
   std::vector<int64_t> state_shape() const override {
     return {cfg_.mamba_n_heads, cfg_.mamba_d_head, cfg_.mamba_d_state};
   }
+  std::vector<int64_t> attention_layers() const override { return recurrent_layers(); }  // every layer
+  std::vector<int64_t> kv_shape() const override { return {cfg_.num_key_value_heads, cfg_.head_dim}; }
   at::ScalarType dtype() const override { return dtype_; }
 
   Tensor logits(const Tensor& hidden) const override;
@@ -36,11 +39,7 @@ class FalconH1Model : public CausalLM {
   std::vector<std::pair<std::string, Tensor>> linear_layers() const override;
 
  private:
-  struct Linear {
-    Tensor w, b;       // b undefined when the config says no bias
-    std::string name;  // module name, the adapter door's hook name ("layers.3.mamba.in_proj")
-    Tensor operator()(const Tensor& x, const SeqGroups& groups) const;
-  };
+  using Linear = NamedLinear;  // b undefined when the config says no bias
   struct Layer {
     Tensor in_norm, pre_ff_norm;
     Linear q, k, v, o;                       // attention

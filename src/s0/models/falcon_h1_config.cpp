@@ -13,31 +13,9 @@ using nlohmann::json;
 
 namespace {
 
-template <typename T>
-T get_req(const json& j, const char* key, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) throw Error(source + ": missing required key '" + key + "'");
-  try {
-    return config_value<T>(*it, key, source);
-  } catch (const json::exception&) {
-    throw Error(source + ": key '" + key + "' has the wrong type (" + it->type_name() + ")");
-  }
-}
-
-template <typename T>
-T get_opt(const json& j, const char* key, T dflt, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return dflt;
-  try {
-    return config_value<T>(*it, key, source);
-  } catch (const json::exception&) {
-    throw Error(source + ": key '" + key + "' has the wrong type (" + it->type_name() + ")");
-  }
-}
-
 std::vector<double> get_vec(const json& j, const char* key, std::vector<double> dflt, size_t n,
                             const std::string& source) {
-  auto v = get_opt<std::vector<double>>(j, key, dflt, source);
+  auto v = config_opt<std::vector<double>>(j, key, dflt, source);
   if (v.size() != n)
     throw Error(source + ": '" + key + "' must have " + std::to_string(n) + " entries, found " +
                 std::to_string(v.size()));
@@ -49,38 +27,38 @@ std::vector<double> get_vec(const json& j, const char* key, std::vector<double> 
 FalconH1Config FalconH1Config::from_json(const json& j, const std::string& source) {
   if (!j.is_object()) throw Error(source + ": config must be a JSON object");
   FalconH1Config c;
-  c.vocab_size = get_req<int64_t>(j, "vocab_size", source);
-  c.hidden_size = get_req<int64_t>(j, "hidden_size", source);
-  c.intermediate_size = get_req<int64_t>(j, "intermediate_size", source);
-  c.num_hidden_layers = get_req<int64_t>(j, "num_hidden_layers", source);
-  c.num_attention_heads = get_req<int64_t>(j, "num_attention_heads", source);
-  c.num_key_value_heads = get_opt<int64_t>(j, "num_key_value_heads", c.num_attention_heads, source);
-  c.head_dim = get_opt<int64_t>(j, "head_dim", c.hidden_size / std::max<int64_t>(1, c.num_attention_heads), source);
-  c.rms_norm_eps = get_opt<double>(j, "rms_norm_eps", 1e-5, source);
-  c.max_position_embeddings = get_opt<int64_t>(j, "max_position_embeddings", 8192, source);
-  c.attention_bias = get_opt<bool>(j, "attention_bias", false, source);
-  c.mlp_bias = get_opt<bool>(j, "mlp_bias", false, source);
-  c.projectors_bias = get_opt<bool>(j, "projectors_bias", false, source);
+  c.vocab_size = config_req<int64_t>(j, "vocab_size", source);
+  c.hidden_size = config_req<int64_t>(j, "hidden_size", source);
+  c.intermediate_size = config_req<int64_t>(j, "intermediate_size", source);
+  c.num_hidden_layers = config_req<int64_t>(j, "num_hidden_layers", source);
+  c.num_attention_heads = config_req<int64_t>(j, "num_attention_heads", source);
+  c.num_key_value_heads = config_opt<int64_t>(j, "num_key_value_heads", c.num_attention_heads, source);
+  c.head_dim = config_opt<int64_t>(j, "head_dim", c.hidden_size / std::max<int64_t>(1, c.num_attention_heads), source);
+  c.rms_norm_eps = config_opt<double>(j, "rms_norm_eps", 1e-5, source);
+  c.max_position_embeddings = config_opt<int64_t>(j, "max_position_embeddings", 8192, source);
+  c.attention_bias = config_opt<bool>(j, "attention_bias", false, source);
+  c.mlp_bias = config_opt<bool>(j, "mlp_bias", false, source);
+  c.projectors_bias = config_opt<bool>(j, "projectors_bias", false, source);
 
   // RoPE: rope_theta (older configs) or rope_parameters (HF v5); only "default" RoPE.
-  c.rope_theta = get_opt<double>(j, "rope_theta", 1e11, source);
+  c.rope_theta = config_opt<double>(j, "rope_theta", 1e11, source);
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
     const json& rp = j["rope_parameters"];
-    std::string type = get_opt<std::string>(rp, "rope_type", "default", source);
+    std::string type = config_opt<std::string>(rp, "rope_type", "default", source);
     if (type != "default")
       throw Error(source + ": rope_parameters.rope_type '" + type + "' is not supported (only 'default')");
-    c.rope_theta = get_opt<double>(rp, "rope_theta", c.rope_theta, source);
+    c.rope_theta = config_opt<double>(rp, "rope_theta", c.rope_theta, source);
   }
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
     throw Error(source + ": 'rope_scaling' is not supported (expected null)");
 
   // Mamba-2 branch. d_ssm null -> expand * hidden; d_head "auto" -> d_ssm / n_heads.
-  c.mamba_n_heads = get_req<int64_t>(j, "mamba_n_heads", source);
-  const int64_t expand = get_opt<int64_t>(j, "mamba_expand", 2, source);
+  c.mamba_n_heads = config_req<int64_t>(j, "mamba_n_heads", source);
+  const int64_t expand = config_opt<int64_t>(j, "mamba_expand", 2, source);
   int64_t d_ssm = 0;
   if (__builtin_mul_overflow(expand, c.hidden_size, &d_ssm))
     throw Error(source + ": mamba_expand * hidden_size overflows");
-  c.mamba_d_ssm = get_opt<int64_t>(j, "mamba_d_ssm", d_ssm, source);
+  c.mamba_d_ssm = config_opt<int64_t>(j, "mamba_d_ssm", d_ssm, source);
   auto dh = j.find("mamba_d_head");
   if (dh == j.end() || dh->is_null() || (dh->is_string() && dh->get<std::string>() == "auto"))
     c.mamba_d_head = c.mamba_d_ssm / std::max<int64_t>(1, c.mamba_n_heads);
@@ -88,14 +66,14 @@ FalconH1Config FalconH1Config::from_json(const json& j, const std::string& sourc
     c.mamba_d_head = dh->get<int64_t>();
   else
     throw Error(source + ": 'mamba_d_head' must be an integer or \"auto\", found " + dh->dump());
-  c.mamba_n_groups = get_opt<int64_t>(j, "mamba_n_groups", 1, source);
-  c.mamba_d_state = get_req<int64_t>(j, "mamba_d_state", source);
-  c.mamba_d_conv = get_opt<int64_t>(j, "mamba_d_conv", 4, source);
-  c.mamba_chunk_size = get_opt<int64_t>(j, "mamba_chunk_size", 256, source);
-  c.mamba_conv_bias = get_opt<bool>(j, "mamba_conv_bias", true, source);
-  c.mamba_proj_bias = get_opt<bool>(j, "mamba_proj_bias", false, source);
-  c.mamba_rms_norm = get_opt<bool>(j, "mamba_rms_norm", false, source);
-  c.mamba_norm_before_gate = get_opt<bool>(j, "mamba_norm_before_gate", true, source);
+  c.mamba_n_groups = config_opt<int64_t>(j, "mamba_n_groups", 1, source);
+  c.mamba_d_state = config_req<int64_t>(j, "mamba_d_state", source);
+  c.mamba_d_conv = config_opt<int64_t>(j, "mamba_d_conv", 4, source);
+  c.mamba_chunk_size = config_opt<int64_t>(j, "mamba_chunk_size", 256, source);
+  c.mamba_conv_bias = config_opt<bool>(j, "mamba_conv_bias", true, source);
+  c.mamba_proj_bias = config_opt<bool>(j, "mamba_proj_bias", false, source);
+  c.mamba_rms_norm = config_opt<bool>(j, "mamba_rms_norm", false, source);
+  c.mamba_norm_before_gate = config_opt<bool>(j, "mamba_norm_before_gate", true, source);
   if (j.contains("time_step_limit") && !j["time_step_limit"].is_null()) {
     const json& tl = j["time_step_limit"];
     if (!tl.is_array() || tl.size() != 2 || !tl[0].is_number())
@@ -106,32 +84,19 @@ FalconH1Config FalconH1Config::from_json(const json& j, const std::string& sourc
       c.time_step_max_clamp = tl[1].get<double>();
   }
 
-  c.embedding_multiplier = get_opt<double>(j, "embedding_multiplier", 1.0, source);
-  c.lm_head_multiplier = get_opt<double>(j, "lm_head_multiplier", 1.0, source);
-  c.attention_in_multiplier = get_opt<double>(j, "attention_in_multiplier", 1.0, source);
-  c.attention_out_multiplier = get_opt<double>(j, "attention_out_multiplier", 1.0, source);
-  c.key_multiplier = get_opt<double>(j, "key_multiplier", 1.0, source);
-  c.ssm_in_multiplier = get_opt<double>(j, "ssm_in_multiplier", 1.0, source);
-  c.ssm_out_multiplier = get_opt<double>(j, "ssm_out_multiplier", 1.0, source);
+  c.embedding_multiplier = config_opt<double>(j, "embedding_multiplier", 1.0, source);
+  c.lm_head_multiplier = config_opt<double>(j, "lm_head_multiplier", 1.0, source);
+  c.attention_in_multiplier = config_opt<double>(j, "attention_in_multiplier", 1.0, source);
+  c.attention_out_multiplier = config_opt<double>(j, "attention_out_multiplier", 1.0, source);
+  c.key_multiplier = config_opt<double>(j, "key_multiplier", 1.0, source);
+  c.ssm_in_multiplier = config_opt<double>(j, "ssm_in_multiplier", 1.0, source);
+  c.ssm_out_multiplier = config_opt<double>(j, "ssm_out_multiplier", 1.0, source);
   c.ssm_multipliers = get_vec(j, "ssm_multipliers", {1, 1, 1, 1, 1}, 5, source);
   c.mlp_multipliers = get_vec(j, "mlp_multipliers", {1, 1}, 2, source);
-  c.tie_word_embeddings = get_opt<bool>(j, "tie_word_embeddings", false, source);
-  c.pad_token_id = get_opt<int64_t>(j, "pad_token_id", 0, source);
-  c.bos_token_id = get_opt<int64_t>(j, "bos_token_id", 1, source);
-  if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
-    const json& e = j["eos_token_id"];
-    if (e.is_number_integer()) {
-      c.eos_token_ids.push_back(e.get<int64_t>());
-    } else if (e.is_array()) {
-      for (const auto& x : e) {
-        if (!x.is_number_integer())
-          throw Error(source + ": 'eos_token_id' must hold integers, found " + x.dump());
-        c.eos_token_ids.push_back(x.get<int64_t>());
-      }
-    } else {
-      throw Error(source + ": 'eos_token_id' must be an integer or a list of integers, found " + e.dump());
-    }
-  }
+  c.tie_word_embeddings = config_opt<bool>(j, "tie_word_embeddings", false, source);
+  c.pad_token_id = config_opt<int64_t>(j, "pad_token_id", 0, source);
+  c.bos_token_id = config_opt<int64_t>(j, "bos_token_id", 1, source);
+  config_eos_ids(j, source, c.eos_token_ids);
   c.validate(source);
   return c;
 }
@@ -326,13 +291,7 @@ std::vector<TensorShape> falcon_h1_tensor_shapes(const FalconH1Config& c) {
 }
 
 int64_t FalconH1Config::num_parameters() const {
-  int64_t n = 0;
-  for (const auto& t : falcon_h1_tensor_shapes(*this)) {
-    int64_t p = 1;
-    for (auto d : t.shape) p *= d;
-    n += p;
-  }
-  return n;
+  return count_parameters(falcon_h1_tensor_shapes(*this));
 }
 
 }  // namespace s0::models

@@ -201,6 +201,29 @@ void write_random_falcon_h1(const std::string& dir, const FalconH1Config& cfg, c
   text::write_falcon_h1_tokenizer(dir, cfg.max_position_embeddings);
 }
 
+void write_random_qwen2(const std::string& dir, const Qwen2Config& cfg, const InitOptions& opt) {
+  if (opt.dtype != "bf16" && opt.dtype != "f32")
+    throw Error("init-model: dtype must be bf16 or f32, got '" + opt.dtype + "'");
+  // Special tokens: the real Qwen2.5 ids (151643..151645) when the vocabulary is real-sized.
+  const int64_t first_special = cfg.vocab_size >= 151646 ? 151643 : 256;
+  if (cfg.vocab_size < first_special + 3)
+    throw Error("init-model: vocab_size must be at least 259 for the byte-level tokenizer");
+  const bool bf16 = opt.dtype == "bf16";
+  make_dir(dir);
+  std::vector<TensorShape> tensors;
+  for (const auto& t : qwen2_tensor_shapes(cfg))
+    tensors.push_back({t.name == "lm_head.weight" ? t.name : "model." + t.name, t.shape});
+  write_weights(dir, tensors, opt, falcon_dist_for);  // plain norms near 1, small biases
+
+  json config = cfg.to_json();
+  config["torch_dtype"] = bf16 ? "bfloat16" : "float32";
+  io::write_file_atomic(dir + "/config.json", config.dump(2));
+  json gen = {{"eos_token_id", cfg.eos_token_ids}, {"do_sample", false}};
+  if (cfg.bos_token_id >= 0) gen["bos_token_id"] = cfg.bos_token_id, gen["pad_token_id"] = cfg.bos_token_id;
+  io::write_file_atomic(dir + "/generation_config.json", gen.dump(2));
+  text::write_qwen2_tokenizer(dir, first_special, cfg.max_position_embeddings);
+}
+
 int64_t write_random_model(const std::string& dir, const std::string& arch, const std::string& preset,
                            const InitOptions& opt) {
   if (opt.dtype != "bf16" && opt.dtype != "f32") throw Error("dtype must be bf16 or f32, not '" + opt.dtype + "'");
@@ -214,7 +237,12 @@ int64_t write_random_model(const std::string& dir, const std::string& arch, cons
     write_random_qwen35(dir, cfg, opt);
     return cfg.num_parameters();
   }
-  throw Error("arch must be qwen35 or falcon_h1, not '" + arch + "'");
+  if (arch == "qwen2") {
+    auto cfg = Qwen2Config::preset(preset);
+    write_random_qwen2(dir, cfg, opt);
+    return cfg.num_parameters();
+  }
+  throw Error("arch must be qwen35, falcon_h1 or qwen2, not '" + arch + "'");
 }
 
 }  // namespace s0::models

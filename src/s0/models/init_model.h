@@ -7,6 +7,7 @@
 #include <string>
 
 #include "s0/models/falcon_h1_config.h"
+#include "s0/models/qwen2_config.h"
 #include "s0/models/qwen35_config.h"
 
 namespace s0::models {
@@ -19,8 +20,9 @@ struct InitOptions {
 
 void write_random_qwen35(const std::string& dir, const Qwen35Config& cfg, const InitOptions& opt);
 void write_random_falcon_h1(const std::string& dir, const FalconH1Config& cfg, const InitOptions& opt);
+void write_random_qwen2(const std::string& dir, const Qwen2Config& cfg, const InitOptions& opt);
 
-// `s0 init-model`: the preset of family `arch` ("qwen35" | "falcon_h1") written to `dir`;
+// `s0 init-model`: the preset of family `arch` ("qwen35" | "falcon_h1" | "qwen2") written to `dir`;
 // returns the parameter count. An unknown arch or preset is an s0::Error.
 int64_t write_random_model(const std::string& dir, const std::string& arch, const std::string& preset,
                            const InitOptions& opt);

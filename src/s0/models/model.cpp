@@ -8,12 +8,38 @@
 #include "s0/util/blas_threads.h"
 #include "s0/io/model_dir.h"
 #include "s0/models/falcon_h1.h"
+#include "s0/models/qwen2.h"
 #include "s0/models/qwen35.h"
 #include "s0/util/error.h"
 
 namespace s0::models {
 
+namespace {
+
+// The KV heads' shape a prefix must have: [KV, n, head_dim].
+std::vector<int64_t> prefix_kv_shape(const CausalLM& m, int64_t n) {
+  const auto kv = m.kv_shape();
+  return {kv.at(0), n, kv.at(1)};
+}
+
+}  // namespace
+
 void CausalLM::check_adapter(const Adapter& a) const {
+  if (const int64_t n = a.prefix_length(); n != 0) {
+    if (n < 0) throw Error("prefix length must not be negative");
+    const auto att = attention_layers();
+    if (att.empty())
+      throw Error("a prefix needs attention layers; this " + model_type() + " model has none");
+    const auto want = prefix_kv_shape(*this, n);
+    for (int64_t layer : att) {
+      const auto [k, v] = a.prefix_kv(layer);
+      for (const Tensor& t : {k, v})
+        if (!t.defined() || t.sizes().vec() != want)
+          throw Error("prefix keys/values for attention layer " + std::to_string(layer) + " have shape " +
+                      (t.defined() ? io::shape_to_string(t.sizes().vec()) : std::string("(none)")) + ", expected " +
+                      io::shape_to_string(want));
+    }
+  }
   const auto rec = recurrent_layers();
   const auto shape = state_shape();
   for (int64_t layer : a.state_layers()) {
@@ -31,6 +57,22 @@ LayerCache CausalLM::new_layer_cache(int64_t layer, int64_t batch, const Adapter
   if (batch <= 0) throw Error("cache batch size must be positive");
   LayerCache c;
   if (!adapter) return c;
+  if (const int64_t n = adapter->prefix_length(); n > 0) {
+    const auto att = attention_layers();
+    if (std::find(att.begin(), att.end(), layer) != att.end()) {
+      // The prefix's keys/values in the model dtype, one private contiguous copy per cache
+      // (decode appends after them), still connected to the adapter's tensors by autograd.
+      const auto [k, v] = adapter->prefix_kv(layer);
+      const auto want = prefix_kv_shape(*this, n);
+      if (!k.defined() || !v.defined() || k.sizes().vec() != want || v.sizes().vec() != want)
+        throw Error("prefix keys/values for attention layer " + std::to_string(layer) + " must have shape " +
+                    io::shape_to_string(want));
+      std::vector<int64_t> full{batch};
+      full.insert(full.end(), want.begin(), want.end());
+      c.k = k.to(dtype()).unsqueeze(0).expand(full).clone(at::MemoryFormat::Contiguous);
+      c.v = v.to(dtype()).unsqueeze(0).expand(full).clone(at::MemoryFormat::Contiguous);
+    }
+  }
   const Tensor s = adapter->initial_state(layer);
   if (!s.defined()) return c;
   const auto shape = state_shape();
@@ -53,7 +95,12 @@ Cache CausalLM::new_cache(int64_t batch, std::shared_ptr<const Adapter> adapter)
   c.layers.resize(num_layers());
   if (!adapter) return c;
   check_adapter(*adapter);
-  for (int64_t layer : adapter->state_layers()) c.layers[layer] = new_layer_cache(layer, batch, adapter.get());
+  if (adapter->prefix_length() > 0) {
+    for (int64_t layer = 0; layer < num_layers(); ++layer) c.layers[layer] = new_layer_cache(layer, batch, adapter.get());
+    c.length = adapter->prefix_length();  // real tokens start after the prefix (RoPE positions too)
+  } else {
+    for (int64_t layer : adapter->state_layers()) c.layers[layer] = new_layer_cache(layer, batch, adapter.get());
+  }
   c.adapter = std::move(adapter);
   return c;
 }
@@ -148,8 +195,9 @@ std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtyp
   std::string type = it == cfg.end() ? std::string() : it->get<std::string>();
   if (type == "qwen3_5" || type == "qwen3_5_text") return std::make_unique<Qwen35Model>(md, dtype);
   if (type == "falcon_h1") return std::make_unique<FalconH1Model>(md, dtype);
+  if (type == "qwen2") return std::make_unique<Qwen2Model>(md, dtype);
   throw Error(md.config_path() + ": unsupported model_type '" + type +
-              "' (supported: qwen3_5, qwen3_5_text, falcon_h1)");
+              "' (supported: qwen3_5, qwen3_5_text, falcon_h1, qwen2)");
 }
 
 at::ScalarType parse_dtype(const std::string& s) {

@@ -52,12 +52,16 @@ class CausalLM {
   virtual ~CausalLM() = default;
 
   virtual std::string model_type() const = 0;      // "qwen3_5"
-  virtual std::string recurrent_arch() const = 0;  // "gated_delta_net" | "mamba2"
+  virtual std::string recurrent_arch() const = 0;  // "gated_delta_net" | "mamba2" | "none"
   virtual int64_t vocab_size() const = 0;
   virtual int64_t num_layers() const = 0;
   virtual std::vector<int64_t> eos_token_ids() const = 0;
   virtual std::vector<int64_t> recurrent_layers() const = 0;
   virtual std::vector<int64_t> state_shape() const = 0;  // per recurrent layer, without batch
+  // Layers with softmax attention and a KV cache (prefix tuning's layers), and their KV
+  // shape {num_key_value_heads, head_dim}.
+  virtual std::vector<int64_t> attention_layers() const = 0;
+  virtual std::vector<int64_t> kv_shape() const = 0;
   virtual at::ScalarType dtype() const = 0;
 
   // ids [B, L] int64 continuing `cache` (which is updated). Returns float32 logits
@@ -113,7 +117,8 @@ class CausalLM {
 
   // The adapter door's first half. A fresh cache for `batch` sequences carrying `adapter`:
   // each recurrent layer the adapter gives an initial state starts from it (broadcast over
-  // the batch), the others from zeros. Differentiable: gradients flow from the forward pass
+  // the batch), the others from zeros; with a prefix, every attention layer's KV cache holds
+  // the prefix's n keys/values and the cache's length starts at n. Differentiable: gradients flow from the forward pass
   // back to the adapter's tensors. The StateMap form wraps the states in InitialStates.
   Cache new_cache(int64_t batch, std::shared_ptr<const Adapter> adapter = nullptr) const;
   Cache new_cache(int64_t batch, const StateMap* states) const;

@@ -231,3 +231,14 @@ std::vector<std::pair<std::string, Tensor>> Qwen35Model::linear_layers() const {
 }
 
 }  // namespace s0::models
+
+namespace s0::models {
+
+std::vector<int64_t> Qwen35Model::attention_layers() const {
+  std::vector<int64_t> out;
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l)
+    if (!cfg_.is_linear(l)) out.push_back(l);
+  return out;
+}
+
+}  // namespace s0::models

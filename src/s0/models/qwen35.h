@@ -24,6 +24,8 @@ class Qwen35Model : public CausalLM {
   std::vector<int64_t> state_shape() const override {
     return {cfg_.linear_num_value_heads, cfg_.linear_key_head_dim, cfg_.linear_value_head_dim};
   }
+  std::vector<int64_t> attention_layers() const override;
+  std::vector<int64_t> kv_shape() const override { return {cfg_.num_key_value_heads, cfg_.head_dim}; }
   at::ScalarType dtype() const override { return dtype_; }
 
   Tensor logits(const Tensor& hidden) const override;

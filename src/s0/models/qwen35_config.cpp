@@ -9,32 +9,6 @@ namespace s0::models {
 
 using nlohmann::json;
 
-namespace {
-
-template <typename T>
-T get_req(const json& j, const char* key, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) throw Error(source + ": missing required key '" + key + "'");
-  try {
-    return config_value<T>(*it, key, source);
-  } catch (const json::exception&) {
-    throw Error(source + ": key '" + key + "' has the wrong type (" + it->type_name() + ")");
-  }
-}
-
-template <typename T>
-T get_opt(const json& j, const char* key, T dflt, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return dflt;
-  try {
-    return config_value<T>(*it, key, source);
-  } catch (const json::exception&) {
-    throw Error(source + ": key '" + key + "' has the wrong type (" + it->type_name() + ")");
-  }
-}
-
-}  // namespace
-
 std::vector<int64_t> Qwen35Config::linear_layers() const {
   std::vector<int64_t> out;
   for (int64_t i = 0; i < num_hidden_layers; ++i)
@@ -48,64 +22,48 @@ Qwen35Config Qwen35Config::from_json(const json& root, const std::string& source
                       ? root["text_config"]
                       : root;
   Qwen35Config c;
-  c.vocab_size = get_req<int64_t>(j, "vocab_size", source);
-  c.hidden_size = get_req<int64_t>(j, "hidden_size", source);
-  c.intermediate_size = get_req<int64_t>(j, "intermediate_size", source);
-  c.num_hidden_layers = get_req<int64_t>(j, "num_hidden_layers", source);
-  c.num_attention_heads = get_req<int64_t>(j, "num_attention_heads", source);
-  c.num_key_value_heads = get_opt<int64_t>(j, "num_key_value_heads", c.num_attention_heads, source);
-  c.head_dim = get_opt<int64_t>(j, "head_dim", c.hidden_size / std::max<int64_t>(1, c.num_attention_heads), source);
-  c.linear_num_key_heads = get_req<int64_t>(j, "linear_num_key_heads", source);
-  c.linear_num_value_heads = get_req<int64_t>(j, "linear_num_value_heads", source);
-  c.linear_key_head_dim = get_req<int64_t>(j, "linear_key_head_dim", source);
-  c.linear_value_head_dim = get_req<int64_t>(j, "linear_value_head_dim", source);
-  c.linear_conv_kernel_dim = get_opt<int64_t>(j, "linear_conv_kernel_dim", 4, source);
-  c.rms_norm_eps = get_opt<double>(j, "rms_norm_eps", 1e-6, source);
-  c.max_position_embeddings = get_opt<int64_t>(j, "max_position_embeddings", 262144, source);
+  c.vocab_size = config_req<int64_t>(j, "vocab_size", source);
+  c.hidden_size = config_req<int64_t>(j, "hidden_size", source);
+  c.intermediate_size = config_req<int64_t>(j, "intermediate_size", source);
+  c.num_hidden_layers = config_req<int64_t>(j, "num_hidden_layers", source);
+  c.num_attention_heads = config_req<int64_t>(j, "num_attention_heads", source);
+  c.num_key_value_heads = config_opt<int64_t>(j, "num_key_value_heads", c.num_attention_heads, source);
+  c.head_dim = config_opt<int64_t>(j, "head_dim", c.hidden_size / std::max<int64_t>(1, c.num_attention_heads), source);
+  c.linear_num_key_heads = config_req<int64_t>(j, "linear_num_key_heads", source);
+  c.linear_num_value_heads = config_req<int64_t>(j, "linear_num_value_heads", source);
+  c.linear_key_head_dim = config_req<int64_t>(j, "linear_key_head_dim", source);
+  c.linear_value_head_dim = config_req<int64_t>(j, "linear_value_head_dim", source);
+  c.linear_conv_kernel_dim = config_opt<int64_t>(j, "linear_conv_kernel_dim", 4, source);
+  c.rms_norm_eps = config_opt<double>(j, "rms_norm_eps", 1e-6, source);
+  c.max_position_embeddings = config_opt<int64_t>(j, "max_position_embeddings", 262144, source);
   // Tying: text_config's flag, else the top level's, else true.
-  c.tie_word_embeddings = get_opt<bool>(root, "tie_word_embeddings", true, source);
-  c.tie_word_embeddings = get_opt<bool>(j, "tie_word_embeddings", c.tie_word_embeddings, source);
+  c.tie_word_embeddings = config_opt<bool>(root, "tie_word_embeddings", true, source);
+  c.tie_word_embeddings = config_opt<bool>(j, "tie_word_embeddings", c.tie_word_embeddings, source);
 
   // RoPE: rope_parameters (HF v5) or the older rope_theta / partial_rotary_factor keys.
-  c.rope_theta = get_opt<double>(j, "rope_theta", 1e7, source);
-  c.partial_rotary_factor = get_opt<double>(j, "partial_rotary_factor", 0.25, source);
+  c.rope_theta = config_opt<double>(j, "rope_theta", 1e7, source);
+  c.partial_rotary_factor = config_opt<double>(j, "partial_rotary_factor", 0.25, source);
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
     const json& rp = j["rope_parameters"];
-    std::string type = get_opt<std::string>(rp, "rope_type", "default", source);
+    std::string type = config_opt<std::string>(rp, "rope_type", "default", source);
     if (type != "default")
       throw Error(source + ": rope_parameters.rope_type '" + type + "' is not supported (only 'default')");
-    c.rope_theta = get_opt<double>(rp, "rope_theta", c.rope_theta, source);
-    c.partial_rotary_factor = get_opt<double>(rp, "partial_rotary_factor", c.partial_rotary_factor, source);
+    c.rope_theta = config_opt<double>(rp, "rope_theta", c.rope_theta, source);
+    c.partial_rotary_factor = config_opt<double>(rp, "partial_rotary_factor", c.partial_rotary_factor, source);
   }
 
   if (j.contains("layer_types") && !j["layer_types"].is_null()) {
-    c.layer_types = get_req<std::vector<std::string>>(j, "layer_types", source);
+    c.layer_types = config_req<std::vector<std::string>>(j, "layer_types", source);
   } else {
-    int64_t interval = get_opt<int64_t>(j, "full_attention_interval", 4, source);
+    int64_t interval = config_opt<int64_t>(j, "full_attention_interval", 4, source);
     if (interval <= 0) throw Error(source + ": full_attention_interval must be positive");
     check_config_dim(c.num_hidden_layers, "num_hidden_layers", source, kMaxConfigLayers);
     for (int64_t i = 0; i < c.num_hidden_layers; ++i)
       c.layer_types.push_back((i + 1) % interval == 0 ? "full_attention" : "linear_attention");
   }
 
-  auto read_eos = [&](const json& node) {
-    if (!node.contains("eos_token_id") || node["eos_token_id"].is_null()) return;
-    const json& e = node["eos_token_id"];
-    if (e.is_array()) {
-      for (const auto& x : e) {
-        if (!x.is_number_integer())
-          throw Error(source + ": 'eos_token_id' must hold integers, found " + x.dump());
-        c.eos_token_ids.push_back(x.get<int64_t>());
-      }
-    } else if (e.is_number_integer()) {
-      c.eos_token_ids.push_back(e.get<int64_t>());
-    } else {
-      throw Error(source + ": 'eos_token_id' must be an integer or a list of integers, found " +
-                  e.dump());
-    }
-  };
-  read_eos(j);
-  if (c.eos_token_ids.empty()) read_eos(root);
+  config_eos_ids(j, source, c.eos_token_ids);
+  if (c.eos_token_ids.empty()) config_eos_ids(root, source, c.eos_token_ids);
   c.validate(source);
   return c;
 }
@@ -267,13 +225,7 @@ std::vector<TensorShape> qwen35_tensor_shapes(const Qwen35Config& c) {
 }
 
 int64_t Qwen35Config::num_parameters() const {
-  int64_t n = 0;
-  for (const auto& t : qwen35_tensor_shapes(*this)) {
-    int64_t p = 1;
-    for (auto d : t.shape) p *= d;
-    n += p;
-  }
-  return n;
+  return count_parameters(qwen35_tensor_shapes(*this));
 }
 
 }  // namespace s0::models

@@ -52,6 +52,53 @@ json brief_analyses(const json& a) {
   return b;
 }
 
+// Every arm of an experiment side by side (for the comparison tables).
+json comparison_rows(const json& summary) {
+  json comparison = json::array();
+  for (const auto& c : summary["methods"]) {
+    json row = {{"name", c["name"]}, {"kind", c["kind"]}};
+    for (const char* k : {"pass@1_mean", "pass@1_std", "delta_pp_mean", "delta_pp_std", "mcnemar_p_max", "params", "bytes",
+                          "decode_tokens_per_s", "decode_vs_base", "fail_to_pass", "pass_to_fail", "train_seconds_mean"})
+      row[k] = c.value(k, json(nullptr));
+    row["welch_p"] = c.contains("welch_vs_base") ? c["welch_vs_base"]["p"] : json(nullptr);
+    row["welch_zero_variance"] = c.contains("welch_vs_base") ? c["welch_vs_base"]["zero_variance"] : json(nullptr);
+    comparison.push_back(row);
+  }
+  return comparison;
+}
+
+// The control: the hybrid's experiment config on the built-in pure Transformer, prefix
+// tuning (one arm per learning rate) in place of S0 and its baselines.
+json run_control(const DemoOptions& o, const fs::path& assets, const fs::path& out, json cfg) {
+  const fs::path dir = assets / "control";
+  if (!fs::exists(dir / "config.json"))
+    throw Error("the built-in control model was not found in " + dir.string() +
+                " (see tools/builtin/README.md for the command that pretrains it)");
+  if (o.control_lrs.empty()) throw Error("--control-lr: at least one learning rate");
+  json info = fs::exists(dir / "builtin.json") ? json::parse(io::read_file((dir / "builtin.json").string())) : json::object();
+  json methods = json::array();
+  for (double lr : o.control_lrs) {
+    char name[64];
+    snprintf(name, sizeof name, o.control_lrs.size() == 1 ? "prefix" : "prefix_lr%g", lr);
+    methods.push_back({{"name", name}, {"kind", "prefix"}, {"virtual_tokens", 30}, {"prefix_projection", true},
+                       {"lr", lr}, {"steps", o.quick ? 2 : o.control_steps}, {"batch", 1}});
+  }
+  cfg["model"] = dir.string();
+  cfg["methods"] = methods;
+  cfg["out"] = (out / "control").string();
+  cfg.erase("analyses");  // they read recurrent states, which a Transformer has none of
+  auto model = models::load_model(dir.string(), at::kFloat);
+  std::fprintf(stderr, "s0 demo: control %s (%s): prefix tuning at %zu learning rate(s)\n", dir.string().c_str(),
+               info.value("description", std::string("")).c_str(), o.control_lrs.size());
+  json summary = run_experiment(cfg, model.get());
+  return {{"model", dir.string()},
+          {"description", info.value("description", std::string(""))},
+          {"parameters", info.value("parameters", json(nullptr))},
+          {"base_pass@1", summary["base"]["pass@1"]},
+          {"comparison", comparison_rows(summary)},
+          {"report", (out / "control" / "report.md").string()}};
+}
+
 }  // namespace
 
 DemoResult run_demo(const DemoOptions& opt) {
@@ -132,17 +179,7 @@ DemoResult run_demo(const DemoOptions& opt) {
     const double b = summary["base"]["decode_tokens_per_s"].get<double>(), s = m0["decode_tokens_per_s"].get<double>();
     speed = {{"base", b}, {"s0", s}, {"s0_over_base", s / b}};
   }
-  // Every arm side by side (for the comparison table).
-  json comparison = json::array();
-  for (const auto& c : summary["methods"]) {
-    json row = {{"name", c["name"]}, {"kind", c["kind"]}};
-    for (const char* k : {"pass@1_mean", "pass@1_std", "delta_pp_mean", "delta_pp_std", "mcnemar_p_max", "params", "bytes",
-                          "decode_tokens_per_s", "decode_vs_base", "fail_to_pass", "pass_to_fail", "train_seconds_mean"})
-      row[k] = c.value(k, json(nullptr));
-    row["welch_p"] = c.contains("welch_vs_base") ? c["welch_vs_base"]["p"] : json(nullptr);
-    row["welch_zero_variance"] = c.contains("welch_vs_base") ? c["welch_vs_base"]["zero_variance"] : json(nullptr);
-    comparison.push_back(row);
-  }
+  json comparison = comparison_rows(summary);
 
   const json& m = summary["methods"][0];
   const double base = summary["base"]["pass@1"].get<double>();
@@ -169,6 +206,11 @@ DemoResult run_demo(const DemoOptions& opt) {
                  {"analyses", brief_analyses(summary.value("analyses", json::object()))},
                  {"report", (out / "experiment" / "report.md").string()},
                  {"state_set", states_dir.string()}};
+  if (o.control) {
+    model.reset();
+    result["control"] = run_control(o, assets, out, cfg);
+    result["parameters"] = info.value("parameters", json(nullptr));
+  }
   const std::string path = (out / "demo.json").string();
   io::write_file_atomic(path, result.dump(2) + "\n");
   return {std::move(result), path};

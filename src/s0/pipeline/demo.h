@@ -5,7 +5,8 @@
 // the frozen model, executed in the sandbox), train a state set, evaluate it (an experiment,
 // experiment.h), and the paper's baselines (LoRA, state offset) on the same data; with the
 // decode speed of each. Writes OUT/tasks.jsonl, OUT/experiment/ and OUT/demo.json (base vs S0
-// with std and Welch's p, the state-set size, the decode speeds, every arm side by side);
+// with std and Welch's p, the state-set size, the decode speeds, every arm side by side; with
+// `control`, prefix tuning on the built-in pure Transformer over the same protocol);
 // report.h's demo_report() formats it. A rerun resumes.
 #include <cstdint>
 #include <string>
@@ -33,6 +34,13 @@ struct DemoOptions {
   // Per seed, a seeded random subset of this many training problems (0: all 80): the seeds
   // then learn from different problems, so their results genuinely vary.
   int64_t train_subset = 8;
+  // The paper's control (METHOD.md section 3): the same protocol on the built-in pure
+  // Transformer (builtin/control: Qwen2 architecture, same corpus, tokenizer and about the
+  // same size) with PEFT prefix tuning (30 virtual tokens, projection MLP) in place of S0,
+  // one arm per learning rate. Written to OUT/control/, summarised under "control".
+  bool control = false;
+  std::vector<double> control_lrs = {1e-3};
+  int64_t control_steps = 50;  // the baselines' schedule: one example per step
 };
 
 struct DemoResult {

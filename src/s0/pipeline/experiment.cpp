@@ -121,15 +121,16 @@ namespace {
 // One method of an experiment: what is trained per seed and the conditions it is evaluated
 // under (S0: one per alpha; state offset: one per scale; LoRA: one).
 struct MethodSpec {
-  std::string name, kind;  // kind: "s0" | "lora" | "offset"
+  std::string name, kind;  // kind: "s0" | "lora" | "offset" | "prefix"
   train::TrainConfig tc;
   adapters::LoraConfig lora;
+  adapters::PrefixConfig prefix;
   std::vector<double> scales;  // s0: alphas; offset: scales; lora: {1}
   int64_t examples = 0;        // > 0: train on a seeded random subset of this many collected examples
   // Condition names: S0 "name@alpha" (one per alpha); LoRA "name"; offset "name", or
   // "name@scale" when it has several scales or one other than 1.
   std::string condition(double x) const {
-    if (kind == "lora" || (kind == "offset" && scales.size() == 1 && x == 1.0)) return name;
+    if (kind == "lora" || kind == "prefix" || (kind == "offset" && scales.size() == 1 && x == 1.0)) return name;
     char b[64];
     snprintf(b, sizeof b, "%s@%g", name.c_str(), x);
     return b;
@@ -145,15 +146,19 @@ std::vector<MethodSpec> method_specs(const json& cfg, const models::CausalLM& mo
   for (const auto& m : list) {
     static const std::set<std::string> keys = {"name", "kind", "alphas", "scales", "steps", "lr", "l2", "clip", "batch",
                                                "layers", "max_length", "rank", "lora_alpha", "targets",
-                                               "normalize", "alpha_in_training", "examples"};
+                                               "normalize", "alpha_in_training", "examples", "virtual_tokens",
+                                               "prefix_projection", "encoder_hidden_size"};
     if (!m.is_object()) throw Error("experiment config: each of \"methods\" must be an object");
     for (auto& [k, v] : m.items())
       if (!keys.count(k)) throw Error("experiment config: methods: unknown key \"" + k + "\"");
     MethodSpec s;
     s.kind = m.value("kind", m.value("name", std::string("s0")));
-    if (s.kind != "s0" && s.kind != "lora" && s.kind != "offset")
-      throw Error("experiment config: methods: kind \"" + s.kind + "\" (expected s0, lora or offset)");
+    if (s.kind != "s0" && s.kind != "lora" && s.kind != "offset" && s.kind != "prefix")
+      throw Error("experiment config: methods: kind \"" + s.kind + "\" (expected s0, lora, offset or prefix)");
     s.name = m.value("name", s.kind);
+    if ((s.kind == "s0" || s.kind == "offset") && model.recurrent_layers().empty())
+      throw Error("experiment config: methods: \"" + s.name + "\" (" + s.kind + ") needs recurrent layers; this " +
+                  model.model_type() + " model has none (use lora or prefix methods)");
     if (s.name.empty() || s.name.find_first_of("/@ ") != std::string::npos || s.name == "base" || !names.insert(s.name).second)
       throw Error("experiment config: methods: name \"" + s.name + "\" is empty, repeated, \"base\" or has / @ or space");
     auto get = [&](const char* k) { return m.contains(k) ? m[k] : ct.value(k, json()); };
@@ -175,6 +180,14 @@ std::vector<MethodSpec> method_specs(const json& cfg, const models::CausalLM& mo
         s.lora.lora_alpha = m.value("lora_alpha", 2.0 * static_cast<double>(s.lora.r));
         if (m.contains("targets") && !m["targets"].is_null()) s.lora.target_modules = m["targets"].get<std::vector<std::string>>();
         else s.lora.target_modules = adapters::default_lora_targets(model);
+        s.scales = {1.0};
+      } else if (s.kind == "prefix") {
+        s.prefix.num_virtual_tokens = m.value("virtual_tokens", int64_t{30});
+        s.prefix.prefix_projection = m.value("prefix_projection", true);
+        s.prefix.encoder_hidden_size = m.value("encoder_hidden_size", int64_t{0});
+        if (s.prefix.num_virtual_tokens <= 0 || s.prefix.encoder_hidden_size < 0)
+          throw Error("experiment config: methods: \"" + s.name +
+                      "\": virtual_tokens must be positive and encoder_hidden_size >= 0");
         s.scales = {1.0};
       } else if (s.kind == "s0") {
         const json& a = m.contains("alphas") ? m["alphas"] : cfg["eval"]["alphas"];
@@ -206,6 +219,11 @@ Trained load_trained(const MethodSpec& m, const std::string& dir, const models::
     for (double a : m.scales) t.conditions.push_back({m.condition(a), set.adapter(a)});
     t.params = set.num_bytes() / 4, t.bytes = set.num_bytes();
     t.final_loss = set.config.value("final_loss", json());
+  } else if (m.kind == "prefix") {
+    auto set = adapters::load_prefix(dir, model);
+    t.conditions.push_back({m.condition(1.0), set.adapter(model.attention_layers())});
+    t.params = set.s0_info.value("train_params", set.num_params()), t.bytes = set.num_bytes();
+    t.final_loss = set.s0_info.value("final_loss", json());
   } else if (m.kind == "lora") {
     auto set = adapters::load_lora(dir, model);
     t.conditions.push_back({m.condition(1.0), set.adapter()});
@@ -485,6 +503,8 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
         else if (m.kind == "lora")
           train::train_lora(model, std::move(data.examples), tc, m.lora, dir.string(), resume, report,
                             adapters::decoder_prefix(mdir));
+        else if (m.kind == "prefix")
+          train::train_prefix(model, std::move(data.examples), tc, m.prefix, dir.string(), resume, report);
         else train::train_offset(model, std::move(data.examples), tc, dir.string(), resume, report);
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         io::write_file_atomic(done.string(), json({{"train_seconds", secs}}).dump() + "\n");

@@ -25,7 +25,9 @@
 //     {"name": "s0", "kind": "s0", "alphas": [0.07]},
 //     {"name": "lora", "kind": "lora", "rank": 24, "lora_alpha": 48, "targets": null,
 //      "lr": 5e-4, "steps": 50, "batch": 1},
-//     {"name": "offset", "kind": "offset", "scales": [1.0]}
+//     {"name": "offset", "kind": "offset", "scales": [1.0]},
+//     {"name": "prefix", "kind": "prefix", "virtual_tokens": 30, "prefix_projection": true,
+//      "encoder_hidden_size": 0}   (PEFT prefix tuning; any model with attention layers)
 //   ],                           (each may override steps, lr, l2, clip, batch, layers, max_length;
 //                                 the baselines' l2 defaults to 0; "examples": N > 0 trains on a
 //                                 seeded random N of the seed's collected examples, nested across N)

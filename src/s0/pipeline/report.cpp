@@ -654,6 +654,26 @@ std::string demo_report(const json& d, const std::string& demo_json_path) {
       o << "  probe AUC (best layer): recurrent state " << fixed(a["probe"]["best_state"]["auc"].get<double>(), 3)
         << ", residual stream " << fixed(a["probe"]["best_residual"]["auc"].get<double>(), 3) << "\n";
   }
+  if (d.contains("control")) {
+    // The paper's control: prefix tuning on a pure Transformer of the same corpus and size.
+    const json& c = d["control"];
+    o << "\nThe control: prefix tuning (30 virtual tokens, projection MLP) on the built-in pure Transformer ("
+      << (c["parameters"].is_number() ? c["parameters"].dump() + " parameters" : std::string("same corpus")) << " vs "
+      << (d.contains("parameters") && d["parameters"].is_number() ? d["parameters"].dump() : std::string("n/a"))
+      << " for the hybrid), same protocol:\n\n"
+      << md_row({"model", "arm", "base", "pass@1 (mean ± std)", "delta pp", "Welch p", "trained params"}) << md_rule(7);
+    auto rows = [&](const std::string& model, const json& base, const json& comparison) {
+      for (const auto& r : comparison) {
+        const bool zero = r["welch_zero_variance"].is_boolean() && r["welch_zero_variance"].get<bool>();
+        o << md_row({model, r["name"].get<std::string>(), f1(base) + "%", f1(r["pass@1_mean"]) + " ± " + f1(r["pass@1_std"]) + "%",
+                     f1(r["delta_pp_mean"]) + " ± " + f1(r["delta_pp_std"]), zero ? "undefined (std 0)" : pv(r["welch_p"]),
+                     r["params"].is_number() ? r["params"].dump() : "n/a"});
+      }
+    };
+    rows("hybrid", d["base_pass@1"], json::array({d["comparison"][0]}));
+    rows("Transformer", c["base_pass@1"], c["comparison"]);
+    o << "\ncontrol report: " << c["report"].get<std::string>() << "\n";
+  }
   o << "\nreport:    " << d["report"].get<std::string>() << "\nstate set: " << d["state_set"].get<std::string>()
     << "\nsummary:   " << demo_json_path << "\n";
   return o.str();

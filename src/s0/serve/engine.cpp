@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "s0/adapters/lora.h"
+#include "s0/adapters/prefix.h"
 #include "s0/adapters/state_offset.h"
 #include "s0/adapters/state_set.h"
 #include "s0/generate/engine.h"
@@ -79,7 +80,8 @@ StateSetInfo Engine::load_state_set(const std::string& name, const std::string& 
   StateSetInfo info;
   info.name = name;
   info.path = dir;
-  info.kind = std::filesystem::exists(dir + "/adapter_config.json") ? "lora"
+  info.kind = adapters::is_prefix_dir(dir)                            ? "prefix"
+              : std::filesystem::exists(dir + "/adapter_config.json") ? "lora"
               : adapters::is_offset_dir(dir)                          ? "offset"
                                                                       : "states";
   if (!kind.empty() && kind != info.kind)
@@ -91,6 +93,11 @@ StateSetInfo Engine::load_state_set(const std::string& name, const std::string& 
     info.layers = static_cast<int64_t>(set.modules.size());
     info.alpha = set.config.scale();
     e.adapter = set.adapter();
+  } else if (info.kind == "prefix") {
+    auto set = adapters::load_prefix(dir, *model_);
+    info.bytes = set.num_bytes(), info.params = set.num_params();
+    info.layers = static_cast<int64_t>(model_->attention_layers().size());
+    e.adapter = set.adapter(model_->attention_layers());
   } else if (info.kind == "offset") {
     auto set = std::make_shared<adapters::OffsetSet>(adapters::load_offset_set(dir, *model_));
     info.bytes = set->num_bytes(), info.params = set->num_params();
@@ -163,7 +170,7 @@ std::shared_ptr<SeqStream> Engine::submit(const SeqRequest& r) {
     }
     // An alpha of the request's own: the states (or offset) scaled for this sequence alone.
     if (r.alpha) {
-      if (!rescaled) throw Error("alpha: applies to a state set or state offset, not to a LoRA adapter");
+      if (!rescaled) throw Error("alpha: applies to a state set or state offset, not to a LoRA or prefix adapter");
       seq->req.adapter = rescaled(*r.alpha);
     }
     seq->set_name = r.state_set;

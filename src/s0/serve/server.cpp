@@ -610,8 +610,8 @@ void Server::Impl::routes() {
              if (!path || !path->is_string()) throw bad("path", "'path' (a state-set directory) is required");
              StateSetInfo info;
              try {
-               const json* kind = field(body, "kind");  // optional: "states" | "lora" | "offset"
-               if (kind && !kind->is_string()) throw bad("kind", "'kind' must be \"states\", \"lora\" or \"offset\"");
+               const json* kind = field(body, "kind");  // optional: "states" | "lora" | "offset" | "prefix"
+               if (kind && !kind->is_string()) throw bad("kind", "'kind' must be \"states\", \"lora\", \"offset\" or \"prefix\"");
                info = engine->load_state_set(name->get<std::string>(), path->get<std::string>(),
                                              kind ? kind->get<std::string>() : std::string());
              } catch (const Error& e) {

@@ -106,16 +106,31 @@ std::string falcon_h1_tokenizer_json() {
   return tok.dump(1);
 }
 
-void write_qwen35_tokenizer(const std::string& dir, int64_t first_special, int64_t model_max_length) {
+namespace {
+
+// tokenizer.json (byte_level_tokenizer_json) and a Qwen2Tokenizer config carrying the
+// built-in chat template `chat_template`.
+void write_chatml_tokenizer(const std::string& dir, int64_t first_special, int64_t model_max_length,
+                            const char* chat_template) {
   io::write_file_atomic(dir + "/tokenizer.json", byte_level_tokenizer_json(first_special));
   json tcfg = {{"tokenizer_class", "Qwen2Tokenizer"},
                {"eos_token", "<|im_end|>"},
                {"pad_token", "<|endoftext|>"},
                {"bos_token", nullptr},
-               // The Qwen3.5 small-model template (thinking off unless asked for).
-               {"chat_template", ChatTemplate::builtin("qwen3.5-small").source()},
+               {"chat_template", ChatTemplate::builtin(chat_template).source()},
                {"model_max_length", model_max_length}};
   io::write_file_atomic(dir + "/tokenizer_config.json", tcfg.dump(2));
+}
+
+}  // namespace
+
+void write_qwen35_tokenizer(const std::string& dir, int64_t first_special, int64_t model_max_length) {
+  // The Qwen3.5 small-model template (thinking off unless asked for).
+  write_chatml_tokenizer(dir, first_special, model_max_length, "qwen3.5-small");
+}
+
+void write_qwen2_tokenizer(const std::string& dir, int64_t first_special, int64_t model_max_length) {
+  write_chatml_tokenizer(dir, first_special, model_max_length, "qwen2.5");
 }
 
 void write_falcon_h1_tokenizer(const std::string& dir, int64_t model_max_length) {

@@ -25,6 +25,10 @@ std::string falcon_h1_tokenizer_json();
 // throws s0::Error naming the file on failure.
 void write_qwen35_tokenizer(const std::string& dir, int64_t first_special, int64_t model_max_length);
 
+// The same tokenizer files with the built-in "qwen2.5" chat template (the official Qwen2.5
+// Instruct template: a default system prompt when none is given).
+void write_qwen2_tokenizer(const std::string& dir, int64_t first_special, int64_t model_max_length);
+
 // Writes DIR/tokenizer.json (falcon_h1_tokenizer_json()) and DIR/tokenizer_config.json:
 // PreTrainedTokenizerFast, bos <|begin_of_text|>, eos <|end_of_text|>, pad <|pad|>, the
 // built-in "falcon-h1" chat template.

@@ -45,6 +45,7 @@ adapters::LoraSet train_lora(models::CausalLM& model, std::vector<Example> data,
 adapters::OffsetSet train_offset(models::CausalLM& model, std::vector<Example> data, const TrainConfig& cfg,
                                  const std::string& out_dir, bool resume,
                                  const std::function<void(const StepReport&)>& on_step) {
+  require_recurrent_layers(model, "state offsets");
   const auto layers = adapters::select_layers(cfg.layers, model.recurrent_layers());
   if (layers.empty()) throw Error("training: --layers '" + cfg.layers + "' selects no layer");
   ParamMap init;
@@ -66,6 +67,40 @@ adapters::OffsetSet train_offset(models::CausalLM& model, std::vector<Example> d
   set.config["layers"] = cfg.layers;
   set.config["scale"] = 1.0;
   if (!dist::current() || dist::current()->root()) adapters::save_offset_set(out_dir, set);
+  return set;
+}
+
+adapters::PrefixSet train_prefix(models::CausalLM& model, std::vector<Example> data, const TrainConfig& cfg,
+                                 adapters::PrefixConfig prefix, const std::string& out_dir, bool resume,
+                                 const std::function<void(const StepReport&)>& on_step) {
+  const adapters::PrefixShape shape = adapters::prefix_shape(model);
+  ParamMap init;
+  for (auto& [name, t] : adapters::init_prefix_params(prefix, shape, cfg.seed)) init[name] = t;
+  const auto layers = model.attention_layers();
+  const std::string identity = "n=" + std::to_string(prefix.num_virtual_tokens) +
+                               " projection=" + std::to_string(prefix.prefix_projection) +
+                               " E=" + std::to_string(adapters::encoder_hidden(prefix, shape));
+  auto encode = [prefix, shape](const ParamMap& p) {
+    adapters::PrefixParams pp(p.begin(), p.end());
+    return adapters::encode_prefix(prefix, shape, pp);
+  };
+  auto method = std::make_shared<AdapterMethod>("prefix", identity, [shape, layers, encode](const ParamMap& p) {
+    return adapters::prefix_adapter(shape, encode(p), layers);
+  });
+  const size_t n = data.size();
+  ParamTrainer loop(model, std::move(data), cfg, std::move(init), method);
+  ParamMap p = loop.train(out_dir, resume, on_step);
+  adapters::PrefixSet set;
+  set.config = prefix;
+  set.shape = shape;
+  {
+    NoGrad ng;
+    set.prompt_embeddings = encode(p).detach().to(at::kFloat).contiguous();
+  }
+  set.s0_info = settings(cfg, n, loop.final_loss());
+  set.s0_info["method"] = "prefix";
+  set.s0_info["train_params"] = adapters::prefix_train_params(prefix, shape);
+  if (!dist::current() || dist::current()->root()) adapters::save_prefix(out_dir, set);
   return set;
 }
 

@@ -313,8 +313,15 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
 
 // ---------------------------------------------------------------------------------------
 
+void require_recurrent_layers(const models::CausalLM& model, const std::string& what) {
+  if (model.recurrent_layers().empty())
+    throw Error("training " + what + ": this " + model.model_type() +
+                " model has no recurrent layers (a pure Transformer); train LoRA or a prefix on it instead");
+}
+
 Trainer::Trainer(models::CausalLM& model, std::vector<Example> data, TrainConfig cfg)
     : model_(model), num_examples_(data.size()), cfg_(std::move(cfg)) {
+  require_recurrent_layers(model_, "S0 states");
   layers_ = adapters::select_layers(cfg_.layers, model_.recurrent_layers());
   if (layers_.empty()) throw Error("training: --layers '" + cfg_.layers + "' selects no layer");
   ParamMap init;

@@ -120,6 +120,10 @@ class ParamTrainer {
   double last_loss_ = 0;
 };
 
+// Throws a clear error naming the model when it has no recurrent layers (S0 and state
+// offsets need them). `what` names the method ("S0 states", "state offsets").
+void require_recurrent_layers(const models::CausalLM& model, const std::string& what);
+
 // S0: one zero-initialised state per chosen recurrent layer, the model frozen.
 class Trainer {
  public:
