@@ -223,12 +223,12 @@ TEST(PipelineE2E, ExperimentComparesMethodsOnTheSameDataAndResumesPerMethod) {
   EXPECT_EQ(r.err.find("train lora"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("train s0"), std::string::npos) << r.err;
   // Unknown method keys and kinds are refused, naming them.
-  cfg["methods"] = {{{"name", "x"}, {"kind", "prefix"}}};
+  cfg["methods"] = {{{"name", "x"}, {"kind", "dora"}}};
   cfg["out"] = "exp2";
   std::ofstream(dir + "/exp2.json") << cfg.dump();
   r = run_cli({"experiment", "--config", dir + "/exp2.json"});
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("prefix"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("dora"), std::string::npos) << r.err;
 }
 
 TEST(PipelineE2E, ExperimentOverSeedsWritesReportAndResumes) {
