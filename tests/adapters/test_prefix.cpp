@@ -24,15 +24,10 @@
 using namespace s0;
 using s0::testing::ids_tensor;
 using s0::testing::max_rel;
+using s0::testing::random_ids;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  Tensor t = at::randint(0, vocab, {n}, gen, at::kLong);
-  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + n);
-}
 
 adapters::PrefixSet random_prefix(const models::CausalLM& m, int64_t n, uint64_t seed,
                                   double scale = 1.0) {

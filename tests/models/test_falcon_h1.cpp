@@ -26,16 +26,11 @@
 using namespace s0;
 using s0::testing::ids_tensor;
 using s0::testing::max_rel;
+using s0::testing::random_ids;
 namespace fs = std::filesystem;
 using models::FalconH1Config;
 
 namespace {
-
-std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  Tensor t = at::randint(0, vocab, {n}, gen, at::kLong);
-  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + n);
-}
 
 models::StateMap random_states(const models::CausalLM& m, uint64_t seed, double scale = 0.5,
                                at::ScalarType dt = at::kFloat) {

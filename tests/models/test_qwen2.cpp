@@ -26,17 +26,8 @@ using namespace s0;
 using models::Qwen2Config;
 using s0::testing::ids_tensor;
 using s0::testing::max_rel;
+using s0::testing::random_ids;
 namespace fs = std::filesystem;
-
-namespace {
-
-std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  Tensor t = at::randint(0, vocab, {n}, gen, at::kLong);
-  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + n);
-}
-
-}  // namespace
 
 TEST(Qwen2Parity, LogitsMatchTheFloat64ReferenceTiedAndUntied) {
   if (!s0::testing::have_python3()) GTEST_SKIP() << "python3 not available";

@@ -14,6 +14,15 @@ inline double max_rel(const Tensor& a, const Tensor& b) {
 }
 
 // Token ids as a [1, L] int64 tensor.
-inline Tensor ids_tensor(const std::vector<int64_t>& ids) { return at::tensor(ids, at::kLong).view({1, -1}).clone(); }
+inline Tensor ids_tensor(const std::vector<int64_t>& ids) {
+  return at::tensor(ids, at::kLong).view({1, -1}).clone();
+}
+
+// n token ids drawn uniformly from [0, vocab), seeded.
+inline std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  Tensor t = at::randint(0, vocab, {n}, gen, at::kLong);
+  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + n);
+}
 
 }  // namespace s0::testing

@@ -34,7 +34,9 @@ inline std::string repo_root() {
 }
 
 // Whether python3 with the standard modules the reference scripts use is available.
-inline bool have_python3() { return std::system("python3 -c 'import json, struct, zipfile, pickle' >/dev/null 2>&1") == 0; }
+inline bool have_python3() {
+  return std::system("python3 -c 'import json, struct, zipfile, pickle' >/dev/null 2>&1") == 0;
+}
 
 // Runs a shell command; returns its exit status and its stdout and stderr together.
 inline std::pair<int, std::string> run_cmd(const std::string& cmd) {
@@ -58,40 +60,46 @@ inline std::string tiny_qwen35(const std::string& dtype = "f32", uint64_t seed =
   return dir;
 }
 
-// Writes the "tiny" Falcon-H1 preset (random weights), optionally changed by `edit`.
-template <typename Edit>
-inline std::string tiny_falcon_h1_with(const std::string& name, Edit&& edit, const std::string& dtype = "f32",
-                                  uint64_t seed = 1, uint64_t shard_bytes = 0) {
-  std::string dir = temp_dir("tiny_falcon_" + name + "_" + dtype + "_" + std::to_string(seed));
+// Writes the "tiny" preset of a family (random weights), optionally changed by `edit`:
+// Config::preset("tiny"), edited, then written by `write` (write_random_falcon_h1, ...).
+template <typename Config, typename Edit, typename Write>
+inline std::string tiny_model_with(const std::string& family, const std::string& name, Edit&& edit,
+                                   Write&& write, const std::string& dtype, uint64_t seed,
+                                   uint64_t shard_bytes) {
+  std::string dir =
+      temp_dir("tiny_" + family + "_" + name + "_" + dtype + "_" + std::to_string(seed));
   s0::models::InitOptions opt;
   opt.seed = seed;
   opt.dtype = dtype;
   opt.shard_bytes = shard_bytes;
-  auto cfg = s0::models::FalconH1Config::preset("tiny");
+  auto cfg = Config::preset("tiny");
   edit(cfg);
-  s0::models::write_random_falcon_h1(dir, cfg, opt);
+  write(dir, cfg, opt);
   return dir;
-}
-inline std::string tiny_falcon_h1(const std::string& dtype = "f32", uint64_t seed = 1) {
-  return tiny_falcon_h1_with("plain", [](s0::models::FalconH1Config&) {}, dtype, seed);
 }
 
-// Writes the "tiny" Qwen2 preset (random weights), optionally changed by `edit`.
 template <typename Edit>
-inline std::string tiny_qwen2_with(const std::string& name, Edit&& edit, const std::string& dtype = "f32",
-                                   uint64_t seed = 1, uint64_t shard_bytes = 0) {
-  std::string dir = temp_dir("tiny_qwen2_" + name + "_" + dtype + "_" + std::to_string(seed));
-  s0::models::InitOptions opt;
-  opt.seed = seed;
-  opt.dtype = dtype;
-  opt.shard_bytes = shard_bytes;
-  auto cfg = s0::models::Qwen2Config::preset("tiny");
-  edit(cfg);
-  s0::models::write_random_qwen2(dir, cfg, opt);
-  return dir;
+inline std::string tiny_falcon_h1_with(const std::string& name, Edit&& edit,
+                                       const std::string& dtype = "f32", uint64_t seed = 1,
+                                       uint64_t shard_bytes = 0) {
+  return tiny_model_with<s0::models::FalconH1Config>(
+      "falcon", name, edit, s0::models::write_random_falcon_h1, dtype, seed, shard_bytes);
+}
+inline std::string tiny_falcon_h1(const std::string& dtype = "f32", uint64_t seed = 1) {
+  return tiny_falcon_h1_with(
+      "plain", [](s0::models::FalconH1Config&) {}, dtype, seed);
+}
+
+template <typename Edit>
+inline std::string tiny_qwen2_with(const std::string& name, Edit&& edit,
+                                   const std::string& dtype = "f32", uint64_t seed = 1,
+                                   uint64_t shard_bytes = 0) {
+  return tiny_model_with<s0::models::Qwen2Config>(
+      "qwen2", name, edit, s0::models::write_random_qwen2, dtype, seed, shard_bytes);
 }
 inline std::string tiny_qwen2(const std::string& dtype = "f32", uint64_t seed = 1) {
-  return tiny_qwen2_with("plain", [](s0::models::Qwen2Config&) {}, dtype, seed);
+  return tiny_qwen2_with(
+      "plain", [](s0::models::Qwen2Config&) {}, dtype, seed);
 }
 
 }  // namespace s0::testing

@@ -102,6 +102,23 @@ T config_opt(const nlohmann::json& j, const char* key, T dflt, const std::string
   }
 }
 
+// The RoPE base of a config with plain RoPE: "rope_theta" (older configs, default `dflt`),
+// overridden by "rope_parameters".rope_theta (HF v5); a rope type other than "default" and a
+// non-null "rope_scaling" are refused naming the key.
+inline double config_rope_theta(const nlohmann::json& j, double dflt, const std::string& source) {
+  double theta = config_opt<double>(j, "rope_theta", dflt, source);
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    const nlohmann::json& rp = j["rope_parameters"];
+    const std::string type = config_opt<std::string>(rp, "rope_type", "default", source);
+    if (type != "default")
+      throw Error(source + ": rope_parameters.rope_type '" + type + "' is not supported (only 'default')");
+    theta = config_opt<double>(rp, "rope_theta", theta, source);
+  }
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
+    throw Error(source + ": 'rope_scaling' is not supported (expected null: YaRN/linear scaling is not implemented)");
+  return theta;
+}
+
 // Appends node's "eos_token_id" (an integer or a list of integers; absent/null: nothing).
 inline void config_eos_ids(const nlohmann::json& node, const std::string& source, std::vector<int64_t>& out) {
   auto it = node.find("eos_token_id");

@@ -40,17 +40,7 @@ FalconH1Config FalconH1Config::from_json(const json& j, const std::string& sourc
   c.mlp_bias = config_opt<bool>(j, "mlp_bias", false, source);
   c.projectors_bias = config_opt<bool>(j, "projectors_bias", false, source);
 
-  // RoPE: rope_theta (older configs) or rope_parameters (HF v5); only "default" RoPE.
-  c.rope_theta = config_opt<double>(j, "rope_theta", 1e11, source);
-  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
-    const json& rp = j["rope_parameters"];
-    std::string type = config_opt<std::string>(rp, "rope_type", "default", source);
-    if (type != "default")
-      throw Error(source + ": rope_parameters.rope_type '" + type + "' is not supported (only 'default')");
-    c.rope_theta = config_opt<double>(rp, "rope_theta", c.rope_theta, source);
-  }
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    throw Error(source + ": 'rope_scaling' is not supported (expected null)");
+  c.rope_theta = config_rope_theta(j, 1e11, source);  // plain RoPE only
 
   // Mamba-2 branch. d_ssm null -> expand * hidden; d_head "auto" -> d_ssm / n_heads.
   c.mamba_n_heads = config_req<int64_t>(j, "mamba_n_heads", source);

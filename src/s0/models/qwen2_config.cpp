@@ -41,20 +41,7 @@ Qwen2Config Qwen2Config::from_json(const json& j, const std::string& source) {
         throw Error(source + ": layer_types holds '" + t +
                     "'; only 'full_attention' layers are supported");
 
-  // RoPE: rope_theta (older configs) or rope_parameters (HF v5); plain RoPE only.
-  c.rope_theta = config_opt<double>(j, "rope_theta", 10000.0, source);
-  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
-    const json& rp = j["rope_parameters"];
-    const std::string type = config_opt<std::string>(rp, "rope_type", "default", source);
-    if (type != "default")
-      throw Error(source + ": rope_parameters.rope_type '" + type +
-                  "' is not supported (only 'default')");
-    c.rope_theta = config_opt<double>(rp, "rope_theta", c.rope_theta, source);
-  }
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    throw Error(source +
-                ": 'rope_scaling' is not supported (expected null: YaRN/linear scaling is not "
-                "implemented)");
+  c.rope_theta = config_rope_theta(j, 10000.0, source);  // plain RoPE only
   c.validate(source);
   return c;
 }
