@@ -36,7 +36,7 @@ if [ "$mode" = libfuzzer ]; then
   gen=(); command -v ninja >/dev/null && [ ! -f build-fuzz/Makefile ] && gen=(-G Ninja)
   cmake -S . -B build-fuzz "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DS0_FUZZ=ON >/dev/null
   targets=()
-  torch_only=" serve state_set "  # need libtorch: built with the plain driver only (--plain)
+  torch_only=" serve state_set adapters "  # need libtorch: built with the plain driver only (--plain)
   for h in "${harnesses[@]}"; do [[ $torch_only == *" $h "* ]] || targets+=(--target "fuzz_$h"); done
   cmake --build build-fuzz --parallel "$jobs" "${targets[@]}"
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}

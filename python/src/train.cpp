@@ -118,6 +118,12 @@ class Trainer {
     }
     for (auto [k, v] : kwargs) apply(s_, k.cast<std::string>(), v);
     if (method != "s0" && !s_.l2_given) s_.cfg.l2 = 0;  // the baselines' own default (as the CLI)
+    if (method == "lora") {  // the paper's LoRA schedule for what the caller left unset (as the CLI)
+      const auto paper = s0::adapters::paper_lora_schedule(*model_->lm);
+      if (!s_.given.contains("steps") && !s_.given.contains("n_steps")) s_.cfg.steps = paper.steps;
+      if (!s_.given.contains("batch")) s_.cfg.batch = paper.batch;
+      if (!s_.given.contains("lr")) s_.cfg.lr = paper.lr;
+    }
     if (auto p = path_like(out))
       out_ = *p;
     else if (!out.is_none())

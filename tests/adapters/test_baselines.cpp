@@ -230,7 +230,10 @@ TEST(Baselines, MixedBatchEqualsEachRequestAlone) {
   auto s0set = std::make_shared<models::InitialStates>(random_map(m, 13, 0.5));
   auto offset = adapters::offset_adapter(m.recurrent_arch(), random_map(m, 14, 0.3));
   auto both = adapters::stack({s0set, offset});
-  std::vector<std::shared_ptr<const models::Adapter>> kinds = {nullptr, s0set, lora1, lora2, offset, both};
+  // Requests 6 and 7 share request 2's and 3's LoRA, away from them in the batch: the engine
+  // hands each LoRA all of its rows at once (rows 2 and 6, 3 and 7), and still every request
+  // gets what it gets alone.
+  std::vector<std::shared_ptr<const models::Adapter>> kinds = {nullptr, s0set, lora1, lora2, offset, both, lora1, lora2};
   auto run = [&](const std::vector<size_t>& which) {
     generate::EngineOptions eo;
     eo.max_batch = 8;
@@ -251,7 +254,7 @@ TEST(Baselines, MixedBatchEqualsEachRequestAlone) {
     });
     return out;
   };
-  auto together = run({0, 1, 2, 3, 4, 5});
+  auto together = run({0, 1, 2, 3, 4, 5, 6, 7});
   std::set<std::vector<int64_t>> distinct;
   for (size_t i = 0; i < kinds.size(); ++i) {
     auto alone = run({i});

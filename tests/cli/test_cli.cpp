@@ -11,6 +11,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -167,6 +168,22 @@ TEST(Cli, InitModelFalconH1TrainAndGenerate) {
   auto g = run_cli({"generate", "--model", out, "--dtype", "f32", "--threads", "1", "--states", base + "/states",
                     "--prompt", "Hello", "--chat", "--max-new-tokens", "3"});
   EXPECT_EQ(g.exit_code, 0) << describe(g);
+  // LoRA takes the paper's schedule where the flags are absent: batch 1 and, on Falcon-H1, lr 1e-4
+  // (Qwen: 5e-4); an explicit flag wins.
+  int run = 0;
+  for (const auto& [dir, flags, want] :
+       std::vector<std::tuple<std::string, std::vector<std::string>, std::string>>{
+           {out, {}, "for 3 steps (batch 1, lr 0.0001)"},
+           {tiny_dir(), {}, "for 3 steps (batch 1, lr 0.0005)"},
+           {out, {"--lr", "0.01", "--batch", "0"}, "for 3 steps (batch 0, lr 0.01)"}}) {
+    std::vector<std::string> a{"train", "--method", "lora", "--rank", "2", "--model", dir, "--dtype", "f32",
+                               "--data", base + "/data.jsonl", "--out", base + "/lora" + std::to_string(run++),
+                               "--steps", "3", "--threads", "1"};
+    a.insert(a.end(), flags.begin(), flags.end());
+    auto l = run_cli(a);
+    ASSERT_EQ(l.exit_code, 0) << describe(l);
+    EXPECT_NE(l.err.find(want), std::string::npos) << describe(l);
+  }
   expect_cli_error({"init-model", "--arch", "falcon_h1", "--preset", "0.8b", "--out", base + "/x"},
                    {"falcon_h1", "0.8b", "0.5b"});
 }

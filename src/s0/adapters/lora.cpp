@@ -11,6 +11,7 @@
 #include "s0/io/atomic_file.h"
 #include "s0/io/model_dir.h"
 #include "s0/io/safetensors.h"
+#include "s0/nn/linear.h"
 #include "s0/models/weights.h"
 #include "s0/util/error.h"
 
@@ -34,7 +35,11 @@ bool matches(const std::string& module, const std::string& target) {
   return module == target || ends_with(module, "." + target);
 }
 
-// The LoRA delta on one layer's output: y + scale * (x A^T) B^T, in float32.
+// The LoRA delta on one layer's output: y + scale * (x A^T) B^T, in float32. Inference (no
+// autograd, CPU, float32 factors) computes both products with nn::gemv_rows, whose every row
+// is bitwise the same whatever the number of rows: the engine hands this hook all the rows of
+// a batch that carry this adapter at once (one pass over A and B for the group) and each
+// request still gets exactly the tokens it gets alone. Training takes at::matmul (autograd).
 class LoraAdapter : public models::Adapter {
  public:
   LoraAdapter(std::map<std::string, LoraFactors> m, double scale) : modules_(std::move(m)), scale_(scale) {}
@@ -44,7 +49,14 @@ class LoraAdapter : public models::Adapter {
     if (it == modules_.end()) return y;
     const LoraFactors& f = it->second;
     const auto ct = y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    Tensor d = at::matmul(at::matmul(x.to(ct), f.A.to(ct).t()), f.B.to(ct).t());
+    Tensor d;
+    if (ct == at::kFloat && !grad_enabled() && x.device().is_cpu() && f.A.scalar_type() == at::kFloat &&
+        f.B.scalar_type() == at::kFloat && f.A.is_contiguous() && f.B.is_contiguous()) {
+      auto shape = y.sizes().vec();
+      d = nn::gemv_rows(nn::gemv_rows(x.to(at::kFloat), f.A), f.B).view(shape);
+    } else {
+      d = at::matmul(at::matmul(x.to(ct), f.A.to(ct).t()), f.B.to(ct).t());
+    }
     return (y.to(ct) + d * scale_).to(y.scalar_type());
   }
 
@@ -70,6 +82,12 @@ double LoraConfig::scale() const {
 std::vector<std::string> default_lora_targets(const models::CausalLM& model) {
   if (model.model_type() == "falcon_h1") return {"q_proj", "k_proj", "v_proj", "in_proj"};
   return {"q_proj", "k_proj", "v_proj", "o_proj"};
+}
+
+LoraSchedule paper_lora_schedule(const models::CausalLM& model) {
+  LoraSchedule s;
+  if (model.model_type() == "falcon_h1") s.lr = 1e-4;
+  return s;
 }
 
 std::vector<std::string> match_lora_targets(const models::CausalLM& model, const std::vector<std::string>& targets) {

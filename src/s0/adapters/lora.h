@@ -40,6 +40,16 @@ struct LoraConfig {
 // q/k/v and the Mamba in_proj of every layer.
 std::vector<std::string> default_lora_targets(const models::CausalLM& model);
 
+// The paper's LoRA schedule (METHOD.md): Adam, one example per optimiser step (batch 1, cycling
+// through the data), 50 steps, lr 5e-4 on Qwen models and 1e-4 on Falcon-H1. `s0 train --method
+// lora` and an experiment's lora methods use it for whatever the user does not set.
+struct LoraSchedule {
+  int64_t steps = 50;
+  int64_t batch = 1;
+  double lr = 5e-4;
+};
+LoraSchedule paper_lora_schedule(const models::CausalLM& model);
+
 // The model's linear layers a target list selects (PEFT's rule: a module matches a target t
 // when its name equals t or ends with "." + t). Throws when nothing matches or a target
 // matches no layer (naming it and the model's linear layer kinds).

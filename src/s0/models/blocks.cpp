@@ -1,5 +1,9 @@
 #include "s0/models/blocks.h"
 
+#include <algorithm>
+#include <utility>
+#include <vector>
+
 #include "s0/nn/attention.h"
 #include "s0/nn/attention_step.h"
 #include "s0/nn/linear.h"
@@ -15,11 +19,28 @@ Tensor project(const Tensor& x, const Tensor& w, const std::string& name, const 
   bool hooked = false;
   for (const auto& g : groups) hooked = hooked || (g.adapter && g.adapter->has_linear_hook());
   if (!hooked) return y;
-  return per_group(groups, [&](const SeqGroup& g, int64_t r) {
-    Tensor yg = rows_of(y, g, r);
-    if (!g.adapter || !g.adapter->has_linear_hook()) return yg;
-    return g.adapter->linear_output(name, rows_of(x, g, r), yg);
-  });
+  if (groups.size() == 1) return groups[0].adapter->linear_output(name, x, y);
+  // Rows grouped by adapter: each hooked adapter sees all of its rows in one call (LoRA: one
+  // pass over its factors for the group, not one per sequence), in batch order.
+  std::vector<std::pair<const Adapter*, std::vector<int64_t>>> by_adapter;
+  int64_t row = 0;
+  for (const auto& g : groups) {
+    if (g.adapter && g.adapter->has_linear_hook()) {
+      auto it = std::find_if(by_adapter.begin(), by_adapter.end(), [&](const auto& e) { return e.first == g.adapter; });
+      if (it == by_adapter.end()) it = by_adapter.insert(by_adapter.end(), {g.adapter, {}});
+      for (int64_t i = 0; i < g.rows; ++i) it->second.push_back(row + i);
+    }
+    row += g.rows;
+  }
+  for (const auto& [adapter, rows] : by_adapter) {
+    if (static_cast<int64_t>(rows.size()) == y.size(0)) {
+      y = adapter->linear_output(name, x, y);
+      continue;
+    }
+    Tensor idx = at::tensor(rows, at::kLong);
+    y = y.index_copy(0, idx, adapter->linear_output(name, x.index_select(0, idx), y.index_select(0, idx)));
+  }
+  return y;
 }
 
 Tensor NamedLinear::operator()(const Tensor& x, const SeqGroups& gs) const {

@@ -165,6 +165,13 @@ std::vector<MethodSpec> method_specs(const json& cfg, const models::CausalLM& mo
     try {
       s.tc.steps = get("steps").get<int64_t>();
       s.tc.lr = get("lr").get<double>();
+      s.tc.batch = m.value("batch", int64_t{0});
+      if (s.kind == "lora") {  // the paper's LoRA schedule, not S0's "training" block, unless set here
+        const auto paper = adapters::paper_lora_schedule(model);
+        s.tc.steps = m.value("steps", paper.steps);
+        s.tc.lr = m.value("lr", paper.lr);
+        s.tc.batch = m.value("batch", paper.batch);
+      }
       // The baselines have no L2 term unless asked (the paper's LoRA has none).
       s.tc.l2 = m.contains("l2") ? m["l2"].get<double>() : s.kind == "s0" ? ct["l2"].get<double>() : 0.0;
       s.tc.grad_clip = get("clip").get<double>();
@@ -172,7 +179,6 @@ std::vector<MethodSpec> method_specs(const json& cfg, const models::CausalLM& mo
       s.tc.max_length = get("max_length").get<int64_t>();
       s.tc.normalize = get("normalize").get<bool>();
       s.tc.alpha_in_training = get("alpha_in_training").get<bool>();
-      s.tc.batch = m.value("batch", int64_t{0});
       s.examples = m.value("examples", int64_t{0});
       if (s.examples < 0) throw Error("experiment config: methods: \"" + s.name + "\": \"examples\" must be >= 0");
       if (s.kind == "lora") {

@@ -29,7 +29,8 @@
 //     {"name": "prefix", "kind": "prefix", "virtual_tokens": 30, "prefix_projection": true,
 //      "encoder_hidden_size": 0}   (PEFT prefix tuning; any model with attention layers)
 //   ],                           (each may override steps, lr, l2, clip, batch, layers, max_length;
-//                                 the baselines' l2 defaults to 0; "examples": N > 0 trains on a
+//                                 the baselines' l2 defaults to 0; lora's steps/lr/batch default to
+//                                 the paper's 50 / 5e-4 (Falcon-H1: 1e-4) / 1, not "training"; "examples": N > 0 trains on a
 //                                 seeded random N of the seed's collected examples, nested across N)
 //   "decode_speed_tokens": 128,  (0: skip the decode-speed measurement)
 //   "analyses": {                (optional; analysis.h, on the held-out prompts, written to OUT/analysis/
