@@ -240,7 +240,7 @@ TEST(PipelineE2E, ExperimentOverSeedsWritesReportAndResumes) {
   auto r = run_cli({"experiment", "--config", dir + "/exp.json"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const std::string out = dir + "/exp";
-  for (const char* f : {"summary.json", "report.md", "deltas.svg", "alpha_sweep.svg", "experiment.json",
+  for (const char* f : {"summary.json", "report.md", "methods.svg", "deltas.svg", "alpha_sweep.svg", "experiment.json",
                         "base/results.jsonl", "seed_0/train.jsonl", "seed_0/states/states.safetensors",
                         "seed_1/eval/summary.json"})
     EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
@@ -255,7 +255,7 @@ TEST(PipelineE2E, ExperimentOverSeedsWritesReportAndResumes) {
   }
   EXPECT_EQ(s["paired_tests"].size(), 1u);
   EXPECT_EQ(s["base"]["problems"], 2);
-  for (const char* svg : {"deltas.svg", "alpha_sweep.svg"}) {
+  for (const char* svg : {"methods.svg", "deltas.svg", "alpha_sweep.svg"}) {
     std::string t = s0::io::read_file(out + "/" + svg);
     EXPECT_EQ(t.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u) << svg;
     EXPECT_NE(t.find("</svg>"), std::string::npos);

@@ -114,6 +114,11 @@ TEST(PipelineReport, Charts) {
   EXPECT_NE(bar.find(">T &lt;1&gt;</text>"), std::string::npos) << bar;
   EXPECT_NE(bar.find("fill=\"#3a7bd5\"><title>up: 2.50 pp</title>"), std::string::npos) << bar;
   EXPECT_NE(bar.find("fill=\"#d5533a\"><title>down: -1.00 pp</title>"), std::string::npos) << bar;
+  // Whiskers: one vertical and two caps per bar with a non-zero error, the value labelled "m ± e".
+  std::string whisk = svg_bar_chart("W", {"a", "b"}, {40, 60}, "%", {5, 0});
+  EXPECT_EQ(count(whisk, "stroke=\"#333\"/>"), 1u + 3u) << "the zero line and one bar's three whisker lines";
+  EXPECT_NE(whisk.find(">40.0 ± 5.0</text>"), std::string::npos) << whisk;
+  EXPECT_NE(whisk.find(">60.0</text>"), std::string::npos) << whisk;
   std::string line = svg_line_chart("L", {0.1, 1}, {30, 50}, {5, 0}, 20, "alpha", "pass@1 (%)");
   EXPECT_EQ(count(line, "<circle"), 2u);
   EXPECT_NE(line.find("<title>alpha 0.100: 30.00</title>"), std::string::npos) << line;
@@ -199,7 +204,7 @@ TEST(PipelineReport, ExperimentReport) {
             "\nPaired t-test s0@0.07 vs s0@1 (same seeds): mean 30.0 pp, t = 3.000, p = 0.2048.\n"
             "\ns0@0.07: of 3 FAIL->PASS flips, 33.3% differ from the base output at the first character (median "
             "position 6).\n"
-            "\n![per-seed deltas](deltas.svg)\n\n![alpha sweep](alpha_sweep.svg)\n\n## Per seed\n\n"
+            "\n![pass@1 by method](methods.svg)\n\n![per-seed deltas](deltas.svg)\n\n![alpha sweep](alpha_sweep.svg)\n\n## Per seed\n\n"
             "| seed | kept examples | final loss | s0@0.07 pass@1 | s0@1 pass@1 |\n"
             "|---|---|---|---|---|\n"
             "| 0 | 3 | 1.2500 | 60.0 | 40.0 |\n"

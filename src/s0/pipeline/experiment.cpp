@@ -657,6 +657,7 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
   // Charts and report.
   io::write_file_atomic((out / "deltas.svg").string(), experiment_deltas_chart(summary));
   io::write_file_atomic((out / "alpha_sweep.svg").string(), experiment_alpha_chart(summary));
+  io::write_file_atomic((out / "methods.svg").string(), experiment_methods_chart(summary));
   io::write_file_atomic((out / "report.md").string(), experiment_report(summary, sandbox.isolated()));
   return summary;
 }

@@ -57,7 +57,7 @@ nlohmann::json experiment_config_from_json(const nlohmann::json& config, const s
                                            const std::string& origin, const std::string& default_out = "");
 
 // Runs (or resumes) the experiment; returns the summary also written to OUT/summary.json.
-// OUT/report.md, OUT/deltas.svg, OUT/alpha_sweep.svg are written too. `model` may be passed
+// OUT/report.md, OUT/methods.svg, OUT/deltas.svg, OUT/alpha_sweep.svg are written too. `model` may be passed
 // in already loaded (else it is loaded from the config).
 nlohmann::json run_experiment(const nlohmann::json& config, models::CausalLM* model = nullptr);
 

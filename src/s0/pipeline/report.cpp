@@ -134,10 +134,11 @@ std::vector<double> nice_ticks(double lo, double hi, int target) {
 }
 
 std::string svg_bar_chart(const std::string& title, const std::vector<std::string>& labels, const std::vector<double>& values,
-                          const std::string& unit) {
+                          const std::string& unit, const std::vector<double>& errors) {
   const int W = 640, H = 360, L = 60, R = 20, T = 40, B = 60;
+  auto err = [&](size_t i) { return i < errors.size() && std::isfinite(errors[i]) ? std::abs(errors[i]) : 0.0; };
   double lo = 0, hi = 0;
-  for (double v : values) lo = std::min(lo, v), hi = std::max(hi, v);
+  for (size_t i = 0; i < values.size(); ++i) lo = std::min(lo, values[i] - err(i)), hi = std::max(hi, values[i] + err(i));
   const auto ticks = nice_ticks(lo, hi);
   const double a = ticks.front(), b = ticks.back();
   auto y = [&](double v) { return T + (H - T - B) * (b - v) / (b - a); };
@@ -151,8 +152,18 @@ std::string svg_bar_chart(const std::string& title, const std::vector<std::strin
       << fixed(std::abs(y1 - y0)) << "\" fill=\"" << (values[i] >= 0 ? "#3a7bd5" : "#d5533a") << "\"><title>" << esc(labels[i])
       << ": " << fixed(values[i], 2) << " " << esc(unit) << "</title></rect>\n";
     o << "<text x=\"" << fixed(x + w / 2) << "\" y=\"" << H - B + 16 << "\" text-anchor=\"middle\">" << esc(labels[i]) << "</text>\n";
-    o << "<text x=\"" << fixed(x + w / 2) << "\" y=\"" << fixed(std::min(y0, y1) - 4) << "\" text-anchor=\"middle\" font-size=\"10\">"
-      << fixed(values[i]) << "</text>\n";
+    double label_y = std::min(y0, y1) - 4;
+    if (err(i) > 0) {
+      const double ya = y(values[i] + err(i)), yb = y(values[i] - err(i)), xc = x + w / 2;
+      o << "<line x1=\"" << fixed(xc) << "\" x2=\"" << fixed(xc) << "\" y1=\"" << fixed(ya) << "\" y2=\"" << fixed(yb)
+        << "\" stroke=\"#333\"/>\n";
+      for (double yy : {ya, yb})
+        o << "<line x1=\"" << fixed(xc - 5) << "\" x2=\"" << fixed(xc + 5) << "\" y1=\"" << fixed(yy) << "\" y2=\"" << fixed(yy)
+          << "\" stroke=\"#333\"/>\n";
+      label_y = std::min(label_y, std::min(ya, yb) - 4);
+    }
+    o << "<text x=\"" << fixed(x + w / 2) << "\" y=\"" << fixed(label_y) << "\" text-anchor=\"middle\" font-size=\"10\">"
+      << fixed(values[i]) << (err(i) > 0 ? " ± " + fixed(err(i)) : std::string()) << "</text>\n";
   }
   o << "<text x=\"16\" y=\"" << (T + H - B) / 2 << "\" transform=\"rotate(-90 16 " << (T + H - B) / 2
     << ")\" text-anchor=\"middle\">" << esc(unit) << "</text>\n</svg>\n";
@@ -345,7 +356,7 @@ std::string experiment_report(const json& summary, bool sandboxed) {
          << fixed(100 * d["at_position_0"].get<double>()) << "% differ from the base output at the first character (median position "
          << d["median"].dump() << ").\n";
     }
-  md << "\n![per-seed deltas](deltas.svg)\n\n![alpha sweep](alpha_sweep.svg)\n\n## Per seed\n\n";
+  md << "\n![pass@1 by method](methods.svg)\n\n![per-seed deltas](deltas.svg)\n\n![alpha sweep](alpha_sweep.svg)\n\n## Per seed\n\n";
   std::vector<std::string> head = {"seed", "kept examples", "final loss"};
   for (const auto& m : methods) head.push_back(m["name"].get<std::string>() + " pass@1");
   md << md_row(head) << md_rule(head.size());
@@ -382,6 +393,18 @@ std::string experiment_deltas_chart(const json& summary) {
       }
   }
   return svg_bar_chart("Greedy pass@1 change vs base, per seed", labels, deltas, "percentage points");
+}
+
+std::string experiment_methods_chart(const json& summary) {
+  std::vector<std::string> labels = {"base"};
+  std::vector<double> means = {summary["base"]["pass@1"].get<double>()}, stds = {0.0};
+  for (const auto& m : summary["methods"]) {
+    if (!m.contains("pass@1_mean") || !m["pass@1_mean"].is_number()) continue;
+    labels.push_back(m["name"].get<std::string>());
+    means.push_back(m["pass@1_mean"].get<double>());
+    stds.push_back(m.contains("pass@1_std") && m["pass@1_std"].is_number() ? m["pass@1_std"].get<double>() : 0.0);
+  }
+  return svg_bar_chart("Greedy pass@1 by method (mean ± std over seeds)", labels, means, "pass@1 (%)", stds);
 }
 
 std::string experiment_alpha_chart(const json& summary) {

@@ -1,7 +1,7 @@
 #pragma once
 // Reports: every Markdown table and SVG chart the pipeline writes or prints, in one place.
 //   evaluation  report.md of `s0 eval` (evaluate()): one row per condition
-//   experiment  report.md, deltas.svg and alpha_sweep.svg of `s0 experiment`
+//   experiment  report.md, methods.svg, deltas.svg and alpha_sweep.svg of `s0 experiment`
 //   demo        the table `s0 demo` prints
 // Everything here only formats: it reads the summaries the pipeline computed (the JSON written
 // to summary.json / demo.json) and returns text. Torch-free.
@@ -54,8 +54,10 @@ std::string svg_series_chart(const std::vector<ChartSeries>& series, const Chart
 
 // Standalone SVG documents (640 x 360): bars above/below zero, labelled with their values;
 // a line with error bars over x and a dashed baseline (svg_series_chart's one-series case).
+// `errors` (optional, one per bar): a +-error whisker on each bar (0: none).
 std::string svg_bar_chart(const std::string& title, const std::vector<std::string>& labels,
-                          const std::vector<double>& values, const std::string& unit);
+                          const std::vector<double>& values, const std::string& unit,
+                          const std::vector<double>& errors = {});
 std::string svg_line_chart(const std::string& title, const std::vector<double>& x, const std::vector<double>& y,
                            const std::vector<double>& err, double baseline, const std::string& xlabel,
                            const std::string& ylabel);
@@ -70,6 +72,9 @@ std::string evaluation_report(const nlohmann::json& summary);
 std::string experiment_report(const nlohmann::json& summary, bool sandboxed);
 std::string experiment_deltas_chart(const nlohmann::json& summary);  // deltas.svg
 std::string experiment_alpha_chart(const nlohmann::json& summary);   // alpha_sweep.svg
+// methods.svg: mean greedy pass@1 of the base and of every condition (each method at each of its
+// alphas/scales), with the std over seeds as whiskers.
+std::string experiment_methods_chart(const nlohmann::json& summary);
 
 // The analyses (analysis.h): a Markdown section (a "## " heading, prose, tables, the chart
 // as an image at `svg_path`) and the SVG chart for each of "persistence", "divergence",
