@@ -229,19 +229,11 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
     dist::CommStats comm0;
     if (W > 1) {
       comm0 = world->stats();
-      std::vector<float> flat;
-      for (const auto& [name, g] : grads) {
-        Tensor c = g.contiguous();
-        const float* p = c.data_ptr<float>();
-        flat.insert(flat.end(), p, p + c.numel());
-      }
+      // Summed in place (Gloo for CPU tensors, NCCL for CUDA tensors when built with it).
+      std::vector<Tensor> gs;
+      for (auto& [name, g] : grads) gs.push_back(g);
       std::vector<double> d = {loss_sum, static_cast<double>(tokens)};
-      world->allreduce_sum(flat, d);
-      size_t off = 0;
-      for (auto& [name, g] : grads) {
-        std::memcpy(g.data_ptr<float>(), flat.data() + off, static_cast<size_t>(g.numel()) * sizeof(float));
-        off += static_cast<size_t>(g.numel());
-      }
+      world->allreduce_sum(gs, d);
       loss_sum = d[0];
       tokens = static_cast<int64_t>(d[1]);
     }
