@@ -159,9 +159,9 @@ struct World::Impl {
   std::atomic<bool> failed{false};
   std::string failure;
   Clock::time_point failed_at{};
-  // Progress of this rank's main thread: calls of check() (check_peers, every wait loop),
-  // published by the heartbeat thread as "prog/<rank>".
-  std::atomic<int64_t> ticks{0};
+  // This rank's progress (util/interrupt.h: poll_interrupt, note_progress; check() adds to
+  // it too), published by the heartbeat thread as "prog/<rank>".
+  static int64_t ticks() { return static_cast<int64_t>(progress_counter().load(std::memory_order_relaxed)); }
   std::atomic<bool> finishing{false};
   // S0_DIST_TEST_HANG=<rank>:<collective>: a test hook (never set in a real job): that rank's
   // main thread sleeps forever on entering the collective of that name.
@@ -191,7 +191,7 @@ struct World::Impl {
     }
   }
   void check() {
-    ticks.fetch_add(1, std::memory_order_relaxed);
+    note_progress();
     if (failed) {
       std::lock_guard<std::mutex> lk(mu);
       throw Error(failure);
@@ -280,7 +280,7 @@ struct World::Impl {
       }
       // Watchdog: the job has failed and this rank's main thread has not noticed within the
       // timeout (it makes no progress): end the process instead of hanging on.
-      const int64_t t = ticks.load(std::memory_order_relaxed);
+      const int64_t t = ticks();
       if (t != my_ticks) my_ticks = t, my_changed = Clock::now();
       if (failed && !finishing && seconds_since(my_changed) > env.timeout_s &&
           seconds_since(failed_at) > env.timeout_s) {

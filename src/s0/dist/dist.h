@@ -9,11 +9,12 @@
 // the others'; a rank that exits with an error, dies or stops beating for `timeout` is
 // reported to the others as an s0::Error naming it (thrown from check_peers(), which the
 // long loops reach through poll_interrupt(), from every wait, and from collectives).
-// Hangs: the heartbeat thread also publishes how often this rank's main thread has reached
-// check_peers() (its progress); a rank waiting in a collective for a peer whose main thread
-// has made no progress for `timeout` (deadlocked, or stuck in one operation) stops with an
-// error naming that peer, even though its heartbeat still comes. A rank whose job has failed
-// and whose own main thread makes no progress for `timeout` exits (status 1) by itself.
+// Hangs: the heartbeat thread also publishes this process's progress counter
+// (util/interrupt.h: every poll_interrupt() - decode steps, training examples -, every
+// sandboxed check, every wait here); a rank waiting in a collective for a peer whose progress
+// has not moved for `timeout` (deadlocked, or stuck in one operation) stops with an error
+// naming that peer, even though its heartbeat still comes. A rank whose job has failed and
+// whose own progress does not move for `timeout` exits (status 1) by itself.
 //
 // This header is torch-free; only dist.cpp includes the c10d headers.
 #include <cstdint>
