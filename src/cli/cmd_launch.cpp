@@ -70,7 +70,7 @@ void refuse_distributed(const std::string& name) {
   const char* ws = std::getenv("WORLD_SIZE");
   if (name == "launch" || !ws || std::string(ws).empty() || std::string(ws) == "1") return;
   throw Error("s0 " + name + " does not run as a distributed job (WORLD_SIZE=" + ws +
-              " is set); run it as one process. Distributed: s0 train, s0 collect, s0 eval");
+              " is set); run it as one process. Distributed: s0 train, s0 collect, s0 eval, s0 experiment, s0 demo");
 }
 
 int run_distributed(const Action& action) {

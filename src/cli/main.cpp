@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   }
   try {
     // Subcommands that run as ranks of a distributed job (torchrun / `s0 launch`).
-    static const std::set<std::string> distributed = {"train", "collect", "eval"};
+    static const std::set<std::string> distributed = {"train", "collect", "eval", "experiment", "demo"};
     for (auto* sub : app.get_subcommands())
       if (actions.count(sub)) {
         if (distributed.count(sub->get_name())) return s0::cli::run_distributed(actions[sub]);

@@ -2,8 +2,10 @@
 // loopback, on a tiny model: 2- and 4-rank eval/collect write the single-process files,
 // data-parallel training equals single-process training within float rounding and is
 // bit-identical across reruns, a killed rank stops the others naming it and a rerun resumes
-// to the uninterrupted result, and a wrong environment is a clear error. Every process runs
-// under a deadline (killed past it), ports are chosen free.
+// to the uninterrupted result, and a wrong environment is a clear error. `s0 experiment` on 2
+// ranks writes the single process's files (timing fields aside) and resumes after a kill with
+// another rank count; a rank whose main thread hangs (heartbeat still beating) is named by the
+// others. Every process runs under a deadline (killed past it), ports are chosen free.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -22,7 +24,10 @@
 
 #include "cli_util.h"
 #include "s0/adapters/state_set.h"
+#include "s0/eval/sandbox.h"
 #include "s0/io/atomic_file.h"
+#include "s0/pipeline/common.h"
+#include "s0/pipeline/report.h"
 
 namespace {
 
@@ -307,8 +312,8 @@ TEST(Dist, WrongEnvironmentIsAClearError) {
     EXPECT_NE(text(p.err).find(c.says), std::string::npos) << c.says << "\n" << describe(p);
   }
   // A subcommand without a distributed form refuses instead of running W times.
-  Proc ex = spawn({"experiment", "--config", f.dir + "/none.json"}, {{"WORLD_SIZE", "2"}, {"RANK", "0"}},
-                  f.dir + "/env_exp");
+  Proc ex = spawn({"check", "--tasks", f.tasks, "--samples", f.dir + "/none.jsonl"},
+                  {{"WORLD_SIZE", "2"}, {"RANK", "0"}}, f.dir + "/env_exp");
   ASSERT_TRUE(wait_all({&ex}, 60));
   EXPECT_EQ(exit_code(ex), 1) << describe(ex);
   EXPECT_NE(text(ex.err).find("does not run as a distributed job"), std::string::npos) << describe(ex);
@@ -381,6 +386,217 @@ TEST(Dist, LaunchReportsTheFailedRankAndItsStatus) {
   EXPECT_NE(exit_code(p), 0);
   EXPECT_NE(text(p.err).find("s0 launch: rank"), std::string::npos) << describe(p);
   EXPECT_NE(text(p.err).find("no_such.jsonl"), std::string::npos) << describe(p);
+}
+
+// ---------------------------------------------------------------------------------------
+// `s0 experiment` distributed.
+
+// The fields that hold wall times or speeds measured during a run: the only ones allowed to
+// differ between a distributed and a single-process experiment.
+const std::vector<std::string> kTimingFields = {
+    "seconds",            // collect: per problem (OUT.progress.jsonl) and in its summary
+    "decode_seconds",     // eval: results.jsonl, per problem
+    "train_seconds",      // <method>.done / train.done, and per seed in summary.json
+    "train_seconds_mean",  // summary.json, per method
+    "decode_tokens_per_s",  // eval summary.json per condition; experiment summary per method, base
+    "decode_vs_base"};      // summary.json, per method
+// decode_speed.json holds nothing but measured speeds: only its keys are compared.
+
+void strip_timing(json& j) {
+  if (j.is_object()) {
+    for (const auto& k : kTimingFields) j.erase(k);
+    for (auto& [k, v] : j.items()) strip_timing(v);
+  } else if (j.is_array()) {
+    for (auto& v : j) strip_timing(v);
+  }
+}
+// `to` with the timing fields of `from` (same structure otherwise).
+void graft_timing(json& to, const json& from) {
+  if (to.is_object() && from.is_object()) {
+    for (const auto& k : kTimingFields)
+      if (from.contains(k)) to[k] = from[k];
+    for (auto& [k, v] : to.items())
+      if (from.contains(k)) graft_timing(v, from[k]);
+  } else if (to.is_array() && from.is_array() && to.size() == from.size()) {
+    for (size_t i = 0; i < to.size(); ++i) graft_timing(to[i], from[i]);
+  }
+}
+
+std::string replace_all(std::string s, const std::string& a, const std::string& b) {
+  for (size_t p = s.find(a); p != std::string::npos; p = s.find(a, p + b.size())) s.replace(p, a.size(), b);
+  return s;
+}
+
+std::vector<std::string> tree(const std::string& root) {
+  std::vector<std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(root))
+    // (not the temporary file a write_file_atomic cut short by SIGKILL may leave)
+    if (e.is_regular_file() && e.path().filename().string().find(".tmp.") == std::string::npos)
+      files.push_back(fs::relative(e.path(), root).string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// Every file of experiment folder `b` equals `a`'s: the same names; safetensors and the
+// training data byte for byte; JSON and JSONL equal but for kTimingFields; each report.md
+// equal to the report of `b`'s summary with `a`'s timings. `a_root`/`b_root`: the folders the
+// two runs were configured in (paths inside files differ by that).
+void expect_same_experiment(const std::string& a, const std::string& b, const std::string& a_root,
+                            const std::string& b_root) {
+  const auto files = tree(a);
+  ASSERT_EQ(files, tree(b));
+  int compared = 0;
+  for (const auto& rel : files) {
+    SCOPED_TRACE(rel);
+    const std::string ta = replace_all(text(a + "/" + rel), a_root, b_root), tb = text(b + "/" + rel);
+    const std::string ext = fs::path(rel).extension().string();
+    if (fs::path(rel).filename() == "decode_speed.json") {
+      json ja = json::parse(ta), jb = json::parse(tb);
+      std::vector<std::string> ka, kb;
+      for (auto& [k, v] : ja.items()) ka.push_back(k);
+      for (auto& [k, v] : jb.items()) kb.push_back(k);
+      EXPECT_EQ(ka, kb);
+    } else if (ext == ".json" || ext == ".done") {
+      json ja = json::parse(ta), jb = json::parse(tb);
+      strip_timing(ja), strip_timing(jb);
+      EXPECT_EQ(ja, jb);
+    } else if (ext == ".jsonl") {
+      if (fs::path(rel).filename() == "train.jsonl") {
+        EXPECT_EQ(ta, tb);  // no timings at all
+      }
+      auto la = s0::pipeline::split_lines(ta), lb = s0::pipeline::split_lines(tb);
+      ASSERT_EQ(la.size(), lb.size());
+      for (size_t i = 0; i < la.size(); ++i) {
+        json ja = json::parse(la[i]), jb = json::parse(lb[i]);
+        strip_timing(ja), strip_timing(jb);
+        EXPECT_EQ(ja, jb) << "line " << i;
+      }
+    } else if (ext == ".md") {
+      // The report of b's summary, given a's timings, is a's report exactly.
+      const fs::path dir = fs::path(rel).parent_path();
+      json sb = json::parse(text(b + "/" + (dir / "summary.json").string()));
+      json sa = json::parse(replace_all(text(a + "/" + (dir / "summary.json").string()), a_root, b_root));
+      graft_timing(sb, sa);
+      const std::string md = sb.contains("conditions")
+                                 ? s0::pipeline::evaluation_report(sb)
+                                 : s0::pipeline::experiment_report(sb, s0::eval::Sandbox::create(true).isolated());
+      EXPECT_EQ(md, ta);
+    } else {
+      EXPECT_EQ(ta, tb);  // safetensors, svg
+    }
+    ++compared;
+  }
+  EXPECT_GT(compared, 30);
+}
+
+// The PipelineE2E experiment's shape: 5 string-literal tasks (3 training, 2 held out), seeds
+// 0 and 1, S0, LoRA (one example per step) and the state offset at two scales.
+std::string write_experiment(const std::string& dir) {
+  fs::create_directories(dir);
+  write_tasks(dir, 5);
+  json cfg = {{"model", fixture().model},
+              {"tasks", "tasks.jsonl"},
+              {"train_problems", "0-2"},
+              {"eval_problems", "3-4"},
+              {"seeds", {0, 1}},
+              {"dtype", "f32"},
+              {"threads", 1},
+              {"unsafe_exec", true},
+              {"timeout", 5},
+              {"collect", {{"samples", 3}, {"max_new_tokens", 5}}},
+              {"training", {{"steps", 2}}},
+              {"eval", {{"alphas", {0.5}}, {"max_new_tokens", 5}}},
+              {"decode_speed_tokens", 4},
+              {"methods",
+               {{{"name", "s0"}, {"kind", "s0"}},
+                {{"name", "lora"}, {"kind", "lora"}, {"rank", 2}, {"steps", 3}, {"batch", 1}, {"lr", 1e-2}},
+                {{"name", "offset"}, {"kind", "offset"}, {"scales", {1.0, 3.0}}}}}};
+  std::ofstream(dir + "/exp.json") << cfg.dump();
+  return dir + "/exp.json";
+}
+
+// The single-process run every distributed one is compared with (run once).
+const std::string& reference_experiment() {
+  static std::string root = [] {
+    const std::string d = fixture().dir + "/x1";
+    Proc p = single({"experiment", "--config", write_experiment(d)}, d + "/run");
+    EXPECT_EQ(exit_code(p), 0) << describe(p);
+    return d;
+  }();
+  return root;
+}
+
+TEST(Dist, ExperimentOnTwoRanksWritesTheSingleProcessFiles) {
+  const std::string& ref = reference_experiment();
+  const std::string d = fixture().dir + "/x2";
+  Proc p = launch(2, {"experiment", "--config", write_experiment(d)}, d + "/run");
+  ASSERT_EQ(exit_code(p), 0) << describe(p);
+  expect_same_experiment(ref + "/exp", d + "/exp", ref, d);
+  // The training runs were spread over both ranks; rank 0 printed the brief once.
+  EXPECT_NE(text(p.err).find("is trained by rank 1"), std::string::npos) << describe(p);
+  EXPECT_NE(text(p.err).find("rank 1: seed"), std::string::npos) << describe(p);
+  EXPECT_NE(text(p.out).find("\"methods\""), std::string::npos);
+  // A rerun (one rank now) finds everything done: nothing is trained again, same files.
+  Proc again = single({"experiment", "--config", d + "/exp.json"}, d + "/again");
+  ASSERT_EQ(exit_code(again), 0) << describe(again);
+  EXPECT_EQ(text(again.err).find("train "), std::string::npos) << describe(again);
+  expect_same_experiment(ref + "/exp", d + "/exp", ref, d);
+}
+
+TEST(Dist, KilledExperimentRerunWithAnotherRankCountFinishesTheSame) {
+  const std::string& ref = reference_experiment();
+  const std::string d = fixture().dir + "/xkill";
+  const std::string cfg = write_experiment(d);
+  const int port = free_port();
+  Proc r0 = spawn({"experiment", "--config", cfg}, rank_env(0, 2, port, 2), d + "/r0");
+  Proc r1 = spawn({"experiment", "--config", cfg}, rank_env(1, 2, port, 2), d + "/r1");
+  // Kill rank 1 as soon as the first training run has finished (mid-training).
+  const auto t0 = Clock::now();
+  auto any_done = [&] {
+    for (const char* f : {"seed_0/train.done", "seed_0/lora.done", "seed_0/offset.done", "seed_1/train.done",
+                          "seed_1/lora.done", "seed_1/offset.done"})
+      if (fs::exists(d + "/exp/" + f)) return true;
+    return false;
+  };
+  while (!any_done() && std::chrono::duration<double>(Clock::now() - t0).count() < 90)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(any_done()) << describe(r0) << describe(r1);
+  kill(r1.pid, SIGKILL);
+  ASSERT_TRUE(wait_all({&r0, &r1}, 60)) << "rank 0 did not stop after rank 1 was killed";
+  EXPECT_NE(exit_code(r0), 0) << describe(r0);
+  EXPECT_NE(text(r0.err).find("rank 1"), std::string::npos) << describe(r0);
+  EXPECT_FALSE(fs::exists(d + "/exp/summary.json"));
+  // Rerun as one process: finishes what is left; the result is the uninterrupted one.
+  Proc again = single({"experiment", "--config", cfg}, d + "/again");
+  ASSERT_EQ(exit_code(again), 0) << describe(again);
+  expect_same_experiment(ref + "/exp", d + "/exp", ref, d);
+}
+
+TEST(Dist, HungRankIsNamedByTheOthersWithinTheTimeout) {
+  const auto& f = fixture();
+  const std::string out = f.dir + "/ehang";
+  auto args = eval_args(out);
+  const int port = free_port();
+  // Rank 1's main thread sleeps forever before the "eval resume" gather (test hook) while its
+  // heartbeat thread keeps beating: only the progress check can find it.
+  auto e1 = rank_env(1, 2, port, 2);
+  e1["S0_DIST_TEST_HANG"] = "1:eval resume";
+  Proc r0 = spawn(args, rank_env(0, 2, port, 2), out + "_r0");
+  Proc r1 = spawn(args, e1, out + "_r1");
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(wait_all({&r0}, 60)) << "rank 0 hung with rank 1";
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_EQ(exit_code(r0), 1) << describe(r0);
+  EXPECT_NE(text(r0.err).find("rank 1 ("), std::string::npos) << describe(r0);
+  EXPECT_NE(text(r0.err).find("has not reached 'eval resume'"), std::string::npos) << describe(r0);
+  EXPECT_NE(text(r0.err).find("no progress for 2 s"), std::string::npos) << describe(r0);
+  EXPECT_EQ(text(r0.err).find("no heartbeat"), std::string::npos) << describe(r0);
+  // The hung rank ends by itself once the job has failed (its watchdog), bounded too.
+  ASSERT_TRUE(wait_all({&r1}, 30)) << "the hung rank did not exit";
+  EXPECT_EQ(exit_code(r1), 1) << describe(r1);
+  EXPECT_NE(text(r1.err).find("S0_DIST_TEST_HANG"), std::string::npos) << describe(r1);
+  EXPECT_NE(text(r1.err).find("made no progress"), std::string::npos) << describe(r1);
+  std::printf("hung rank named after %.1f s (timeout 2 s, including start-up)\n", took);
 }
 
 }  // namespace

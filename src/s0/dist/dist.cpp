@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -21,6 +22,10 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #else
 #include "s0/dist/c10d_compat.h"
+#endif
+#ifdef S0_DIST_NCCL
+// A CUDA libtorch with NCCL (CMake found both and defines S0_DIST_NCCL and USE_C10D_NCCL).
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #include "s0/util/error.h"
 #include "s0/util/interrupt.h"
@@ -143,6 +148,9 @@ struct World::Impl {
     void reset() {}
   } pg;
 #endif
+#ifdef S0_DIST_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
   std::vector<std::string> info;  // per rank: "host pid N"
   std::thread monitor;
   std::mutex mu;
@@ -150,6 +158,15 @@ struct World::Impl {
   bool stop = false;
   std::atomic<bool> failed{false};
   std::string failure;
+  Clock::time_point failed_at{};
+  // This rank's progress (util/interrupt.h: poll_interrupt, note_progress; check() adds to
+  // it too), published by the heartbeat thread as "prog/<rank>".
+  static int64_t ticks() { return static_cast<int64_t>(progress_counter().load(std::memory_order_relaxed)); }
+  std::atomic<bool> finishing{false};
+  // S0_DIST_TEST_HANG=<rank>:<collective>: a test hook (never set in a real job): that rank's
+  // main thread sleeps forever on entering the collective of that name.
+  int hang_rank = -1;
+  std::string hang_what;
   std::vector<char> exited, dead;
   std::map<std::string, int64_t> uses;
   CommStats stats;
@@ -169,10 +186,12 @@ struct World::Impl {
     std::lock_guard<std::mutex> lk(mu);
     if (!failed) {
       failure = msg;
+      failed_at = Clock::now();
       failed = true;
     }
   }
   void check() {
+    note_progress();
     if (failed) {
       std::lock_guard<std::mutex> lk(mu);
       throw Error(failure);
@@ -180,10 +199,31 @@ struct World::Impl {
   }
   static std::string hb_key(int r) { return "hb/" + std::to_string(r); }
   static std::string exit_key(int r) { return "exit/" + std::to_string(r); }
+  static std::string prog_key(int r) { return "prog/" + std::to_string(r); }
 
-  // Waits for `key` while every peer is alive; no deadline of its own.
-  void wait_key(const std::string& key) {
+  // The test hook (S0_DIST_TEST_HANG): this rank's main thread stops here for good, while
+  // its heartbeat thread goes on beating.
+  void maybe_hang(const std::string& what) {
+    if (hang_rank != env.rank || what != hang_what) return;
+    std::fprintf(stderr, "rank %d: S0_DIST_TEST_HANG: the main thread hangs before '%s' (a test hook)\n",
+                 env.rank, what.c_str());
+    while (true) std::this_thread::sleep_for(std::chrono::hours(1));
+  }
+
+  // Rank `r`'s published progress (-1: none yet).
+  int64_t progress_of(int r) {
+    const std::string k = prog_key(r);
+    if (!store->check({k})) return -1;
+    return std::stoll(str(store->get(k)));
+  }
+
+  // Waits for `key`, which rank `from` sets when it reaches collective `what`, while every
+  // peer is alive: no deadline while `from` makes progress, an error naming it when its main
+  // thread has made none for the timeout (from < 0: no such check).
+  void wait_key(const std::string& key, int from = -1, const std::string& what = "") {
     int sleep_us = 100;
+    int64_t last = -2;
+    auto changed = Clock::now(), probed = Clock::now();
     while (true) {
       bool ok = false;
       try {
@@ -195,6 +235,32 @@ struct World::Impl {
       }
       if (ok) return;
       check();
+      if (from >= 0 && from != env.rank && seconds_since(probed) >= interval) {
+        probed = Clock::now();
+        int64_t p = -1;
+        try {
+          p = progress_of(from);
+        } catch (const std::exception& e) {
+          check();
+          throw Error("lost the connection to the job's store at " + where + " (" + e.what() +
+                      "); rank 0, which serves it, has probably exited");
+        }
+        if (p != last) {
+          last = p;
+          changed = Clock::now();
+        } else if (seconds_since(changed) > env.timeout_s) {
+          {
+            std::lock_guard<std::mutex> lk(mu);
+            dead[from] = 1;  // finish() does not wait for it
+          }
+          char b[64];
+          snprintf(b, sizeof b, "%g", env.timeout_s);
+          set_failure(who(from) + " has not reached '" + what +
+                      "': its heartbeat comes but its main thread has made no progress for " + b +
+                      " s (deadlocked or stuck in one operation; S0_DIST_TIMEOUT sets the limit)");
+          check();
+        }
+      }
       std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
       sleep_us = std::min(sleep_us * 2, 20000);
     }
@@ -204,13 +270,43 @@ struct World::Impl {
     const int W = env.world_size, me = env.rank;
     std::vector<int64_t> last(W, -1);
     std::vector<Clock::time_point> changed(W, Clock::now());
+    int64_t my_ticks = -1, published = -1;
+    auto my_changed = Clock::now();
+    bool lost = false;
     while (true) {
       {
         std::unique_lock<std::mutex> lk(mu);
         if (stop) return;
       }
+      // Watchdog: the job has failed and this rank's main thread has not noticed within the
+      // timeout (it makes no progress): end the process instead of hanging on.
+      const int64_t t = ticks();
+      if (t != my_ticks) my_ticks = t, my_changed = Clock::now();
+      if (failed && !finishing && seconds_since(my_changed) > env.timeout_s &&
+          seconds_since(failed_at) > env.timeout_s) {
+        std::string msg;
+        {
+          std::lock_guard<std::mutex> lk(mu);
+          msg = failure;
+        }
+        std::fprintf(stderr,
+                     "error: %s\nerror: rank %d: the job failed and this rank's main thread has "
+                     "made no progress for %g s; exiting\n",
+                     msg.c_str(), me, env.timeout_s);
+        std::fflush(stderr);
+        std::_Exit(1);
+      }
+      if (lost) {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait_for(lk, std::chrono::duration<double>(interval), [this] { return stop; });
+        continue;
+      }
       try {
         mon_store->add(hb_key(me), 1);
+        if (t != published) {
+          mon_store->set(prog_key(me), bytes(std::to_string(t)));
+          published = t;
+        }
         for (int r = 0; r < W; ++r) {
           if (r == me) continue;
           {
@@ -244,7 +340,8 @@ struct World::Impl {
       } catch (const std::exception& e) {
         set_failure("lost the connection to the job's store at " + where + " (" + e.what() +
                     "); rank 0, which serves it, has probably exited");
-        return;
+        lost = true;
+        continue;
       }
       std::unique_lock<std::mutex> lk(mu);
       cv.wait_for(lk, std::chrono::duration<double>(interval), [this] { return stop; });
@@ -309,6 +406,14 @@ World::World(const Env& env) : impl_(std::make_unique<Impl>()) {
   I.dead.assign(W, 0);
   I.info.assign(W, "");
   I.interval = std::clamp(env.timeout_s / 10, 0.02, 1.0);
+  if (const char* h = std::getenv("S0_DIST_TEST_HANG")) {
+    const std::string v = h;
+    const size_t colon = v.find(':');
+    if (colon == std::string::npos)
+      throw Error("S0_DIST_TEST_HANG='" + v + "' (a test hook) must be <rank>:<collective name>");
+    I.hang_rank = static_cast<int>(parse_long("S0_DIST_TEST_HANG", v.substr(0, colon), 0, 1 << 20));
+    I.hang_what = v.substr(colon + 1);
+  }
   const bool serve = me == 0 && !env.agent_store;
   auto connect = [&](bool server) -> c10::intrusive_ptr<c10d::Store> {
     c10d::TCPStoreOptions o;
@@ -401,25 +506,15 @@ int64_t World::add(const std::string& key, int64_t delta) {
 }
 
 void World::barrier(const std::string& what) {
-  Impl& I = *impl_;
-  const auto t0 = Clock::now();
-  const std::string k = "bar/" + unique(what);
-  try {
-    if (I.store->add(k, 1) == I.env.world_size) I.store->set(k + "/done", bytes("1"));
-  } catch (const std::exception& e) {
-    I.failed_collective("barrier '" + what + "'", e);
-  }
-  I.wait_key(k + "/done");
-  if (I.store->add(k + "/left", 1) == I.env.world_size) {
-    I.store->deleteKey(k);
-    I.store->deleteKey(k + "/done");
-    I.store->deleteKey(k + "/left");
-  }
-  I.stats.seconds += seconds_since(t0);
+  // An all-gather of nothing: each rank waits for every other rank's own key, so a rank that
+  // does not arrive is known by number.
+  impl_->maybe_hang(what);
+  all_gather_impl(what, "");
 }
 
 std::vector<std::string> World::gather(const std::string& what, const std::string& mine) {
   Impl& I = *impl_;
+  I.maybe_hang(what);
   const auto t0 = Clock::now();
   const std::string k = "gat/" + unique(what) + "/";
   I.check();
@@ -428,7 +523,7 @@ std::vector<std::string> World::gather(const std::string& what, const std::strin
   if (I.env.rank == 0) {
     for (int r = 0; r < I.env.world_size; ++r) {
       const std::string key = k + std::to_string(r);
-      I.wait_key(key);
+      I.wait_key(key, r, what);
       all.push_back(str(I.store->get(key)));
       I.store->deleteKey(key);
     }
@@ -439,6 +534,7 @@ std::vector<std::string> World::gather(const std::string& what, const std::strin
 
 std::string World::broadcast(const std::string& what, const std::string& from_root) {
   Impl& I = *impl_;
+  I.maybe_hang(what);
   const auto t0 = Clock::now();
   const std::string k = "bc/" + unique(what);
   I.check();
@@ -448,7 +544,7 @@ std::string World::broadcast(const std::string& what, const std::string& from_ro
     I.store->set(k, bytes(from_root));
     v = from_root;
   } else {
-    I.wait_key(k);
+    I.wait_key(k, 0, what);
     v = str(I.store->get(k));
     if (I.store->add(k + "/read", 1) == I.env.world_size - 1) {
       I.store->deleteKey(k);
@@ -460,6 +556,11 @@ std::string World::broadcast(const std::string& what, const std::string& from_ro
 }
 
 std::vector<std::string> World::all_gather(const std::string& what, const std::string& mine) {
+  impl_->maybe_hang(what);
+  return all_gather_impl(what, mine);
+}
+
+std::vector<std::string> World::all_gather_impl(const std::string& what, const std::string& mine) {
   Impl& I = *impl_;
   const auto t0 = Clock::now();
   const std::string k = "ag/" + unique(what) + "/";
@@ -468,7 +569,7 @@ std::vector<std::string> World::all_gather(const std::string& what, const std::s
   std::vector<std::string> all;
   for (int r = 0; r < I.env.world_size; ++r) {
     const std::string key = k + std::to_string(r);
-    I.wait_key(key);
+    I.wait_key(key, r, what);
     all.push_back(str(I.store->get(key)));
   }
   if (I.store->add(k + "read", 1) == I.env.world_size) {
@@ -542,12 +643,73 @@ void World::allreduce_sum(std::vector<float>& f, std::vector<double>& d) {
   I.stats.allreduces++;
 }
 
+void World::allreduce_sum(std::vector<at::Tensor>& ts, std::vector<double>& d) {
+  Impl& I = *impl_;
+  const int W = I.env.world_size;
+  if (W == 1) return;
+  for (const auto& t : ts)
+    if (t.scalar_type() != at::kFloat) throw Error("allreduce_sum: expected float32 tensors");
+#ifdef S0_DIST_NCCL
+  if (!ts.empty() && ts[0].is_cuda()) {
+    // NCCL for tensors on the GPU: the same all-gather and rank-order sum as below, on the
+    // device. Not tested in this project (no CUDA build here).
+    barrier("allreduce");
+    const auto t0 = Clock::now();
+    std::vector<at::Tensor> flat_parts;
+    for (const auto& t : ts) flat_parts.push_back(t.reshape({-1}));
+    at::Tensor in = at::cat(flat_parts);
+    std::vector<at::Tensor> ins{in};
+    std::vector<std::vector<at::Tensor>> outs(1);
+    for (int r = 0; r < W; ++r) outs[0].push_back(at::empty_like(in));
+    try {
+      if (!I.nccl) {
+        auto opts = c10d::ProcessGroupNCCL::Options::create();
+        opts->timeout = I.timeout();
+        auto prefixed = c10::make_intrusive<c10d::PrefixStore>("nccl", I.store);
+        I.nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, I.env.rank, W, opts);
+      }
+      auto work = I.nccl->allgather(outs, ins);
+      work->wait(I.timeout());
+    } catch (const std::exception& e) {
+      I.failed_collective("the NCCL gradient allreduce", e);
+    }
+    at::Tensor sum = outs[0][0].clone();
+    for (int r = 1; r < W; ++r) sum.add_(outs[0][r]);
+    int64_t off = 0;
+    for (auto& t : ts) {
+      t.copy_(sum.narrow(0, off, t.numel()).view_as(t));
+      off += t.numel();
+    }
+    I.stats.seconds += seconds_since(t0);
+    I.stats.bytes_sent += in.numel() * 4;
+    I.stats.bytes_received += in.numel() * 4 * (W - 1);
+    std::vector<float> none;
+    allreduce_sum(none, d);  // the loss and token count: a few bytes through the CPU group
+    return;
+  }
+#endif
+  std::vector<float> flat;
+  for (const auto& t : ts) {
+    at::Tensor c = t.to(at::kCPU).contiguous();
+    const float* p = c.data_ptr<float>();
+    flat.insert(flat.end(), p, p + c.numel());
+  }
+  allreduce_sum(flat, d);
+  size_t off = 0;
+  for (auto& t : ts) {
+    at::Tensor c = at::from_blob(flat.data() + off, t.sizes(), at::kFloat);
+    t.copy_(c);
+    off += static_cast<size_t>(t.numel());
+  }
+}
+
 CommStats World::stats() const { return impl_->stats; }
 
 void World::finish(const std::string& failure) {
   Impl& I = *impl_;
   if (I.finished) return;
   I.finished = true;
+  I.finishing = true;
   const int W = I.env.world_size, me = I.env.rank;
   // A failing rank drops its Gloo connections first: peers blocked in a collective with it
   // fail at once instead of at the timeout.
@@ -580,6 +742,9 @@ void World::finish(const std::string& failure) {
   }
   I.stop_monitor();
   I.pg.reset();
+#ifdef S0_DIST_NCCL
+  I.nccl.reset();
+#endif
   I.mon_store.reset();
   I.store.reset();
 }
@@ -607,6 +772,9 @@ ScopedWorld::~ScopedWorld() {
   hook_.reset();
   g_current = prev_;
 }
+
+Alone::Alone() : prev_(g_current) { g_current = nullptr; }
+Alone::~Alone() { g_current = prev_; }
 
 std::string rank_file(const std::string& prefix, int rank, const std::string& suffix) {
   return prefix + ".rank" + std::to_string(rank) + suffix;

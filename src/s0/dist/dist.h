@@ -3,12 +3,18 @@
 // `torchrun` sets them up (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; a TCPStore
 // served by rank 0, or by torchrun's agent when TORCHELASTIC_USE_AGENT_STORE=True), exchange
 // small control messages through that store and reduce training gradients with a Gloo
-// process group (NCCL is not needed: what is reduced is a small adapter's gradient).
+// process group (or NCCL for CUDA tensors, when built against a CUDA libtorch with NCCL).
 //
 // Faults: every rank beats a heartbeat into the store from a background thread and watches
 // the others'; a rank that exits with an error, dies or stops beating for `timeout` is
 // reported to the others as an s0::Error naming it (thrown from check_peers(), which the
 // long loops reach through poll_interrupt(), from every wait, and from collectives).
+// Hangs: the heartbeat thread also publishes this process's progress counter
+// (util/interrupt.h: every poll_interrupt() - decode steps, training examples -, every
+// sandboxed check, every wait here); a rank waiting in a collective for a peer whose progress
+// has not moved for `timeout` (deadlocked, or stuck in one operation) stops with an error
+// naming that peer, even though its heartbeat still comes. A rank whose job has failed and
+// whose own progress does not move for `timeout` exits (status 1) by itself.
 //
 // This header is torch-free; only dist.cpp includes the c10d headers.
 #include <cstdint>
@@ -17,6 +23,10 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace at {
+class Tensor;
+}
 
 namespace s0::dist {
 
@@ -65,7 +75,9 @@ class World {
   void check_peers();
 
   // Store-backed collectives for control data; every rank calls them in the same order.
-  // They wait as long as every peer is alive (no deadline) and fail when one is not.
+  // They wait as long as every peer is alive and the peers waited for make progress (no
+  // deadline for a slow peer), and fail naming a peer that is dead, failed, or alive but
+  // without progress for the timeout.
   void barrier(const std::string& what);
   std::vector<std::string> gather(const std::string& what,
                                   const std::string& mine);  // all W at rank 0, {} elsewhere
@@ -82,6 +94,10 @@ class World {
   // Gloo: element-wise sums over the ranks of `f` and `d` (same lengths on every rank),
   // summed in rank order 0, 1, ..., W-1 so that every rank and every rerun gets the same bits.
   void allreduce_sum(std::vector<float>& f, std::vector<double>& d);
+  // The same for float32 tensors (summed in place, same shapes on every rank): CPU tensors go
+  // through the call above; CUDA tensors through NCCL (an all-gather, then the same rank-order
+  // sum on the GPU) when s0 was built with NCCL (S0_DIST_NCCL), else through the CPU.
+  void allreduce_sum(std::vector<at::Tensor>& f, std::vector<double>& d);
 
   CommStats stats() const;
 
@@ -92,6 +108,7 @@ class World {
   struct Impl;
 
  private:
+  std::vector<std::string> all_gather_impl(const std::string& what, const std::string& mine);
   std::unique_ptr<Impl> impl_;
 };
 
@@ -110,6 +127,20 @@ class ScopedWorld {
   World* prev_;
   struct Hook;
   std::unique_ptr<Hook> hook_;
+};
+
+// Work this rank does by itself inside a distributed job (e.g. one training run of an
+// experiment): current() is nullptr while it lives, so the pipeline runs as one process; the
+// peers are still checked (and this rank's progress still counted) through poll_interrupt().
+class Alone {
+ public:
+  Alone();
+  ~Alone();
+  Alone(const Alone&) = delete;
+  Alone& operator=(const Alone&) = delete;
+
+ private:
+  World* prev_;
 };
 
 // "<prefix>.rank<r><suffix>" paths next to `prefix` that exist (any r), sorted by r.

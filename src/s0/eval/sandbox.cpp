@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "s0/util/error.h"
+#include "s0/util/interrupt.h"
 
 namespace s0::eval {
 namespace {
@@ -536,6 +537,7 @@ std::vector<RunResult> run_all(const Sandbox& sb,
     for (;;) {
       size_t i = next.fetch_add(1);
       if (i >= jobs.size()) return;
+      note_progress();  // a distributed job's peers see this rank advance (util/interrupt.h)
       try {
         results[i] = sb.run(jobs[i].first, jobs[i].second, lim);
       } catch (const std::exception& e) {

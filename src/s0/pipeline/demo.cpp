@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "s0/adapters/state_set.h"
+#include "s0/dist/dist.h"
 #include "s0/eval/prompt.h"
 #include "s0/eval/tasks.h"
 #include "s0/generate/generate.h"
@@ -88,7 +89,8 @@ json run_control(const DemoOptions& o, const fs::path& assets, const fs::path& o
   cfg["out"] = (out / "control").string();
   cfg.erase("analyses");  // they read recurrent states, which a Transformer has none of
   auto model = models::load_model(dir.string(), at::kFloat);
-  std::fprintf(stderr, "s0 demo: control %s (%s): prefix tuning at %zu learning rate(s)\n", dir.string().c_str(),
+  if (!dist::current() || dist::current()->root())
+    std::fprintf(stderr, "s0 demo: control %s (%s): prefix tuning at %zu learning rate(s)\n", dir.string().c_str(),
                info.value("description", std::string("")).c_str(), o.control_lrs.size());
   json summary = run_experiment(cfg, model.get());
   return {{"model", dir.string()},
@@ -163,7 +165,8 @@ DemoResult run_demo(const DemoOptions& opt) {
                      {"probe", {{"folds", 5}, {"pca_dims", 64}, {"l2", 1.0}, {"seed", 0}}}};
   models::configure_runtime(o.threads);
   auto model = models::load_model(model_dir, at::kFloat);
-  std::fprintf(stderr, "s0 demo: built-in model %s (%s), %lld training / %lld held-out problems, %lld seeds\n",
+  if (!dist::current() || dist::current()->root())
+    std::fprintf(stderr, "s0 demo: built-in model %s (%s), %lld training / %lld held-out problems, %lld seeds\n",
                model_dir.c_str(), info.value("description", std::string("")).c_str(), static_cast<long long>(ntr),
                static_cast<long long>(nev), static_cast<long long>(o.seeds));
   json summary = run_experiment(cfg, model.get());
@@ -212,7 +215,8 @@ DemoResult run_demo(const DemoOptions& opt) {
     result["parameters"] = info.value("parameters", json(nullptr));
   }
   const std::string path = (out / "demo.json").string();
-  io::write_file_atomic(path, result.dump(2) + "\n");
+  // Distributed: every rank ran the experiments (sharded); rank 0 writes the demo's file.
+  if (!dist::current() || dist::current()->root()) io::write_file_atomic(path, result.dump(2) + "\n");
   return {std::move(result), path};
 }
 

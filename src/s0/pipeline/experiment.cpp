@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <set>
 #include <cstdio>
+#include <cstring>
+#include <optional>
+#include <set>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -11,6 +13,7 @@
 #include "s0/adapters/lora.h"
 #include "s0/adapters/state_offset.h"
 #include "s0/adapters/state_set.h"
+#include "s0/dist/dist.h"
 #include "s0/eval/stats.h"
 #include "s0/eval/prompt.h"
 #include "s0/eval/tasks.h"
@@ -354,6 +357,55 @@ json experiment_analyses(const json& cfg, models::CausalLM& model, const text::T
   return results;
 }
 
+// The files of a trained unit's folder (recursively; not temporary files), sorted.
+std::vector<std::string> unit_files(const fs::path& dir) {
+  std::vector<std::string> out;
+  if (!fs::exists(dir)) return out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && e.path().filename().string().find(".tmp.") == std::string::npos)
+      out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool rel_under(const fs::path& p, const fs::path& dir) {
+  const std::string a = p.lexically_normal().string(), d = dir.lexically_normal().string() + "/";
+  return a.rfind(d, 0) == 0;
+}
+
+// (name, bytes) pairs in one string: per file its name's and content's lengths (8 bytes
+// each, native order: the ranks of a job run the same binary) and the bytes.
+std::string pack_files(const std::vector<std::pair<std::string, std::string>>& files) {
+  std::string b;
+  auto put = [&b](const std::string& s) {
+    const uint64_t n = s.size();
+    b.append(reinterpret_cast<const char*>(&n), sizeof n);
+    b += s;
+  };
+  for (const auto& [name, content] : files) put(name), put(content);
+  return b;
+}
+
+std::vector<std::pair<std::string, std::string>> unpack_files(const std::string& b) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t off = 0;
+  auto get = [&]() {
+    uint64_t n = 0;
+    if (off + sizeof n > b.size()) throw Error("experiment: a truncated file list from another rank");
+    std::memcpy(&n, b.data() + off, sizeof n);
+    off += sizeof n;
+    if (n > b.size() - off) throw Error("experiment: a truncated file list from another rank");
+    std::string s = b.substr(off, n);
+    off += n;
+    return s;
+  };
+  while (off < b.size()) {
+    std::string name = get();
+    out.push_back({std::move(name), get()});
+  }
+  return out;
+}
+
 double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -366,8 +418,10 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
   json cfg = defaults();
   merge(cfg, cfg_in, "experiment config");
   const fs::path out = cfg["out"].get<std::string>();
-  fs::create_directories(out);
-  {
+  dist::World* world = dist::current();
+  const int W = world ? world->size() : 1, R = world ? world->rank() : 0;
+  auto check_config = [&] {
+    fs::create_directories(out);
     // The config this output belongs to: a different one is refused (resume safety).
     const std::string p = (out / "experiment.json").string();
     if (fs::exists(p)) {
@@ -381,7 +435,9 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
     } else {
       io::write_file_atomic(p, cfg.dump(2) + "\n");
     }
-  }
+  };
+  if (world) world->agree("experiment config", check_config);  // on every rank's disk
+  else check_config();
   check_analyses(cfg["analyses"]);
   const eval::TaskKind kind = eval::parse_task_kind(cfg["task_kind"].get<std::string>());
   auto all = eval::read_tasks(kind, cfg["tasks"].get<std::string>(), cfg["db_dir"].get<std::string>());
@@ -431,7 +487,7 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
     for (double x : specs[i].scales) conds.push_back({i, x}), cond_names.push_back(specs[i].condition(x));
 
   // Base, once.
-  std::fprintf(stderr, "experiment: base model on %zu held-out problems\n", eval_tasks.size());
+  if (R == 0) std::fprintf(stderr, "experiment: base model on %zu held-out problems\n", eval_tasks.size());
   eo.meta = {{"condition", "base"}};
   evaluate(model, tok, style, eval_tasks, {{"base", std::nullopt, std::nullopt}}, sandbox, eo, (out / "base").string());
   const auto base_results = read_jsonl((out / "base" / "results.jsonl").string());
@@ -444,6 +500,19 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
   std::map<std::string, std::vector<double>> train_seconds;  // method -> per seed
   std::map<std::string, std::pair<int64_t, int64_t>> sizes;  // method -> params, bytes
   std::map<std::string, std::shared_ptr<const models::Adapter>> first_adapters;  // condition -> first seed's
+  // Distributed (dist::current()): every rank walks the same stages in the same order. The
+  // base model's and every seed's evaluation and every seed's collection are sharded by
+  // evaluate() and collect() (rank 0 writes the merged files); the training runs, one per
+  // (seed, method), are whole units spread over the ranks, each trained by one rank alone
+  // (so it is bit-identical to the single process's), whose files are then sent to the ranks
+  // that lack them. Rank 0 writes the summary, charts, report and analyses.
+  // Phase 1: collect on every seed.
+  struct SeedRun {
+    uint64_t seed;
+    fs::path sd;
+    CollectSummary cs;
+  };
+  std::vector<SeedRun> seed_runs;
   for (const auto& sj : cfg["seeds"]) {
     const uint64_t seed = sj.get<uint64_t>();
     const fs::path sd = out / ("seed_" + std::to_string(seed));
@@ -458,8 +527,9 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
       pool.resize(static_cast<size_t>(subset));
       std::sort(pool.begin(), pool.end(), [](const eval::Task& a, const eval::Task& b) { return a.index < b.index; });
     }
-    std::fprintf(stderr, "experiment: seed %llu: collect on %zu training problems\n", static_cast<unsigned long long>(seed),
-                 pool.size());
+    if (R == 0)
+      std::fprintf(stderr, "experiment: seed %llu: collect on %zu training problems\n",
+                   static_cast<unsigned long long>(seed), pool.size());
     CollectOptions co;
     const json& cc = cfg["collect"];
     co.samples = cc["samples"].get<int64_t>();
@@ -469,52 +539,149 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
     co.check = check;
     co.check_all = cc["check_all"].get<bool>();
     auto cs = collect(model, tok, style, pool, nullptr, sandbox, co, (sd / "train.jsonl").string());
+    if (world && cs.kept > 0) {
+      // Every rank may train on it: rank 0's merged file to each rank that has another.
+      const std::string p = (sd / "train.jsonl").string();
+      const std::string data = world->broadcast("experiment training data", R == 0 ? io::read_file(p) : std::string());
+      if (R != 0 && (!fs::exists(p) || io::read_file(p) != data)) io::write_file_atomic(p, data);
+    }
+    seed_runs.push_back({seed, sd, cs});
+  }
+
+  // Phase 2: train every (seed, method) not trained yet (resuming from a killed run's
+  // checkpoint). The S0 method named "s0" keeps the original folder names (states/, train.done).
+  struct Unit {
+    size_t seed_i, method_i;
+    fs::path dir, done;
+  };
+  std::vector<Unit> units;
+  for (size_t si = 0; si < seed_runs.size(); ++si) {
+    if (seed_runs[si].cs.kept == 0) continue;
+    for (size_t mi = 0; mi < specs.size(); ++mi) {
+      const bool legacy = specs[mi].kind == "s0" && specs[mi].name == "s0";
+      const fs::path& sd = seed_runs[si].sd;
+      units.push_back({si, mi, sd / (legacy ? std::string("states") : specs[mi].name),
+                       sd / (legacy ? std::string("train.done") : specs[mi].name + ".done")});
+    }
+  }
+  auto trained_here = [&] {
+    std::string s;
+    for (const auto& u : units) s += fs::exists(u.done) ? '1' : '0';
+    return s;
+  };
+  std::vector<std::string> trained_by =
+      world ? world->all_gather("experiment trained", trained_here()) : std::vector<std::string>{trained_here()};
+  // Who trains what: a unit some rank has finished is not trained again; the others go, in
+  // order, to the rank with the least work so far (steps x examples per step; ties: lowest).
+  std::vector<int> owner(units.size(), -1);
+  std::vector<double> load(static_cast<size_t>(W), 0.0);
+  for (size_t i = 0; i < units.size(); ++i) {
+    for (int r = 0; r < W && owner[i] < 0; ++r)
+      if (trained_by[static_cast<size_t>(r)][i] == '1') owner[i] = -2;  // done somewhere
+    if (owner[i] == -2) continue;
+    const MethodSpec& m = specs[units[i].method_i];
+    int64_t n = seed_runs[units[i].seed_i].cs.kept;
+    if (m.examples > 0) n = std::min(n, m.examples);
+    const double cost = static_cast<double>(m.tc.steps) * static_cast<double>(m.tc.batch > 0 ? std::min(m.tc.batch, n) : n);
+    owner[i] = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    load[static_cast<size_t>(owner[i])] += cost;
+    if (world && R == 0)
+      std::fprintf(stderr, "experiment: seed %llu: %s is trained by rank %d\n",
+                   static_cast<unsigned long long>(seed_runs[units[i].seed_i].seed), m.name.c_str(), owner[i]);
+  }
+  for (size_t i = 0; i < units.size(); ++i) {
+    if (owner[i] != R) continue;
+    const Unit& u = units[i];
+    const MethodSpec& m = specs[u.method_i];
+    const uint64_t seed = seed_runs[u.seed_i].seed;
+    const fs::path& sd = seed_runs[u.seed_i].sd;
+    std::optional<dist::Alone> alone;  // this rank trains the unit by itself
+    if (world) alone.emplace();
+    train::TrainConfig tc = m.tc;
+    tc.seed = seed;
+    train::DataOptions dopt;
+    dopt.max_length = tc.max_length;
+    auto data = train::load_jsonl((sd / "train.jsonl").string(), tok, nullptr, dopt);
+    if (m.examples > 0 && m.examples < static_cast<int64_t>(data.examples.size())) {
+      // The same shuffle for every method of a seed: smaller subsets are nested in larger.
+      std::mt19937_64 rng(0xe1a3b1e5ULL + seed);
+      std::shuffle(data.examples.begin(), data.examples.end(), rng);
+      data.examples.resize(static_cast<size_t>(m.examples));
+    }
+    const std::string who = world ? "rank " + std::to_string(R) + ": " : std::string();
+    std::fprintf(stderr, "experiment: %sseed %llu: train %s on %zu examples, %lld steps\n", who.c_str(),
+                 static_cast<unsigned long long>(seed), m.name.c_str(), data.examples.size(),
+                 static_cast<long long>(tc.steps));
+    const bool resume = fs::exists(u.dir / "checkpoint.safetensors");
+    auto report = [&](const train::StepReport& r) {
+      std::fprintf(stderr, "  %sstep %lld/%lld loss %.4f |g| %.3g %.0f tok/s ETA %.0fs\n", who.c_str(),
+                   static_cast<long long>(r.step), static_cast<long long>(r.steps), r.loss, r.grad_norm, r.tokens_per_s,
+                   r.eta_seconds);
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    if (m.kind == "s0") train::Trainer(model, std::move(data.examples), tc).train(u.dir.string(), resume, report);
+    else if (m.kind == "lora")
+      train::train_lora(model, std::move(data.examples), tc, m.lora, u.dir.string(), resume, report,
+                        adapters::decoder_prefix(mdir));
+    else if (m.kind == "prefix")
+      train::train_prefix(model, std::move(data.examples), tc, m.prefix, u.dir.string(), resume, report);
+    else train::train_offset(model, std::move(data.examples), tc, u.dir.string(), resume, report);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    io::write_file_atomic(u.done.string(), json({{"train_seconds", secs}}).dump() + "\n");
+  }
+  if (world) {
+    // Every rank evaluates every condition (on its share of the problems), so every rank needs
+    // every trained unit: the lowest rank holding one sends its files to the ranks without it.
+    trained_by = world->all_gather("experiment trained", trained_here());
+    std::vector<std::pair<std::string, std::string>> files;
+    std::vector<char> lacking(units.size(), 0);
+    for (size_t i = 0; i < units.size(); ++i) {
+      int holder = -1;
+      bool someone_lacks = false;
+      for (int r = 0; r < W; ++r) {
+        const bool has = trained_by[static_cast<size_t>(r)][i] == '1';
+        if (has && holder < 0) holder = r;
+        someone_lacks = someone_lacks || !has;
+      }
+      if (holder < 0) throw Error("experiment: no rank holds the trained " + units[i].dir.string());
+      lacking[i] = trained_by[static_cast<size_t>(R)][i] == '0';
+      if (holder == R && someone_lacks) {
+        for (auto& f : unit_files(units[i].dir)) files.push_back({fs::relative(f, out).string(), io::read_file(f)});
+        files.push_back({fs::relative(units[i].done, out).string(), io::read_file(units[i].done.string())});
+      }
+    }
+    for (const auto& blob : world->all_gather("experiment adapters", pack_files(files)))
+      for (auto& [rel, content] : unpack_files(blob)) {
+        const fs::path p = out / rel;
+        bool wanted = false;
+        for (size_t i = 0; i < units.size(); ++i)
+          if (lacking[i] && (p == units[i].done || rel_under(p, units[i].dir))) wanted = true;
+        if (!wanted) continue;
+        fs::create_directories(p.parent_path());
+        io::write_file_atomic(p.string(), content);  // the done marker comes after its files
+      }
+  }
+
+  // Phase 3: evaluate every seed's trained methods (sharded when distributed) and, on rank 0,
+  // compare them with base.
+  for (const SeedRun& run : seed_runs) {
+    const uint64_t seed = run.seed;
+    const fs::path& sd = run.sd;
+    const CollectSummary& cs = run.cs;
     json seed_rec = {{"seed", seed}, {"collect", cs.to_json()}, {"methods", json::object()}};
     if (cs.kept == 0) {
-      std::fprintf(stderr, "experiment: seed %llu: no verified solution was found; nothing to train on\n",
-                   static_cast<unsigned long long>(seed));
+      if (R == 0)
+        std::fprintf(stderr, "experiment: seed %llu: no verified solution was found; nothing to train on\n",
+                     static_cast<unsigned long long>(seed));
       seed_rec["error"] = "no verified training solutions";
       seeds_out.push_back(seed_rec);
       continue;
     }
     std::vector<Condition> seed_conds;
     for (const MethodSpec& m : specs) {
-      // Train (resumes from the checkpoint of a killed run; skipped when already finished).
-      // The S0 method named "s0" keeps the original folder names (states/, train.done).
       const bool legacy = m.kind == "s0" && m.name == "s0";
       const fs::path dir = sd / (legacy ? std::string("states") : m.name);
       const fs::path done = sd / (legacy ? std::string("train.done") : m.name + ".done");
-      if (!fs::exists(done)) {
-        train::TrainConfig tc = m.tc;
-        tc.seed = seed;
-        train::DataOptions dopt;
-        dopt.max_length = tc.max_length;
-        auto data = train::load_jsonl((sd / "train.jsonl").string(), tok, nullptr, dopt);
-        if (m.examples > 0 && m.examples < static_cast<int64_t>(data.examples.size())) {
-          // The same shuffle for every method of a seed: smaller subsets are nested in larger.
-          std::mt19937_64 rng(0xe1a3b1e5ULL + seed);
-          std::shuffle(data.examples.begin(), data.examples.end(), rng);
-          data.examples.resize(static_cast<size_t>(m.examples));
-        }
-        std::fprintf(stderr, "experiment: seed %llu: train %s on %zu examples, %lld steps\n",
-                     static_cast<unsigned long long>(seed), m.name.c_str(), data.examples.size(),
-                     static_cast<long long>(tc.steps));
-        const bool resume = fs::exists(dir / "checkpoint.safetensors");
-        auto report = [&](const train::StepReport& r) {
-          std::fprintf(stderr, "  step %lld/%lld loss %.4f |g| %.3g %.0f tok/s ETA %.0fs\n", static_cast<long long>(r.step),
-                       static_cast<long long>(r.steps), r.loss, r.grad_norm, r.tokens_per_s, r.eta_seconds);
-        };
-        const auto t0 = std::chrono::steady_clock::now();
-        if (m.kind == "s0") train::Trainer(model, std::move(data.examples), tc).train(dir.string(), resume, report);
-        else if (m.kind == "lora")
-          train::train_lora(model, std::move(data.examples), tc, m.lora, dir.string(), resume, report,
-                            adapters::decoder_prefix(mdir));
-        else if (m.kind == "prefix")
-          train::train_prefix(model, std::move(data.examples), tc, m.prefix, dir.string(), resume, report);
-        else train::train_offset(model, std::move(data.examples), tc, dir.string(), resume, report);
-        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        io::write_file_atomic(done.string(), json({{"train_seconds", secs}}).dump() + "\n");
-      }
       Trained t = load_trained(m, dir.string(), model);
       // The done marker holds {"train_seconds"} (empty when written by an older s0).
       const std::string done_text = io::read_file(done.string());
@@ -531,9 +698,10 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
         seed_conds.push_back(std::move(c));
       }
     }
-    std::fprintf(stderr, "experiment: seed %llu: evaluate\n", static_cast<unsigned long long>(seed));
+    if (R == 0) std::fprintf(stderr, "experiment: seed %llu: evaluate\n", static_cast<unsigned long long>(seed));
     eo.meta = {{"seed", seed}};
     evaluate(model, tok, style, eval_tasks, seed_conds, sandbox, eo, (sd / "eval").string());
+    if (R != 0) continue;  // rank 0 holds the merged results
     // Against base: pass@1, flips and first-character divergence.
     auto res = base_results;
     for (auto& r : read_jsonl((sd / "eval" / "results.jsonl").string())) res.push_back(r);
@@ -553,6 +721,8 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
     }
     seeds_out.push_back(seed_rec);
   }
+  // The rest is rank 0's (timings, statistics, analyses, report); the others get its summary.
+  if (world && R != 0) return json::parse(world->broadcast("experiment summary", std::string()));
 
   // Decode speed with each condition's adapter attached (the first seed's), single stream,
   // one prompt, fixed length, the conditions interleaved so machine noise hits all alike.
@@ -659,6 +829,7 @@ json run_experiment(const json& cfg_in, models::CausalLM* model_in) {
   io::write_file_atomic((out / "alpha_sweep.svg").string(), experiment_alpha_chart(summary));
   io::write_file_atomic((out / "methods.svg").string(), experiment_methods_chart(summary));
   io::write_file_atomic((out / "report.md").string(), experiment_report(summary, sandbox.isolated()));
+  if (world) world->broadcast("experiment summary", summary.dump());
   return summary;
 }
 

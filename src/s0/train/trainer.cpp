@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -136,9 +137,12 @@ void ParamTrainer::save_checkpoint(const std::string& dir, int64_t step) const {
     for (const auto& [name, x] : *group)
       t.push_back({io::TensorSpec{prefix + name, io::DType::F32, x.sizes().vec()}, x.data_ptr()});
   }
-  // One file holds parameters, moments, step and fingerprint: it is replaced atomically.
+  // One file holds parameters, moments, step, the step's loss and fingerprint: it is replaced
+  // atomically. (The loss: a run resumed from its last step's checkpoint still reports it.)
+  char loss[64];
+  snprintf(loss, sizeof loss, "%.17g", last_loss_);
   io::save_safetensors(dir + "/" + kCheckpoint, t,
-                       {{"format", "pt"}, {"step", std::to_string(step)}, {"fingerprint", fingerprint()}});
+                       {{"format", "pt"}, {"step", std::to_string(step)}, {"loss", loss}, {"fingerprint", fingerprint()}});
 }
 
 int64_t ParamTrainer::load_checkpoint(const std::string& dir) {
@@ -159,6 +163,7 @@ int64_t ParamTrainer::load_checkpoint(const std::string& dir) {
       x.copy_(models::tensor_view(t));
     }
   }
+  last_loss_ = meta.count("loss") ? std::strtod(meta.at("loss").c_str(), nullptr) : std::nan("");
   return std::stoll(meta.at("step"));
 }
 
@@ -171,6 +176,7 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
   dist::World* world = dist::current();
   const int W = world ? world->size() : 1, R = world ? world->rank() : 0;
   int64_t start = 0;
+  last_loss_ = std::nan("");
   auto prepare = [&] {
     if (R != 0) return;
     std::error_code ec;
@@ -209,7 +215,6 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
   const int64_t N = static_cast<int64_t>(data_.size());
   const int64_t per_step = cfg_.batch > 0 ? cfg_.batch : N;
   double elapsed = 0;
-  last_loss_ = std::nan("");
 
   for (int64_t step = start + 1; step <= cfg_.steps; ++step) {
     const double t0 = now();
@@ -229,19 +234,11 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
     dist::CommStats comm0;
     if (W > 1) {
       comm0 = world->stats();
-      std::vector<float> flat;
-      for (const auto& [name, g] : grads) {
-        Tensor c = g.contiguous();
-        const float* p = c.data_ptr<float>();
-        flat.insert(flat.end(), p, p + c.numel());
-      }
+      // Summed in place (Gloo for CPU tensors, NCCL for CUDA tensors when built with it).
+      std::vector<Tensor> gs;
+      for (auto& [name, g] : grads) gs.push_back(g);
       std::vector<double> d = {loss_sum, static_cast<double>(tokens)};
-      world->allreduce_sum(flat, d);
-      size_t off = 0;
-      for (auto& [name, g] : grads) {
-        std::memcpy(g.data_ptr<float>(), flat.data() + off, static_cast<size_t>(g.numel()) * sizeof(float));
-        off += static_cast<size_t>(g.numel());
-      }
+      world->allreduce_sum(gs, d);
       loss_sum = d[0];
       tokens = static_cast<int64_t>(d[1]);
     }
@@ -273,10 +270,10 @@ ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
       Tensor denom = (v_[name] / bc2).sqrt_().add_(cfg_.adam_eps);
       p.addcdiv_(m_[name], denom, -cfg_.lr / bc1);
     }
+    last_loss_ = loss_sum;
     const double t_ckpt = now();
     if (R == 0) save_checkpoint(out_dir, step);
     const double ckpt_seconds = now() - t_ckpt;
-    last_loss_ = loss_sum;
 
     StepReport r;
     r.step = step;

@@ -4,10 +4,23 @@
 // step, a training example, a problem), and a hook that wants the work stopped throws. The
 // hook is per thread, so two threads running two loops each have their own (or none).
 // Torch-free, header-only.
+//
+// Progress: every poll_interrupt(), and note_progress() where a long operation advances
+// without a loop hook (a sandboxed check starting), adds to one counter per process; a
+// distributed job publishes it so that its peers can tell a stuck rank from a slow one.
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <utility>
 
 namespace s0 {
+
+// Units of work this process has started (any thread); never throws.
+inline std::atomic<uint64_t>& progress_counter() {
+  static std::atomic<uint64_t> n{0};
+  return n;
+}
+inline void note_progress() { progress_counter().fetch_add(1, std::memory_order_relaxed); }
 
 namespace detail {
 inline std::function<void()>*& interrupt_hook() {
@@ -18,6 +31,7 @@ inline std::function<void()>*& interrupt_hook() {
 
 // Calls this thread's hook, if any (it may throw to stop the loop).
 inline void poll_interrupt() {
+  note_progress();
   if (auto* h = detail::interrupt_hook()) (*h)();
 }
 
