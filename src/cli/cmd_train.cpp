@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <optional>
@@ -31,9 +32,10 @@ std::string fmt_time(double s) {
 
 // `s0 states export`: the state set, scaled as s0 injects it, in the target runtime's file.
 int export_states(const std::string& dir, const std::string& model_dir, const std::string& format,
-                  const std::string& out, double alpha, uint32_t n_stream, uint32_t extra_layers) {
+                  const std::string& out, std::optional<double> alpha, uint32_t n_stream, uint32_t extra_layers) {
   if (format != "llama.cpp") throw Error("unknown --format '" + format + "' (supported: llama.cpp)");
   if (n_stream < 1) throw Error("--n-stream must be >= 1");
+  if (alpha && !(*alpha >= 0 && std::isfinite(*alpha))) throw Error("--alpha must be a finite number >= 0");
   const auto layout = interop::llama_state_layout_for_model(model_dir, extra_layers);
   const auto set = adapters::load_state_set(dir);
   // The checks load_state_set(dir, model) makes, against config.json alone (no weights loaded).
@@ -47,7 +49,7 @@ int export_states(const std::string& dir, const std::string& model_dir, const st
     throw Error(what + ": its recurrent layers are " + nlohmann::json(set.recurrent_layers).dump() +
                 ", the model's " + nlohmann::json(layout.recurrent_layers).dump());
   std::map<int64_t, std::vector<float>> states;
-  const auto scaled = set.scaled(alpha >= 0 ? std::optional<double>(alpha) : std::nullopt);
+  const auto scaled = set.scaled(alpha);
   for (const auto& [l, t] : scaled) {
     if (!std::binary_search(layout.recurrent_layers.begin(), layout.recurrent_layers.end(), l))
       throw Error(what + ": layer " + std::to_string(l) + " is not one of the model's recurrent layers " +
@@ -65,7 +67,7 @@ int export_states(const std::string& dir, const std::string& model_dir, const st
                               {"n_layer", layout.n_layer},
                               {"recurrent_layers", layout.recurrent_layers},
                               {"trained_layers", nlohmann::json::array()},
-                              {"alpha", alpha >= 0 ? alpha : set.alpha()},
+                              {"alpha", alpha ? *alpha : set.alpha()},
                               {"normalize", set.normalize()},
                               {"n_stream", n_stream},
                               {"usage", "llama_state_seq_load_file(ctx, \"" + out +
@@ -286,8 +288,12 @@ Action add_states(CLI::App& app) {
                   "Layers the GGUF has after the model's own (a Qwen3.5 GGUF converted with its MTP layer: 1)")
       ->capture_default_str();
   app.require_subcommand(1);
-  return [o, inspect, exp]() {
-    if (exp->parsed()) return export_states(o->dir, o->model, o->format, o->out, o->alpha, o->n_stream, o->extra_layers);
+  return [o, exp]() {
+    if (exp->parsed()) {
+      std::optional<double> alpha;
+      if (exp->get_option("--alpha")->count() > 0) alpha = o->alpha;
+      return export_states(o->dir, o->model, o->format, o->out, alpha, o->n_stream, o->extra_layers);
+    }
     adapters::StateSet set;
     if (o->model.empty()) {
       set = adapters::load_state_set(o->dir);
