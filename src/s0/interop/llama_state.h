@@ -44,7 +44,9 @@
 // is decoded from position 0 exactly as for a fresh sequence, without the "non-consecutive
 // token position" warning, and seq_rm(seq, 0, -1) (what llama-server does before reusing a
 // slot's zero cached tokens) leaves the cell alone. The state is used by the first decode
-// after loading; loading again restarts the next sequence from it.
+// after loading; loading again restarts the next sequence from it. Load into an empty
+// sequence: llama_kv_cache::state_read skips an empty stream without removing the
+// sequence's old KV cells.
 #include <cstdint>
 #include <functional>
 #include <map>
