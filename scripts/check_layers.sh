@@ -12,6 +12,7 @@ declare -A allowed=(
   [eval]="util io text eval"
   [models]="util io text nn models"
   [adapters]="util io nn models adapters"
+  [interop]="util io models interop"
   [train]="util io text nn models adapters dist train"
   [generate]="util io text nn models adapters generate"
   [serve]="util io text nn models adapters generate serve"

@@ -2,11 +2,17 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
+#include <cmath>
+#include <map>
 #include <memory>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "s0/adapters/state_set.h"
+#include "s0/interop/llama_state.h"
 #include "s0/models/model.h"
 #include "s0/train/data.h"
 #include "s0/train/baselines.h"
@@ -22,6 +28,54 @@ std::string fmt_time(double s) {
   int m = static_cast<int>(s / 60);
   snprintf(b, sizeof b, "%d:%02d", m, static_cast<int>(s) % 60);
   return b;
+}
+
+// `s0 states export`: the state set, scaled as s0 injects it, in the target runtime's file.
+int export_states(const std::string& dir, const std::string& model_dir, const std::string& format,
+                  const std::string& out, std::optional<double> alpha, uint32_t n_stream, uint32_t extra_layers) {
+  if (format != "llama.cpp") throw Error("unknown --format '" + format + "' (supported: llama.cpp)");
+  if (n_stream < 1) throw Error("--n-stream must be >= 1");
+  if (alpha && !(*alpha >= 0 && std::isfinite(*alpha))) throw Error("--alpha must be a finite number >= 0");
+  const auto layout = interop::llama_state_layout_for_model(model_dir, extra_layers);
+  const auto set = adapters::load_state_set(dir);
+  // The checks load_state_set(dir, model) makes, against config.json alone (no weights loaded).
+  const std::string what = "state set " + dir + " does not match model " + model_dir;
+  if (set.arch != layout.state_arch)
+    throw Error(what + ": its arch is '" + set.arch + "', the model's '" + layout.state_arch + "'");
+  if (set.state_shape != layout.state_shape)
+    throw Error(what + ": its state_shape is " + nlohmann::json(set.state_shape).dump() + ", the model's " +
+                nlohmann::json(layout.state_shape).dump());
+  if (!set.recurrent_layers.empty() && set.recurrent_layers != layout.recurrent_layers)
+    throw Error(what + ": its recurrent layers are " + nlohmann::json(set.recurrent_layers).dump() +
+                ", the model's " + nlohmann::json(layout.recurrent_layers).dump());
+  std::map<int64_t, std::vector<float>> states;
+  const auto scaled = set.scaled(alpha);
+  for (const auto& [l, t] : scaled) {
+    if (!std::binary_search(layout.recurrent_layers.begin(), layout.recurrent_layers.end(), l))
+      throw Error(what + ": layer " + std::to_string(l) + " is not one of the model's recurrent layers " +
+                  nlohmann::json(layout.recurrent_layers).dump());
+    at::Tensor c = t.to(at::kFloat).contiguous();
+    states[l].assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  }
+  interop::LlamaStateSeqOptions opt;
+  opt.n_stream = n_stream;
+  const uint64_t bytes = interop::save_llama_state_seq(out, layout, states, opt);
+  nlohmann::ordered_json j = {{"out", out},
+                              {"format", format},
+                              {"llama_arch", layout.arch},
+                              {"bytes", bytes},
+                              {"n_layer", layout.n_layer},
+                              {"recurrent_layers", layout.recurrent_layers},
+                              {"trained_layers", nlohmann::json::array()},
+                              {"alpha", alpha ? *alpha : set.alpha()},
+                              {"normalize", set.normalize()},
+                              {"n_stream", n_stream},
+                              {"usage", "llama_state_seq_load_file(ctx, \"" + out +
+                                            "\", seq_id, tokens, capacity, &n) into a sequence, then decode "
+                                            "the prompt on that sequence from position 0"}};
+  for (const auto& [l, s] : states) j["trained_layers"].push_back(l);
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
 }
 
 }  // namespace
@@ -218,21 +272,46 @@ Action add_lora(CLI::App& app) {
 }
 
 Action add_states(CLI::App& app) {
-  auto dir = std::make_shared<std::string>();
-  auto model = std::make_shared<std::string>();
+  struct Opts {
+    std::string dir, model, format, out;
+    double alpha = -1;
+    uint32_t n_stream = 1, extra_layers = 0;
+  };
+  auto o = std::make_shared<Opts>();
   auto* inspect = app.add_subcommand("inspect", "Print a state set's arch, layers, shapes, norms and size");
-  inspect->add_option("dir", *dir, "State-set directory")->required();
-  inspect->add_option("--model", *model, "Also check it against this model directory");
+  inspect->add_option("dir", o->dir, "State-set directory")->required();
+  inspect->add_option("--model", o->model, "Also check it against this model directory");
+  auto* exp = app.add_subcommand(
+      "export", "Write a state set as another runtime's file (llama.cpp: a sequence-state file to load with "
+                "llama_state_seq_load_file or llama-server's slot restore, then decode the prompt from position 0)");
+  exp->add_option("dir", o->dir, "State-set directory")->required();
+  exp->add_option("--format", o->format, "Target format: llama.cpp")->required();
+  exp->add_option("--model", o->model, "The model directory the state set was trained on (its config.json is read)")
+      ->required();
+  exp->add_option("--out", o->out, "Output file (written atomically)")->required();
+  exp->add_option("--alpha", o->alpha, "Scale (default: the state set's alpha; its normalize flag applies)");
+  exp->add_option("--n-stream", o->n_stream,
+                  "KV-cache streams of the llama.cpp context that loads it: 1 for one sequence or a unified KV "
+                  "cache, else its n_seq_max (--parallel)")
+      ->capture_default_str();
+  exp->add_option("--extra-layers", o->extra_layers,
+                  "Layers the GGUF has after the model's own (a Qwen3.5 GGUF converted with its MTP layer: 1)")
+      ->capture_default_str();
   app.require_subcommand(1);
-  return [dir, model]() {
-    adapters::StateSet set;
-    if (model->empty()) {
-      set = adapters::load_state_set(*dir);
-    } else {
-      auto m = models::load_model(*model, at::kBFloat16);
-      set = adapters::load_state_set(*dir, *m);
+  return [o, exp]() {
+    if (exp->parsed()) {
+      std::optional<double> alpha;
+      if (exp->get_option("--alpha")->count() > 0) alpha = o->alpha;
+      return export_states(o->dir, o->model, o->format, o->out, alpha, o->n_stream, o->extra_layers);
     }
-    nlohmann::json j = adapters::inspect_json(set, *dir);
+    adapters::StateSet set;
+    if (o->model.empty()) {
+      set = adapters::load_state_set(o->dir);
+    } else {
+      auto m = models::load_model(o->model, at::kBFloat16);
+      set = adapters::load_state_set(o->dir, *m);
+    }
+    nlohmann::json j = adapters::inspect_json(set, o->dir);
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   };

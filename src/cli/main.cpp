@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
       {"detokenize", "Token ids to text with the model's tokenizer.json", s0::cli::add_detokenize},
       {"train", "Learn an S0 state set (or a LoRA / state-offset baseline) from JSONL examples, model frozen",
        s0::cli::add_train},
-      {"states", "Inspect state-set directories", s0::cli::add_states},
+      {"states", "Inspect state-set directories, or export one for llama.cpp", s0::cli::add_states},
       {"lora", "Inspect or merge LoRA adapters (PEFT layout)", s0::cli::add_lora},
       {"collect", "Sample, verify and keep solutions as training data (METHOD.md section 4)", s0::cli::add_collect},
       {"eval", "Greedy pass@1 / pass@k on held-out problems, base vs state sets", s0::cli::add_eval},
