@@ -164,7 +164,7 @@ std::shared_ptr<SeqStream> Engine::submit(const SeqRequest& r) {
     {
       std::lock_guard<std::mutex> lk(sets_mu_);
       auto it = sets_.find(r.state_set);
-      if (it == sets_.end()) throw Error("model: unknown state set '" + r.state_set + "'");
+      if (it == sets_.end()) throw UnknownSetError("model: unknown state set '" + r.state_set + "'");
       rescaled = it->second.rescaled;
       seq->req.adapter = it->second.adapter;
     }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "s0/generate/sampler.h"
+#include "s0/util/error.h"
 
 namespace s0::models {
 class CausalLM;
@@ -113,8 +114,9 @@ class Engine {
   std::vector<StateSetInfo> state_sets() const;
   bool has_state_set(const std::string& name) const;
 
-  // Queues one sequence. Throws s0::Error for a bad request (unknown set, prompt too long
-  // or out of vocabulary range, bad sampling values) and BusyError when the queue is full.
+  // Queues one sequence. Throws s0::Error for a bad request (prompt too long or out of
+  // vocabulary range, bad sampling values), UnknownSetError (an s0::Error) for a set that is
+  // not loaded, and BusyError when the queue is full.
   // Sequences in flight keep the states they started from if their set is unloaded.
   std::shared_ptr<SeqStream> submit(const SeqRequest& r);
 
@@ -158,6 +160,12 @@ class Engine {
 // The queue is full: the HTTP layer answers 429.
 struct BusyError : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// The request names a state set that is not loaded (unloaded since the request was parsed, or
+// never loaded): the HTTP layer answers 404 model_not_found, as for a name it checks itself.
+struct UnknownSetError : Error {
+  using Error::Error;
 };
 
 }  // namespace s0::serve

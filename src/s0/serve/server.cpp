@@ -305,6 +305,10 @@ void Server::Impl::run_job(Job job, httplib::Response& res) {
   } catch (const BusyError& e) {
     for (auto& s : streams) s->cancel = true;
     throw HttpError{429, e.what(), "", "server_busy", "queue_full"};
+  } catch (const UnknownSetError& e) {  // unloaded between parse_job's check and here
+    for (auto& s : streams) s->cancel = true;
+    throw HttpError{404, "model '" + job.model + "' does not exist (it was unloaded)", "model",
+                    "invalid_request_error", "model_not_found"};
   } catch (const Error& e) {
     for (auto& s : streams) s->cancel = true;
     const std::string msg = e.what();
