@@ -28,7 +28,7 @@ target_link_libraries(s0fuzzcore PUBLIC nlohmann_json::nlohmann_json Threads::Th
 file(GLOB S0_FUZZ_HARNESSES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_*.cpp)
 foreach(src ${S0_FUZZ_HARNESSES})
   get_filename_component(name ${src} NAME_WE)
-  if(name STREQUAL "fuzz_serve" OR name STREQUAL "fuzz_state_set")  # need libtorch: plain driver only
+  if(name STREQUAL "fuzz_serve" OR name STREQUAL "fuzz_state_set" OR name STREQUAL "fuzz_adapters")  # need libtorch: plain driver only
     continue()
   endif()
   add_executable(${name} ${src})

@@ -12,19 +12,15 @@
 #include <memory>
 #include <string>
 
+#include "fuzz_model.h"
 #include "fuzz_util.h"
 #include "s0/adapters/lora.h"
 #include "s0/adapters/prefix.h"
 #include "s0/adapters/state_offset.h"
 #include "s0/models/model.h"
 
-namespace {
-std::shared_ptr<s0::models::CausalLM> g_model;
-}
-
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  at::set_num_threads(1);
-  g_model = s0::models::load_model(std::string(S0_FUZZ_SOURCE_DIR) + "/assets/builtin/model", at::kFloat);
+  (void)s0::fuzz::builtin_model();
   return 0;
 }
 
@@ -50,7 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     s0::fuzz::write_file("adapter/adapter_model.safetensors", weights);
     if (!extra.empty()) s0::fuzz::write_file("adapter/s0.json", extra);
   }
-  const auto& model = *g_model;
+  const auto& model = s0::fuzz::builtin_model();
   s0::fuzz::expect_clean("adapters", [&] {
     if (kind == "lora") {
       (void)s0::adapters::is_prefix_dir(dir);

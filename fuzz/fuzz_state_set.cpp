@@ -8,17 +8,13 @@
 #include <memory>
 #include <string>
 
+#include "fuzz_model.h"
 #include "fuzz_util.h"
 #include "s0/adapters/state_set.h"
 #include "s0/models/model.h"
 
-namespace {
-std::shared_ptr<s0::models::CausalLM> g_model;
-}
-
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  at::set_num_threads(1);
-  g_model = s0::models::load_model(std::string(S0_FUZZ_SOURCE_DIR) + "/assets/builtin/model", at::kFloat);
+  (void)s0::fuzz::builtin_model();
   return 0;
 }
 
@@ -32,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   s0::fuzz::write_file("set/config.json", config);
   s0::fuzz::write_file("set/states.safetensors", states);
   s0::fuzz::expect_clean("state_set", [&] {
-    auto set = s0::adapters::load_state_set(dir, *g_model);
+    auto set = s0::adapters::load_state_set(dir, s0::fuzz::builtin_model());
     (void)set.alpha();
     (void)set.normalize();
     (void)set.num_bytes();
@@ -41,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)set.adapter();
   });
   s0::fuzz::expect_clean("state_set/layers", [&] {
-    (void)s0::adapters::select_layers(std::string(meta.substr(0, 64)), g_model->recurrent_layers());
+    (void)s0::adapters::select_layers(std::string(meta.substr(0, 64)), s0::fuzz::builtin_model().recurrent_layers());
   });
   return 0;
 }
