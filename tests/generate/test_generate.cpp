@@ -126,7 +126,12 @@ TEST(Generate, SampleNEqualsOneAtATime) {
     auto shape = m.state_shape();
     for (int64_t l : m.recurrent_layers()) states[l] = at::randn(shape, at::kFloat) * 0.5;
     const models::StateMap* sp = with_states ? &states : nullptr;
-    auto base = generate::generate(m, {prompt}, opt, sp);  // pick eos ids from a real sample
+    // Pick eos ids from a real sample of all 12 steps (-1 is never generated, so the model's
+    // own eos cannot end it early and leave fewer than 9 tokens).
+    auto popt = opt;
+    popt.eos_ids = {-1};
+    auto base = generate::generate(m, {prompt}, popt, sp);
+    ASSERT_GE(base[0].tokens.size(), 9u);
     opt.eos_ids = {base[0].tokens[3], base[0].tokens[5], base[0].tokens[8]};
     auto batch = generate::sample_n(m, prompt, 6, opt, sp);
     ASSERT_EQ(batch.size(), 6u);
@@ -158,7 +163,13 @@ TEST(Generate, BatchedEqualsOneAtATime) {
       generate::GenerateOptions opt;
       opt.max_new_tokens = 10;
       opt.sampling = {temp, 0, 0.95, 31};
-      auto probe = generate::generate(m, {prompts[0]}, opt, sp);
+      // Two of the tokens prompt 0 generates become the eos ids, so rows stop at different
+      // steps. The probe runs all 10 steps (-1 is never generated); with the model's own eos
+      // ids it stopped after 2 tokens and the next line read past the vector (found by ASan).
+      generate::GenerateOptions popt = opt;
+      popt.eos_ids = {-1};
+      auto probe = generate::generate(m, {prompts[0]}, popt, sp);
+      ASSERT_GE(probe[0].tokens.size(), 7u);
       opt.eos_ids = {probe[0].tokens[2], probe[0].tokens[6]};
       auto single = generate::generate(m, prompts, opt, sp);
       std::vector<size_t> done_order;
