@@ -13,7 +13,7 @@ find_package(SQLite3 REQUIRED)
 set(S0_SAN_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g)
 set(S0_FUZZ_CORE_SOURCES
   src/s0/io/atomic_file.cpp src/s0/io/safetensors.cpp src/s0/io/model_dir.cpp
-  src/s0/models/qwen35_config.cpp src/s0/models/falcon_h1_config.cpp
+  src/s0/models/qwen35_config.cpp src/s0/models/falcon_h1_config.cpp src/s0/models/qwen2_config.cpp
   src/s0/text/tokenizer.cpp src/s0/text/tokenizer_writer.cpp src/s0/text/chat_template.cpp
   src/s0/text/jinja.cpp src/s0/text/jinja_eval.cpp src/s0/text/jinja_filters.cpp
   src/s0/text/jinja_lexer.cpp src/s0/text/jinja_parser.cpp src/s0/text/jinja_value.cpp
