@@ -13,6 +13,7 @@
 #include "s0/io/safetensors.h"
 #include "s0/nn/linear.h"
 #include "s0/models/weights.h"
+#include "s0/adapters/peft.h"
 #include "s0/util/error.h"
 
 namespace s0::adapters {
@@ -22,8 +23,8 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kConfig = "adapter_config.json";
-constexpr const char* kWeights = "adapter_model.safetensors";
+using peft::kConfig;
+using peft::kWeights;
 constexpr const char* kPeftPrefix = "base_model.model.";
 
 bool ends_with(const std::string& s, const std::string& t) {

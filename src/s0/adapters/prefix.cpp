@@ -8,6 +8,7 @@
 #include "s0/io/model_dir.h"
 #include "s0/io/safetensors.h"
 #include "s0/models/weights.h"
+#include "s0/adapters/peft.h"
 #include "s0/util/error.h"
 
 namespace s0::adapters {
@@ -17,8 +18,8 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kConfig = "adapter_config.json";
-constexpr const char* kWeights = "adapter_model.safetensors";
+using peft::kConfig;
+using peft::kWeights;
 constexpr const char* kKey = "prompt_embeddings";
 
 class PrefixAdapter : public models::Adapter {
