@@ -8,12 +8,14 @@
 //     the fraction of the roofline reached: a step must at least read every weight once
 //     (bytes / bandwidth) and do 2 x params FLOPs per row (flops / GEMM rate);
 //   - the time of the step's projections alone (every layer weight streamed through the
-//     decode kernel for B rows; the same through at::linear, i.e. oneDNN; the LM head), which
+//     decode kernel for B rows; with AMX, the same through the AVX-512 kernel; the same through
+//     at::linear, i.e. oneDNN; the LM head), which
 //     shows how much of a step is not weight streaming.
 //
 //   bench_engine [--arch qwen35|falcon_h1|qwen2] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len
 //   512]
-//                [--batches 1,4,16,64] [--steps 12] [--repeats 3]
+//                [--batches 1,4,16,64] [--steps 12] [--repeats 3] [--kernel auto|avx512]
+//   (--kernel avx512: bf16 decode products through the AVX-512 kernel even where AMX exists)
 //   bench_engine --model DIR --dtype f32
 #include <algorithm>
 #include <chrono>
@@ -87,7 +89,11 @@ int main(int argc, char** argv) {
       batches = int_list(next());
     else if (a == "--repeats")
       repeats = std::stoi(next());
-    else if (a == "--cache-dir")
+    else if (a == "--kernel") {
+      std::string k = next();
+      if (k != "auto" && k != "avx512") throw Error("--kernel: auto or avx512");
+      nn::set_decode_kernel(k == "auto" ? nn::DecodeKernel::kAuto : nn::DecodeKernel::kAvx512);
+    } else if (a == "--cache-dir")
       cache_dir = next();
     else {
       std::fprintf(stderr,
@@ -95,7 +101,7 @@ int main(int argc, char** argv) {
                    "[--dtype bf16|f32]\n"
                    "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] "
                    "[--repeats 3]\n"
-                   "       [--cache-dir /tmp/s0-bench]\n");
+                   "       [--kernel auto|avx512] [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
   }
@@ -116,6 +122,9 @@ int main(int argc, char** argv) {
     out["dtype"] = dtype;
     out["threads"] = at::get_num_threads();
     out["prompt_len"] = prompt_len;
+    out["decode_kernel"] = st == at::kBFloat16 && nn::amx_available() && nn::decode_kernel() == nn::DecodeKernel::kAuto
+                               ? "amx"
+                               : "avx512";
     NoGrad ng;
 
     // The rooflines, measured in this run: streaming read bandwidth, and the GEMM rate of
@@ -235,6 +244,17 @@ int main(int argc, char** argv) {
         model->logits(hx);
         th.push_back(secs(t));
       }
+      // With AMX in use, the same products through the AVX-512 decode kernel.
+      std::vector<double> tv;
+      if (nn::amx_available() && nn::decode_kernel() == nn::DecodeKernel::kAuto) {
+        nn::set_decode_kernel(nn::DecodeKernel::kAvx512);
+        for (int r = 0; r < 3; ++r) {
+          auto t = Clock::now();
+          for (const auto& [name, w] : linears) nn::linear_rows(xs[w.size(1)], w);
+          tv.push_back(secs(t));
+        }
+        nn::set_decode_kernel(nn::DecodeKernel::kAuto);
+      }
       // The same products through at::linear (oneDNN for bf16): the GEMM library's rate at
       // this batch, for comparison with the decode kernel.
       std::vector<double> tl;
@@ -256,6 +276,7 @@ int main(int argc, char** argv) {
                      {"gemm_fraction", B * flops_per_row / step_s / (gemm * 1e9)},
                      {"projections_ms", 1e3 * median(tp)},
                      {"projections_ms_at_linear", 1e3 * median(tl)},
+                     {"projections_ms_avx512", tv.empty() ? nlohmann::json() : nlohmann::json(1e3 * median(tv))},
                      {"lm_head_ms", 1e3 * median(th)},
                      {"step_breakdown_ms",
                       {{"recurrent_layers", 1e3 * t_rec},

@@ -2,7 +2,7 @@
 # Runs the fuzz harnesses (fuzz/README.md).
 #   scripts/fuzz.sh [--time S | --runs N] [--rss-mb M] [HARNESS...]
 #       libFuzzer (clang, ASan+UBSan; built into build-fuzz/) on each harness for S seconds
-#       (default 60) or N executions; the corpus grows in build-fuzz/corpus/<h>/ seeded from
+#       (default 60) or N executions, whichever comes first when both are given; the corpus grows in build-fuzz/corpus/<h>/ seeded from
 #       fuzz/corpus/<h>/, findings land in build-fuzz/findings/<h>/. Default: every harness.
 #   scripts/fuzz.sh --plain [--runs N] [HARNESS...]
 #       the g++ plain-driver builds in build/ (those needing libtorch, serve and state_set,
@@ -12,7 +12,7 @@
 # A finding: add the input to fuzz/corpus/<h>/ (CTest then replays it) and fix the bug.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=libfuzzer time=60 runs="" rss=2048
+mode=libfuzzer time="" runs="" rss=2048
 harnesses=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,9 +45,12 @@ if [ "$mode" = libfuzzer ]; then
   for h in "${harnesses[@]}"; do
     if [[ $torch_only == *" $h "* ]]; then echo "fuzz.sh: $h needs libtorch: run it with --plain" >&2; continue; fi
     mkdir -p "build-fuzz/corpus/$h" "build-fuzz/findings/$h"
-    limit=(-max_total_time="$time")
-    [ -n "$runs" ] && limit=(-runs="$runs")
-    echo "== fuzz_$h (${runs:+$runs runs}${runs:-$time s})"
+    limit=()
+    [ -n "$time" ] && limit+=(-max_total_time="$time")
+    [ -n "$runs" ] && limit+=(-runs="$runs")
+    [ ${#limit[@]} -eq 0 ] && limit=(-max_total_time=60)
+    desc="${runs:+$runs runs}${runs:+${time:+ or }}${time:+$time s}"
+    echo "== fuzz_$h (${desc:-60 s})"
     if ! build-fuzz/fuzz_"$h" "${limit[@]}" -timeout=30 -rss_limit_mb="$rss" -malloc_limit_mb="$rss" \
         -print_final_stats=1 -artifact_prefix="build-fuzz/findings/$h/" \
         "build-fuzz/corpus/$h" "fuzz/corpus/$h" 2>&1 | tee "build-fuzz/findings/$h/last.log" |

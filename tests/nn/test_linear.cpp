@@ -84,3 +84,63 @@ TEST(LinearTape, RecordsWithoutAutogradAndReplaysWithTheLinearInputGradient) {
   }
   EXPECT_TRUE(t2.outputs.empty());
 }
+
+namespace {
+
+// Restores the automatic kernel choice when a test ends.
+struct KernelScope {
+  explicit KernelScope(nn::DecodeKernel k) { nn::set_decode_kernel(k); }
+  ~KernelScope() { nn::set_decode_kernel(nn::DecodeKernel::kAuto); }
+};
+
+}  // namespace
+
+// Both bf16 decode kernels (AMX tiles where the CPU has them, AVX-512 otherwise) against an
+// f64 product, with weight-row tails (N not a multiple of 16 or 32) and batch tails (M not a
+// multiple of 16), and each batch bitwise equal to its rows alone and to any thread count.
+TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  std::vector<nn::DecodeKernel> kernels{nn::DecodeKernel::kAvx512};
+  if (nn::amx_available()) kernels.push_back(nn::DecodeKernel::kAuto);
+  const int saved = at::get_num_threads();
+  for (auto kernel : kernels) {
+    KernelScope scope(kernel);
+    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 32}, {15, 64}, {16, 96}, {17, 64}, {33, 128},
+                                                                 {70, 1024}, {200, 256}}) {
+      Tensor w = at::randn({N, K}, gen).to(at::kBFloat16);
+      for (int64_t M : {1, 3, 16, 17, 40}) {
+        Tensor x = at::randn({M, K}, gen).to(at::kBFloat16);
+        Tensor ref = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
+        Tensor got = nn::gemv_rows(x, w);
+        ASSERT_EQ(got.sizes().vec(), (std::vector<int64_t>{M, N}));
+        double err = ((got.to(at::kDouble) - ref).abs() / (ref.abs() + 1.0)).max().item<double>();
+        EXPECT_LT(err, 8e-3) << "kernel " << int(kernel) << " N " << N << " K " << K << " M " << M;
+        for (int64_t m = 0; m < M; ++m)
+          ASSERT_TRUE(at::equal(got[m], nn::gemv(x[m], w))) << "kernel " << int(kernel) << " N " << N << " M " << M;
+        at::set_num_threads(1);
+        Tensor one = nn::gemv_rows(x, w);
+        at::set_num_threads(std::max(saved, 2));
+        EXPECT_TRUE(at::equal(one, nn::gemv_rows(x, w))) << "kernel " << int(kernel) << " N " << N << " M " << M;
+        at::set_num_threads(saved);
+      }
+    }
+  }
+}
+
+// On an AMX machine the two kernels are different computations (different summation
+// order) that agree to fp32 rounding of the same products.
+TEST(Gemv, AmxAgreesWithAvx512ToFloatRounding) {
+  if (!nn::amx_available()) GTEST_SKIP() << "no AMX-BF16 on this CPU (or the OS refused the tile state)";
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(12);
+  Tensor w = at::randn({300, 512}, gen).to(at::kBFloat16), x = at::randn({20, 512}, gen).to(at::kBFloat16);
+  Tensor amx = nn::gemv_rows(x, w).to(at::kFloat);
+  Tensor avx;
+  {
+    KernelScope scope(nn::DecodeKernel::kAvx512);
+    avx = nn::gemv_rows(x, w).to(at::kFloat);
+  }
+  // Outputs are rounded to bf16 once: at most one bf16 ulp apart.
+  EXPECT_TRUE(at::allclose(amx, avx, 8e-3, 1e-2));
+}

@@ -1,7 +1,7 @@
 #pragma once
 // y = x W^T (no bias), the linear layer of every model. For one row without autograd on
-// CPU (the decode hot path) it uses a memory-bandwidth-bound GEMV kernel (AVX-512 when the
-// CPU has it): libtorch 1.13's bf16 path for M = 1 reaches about 20 GB/s here against
+// CPU (the decode hot path) it uses a memory-bandwidth-bound GEMV kernel (AMX tiles or
+// AVX-512 when the CPU has them): libtorch 1.13's bf16 path for M = 1 reaches about 20 GB/s here against
 // ~33 GB/s of memory bandwidth. fp32 GEMMs without autograd go to oneDNN; everything else
 // to at::linear (oneDNN for bf16, BLAS for fp32).
 #include <map>
@@ -45,6 +45,17 @@ Tensor gemv(const Tensor& x, const Tensor& w);
 // is bitwise equal to gemv(x[m], w): the rows share each block of weights while it is in
 // cache (one pass over W for the whole batch) but not their arithmetic.
 Tensor gemv_rows(const Tensor& x, const Tensor& w);
+
+// Which kernel computes the decode products of bf16 weights. kAuto: Intel AMX tiles where
+// the CPU and kernel allow them (and K % 32 == 0), else the AVX-512 (VDPBF16PS) kernel;
+// kAvx512: never AMX. Either way every row is computed the same way for any batch size, but
+// the two kernels round differently, so switch only between whole generations (benchmarks
+// and tests compare them). f32 weights always take the AVX-512 kernel.
+enum class DecodeKernel { kAuto, kAvx512 };
+void set_decode_kernel(DecodeKernel k);
+DecodeKernel decode_kernel();
+// The CPU has AMX-BF16 and the OS granted this process the tile state.
+bool amx_available();
 
 // Batched decode: y = x W^T through gemv_rows when it applies (no autograd, CPU, bf16/f32
 // weights matching x), else linear(). Each row then equals linear() on that row alone.

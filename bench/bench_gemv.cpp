@@ -1,0 +1,131 @@
+// The decode products alone: y = x W^T for a batch of M rows against bf16 (or f32) weights
+// that do not fit in cache (a rotating set of 256 MB), through each kernel this machine has
+// (the AMX tile kernel, the AVX-512 kernel) and through at::linear (oneDNN), in one run.
+// Prints JSON: the streaming read bandwidth and, per M, ms per 256 MB pass, GB/s and GFLOP/s
+// of each path.
+//
+//   bench_gemv [--threads 0] [--dtype bf16|f32] [--batches 1,4,16,32,64] [--mb 256]
+//              [--shape 4096x1024] [--repeats 5]
+#include <algorithm>
+#include <functional>
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+
+#include "bench_util.h"
+#include "s0/nn/linear.h"
+#include "s0/models/model.h"
+
+using namespace s0;
+using bench::Clock;
+using bench::secs;
+
+namespace {
+
+std::vector<int64_t> int_list(const std::string& s) {
+  std::vector<int64_t> v;
+  std::stringstream ss(s);
+  std::string t;
+  while (std::getline(ss, t, ',')) v.push_back(std::stoll(t));
+  return v;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    int threads = 0, repeats = 5;
+    int64_t mb = 256, N = 4096, K = 1024;
+    std::string dtype = "bf16";
+    std::vector<int64_t> batches{1, 4, 16, 32, 64};
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      auto next = [&]() -> std::string {
+        if (i + 1 >= argc) throw Error(a + ": missing value");
+        return argv[++i];
+      };
+      if (a == "--threads") threads = std::stoi(next());
+      else if (a == "--dtype") dtype = next();
+      else if (a == "--batches") batches = int_list(next());
+      else if (a == "--mb") mb = std::stoll(next());
+      else if (a == "--repeats") repeats = std::stoi(next());
+      else if (a == "--shape") {
+        std::string s = next();
+        const auto x = s.find('x');
+        if (x == std::string::npos) throw Error("--shape: NxK");
+        N = std::stoll(s.substr(0, x)), K = std::stoll(s.substr(x + 1));
+      } else {
+        std::fprintf(stderr,
+                     "usage: bench_gemv [--threads N] [--dtype bf16|f32] [--batches 1,4,16,32,64] [--mb 256]\n"
+                     "                  [--shape 4096x1024] [--repeats 5]\n");
+        return 2;
+      }
+    }
+    if (dtype != "bf16" && dtype != "f32") throw Error("--dtype: bf16 or f32");
+    models::configure_runtime(threads);
+    NoGrad ng;
+    const auto st = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+    const int64_t per = N * K * at::elementSize(st);
+    const int64_t count = std::max<int64_t>(1, mb * (int64_t{1} << 20) / per);
+    std::vector<Tensor> ws;
+    for (int64_t i = 0; i < count; ++i) ws.push_back(at::randn({N, K}).to(st));
+    const double bytes = static_cast<double>(per) * count;
+
+    nlohmann::json out;
+    out["threads"] = at::get_num_threads();
+    out["dtype"] = dtype;
+    out["shape"] = {N, K};
+    out["weight_mb"] = bytes / (1 << 20);
+    out["amx_available"] = nn::amx_available();
+    out["bandwidth_gbps"] = bench::stream_read_gbps();
+
+    struct Path {
+      std::string name;
+      std::function<void(const Tensor&, const Tensor&)> run;
+    };
+    std::vector<Path> paths;
+    if (st == at::kBFloat16 && nn::amx_available())
+      paths.push_back({"amx", [](const Tensor& x, const Tensor& w) {
+                         nn::set_decode_kernel(nn::DecodeKernel::kAuto);
+                         nn::gemv_rows(x, w);
+                       }});
+    paths.push_back({"avx512", [](const Tensor& x, const Tensor& w) {
+                       nn::set_decode_kernel(nn::DecodeKernel::kAvx512);
+                       nn::gemv_rows(x, w);
+                     }});
+    paths.push_back({"at_linear", [](const Tensor& x, const Tensor& w) { at::linear(x, w); }});
+
+    for (int64_t M : batches) {
+      Tensor x = at::randn({M, K}).to(st);
+      nlohmann::json row;
+      row["batch"] = M;
+      for (const auto& p : paths) {
+        for (const auto& w : ws) p.run(x, w);  // warm-up pass
+        std::vector<double> t;
+        for (int r = 0; r < repeats; ++r) {
+          auto t0 = Clock::now();
+          for (const auto& w : ws) p.run(x, w);
+          t.push_back(secs(t0));
+        }
+        const double s = median(t);
+        row[p.name] = {{"ms", 1e3 * s}, {"gbps", bytes / s / 1e9}, {"gflops", 2.0 * M * bytes / at::elementSize(st) / s / 1e9}};
+      }
+      out["batches"].push_back(row);
+    }
+    nn::set_decode_kernel(nn::DecodeKernel::kAuto);
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_gemv: %s\n", e.what());
+    return 1;
+  }
+}
