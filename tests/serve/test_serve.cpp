@@ -380,12 +380,19 @@ TEST(Serve, StreamingConcatenationEqualsNonStreamedText) {
   }
 }
 
-TEST(Serve, NChoicesUseSeedPlusIndex) {
+// The n choices of one request share one prefill (prompt tokens counted n times, prefilled
+// once) and each equals the single request with seed + i.
+TEST(Serve, NChoicesUseSeedPlusIndexAndShareOnePrefill) {
   auto& s = shared_server();
   json r = {{"model", "B"}, {"prompt", std::vector<int64_t>{1, 2, 3}}, {"max_tokens", 8}, {"temperature", 1.0},
             {"seed", 50}, {"n", 3}};
+  const auto before = s.server->engine().stats();
   Reply all = post(s, "/v1/completions", r);
+  const auto after = s.server->engine().stats();
   ASSERT_EQ(all.status, 200);
+  EXPECT_EQ(after.prompt_tokens - before.prompt_tokens, 9);
+  EXPECT_EQ(after.prefill_tokens - before.prefill_tokens, 3);
+  EXPECT_EQ(after.sequences_finished - before.sequences_finished, 3);
   ASSERT_EQ(all.body["choices"].size(), 3u);
   for (int i = 0; i < 3; ++i) {
     json one = r;

@@ -43,11 +43,18 @@ bool SeqStream::take(std::vector<int64_t>& out, std::string& text_out, int timeo
 }
 
 struct Engine::Seq {
-  generate::Request req;
-  std::string set_name;  // "base" or the state set's name (statistics)
+  generate::Request req;  // req.n samples: this sequence is sample 0, `more` holds 1..n-1
+  std::string set_name;   // "base" or the state set's name (statistics)
   std::shared_ptr<SeqStream> stream;
   int64_t id = -1;  // the decode engine's sequence id once handed over
+  int64_t prompt_len = 0;
   bool started = false;
+  std::vector<std::unique_ptr<Seq>> more;  // while pending: the request's other samples
+
+  int64_t count() const { return 1 + static_cast<int64_t>(more.size()); }
+  bool all_cancelled() const {
+    return stream->cancel && std::all_of(more.begin(), more.end(), [](const auto& m) { return m->stream->cancel.load(); });
+  }
 };
 
 Engine::Engine(std::shared_ptr<models::CausalLM> model, EngineLimits limits, const text::Tokenizer* tok)
@@ -138,7 +145,10 @@ bool Engine::has_state_set(const std::string& name) const {
   return sets_.count(name) > 0;
 }
 
-std::shared_ptr<SeqStream> Engine::submit(const SeqRequest& r) {
+std::shared_ptr<SeqStream> Engine::submit(const SeqRequest& r) { return submit_n(r, 1).at(0); }
+
+std::vector<std::shared_ptr<SeqStream>> Engine::submit_n(const SeqRequest& r, int64_t n) {
+  if (n < 1) throw Error("n: must be at least 1");
   if (r.prompt.empty()) throw Error("prompt: empty (at least one token is needed)");
   if (static_cast<int64_t>(r.prompt.size()) > limits_.max_prompt_tokens)
     throw Error("prompt: " + std::to_string(r.prompt.size()) + " tokens, more than the server's limit of " +
@@ -177,26 +187,39 @@ std::shared_ptr<SeqStream> Engine::submit(const SeqRequest& r) {
   } else if (r.alpha) {
     throw Error("alpha: applies to a state set, not to the base model");
   }
+  seq->req.n = n;
+  seq->prompt_len = static_cast<int64_t>(r.prompt.size());
   seq->stream = std::make_shared<SeqStream>();
-  auto stream = seq->stream;
+  std::vector<std::shared_ptr<SeqStream>> streams{seq->stream};
+  for (int64_t i = 1; i < n; ++i) {
+    auto m = std::make_unique<Seq>();
+    m->set_name = seq->set_name;
+    m->prompt_len = seq->prompt_len;
+    m->stream = std::make_shared<SeqStream>();
+    streams.push_back(m->stream);
+    seq->more.push_back(std::move(m));
+  }
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (stopping_) throw BusyError("the server is shutting down");
-    // Sequences cancelled while waiting (their client left) no longer count.
+    // Requests whose every sample was cancelled while waiting (their client left) no longer count.
     for (auto it = pending_.begin(); it != pending_.end();)
-      if ((*it)->stream->cancel) {
+      if ((*it)->all_cancelled()) {
+        pending_count_ -= (*it)->count();
+        for (auto& m : (*it)->more) finish(*m, "cancelled");
         finish(**it, "cancelled");
         it = pending_.erase(it);
       } else {
         ++it;
       }
-    if (static_cast<int64_t>(pending_.size()) + active_count_ + waiting_count_ >= limits_.max_queue)
+    if (pending_count_ + n + active_count_ + waiting_count_ > limits_.max_queue)
       throw BusyError("the server is busy: " + std::to_string(limits_.max_queue) +
                       " sequences are queued or running; retry later");
+    pending_count_ += n;
     pending_.push_back(std::move(seq));
   }
   cv_.notify_all();
-  return stream;
+  return streams;
 }
 
 void Engine::finish(Seq& s, const std::string& reason, const std::string& error) {
@@ -227,21 +250,33 @@ void Engine::loop() {
       cv_.wait(lk, [&] { return stopping_ || !pending_.empty() || !gen_->idle(); });
       if (stopping_) break;
       while (!pending_.empty()) {
+        // Still counted against max_queue while they move to the engine.
+        waiting_count_ += pending_.front()->count();
+        pending_count_ -= pending_.front()->count();
         fresh.push_back(std::move(pending_.front()));
         pending_.pop_front();
-        ++waiting_count_;  // still counted against max_queue while it moves to the engine
       }
     }
     for (auto& s : fresh) {
-      if (s->stream->cancel) {
-        finish(*s, "cancelled");
+      std::vector<std::unique_ptr<Seq>> samples;
+      std::vector<std::unique_ptr<Seq>> more = std::move(s->more);
+      samples.push_back(std::move(s));
+      for (auto& m : more) samples.push_back(std::move(m));
+      if (std::all_of(samples.begin(), samples.end(), [](const auto& q) { return q->stream->cancel.load(); })) {
+        for (auto& q : samples) finish(*q, "cancelled");
         continue;
       }
       try {
-        s->id = gen_->submit(s->req).at(0);
-        running[s->id] = std::move(s);
+        // One prefill for the request's n samples; a sample cancelled meanwhile leaves at
+        // the next step (the cancel check below).
+        const std::vector<int64_t> ids = gen_->submit(samples[0]->req);
+        for (size_t i = 0; i < samples.size(); ++i) {
+          samples[i]->id = ids.at(i);
+          running[ids[i]] = std::move(samples[i]);
+        }
       } catch (const std::exception& e) {
-        finish(*s, "error", e.what());
+        for (auto& q : samples)
+          if (q) finish(*q, "error", e.what());
       }
     }
     // Sequences whose client left (or that were told to stop) leave at the next step.
@@ -259,7 +294,7 @@ void Engine::loop() {
         s.started = true;
         ++stats_.sequences_started;
         ++stats_.sequences_by_set[s.set_name];
-        stats_.prompt_tokens += static_cast<int64_t>(s.req.prompt.size());
+        stats_.prompt_tokens += s.prompt_len;
       }
       if (ev.token >= 0) {
         ++stats_.generated_tokens;
@@ -283,6 +318,10 @@ void Engine::loop() {
       }
     }
     const auto& st = gen_->last_step();
+    if (st.prefill_tokens > 0) {
+      std::lock_guard<std::mutex> lk(stats_mu_);
+      stats_.prefill_tokens += st.prefill_tokens;
+    }
     if (st.decode_rows > 0) {
       std::lock_guard<std::mutex> lk(stats_mu_);
       ++stats_.decode_steps;
@@ -297,8 +336,12 @@ void Engine::loop() {
   }
   for (auto& [id, s] : running) finish(*s, "cancelled");
   std::lock_guard<std::mutex> lk(mu_);
-  for (auto& s : pending_) finish(*s, "cancelled");
+  for (auto& s : pending_) {
+    for (auto& m : s->more) finish(*m, "cancelled");
+    finish(*s, "cancelled");
+  }
   pending_.clear();
+  pending_count_ = 0;
   active_count_ = waiting_count_ = 0;
 }
 
@@ -317,7 +360,7 @@ EngineStats Engine::stats() const {
   }
   std::lock_guard<std::mutex> lk(mu_);
   s.active = active_count_;
-  s.queued = static_cast<int64_t>(pending_.size()) + waiting_count_;
+  s.queued = pending_count_ + waiting_count_;
   return s;
 }
 

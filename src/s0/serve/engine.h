@@ -86,7 +86,9 @@ struct StateSetInfo {
 struct EngineStats {
   int64_t active = 0, queued = 0;
   int64_t sequences_started = 0, sequences_finished = 0, sequences_cancelled = 0;
-  int64_t prompt_tokens = 0, generated_tokens = 0, decode_steps = 0;
+  int64_t prompt_tokens = 0;    // prompt tokens of the sequences started (n per n-sample request)
+  int64_t prefill_tokens = 0;   // prompt tokens actually prefilled (once per n-sample request)
+  int64_t generated_tokens = 0, decode_steps = 0;
   int64_t decode_tokens = 0;    // tokens produced by batched decode steps (not by prefill)
   double decode_seconds = 0;    // time spent in batched decode steps (incl. sampling)
   double tokens_per_second = 0;  // generated tokens/s over the last few seconds
@@ -119,6 +121,10 @@ class Engine {
   // not loaded, and BusyError when the queue is full.
   // Sequences in flight keep the states they started from if their set is unloaded.
   std::shared_ptr<SeqStream> submit(const SeqRequest& r);
+  // n samples of one prompt (an n-choice request): the prompt is prefilled once and its
+  // cache copied n times; sample i draws with r.sampling.seed + i, so each stream equals
+  // submit() of the same request with that seed. All n are queued or none (BusyError).
+  std::vector<std::shared_ptr<SeqStream>> submit_n(const SeqRequest& r, int64_t n);
 
   EngineStats stats() const;
   void stop();
@@ -145,6 +151,7 @@ class Engine {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Seq>> pending_;  // submitted, not yet handed to gen_
+  int64_t pending_count_ = 0;                 // sequences in pending_ (n per n-sample request)
   int64_t active_count_ = 0;                  // decoding in gen_
   int64_t waiting_count_ = 0;                 // handed to gen_, not yet decoding
   bool stopping_ = false;

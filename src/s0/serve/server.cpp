@@ -294,14 +294,12 @@ Job Server::Impl::parse_job(const json& body, bool chat_endpoint) {
 
 void Server::Impl::run_job(Job job, httplib::Response& res) {
   // Queue every choice first, so a refusal leaves nothing running.
+  // The n choices share one prefill (choice i samples with seed + i).
   std::vector<std::shared_ptr<SeqStream>> streams;
   try {
-    for (int i = 0; i < job.n; ++i) {
-      SeqRequest r = job.seq;
-      r.sampling.seed += static_cast<uint64_t>(i);
-      r.stop_strings = job.stops;
-      streams.push_back(engine->submit(r));
-    }
+    SeqRequest r = job.seq;
+    r.stop_strings = job.stops;
+    streams = engine->submit_n(r, job.n);
   } catch (const BusyError& e) {
     for (auto& s : streams) s->cancel = true;
     throw HttpError{429, e.what(), "", "server_busy", "queue_full"};
@@ -461,13 +459,15 @@ std::string Server::Impl::metrics() {
     for (const auto& [k, v] : requests)
       o << "s0_requests_total{endpoint=\"" << k.first << "\",status=\"" << k.second << "\"} " << v << "\n";
   }
-  metric("s0_prompt_tokens_total", "counter", "Prompt tokens prefilled.");
+  metric("s0_prompt_tokens_total", "counter", "Prompt tokens of the sequences started (n per n-choice request).");
   o << "s0_prompt_tokens_total " << s.prompt_tokens << "\n";
+  metric("s0_prefill_tokens_total", "counter", "Prompt tokens prefilled (once per n-choice request).");
+  o << "s0_prefill_tokens_total " << s.prefill_tokens << "\n";
   metric("s0_generated_tokens_total", "counter", "Tokens generated.");
   o << "s0_generated_tokens_total " << s.generated_tokens << "\n";
   metric("s0_decode_steps_total", "counter", "Batched decode steps.");
   o << "s0_decode_steps_total " << s.decode_steps << "\n";
-  metric("s0_sequences_started_total", "counter", "Sequences prefilled.");
+  metric("s0_sequences_started_total", "counter", "Sequences started.");
   o << "s0_sequences_started_total " << s.sequences_started << "\n";
   metric("s0_sequences_finished_total", "counter", "Sequences ended by eos, length or error.");
   o << "s0_sequences_finished_total " << s.sequences_finished << "\n";
