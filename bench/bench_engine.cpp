@@ -6,7 +6,8 @@
 //   - decode tokens/s through CausalLM::decode_step (the engine's step) at several batch
 //     sizes, each sequence continuing its own prefilled cache, base and S0 alternating, with
 //     the fraction of the roofline reached: a step must at least read every weight once
-//     (bytes / bandwidth) and do 2 x params FLOPs per row (flops / GEMM rate);
+//     (bytes / bandwidth) and do 2 x params FLOPs per row (flops / GEMM rate); the
+//     *_with_states variants add each sequence's f32 recurrent states, read and written once;
 //   - the time of the step's projections alone (every layer weight streamed through the
 //     decode kernel for B rows; with AMX, the same through the AVX-512 kernel; the same through
 //     at::linear, i.e. oneDNN; the LM head), which
@@ -28,6 +29,7 @@
 
 #include "bench_util.h"
 #include "s0/adapters/prefix.h"
+#include "s0/generate/sampler.h"
 #include "s0/models/init_model.h"
 #include "s0/models/model.h"
 #include "s0/nn/linear.h"
@@ -151,6 +153,12 @@ int main(int argc, char** argv) {
     out["weight_bytes_per_step"] = bytes_per_step;
     out["flops_per_token"] = flops_per_row;
     out["bandwidth_limit_tokens_per_s"] = bw * 1e9 / bytes_per_step;
+    // Each sequence's recurrent states (f32) are read and written once per step: at large
+    // batches this traffic rivals the weights' (the *_with_states fractions count it).
+    double state_numel = 1;
+    for (int64_t d : model->state_shape()) state_numel *= static_cast<double>(d);
+    const double state_bytes_per_row = 2.0 * 4.0 * state_numel * static_cast<double>(model->recurrent_layers().size());
+    out["state_bytes_per_row_per_step"] = state_bytes_per_row;
 
     auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
     Tensor prompt = at::randint(0, std::min<int64_t>(model->vocab_size(), 240000), {1, prompt_len},
@@ -204,7 +212,7 @@ int main(int argc, char** argv) {
         }
       // Where one step goes: decode_step's loop replayed with a timer per layer, summed by
       // layer kind, then the final norm and the LM head, then the argmax (base caches, one step).
-      double t_rec = 0, t_att = 0, t_head = 0, t_argmax = 0;
+      double t_rec = 0, t_att = 0, t_head = 0, t_argmax = 0, t_sample = 0;
       {
         std::vector<models::Cache> caches;
         for (int b = 0; b < B; ++b) caches.push_back(models::copy_cache(prefilled[0]));
@@ -227,6 +235,13 @@ int main(int argc, char** argv) {
           t = Clock::now();
           logits.argmax(-1);
           t_argmax = secs(t);
+          // What sampling one row costs (collect's settings: temperature 0.7, top-p 0.95),
+          // on this step's logits; the engine samples the rows on the intra-op threads.
+          Tensor lf = logits.to(at::kFloat).contiguous();
+          generate::Sampler sampler({0.7, 0, 0.95, 1});
+          t = Clock::now();
+          for (int b = 0; b < B; ++b) sampler.sample(lf.data_ptr<float>() + b * lf.size(1), lf.size(1));
+          t_sample = secs(t) / B;
         }
       }
       // The projections alone: every weight (LM head included) through the decode kernel
@@ -265,6 +280,8 @@ int main(int argc, char** argv) {
       }
       const double step_s = median(tb), step_s0 = median(ts);
       const double roof_s = std::max(bytes_per_step / (bw * 1e9), B * flops_per_row / (gemm * 1e9));
+      const double bytes_with_states = bytes_per_step + B * state_bytes_per_row;
+      const double roof_states_s = std::max(bytes_with_states / (bw * 1e9), B * flops_per_row / (gemm * 1e9));
       dec.push_back({{"batch", B},
                      {"base_tokens_per_s", B / step_s},
                      {"s0_tokens_per_s", B / step_s0},
@@ -274,6 +291,8 @@ int main(int argc, char** argv) {
                      {"roofline_fraction", roof_s / step_s},
                      {"bandwidth_fraction", bytes_per_step / step_s / (bw * 1e9)},
                      {"gemm_fraction", B * flops_per_row / step_s / (gemm * 1e9)},
+                     {"roofline_tokens_per_s_with_states", B / roof_states_s},
+                     {"roofline_fraction_with_states", roof_states_s / step_s},
                      {"projections_ms", 1e3 * median(tp)},
                      {"projections_ms_at_linear", 1e3 * median(tl)},
                      {"projections_ms_avx512", tv.empty() ? nlohmann::json() : nlohmann::json(1e3 * median(tv))},
@@ -282,7 +301,8 @@ int main(int argc, char** argv) {
                       {{"recurrent_layers", 1e3 * t_rec},
                        {"attention_layers", 1e3 * t_att},
                        {"head", 1e3 * t_head},
-                       {"argmax", 1e3 * t_argmax}}}});
+                       {"argmax", 1e3 * t_argmax}}},
+                     {"sample_ms_per_row_top_p", 1e3 * t_sample}});
     }
     out["decode"] = dec;
     out["steps"] = steps;
