@@ -228,14 +228,18 @@ __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, i
   if (NT > 1 && MT > 1) _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
 }
 
-// Rows [r0, r1) of y = x W^T (r0 a multiple of 16) from the packed batch `xp`.
+// y = x W^T from the packed batch `xp`, in chunks of `chunk` weight rows (a multiple of 16)
+// taken from the shared counter `next` until none is left: the threads share the work
+// dynamically (on a VM a thread can lose its core for a while; the other carries on), and a
+// row's arithmetic does not depend on which thread computes it.
 __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* xp, int64_t M, const uint16_t* w,
-                                                                float* y, int64_t N, int64_t r0, int64_t r1,
-                                                                int64_t K) {
+                                                                float* y, int64_t N, int64_t K, int64_t chunk,
+                                                                std::atomic<int64_t>& next) {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
   _tile_loadconfig(&cfg);
   const int64_t KB = K / 32, MB = (M + 15) / 16, ldc = 16 * MB;
+  int64_t r0 = 0, r1 = 0;
   // One block's results, [32 weight rows][16 MB batch rows], written into y after the block.
   thread_local std::vector<float> ct_buf;
   if (static_cast<int64_t>(ct_buf.size()) < 32 * ldc) ct_buf.resize(32 * ldc);
@@ -262,15 +266,18 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
       for (int64_t i = 0; i < nrows; ++i) ym[i] = ct[i * ldc + m];
     }
   };
-  int64_t n = r0;
-  for (; n + 32 <= r1; n += 32) run(w + n * K, K, n, 32);
-  if (n + 16 <= r1) run(w + n * K, K, n, 16), n += 16;
-  if (n < r1) {
-    // A last block of fewer than 16 weight rows: through a zero-padded copy (the rows'
-    // arithmetic is unchanged; the padding rows' results are dropped).
-    std::vector<uint16_t> pad(16 * K, 0);
-    std::memcpy(pad.data(), w + n * K, sizeof(uint16_t) * (r1 - n) * K);
-    run(pad.data(), K, n, r1 - n);
+  while ((r0 = chunk * next.fetch_add(1, std::memory_order_relaxed)) < N) {
+    r1 = std::min(N, r0 + chunk);
+    int64_t n = r0;
+    for (; n + 32 <= r1; n += 32) run(w + n * K, K, n, 32);
+    if (n + 16 <= r1) run(w + n * K, K, n, 16), n += 16;
+    if (n < r1) {
+      // A last block of fewer than 16 weight rows: through a zero-padded copy (the rows'
+      // arithmetic is unchanged; the padding rows' results are dropped).
+      std::vector<uint16_t> pad(16 * K, 0);
+      std::memcpy(pad.data(), w + n * K, sizeof(uint16_t) * (r1 - n) * K);
+      run(pad.data(), K, n, r1 - n);
+    }
   }
   _tile_release();
 }
@@ -332,13 +339,14 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   const uint16_t* xbp = dp ? reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()) : nullptr;
   float* yp = y.data_ptr<float>();
   if (bf16 && amx_applies(K)) {
-    // Weight rows split across threads in blocks of 16 (the tile height), 64 rows at least.
+    // Chunks of 128 weight rows (8 tiles high) handed out to the threads as they ask.
     std::vector<uint32_t> packed(256 * (K / 32) * ((M + 15) / 16));
     amx_pack_rows(reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()), M, K, packed.data());
     auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
-    at::parallel_for(0, (N + 15) / 16, 4, [&](int64_t b0, int64_t b1) {
-      gemv_bf16_amx(packed.data(), M, wp, yp, N, 16 * b0, std::min(N, 16 * b1), K);
-    });
+    constexpr int64_t chunk = 128;
+    std::atomic<int64_t> next{0};
+    const int64_t nt = std::min<int64_t>(at::get_num_threads(), (N + chunk - 1) / chunk);
+    at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(packed.data(), M, wp, yp, N, K, chunk, next); });
     return y.to(w.scalar_type());
   }
   // Rows split across threads in whole blocks of 4 (the kernels' unit), 64 rows at least:
