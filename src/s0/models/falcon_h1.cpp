@@ -11,6 +11,7 @@
 #include "s0/nn/linear.h"
 #include "s0/nn/norms.h"
 #include "s0/nn/ssd_scan.h"
+#include "s0/nn/ssd_step.h"
 #include "s0/util/error.h"
 
 namespace s0::models {
@@ -94,6 +95,25 @@ Tensor FalconH1Model::attention(const Layer& w, const Tensor& u, const SeqGroups
 Tensor FalconH1Model::mamba(int64_t l, const Layer& w, const Tensor& u, const SeqGroups& gs) const {
   // 1-2. in_proj on the scaled input, times the muP vector; split z | xBC | dt.
   Tensor zxbcdt = w.in_proj(u * cfg_.ssm_in_multiplier, gs) * mup_;  // [B, L, 2Ds + 2GN + H]
+  // Decode: steps 3-7 for every group in one fused kernel (nn/ssd_step.h), unless an
+  // adapter wants the readout hook in between.
+  if (stepping(u) && nn::ssd_step_supported(zxbcdt) && !wants_readout_hook(gs)) {
+    const int64_t B = u.size(0);
+    nn::SsdStepLayer sl{w.conv, w.conv_b, w.dt_bias, w.neg_A, w.D,
+                        cfg_.mamba_rms_norm ? w.norm : Tensor()};
+    sl.norm_before_gate = cfg_.mamba_norm_before_gate;
+    sl.norm_eps = cfg_.rms_norm_eps;
+    if (cfg_.time_step_min_clamp > 0 || cfg_.time_step_max_clamp >= 0) {  // as the unfused path
+      sl.dt_min = cfg_.time_step_min_clamp;
+      if (cfg_.time_step_max_clamp >= 0) sl.dt_max = cfg_.time_step_max_clamp;
+    }
+    std::vector<nn::SsdStepCache> caches;
+    for (const SeqGroup& g : gs) caches.push_back({&g.cache->conv, &g.cache->state, g.rows});
+    const nn::SsdStepShape shape{cfg_.mamba_n_heads, cfg_.mamba_d_head, cfg_.mamba_n_groups,
+                                 cfg_.mamba_d_state};
+    Tensor o = nn::ssd_decode_step(zxbcdt.view({B, -1}), sl, shape, caches);
+    return w.out_proj(o.view({B, 1, -1}), gs) * cfg_.ssm_out_multiplier;
+  }
   // 3-7 run per group: the conv history and the recurrence are the group's own, and the
   // transcendental functions then round exactly as for a sequence alone.
   Tensor o = per_group(gs, [&](const SeqGroup& g, int64_t r) { return mamba_core(l, w, rows_of(zxbcdt, g, r), g); });
@@ -121,6 +141,7 @@ Tensor FalconH1Model::mamba_core(int64_t l, const Layer& w, const Tensor& zxbcdt
                                        : dt.clamp_min(cfg_.time_step_min_clamp);
 
   // 6. The SSD recurrence from the cache's state (zeros, or the adapter's initial state).
+  //    A step here is a decode the fused kernel does not take (f64, CUDA, the readout hook).
   Tensor y;  // [B, L, H, P]
   if (stepping(zxbcdt)) {
     if (!c.state.defined()) c.state = at::zeros({B, H, P, N}, x.options());
