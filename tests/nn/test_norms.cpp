@@ -50,3 +50,27 @@ TEST(FusedNorms, RmsNorm1pMatchesTheFormulaWithGradients) {
     EXPECT_LT(max_rel(g1.to(at::kDouble), g2.to(at::kDouble)), tol * 4) << dt;
   }
 }
+
+// The decode kernel of the plain RMSNorm (Falcon-H1) against its ATen definition, and each row
+// computed alone: a batch equals its rows one at a time, bitwise, with 1 or 2 threads. D = 100
+// leaves a tail after the vector lanes.
+TEST(FusedNorms, RmsNormRowsMatchesTheDefinitionAndIsRowWise) {
+  NoGrad ng;
+  auto g = gen(10);
+  const int saved = at::get_num_threads();
+  for (auto dt : {at::kDouble, at::kFloat, at::kBFloat16}) {
+    for (int64_t D : {64, 100}) {
+      Tensor x = (at::randn({7, 1, D}, g) * 3).to(dt), w = (at::randn({D}, g) * 0.5 + 1).to(dt);
+      Tensor y = nn::rms_norm_rows(x, w, 1e-5);
+      const double tol = dt == at::kDouble ? 1e-14 : dt == at::kFloat ? 1e-6 : 1e-2;
+      EXPECT_LT(max_rel(y.to(at::kDouble), nn::rms_norm(x, w, 1e-5).to(at::kDouble)), tol) << dt << " D " << D;
+      for (int64_t r = 0; r < 7; ++r)
+        EXPECT_TRUE(at::equal(y[r], nn::rms_norm_rows(x[r], w, 1e-5))) << dt << " row " << r;
+      at::set_num_threads(1);
+      Tensor one = nn::rms_norm_rows(x, w, 1e-5);
+      at::set_num_threads(std::max(saved, 2));
+      EXPECT_TRUE(at::equal(one, nn::rms_norm_rows(x, w, 1e-5))) << dt;
+      at::set_num_threads(saved);
+    }
+  }
+}

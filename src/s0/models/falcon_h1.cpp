@@ -173,8 +173,12 @@ Tensor FalconH1Model::mamba_core(int64_t l, const Layer& w, const Tensor& zxbcdt
 }
 
 Tensor FalconH1Model::mlp(const Layer& w, const Tensor& x, const SeqGroups& gs) const {
-  // The gate multiplier acts inside the SiLU (per group: a transcendental function).
   Tensor gp = w.gate(x, gs);
+  // Decode: silu(g m0) u in one kernel over the whole batch (each element computed the
+  // same way wherever it sits); the product g m0 rounds as before.
+  if (stepping(x) && x.device().is_cpu() && x.scalar_type() != at::kDouble)
+    return w.down(nn::silu_mul(gp * cfg_.mlp_multipliers[0], w.up(x, gs)), gs) * cfg_.mlp_multipliers[1];
+  // The gate multiplier acts inside the SiLU (per group: a transcendental function).
   Tensor g = per_group(gs, [&](const SeqGroup& grp, int64_t r) {
     return nn::silu(rows_of(gp, grp, r) * cfg_.mlp_multipliers[0]);
   });
@@ -188,8 +192,11 @@ Tensor FalconH1Model::embed(const Tensor& ids) const {
 
 Tensor FalconH1Model::layer(int64_t l, const Tensor& h, const SeqGroups& gs) const {
   const Layer& w = layers_.at(l);
-  // The norms' rsqrt runs per group (its vector and scalar paths round differently).
+  // The norms' rsqrt runs per group (its vector and scalar paths round differently); in a
+  // decode step, one row-wise kernel over the whole batch instead.
+  const bool rows = stepping(h) && h.device().is_cpu() && h.scalar_type() != at::kDouble;
   auto norm = [&](const Tensor& t, const Tensor& wn) {
+    if (rows) return nn::rms_norm_rows(t, wn, cfg_.rms_norm_eps);
     return per_group(gs, [&](const SeqGroup& g, int64_t r) { return nn::rms_norm(rows_of(t, g, r), wn, cfg_.rms_norm_eps); });
   };
   Tensor u = norm(h, w.in_norm);  // shared by both branches
@@ -197,7 +204,11 @@ Tensor FalconH1Model::layer(int64_t l, const Tensor& h, const SeqGroups& gs) con
   return x + mlp(w, norm(x, w.pre_ff_norm), gs);
 }
 
-Tensor FalconH1Model::final_norm(const Tensor& h) const { return nn::rms_norm(h, norm_, cfg_.rms_norm_eps); }
+Tensor FalconH1Model::final_norm(const Tensor& h) const {
+  if (h.dim() == 3 && stepping(h) && h.device().is_cpu() && h.scalar_type() != at::kDouble)
+    return nn::rms_norm_rows(h, norm_, cfg_.rms_norm_eps);
+  return nn::rms_norm(h, norm_, cfg_.rms_norm_eps);
+}
 
 Tensor FalconH1Model::logits(const Tensor& hidden) const {
   // float32 (float64 for float64 test models), times lm_head_multiplier.

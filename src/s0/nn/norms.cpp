@@ -202,6 +202,20 @@ Tensor rms1p_forward(const Tensor& x, const Tensor& w, double eps) {
   return y;
 }
 
+// Plain RMSNorm rows: y = round(w round(x r)), r = (mean(x^2) + eps)^-1/2.
+template <class T, class A = typename St<T>::A>
+S0_INLINE void rms_fwd_rows(const typename St<T>::Raw* x, const typename St<T>::Raw* w, typename St<T>::Raw* y,
+                            int64_t D, A eps, int64_t r0, int64_t r1) {
+  using S = St<T>;
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* xs = x + r * D;
+    const A ss = lane_sum<A>(D, [&](int64_t i) { return S::load(xs[i]) * S::load(xs[i]); });
+    const A rr = A(1) / std::sqrt(ss / D + eps);
+    auto* ys = y + r * D;
+    for (int64_t i = 0; i < D; ++i) ys[i] = S::store(S::load(w[i]) * S::round(S::load(xs[i]) * rr));
+  }
+}
+
 struct RmsNorm1pFn : public torch::autograd::Function<RmsNorm1pFn> {
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& w, double eps) {
     ctx->save_for_backward({x, w});
@@ -247,6 +261,24 @@ Tensor rms_norm_1p(const Tensor& x, const Tensor& w, double eps) {
     return rms_norm_1p_fused(x, w, eps);
   // The reference ops: a trainable weight (pretraining), another device, mixed dtypes.
   return rms_norm_1p_reference(x, w, eps);
+}
+
+Tensor rms_norm_rows(const Tensor& x, const Tensor& w, double eps) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() >= 1 && w.numel() == x.size(-1) && w.scalar_type() == x.scalar_type(),
+              "rms_norm_rows: x [..., D] on the CPU and w [D] of x's dtype");
+  TORCH_CHECK(!(grad_enabled() && (x.requires_grad() || w.requires_grad())), "rms_norm_rows: inference only");
+  Tensor xc = x.contiguous(), wc = w.contiguous(), y = at::empty_like(xc);
+  const int64_t D = x.size(-1), N = D ? x.numel() / D : 0;
+  dispatch_dtype(x.scalar_type(), "rms_norm_rows", [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename St<T>::A;
+    const auto *xp = raw<T>(xc), *wp = raw<T>(wc);
+    auto* yp = raw<T>(y);
+    at::parallel_for(0, N, row_grain(D), [&](int64_t r0, int64_t r1) {
+      dispatch<T>([&](auto) __attribute__((always_inline)) { rms_fwd_rows<T>(xp, wp, yp, D, static_cast<A>(eps), r0, r1); });
+    });
+  });
+  return y;
 }
 
 Tensor gated_rms_norm_heads(const Tensor& o, const Tensor& z, const Tensor& w, double eps) {

@@ -17,6 +17,12 @@ Tensor rms_norm_1p(const Tensor& x, const Tensor& w, double eps);
 // ATen ops only (no kernel).
 Tensor rms_norm(const Tensor& x, const Tensor& w, double eps);
 
+// The same as one CPU kernel for inference (decode): each row computed alone, the same way
+// whatever the number of rows or threads (ATen's vector and scalar paths round rsqrt
+// differently, so rms_norm's numbers depend on where a row sits). x [..., D] and w [D] of
+// one dtype (bf16, f32 or f64), no autograd; agrees with rms_norm to float rounding.
+Tensor rms_norm_rows(const Tensor& x, const Tensor& w, double eps);
+
 // GatedDeltaNet's gated RMSNorm on the recurrence output o [B, H, L, V] (float32) with the
 // gate z [B, L, H, V] and weight w [V] (model dtype): o rounded to the dtype, normalised in
 // f32 and rounded, times w (rounded), times silu(z) in f32, rounded. Returns [B, L, H*V]
