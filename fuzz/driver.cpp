@@ -1,11 +1,13 @@
 // Plain main() for the fuzz harnesses, for compilers without libFuzzer (g++) and for CI:
 //   fuzz_X FILE|DIR...             runs every file (directories: every file inside, sorted)
-//   fuzz_X --mutate N [--seed S] DIR...
+//   fuzz_X --mutate N [--seconds T] [--seed S] DIR...
 //                                  then N mutations of those inputs (byte flips, inserts,
 //                                  deletes, splices; no coverage feedback, so far weaker than
-//                                  libFuzzer, but it runs under any sanitizer g++ offers)
+//                                  libFuzzer, but it runs under any sanitizer g++ offers),
+//                                  for at most T seconds when given
 // Exit status 0 when every input ran; a finding aborts (or the sanitizer reports and exits).
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -79,15 +81,18 @@ std::string mutate(std::string s, const std::vector<std::string>& pool, std::mt1
 int main(int argc, char** argv) {
   if (LLVMFuzzerInitialize) LLVMFuzzerInitialize(&argc, &argv);
   long long mutations = 0;
+  double seconds = 0;  // > 0: stop mutating after this long (whichever of the two comes first)
   unsigned long long seed = 1;
   std::vector<std::filesystem::path> files;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--mutate") && i + 1 < argc) {
       mutations = std::atoll(argv[++i]);
+    } else if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) {
+      seconds = std::atof(argv[++i]);
     } else if (!std::strcmp(argv[i], "--seed") && i + 1 < argc) {
       seed = std::strtoull(argv[++i], nullptr, 10);
     } else if (argv[i][0] == '-') {
-      std::fprintf(stderr, "usage: %s [--mutate N] [--seed S] FILE|DIR...\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--mutate N [--seconds T]] [--seed S] FILE|DIR...\n", argv[0]);
       return 2;
     } else if (std::filesystem::is_directory(argv[i])) {
       std::vector<std::filesystem::path> in;
@@ -111,12 +116,18 @@ int main(int argc, char** argv) {
   if (mutations > 0) {
     if (pool.empty()) pool.emplace_back();
     std::mt19937_64 rng(seed);
-    for (long long i = 0; i < mutations; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    long long i = 0;
+    for (; i < mutations; ++i) {
+      if (seconds > 0 && i % 64 == 0 &&
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >= seconds)
+        break;
       const std::string in = mutate(pool[rng() % pool.size()], pool, rng);
       run(in);
       if ((i + 1) % 10000 == 0) std::fprintf(stderr, "%s: %lld mutations\n", argv[0], i + 1);
     }
-    std::fprintf(stderr, "%s: ran %lld mutations (seed %llu)\n", argv[0], mutations, seed);
+    std::fprintf(stderr, "%s: ran %lld mutations (seed %llu, %.0f s)\n", argv[0], i, seed,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return 0;
 }

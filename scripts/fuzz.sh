@@ -4,10 +4,10 @@
 #       libFuzzer (clang, ASan+UBSan; built into build-fuzz/) on each harness for S seconds
 #       (default 60) or N executions, whichever comes first when both are given; the corpus grows in build-fuzz/corpus/<h>/ seeded from
 #       fuzz/corpus/<h>/, findings land in build-fuzz/findings/<h>/. Default: every harness.
-#   scripts/fuzz.sh --plain [--runs N] [HARNESS...]
-#       the g++ plain-driver builds in build/ (those needing libtorch, serve and state_set,
-#       included):
-#       replay the corpus, then N (default 10000) random mutations without coverage feedback.
+#   scripts/fuzz.sh --plain [--runs N] [--time S] [HARNESS...]
+#       the g++ plain-driver builds in build/ (those needing libtorch, serve, state_set and
+#       adapters, included): replay the corpus, then N (default 10000) random mutations
+#       without coverage feedback, for at most S seconds when given.
 #   scripts/fuzz.sh --replay      every corpus once with the plain drivers (what CTest runs).
 # A finding: add the input to fuzz/corpus/<h>/ (CTest then replays it) and fix the bug.
 set -euo pipefail
@@ -74,6 +74,6 @@ for h in "${harnesses[@]}"; do
   if [ "$mode" = replay ]; then
     build/fuzz_"$h" "fuzz/corpus/$h"
   else
-    build/fuzz_"$h" --mutate "${runs:-10000}" --seed "${SEED:-1}" "fuzz/corpus/$h"
+    build/fuzz_"$h" --mutate "${runs:-10000}" ${time:+--seconds "$time"} --seed "${SEED:-1}" "fuzz/corpus/$h"
   fi
 done
