@@ -255,27 +255,9 @@ Tensor gdn_decode_step(const Tensor& qkv, const Tensor& z, const Tensor& b, cons
                     sh.dk,
                     sh.dv,
                     static_cast<float>(norm_eps)};
-      int64_t rows = 0;
-      for (const GdnStepCache& c : caches) {
-        TORCH_CHECK(c.conv && c.state && c.rows > 0, "gdn_decode_step: cache");
-        Tensor& hist = *c.conv;
-        Tensor& st = *c.state;
-        if (!hist.defined()) hist = at::zeros({c.rows, C, Kc - 1}, qkv.options());
-        if (!st.defined())
-          st = at::zeros({c.rows, sh.Hv, sh.dk, sh.dv}, qkv.options().dtype(at::kFloat));
-        TORCH_CHECK(hist.scalar_type() == dt && hist.numel() == c.rows * C * (Kc - 1),
-                    "gdn_decode_step: conv history [rows, C, Kc-1] in the model dtype");
-        TORCH_CHECK(st.scalar_type() == at::kFloat && st.numel() == c.rows * sh.Hv * sh.dk * sh.dv,
-                    "gdn_decode_step: state [rows, Hv, dk, dv] float32");
-        if (!hist.is_contiguous()) hist = hist.contiguous();
-        if (!st.is_contiguous()) st = st.contiguous();
-        for (int64_t i = 0; i < c.rows; ++i) {
-          p.hist.push_back(simd::raw<T>(hist) + i * C * (Kc - 1));
-          p.state.push_back(st.data_ptr<float>() + i * sh.Hv * sh.dk * sh.dv);
-        }
-        rows += c.rows;
-      }
-      TORCH_CHECK(rows == B, "gdn_decode_step: the caches hold ", rows, " rows for ", B, " inputs");
+      StepRows rows = prepare_step_rows("gdn_decode_step", caches, B, C, Kc, {sh.Hv, sh.dk, sh.dv}, dt);
+      for (void* h : rows.hist) p.hist.push_back(static_cast<Raw*>(h));
+      p.state = std::move(rows.state);
       (void)sizeof(Raw);
       run_step<T>(p, B);
     } else {

@@ -12,6 +12,7 @@
 // to float rounding (tests/nn/test_gdn_step.cpp holds it against the reference ops).
 #include <vector>
 
+#include "s0/nn/step_cache.h"
 #include "s0/util/torch.h"
 
 namespace s0::nn {
@@ -21,14 +22,8 @@ struct GdnStepShape {
   int64_t Hk = 0, Hv = 0, dk = 0, dv = 0;
 };
 
-// A group of consecutive rows continuing one cache: conv [rows, C, Kc-1] (model dtype) and
-// state [rows, Hv, dk, dv] float32. Undefined tensors (a fresh cache) become zeros; both are
-// made contiguous (in the cache) and then updated in place.
-struct GdnStepCache {
-  Tensor* conv = nullptr;
-  Tensor* state = nullptr;
-  int64_t rows = 1;
-};
+// A group of consecutive rows continuing one cache (step_cache.h).
+using GdnStepCache = RecurrentStepCache;
 
 // Whether gdn_decode_step handles this model dtype on this device (CPU bf16 or f32).
 bool gdn_step_supported(const Tensor& x);

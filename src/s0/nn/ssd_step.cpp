@@ -265,27 +265,9 @@ Tensor ssd_decode_step(const Tensor& zxbcdt, const SsdStepLayer& l, const SsdSte
                     static_cast<float>(l.norm_eps),
                     static_cast<float>(l.dt_min),
                     static_cast<float>(l.dt_max)};
-      int64_t rows = 0;
-      for (const SsdStepCache& c : caches) {
-        TORCH_CHECK(c.conv && c.state && c.rows > 0, "ssd_decode_step: cache");
-        Tensor& hist = *c.conv;
-        Tensor& st = *c.state;
-        if (!hist.defined()) hist = at::zeros({c.rows, Cd, Kc - 1}, zxbcdt.options());
-        if (!st.defined())
-          st = at::zeros({c.rows, sh.H, sh.P, sh.N}, zxbcdt.options().dtype(at::kFloat));
-        TORCH_CHECK(hist.scalar_type() == dt && hist.numel() == c.rows * Cd * (Kc - 1),
-                    "ssd_decode_step: conv history [rows, Cd, Kc-1] in the model dtype");
-        TORCH_CHECK(st.scalar_type() == at::kFloat && st.numel() == c.rows * sh.H * sh.P * sh.N,
-                    "ssd_decode_step: state [rows, H, P, N] float32");
-        if (!hist.is_contiguous()) hist = hist.contiguous();
-        if (!st.is_contiguous()) st = st.contiguous();
-        for (int64_t i = 0; i < c.rows; ++i) {
-          p.hist.push_back(simd::raw<T>(hist) + i * Cd * (Kc - 1));
-          p.state.push_back(st.data_ptr<float>() + i * sh.H * sh.P * sh.N);
-        }
-        rows += c.rows;
-      }
-      TORCH_CHECK(rows == B, "ssd_decode_step: the caches hold ", rows, " rows for ", B, " inputs");
+      StepRows rows = prepare_step_rows("ssd_decode_step", caches, B, Cd, Kc, {sh.H, sh.P, sh.N}, dt);
+      for (void* h : rows.hist) p.hist.push_back(static_cast<typename simd::St<T>::Raw*>(h));
+      p.state = std::move(rows.state);
       run_step<T>(p, B);
     } else {
       TORCH_CHECK(false, "ssd_decode_step: f64 is not supported");

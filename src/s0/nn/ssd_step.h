@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "s0/nn/step_cache.h"
 #include "s0/util/torch.h"
 
 namespace s0::nn {
@@ -39,14 +40,8 @@ struct SsdStepLayer {
   double dt_min = 0, dt_max = std::numeric_limits<double>::infinity();
 };
 
-// A group of consecutive rows continuing one cache: conv [rows, Cd, Kc-1] (model dtype) and
-// state [rows, H, P, N] float32. Undefined tensors (a fresh cache) become zeros; both are
-// made contiguous (in the cache) and then updated in place.
-struct SsdStepCache {
-  Tensor* conv = nullptr;
-  Tensor* state = nullptr;
-  int64_t rows = 1;
-};
+// A group of consecutive rows continuing one cache (step_cache.h).
+using SsdStepCache = RecurrentStepCache;
 
 // Whether ssd_decode_step handles this model dtype on this device (CPU bf16 or f32).
 bool ssd_step_supported(const Tensor& x);
