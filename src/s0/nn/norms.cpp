@@ -155,18 +155,26 @@ struct GatedRmsFn : public torch::autograd::Function<GatedRmsFn> {
   }
 };
 
-// (1 + w) RMSNorm rows: y = round((x r) (1 + w)), r = (mean(x^2) + eps)^-1/2.
-template <class T, class A = typename St<T>::A>
-S0_INLINE void rms1p_fwd_rows(const typename St<T>::Raw* x, const typename St<T>::Raw* w, typename St<T>::Raw* y,
-                              int64_t D, A eps, int64_t r0, int64_t r1) {
+// RMSNorm rows: y_i = round(f(x_i r, w_i)), r = (mean(x^2) + eps)^-1/2, with f the variant's
+// weighting in the accumulation type: (1 + w) x r (Qwen3.5), or w round(x r) (plain).
+template <class T, class F, class A = typename St<T>::A>
+S0_INLINE void rms_rows(const typename St<T>::Raw* x, const typename St<T>::Raw* w, typename St<T>::Raw* y,
+                        int64_t D, A eps, int64_t r0, int64_t r1, F f) {
   using S = St<T>;
   for (int64_t r = r0; r < r1; ++r) {
     const auto* xs = x + r * D;
     const A ss = lane_sum<A>(D, [&](int64_t i) { return S::load(xs[i]) * S::load(xs[i]); });
     const A rr = A(1) / std::sqrt(ss / D + eps);
     auto* ys = y + r * D;
-    for (int64_t i = 0; i < D; ++i) ys[i] = S::store(S::load(xs[i]) * rr * (S::load(w[i]) + A(1)));
+    for (int64_t i = 0; i < D; ++i) ys[i] = S::store(f(S::load(xs[i]) * rr, S::load(w[i])));
   }
+}
+
+// (1 + w) RMSNorm rows: y = round((x r) (1 + w)).
+template <class T, class A = typename St<T>::A>
+S0_INLINE void rms1p_fwd_rows(const typename St<T>::Raw* x, const typename St<T>::Raw* w, typename St<T>::Raw* y,
+                              int64_t D, A eps, int64_t r0, int64_t r1) {
+  rms_rows<T>(x, w, y, D, eps, r0, r1, [](A xr, A wi) { return xr * (wi + A(1)); });
 }
 
 // dx = r (1 + w) dy - x r^3 / D sum(x (1 + w) dy).
@@ -202,18 +210,11 @@ Tensor rms1p_forward(const Tensor& x, const Tensor& w, double eps) {
   return y;
 }
 
-// Plain RMSNorm rows: y = round(w round(x r)), r = (mean(x^2) + eps)^-1/2.
+// Plain RMSNorm rows: y = round(w round(x r)).
 template <class T, class A = typename St<T>::A>
 S0_INLINE void rms_fwd_rows(const typename St<T>::Raw* x, const typename St<T>::Raw* w, typename St<T>::Raw* y,
                             int64_t D, A eps, int64_t r0, int64_t r1) {
-  using S = St<T>;
-  for (int64_t r = r0; r < r1; ++r) {
-    const auto* xs = x + r * D;
-    const A ss = lane_sum<A>(D, [&](int64_t i) { return S::load(xs[i]) * S::load(xs[i]); });
-    const A rr = A(1) / std::sqrt(ss / D + eps);
-    auto* ys = y + r * D;
-    for (int64_t i = 0; i < D; ++i) ys[i] = S::store(S::load(w[i]) * S::round(S::load(xs[i]) * rr));
-  }
+  rms_rows<T>(x, w, y, D, eps, r0, r1, [](A xr, A wi) { return wi * St<T>::round(xr); });
 }
 
 struct RmsNorm1pFn : public torch::autograd::Function<RmsNorm1pFn> {
