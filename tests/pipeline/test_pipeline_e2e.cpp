@@ -279,6 +279,13 @@ TEST(PipelineE2E, ExperimentOverSeedsWritesReportAndResumes) {
   r = run_cli({"experiment", "--config", dir + "/bad.json"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("unknown key \"alpha\""), std::string::npos) << r.err;
+  // A method's kind or name of the wrong JSON type is an error naming the field.
+  cfg["methods"] = json::array({{{"kind", 3}}});
+  cfg["out"] = dir + "/bad_kind";
+  std::ofstream(dir + "/bad_kind.json") << cfg.dump();
+  r = run_cli({"experiment", "--config", dir + "/bad_kind.json"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("\"kind\" must be a string"), std::string::npos) << r.err;
 }
 
 // The analyses: added to a finished experiment (no retraining), in its report, and from `s0

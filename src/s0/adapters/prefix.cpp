@@ -202,7 +202,10 @@ PrefixSet load_prefix(const std::string& dir) {
                 " is not a multiple of num_attention_heads");
   set.shape.head_dim = td / set.shape.num_kv_heads;
   set.config.num_virtual_tokens = n;
-  set.config.prefix_projection = j.value("prefix_projection", false);
+  if (j.contains("prefix_projection") && !j["prefix_projection"].is_boolean() && !j["prefix_projection"].is_null())
+    throw Error(cfg_path + ": 'prefix_projection' must be true or false, found " + j["prefix_projection"].dump());
+  set.config.prefix_projection = j.contains("prefix_projection") && j["prefix_projection"].is_boolean() &&
+                                 j["prefix_projection"].get<bool>();
   if (j.contains("encoder_hidden_size") && j["encoder_hidden_size"].is_number_integer())
     set.config.encoder_hidden_size = j["encoder_hidden_size"].get<int64_t>();
   if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())

@@ -155,10 +155,15 @@ std::vector<MethodSpec> method_specs(const json& cfg, const models::CausalLM& mo
     for (auto& [k, v] : m.items())
       if (!keys.count(k)) throw Error("experiment config: methods: unknown key \"" + k + "\"");
     MethodSpec s;
-    s.kind = m.value("kind", m.value("name", std::string("s0")));
+    auto str = [&](const std::string& k, const std::string& def) {
+      if (!m.contains(k)) return def;
+      if (!m[k].is_string()) throw Error("experiment config: methods: \"" + k + "\" must be a string, found " + m[k].dump());
+      return m[k].get<std::string>();
+    };
+    s.kind = str("kind", str("name", "s0"));
     if (s.kind != "s0" && s.kind != "lora" && s.kind != "offset" && s.kind != "prefix")
       throw Error("experiment config: methods: kind \"" + s.kind + "\" (expected s0, lora, offset or prefix)");
-    s.name = m.value("name", s.kind);
+    s.name = str("name", s.kind);
     if ((s.kind == "s0" || s.kind == "offset") && model.recurrent_layers().empty())
       throw Error("experiment config: methods: \"" + s.name + "\" (" + s.kind + ") needs recurrent layers; this " +
                   model.model_type() + " model has none (use lora or prefix methods)");
