@@ -65,11 +65,15 @@ int64_t OffsetSet::num_params() const {
   return n;
 }
 
+// meta.json says "kind": "state_offset" (any other value or type: not an offset).
+static bool kind_is_offset(const json& j) {
+  return j.is_object() && j.contains("kind") && j["kind"].is_string() && j["kind"].get<std::string>() == kKind;
+}
+
 bool is_offset_dir(const std::string& dir) {
   const std::string meta = dir + "/meta.json";
   if (!fs::exists(meta)) return false;
-  json j = read_json_file(meta);
-  return j.is_object() && j.value("kind", "") == kKind;
+  return kind_is_offset(read_json_file(meta));
 }
 
 OffsetSet load_offset_set(const std::string& dir) {
@@ -78,7 +82,7 @@ OffsetSet load_offset_set(const std::string& dir) {
   if (!fs::exists(meta_path) || !fs::exists(st_path))
     throw Error(dir + ": needs meta.json and offsets.safetensors (not a state-offset directory)");
   json meta = read_json_file(meta_path);
-  if (!meta.is_object() || meta.value("kind", "") != kKind)
+  if (!kind_is_offset(meta))
     throw Error(meta_path + ": kind is not '" + std::string(kKind) + "' (an S0 state set? load it with --states)");
   OffsetSet set;
   try {
