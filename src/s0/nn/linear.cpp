@@ -340,13 +340,16 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   float* yp = y.data_ptr<float>();
   if (bf16 && amx_applies(K)) {
     // Chunks of 128 weight rows (8 tiles high) handed out to the threads as they ask.
-    std::vector<uint32_t> packed(256 * (K / 32) * ((M + 15) / 16));
+    // The packed batch, kept per calling thread between calls (no allocation per product).
+    thread_local std::vector<uint32_t> packed;
+    packed.resize(std::max<size_t>(packed.size(), 256 * (K / 32) * ((M + 15) / 16)));
+    const uint32_t* xpk = packed.data();  // the workers see this thread's buffer through xpk
     amx_pack_rows(reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()), M, K, packed.data());
     auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
     constexpr int64_t chunk = 128;
     std::atomic<int64_t> next{0};
     const int64_t nt = std::min<int64_t>(at::get_num_threads(), (N + chunk - 1) / chunk);
-    at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(packed.data(), M, wp, yp, N, K, chunk, next); });
+    at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(xpk, M, wp, yp, N, K, chunk, next); });
     return y.to(w.scalar_type());
   }
   // Rows split across threads in whole blocks of 4 (the kernels' unit), 64 rows at least:
