@@ -30,6 +30,7 @@
 #include <ATen/Parallel.h>
 
 #include "bench_util.h"
+#include "s0/generate/engine.h"
 #include "s0/adapters/prefix.h"
 #include "s0/generate/sampler.h"
 #include "s0/models/init_model.h"
@@ -65,17 +66,12 @@ static std::vector<int> int_list(const std::string& s) {
   return out;
 }
 
-// The next tokens of a step's logits [B, V] as the decode engine picks them greedily: the
-// rows' argmax on the intra-op threads (at::argmax over [64, 248k] took 25 ms here).
+// The next tokens of a step's logits [B, V] as the decode engine picks them greedily (each
+// row's argmax, through the engine's row picker).
 static Tensor greedy(const Tensor& logits) {
-  Tensor lf = logits.to(at::kFloat).contiguous();
-  const int64_t B = lf.size(0), V = lf.size(1);
-  std::vector<int64_t> toks(static_cast<size_t>(B));
-  const float* p = lf.data_ptr<float>();
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) toks[b] = std::max_element(p + b * V, p + (b + 1) * V) - (p + b * V);
-  });
-  return at::tensor(toks, at::kLong);
+  return at::tensor(s0::generate::pick_rows(
+                        logits, [](int64_t, const float* r, int64_t V) { return std::max_element(r, r + V) - r; }),
+                    at::kLong);
 }
 
 int main(int argc, char** argv) {

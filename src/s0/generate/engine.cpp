@@ -178,6 +178,31 @@ void Engine::prefill(std::vector<Event>& events) {
   }
 }
 
+std::vector<int64_t> pick_rows(const Tensor& logits_in,
+                               const std::function<int64_t(int64_t, const float*, int64_t)>& pick) {
+  TORCH_CHECK(logits_in.dim() == 2, "pick_rows: logits must be [B, V]");
+  const bool bf16 = logits_in.scalar_type() == at::kBFloat16;
+  const Tensor logits = bf16 ? logits_in.contiguous() : logits_in.to(at::kFloat).contiguous();
+  const int64_t B = logits.size(0), V = logits.size(1);
+  std::vector<int64_t> toks(static_cast<size_t>(B));
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    thread_local std::vector<float> wide;
+    for (int64_t b = b0; b < b1; ++b) {
+      const float* row;
+      if (bf16) {
+        const at::BFloat16* src = logits.data_ptr<at::BFloat16>() + b * V;
+        wide.resize(static_cast<size_t>(V));
+        for (int64_t i = 0; i < V; ++i) wide[i] = static_cast<float>(src[i]);
+        row = wide.data();
+      } else {
+        row = logits.data_ptr<float>() + b * V;
+      }
+      toks[b] = pick(b, row, V);
+    }
+  });
+  return toks;
+}
+
 void Engine::decode(std::vector<Event>& events) {
   if (active_.empty()) return;
   const double t0 = now();
@@ -187,7 +212,7 @@ void Engine::decode(std::vector<Event>& events) {
   for (int64_t b = 0; b < B; ++b) last[b] = active_[b]->last, caches[b] = &active_[b]->cache;
   Tensor logits;
   try {
-    logits = model_.decode_step(at::tensor(last, at::kLong), caches).to(at::kFloat).contiguous();
+    logits = model_.decode_step(at::tensor(last, at::kLong), caches);
   } catch (const std::exception& e) {
     for (auto& s : active_) {
       Event ev;
@@ -200,14 +225,10 @@ void Engine::decode(std::vector<Event>& events) {
     return;
   }
   ++decode_steps_;
-  const int64_t V = logits.size(1);
-  const float* p = logits.data_ptr<float>();
   // Sampling (a pass over the whole vocabulary per row) runs on the intra-op threads; each
   // row draws from its own sampler, so the tokens do not depend on the split.
-  std::vector<int64_t> toks(static_cast<size_t>(B));
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) toks[b] = active_[b]->sampler.sample(p + b * V, V);
-  });
+  const std::vector<int64_t> toks =
+      pick_rows(logits, [&](int64_t b, const float* row, int64_t V) { return active_[b]->sampler.sample(row, V); });
   std::vector<std::unique_ptr<Seq>> still;
   for (int64_t b = 0; b < B; ++b) {
     Seq& s = *active_[b];

@@ -26,6 +26,11 @@
 
 namespace s0::generate {
 
+// One token per row of a step's logits [B, V] (bf16 or f32), picked by pick(row, logits of
+// the row as f32, V) for the rows in parallel on the intra-op threads. bf16 rows are widened
+// one at a time in a per-thread buffer (exact), never as a [B, V] f32 copy.
+std::vector<int64_t> pick_rows(const Tensor& logits, const std::function<int64_t(int64_t, const float*, int64_t)>& pick);
+
 struct Request {
   std::vector<int64_t> prompt;
   std::shared_ptr<const models::Adapter> adapter;  // null: the base model

@@ -170,19 +170,21 @@ bool amx_applies(int64_t K) {
   return K > 0 && K % 32 == 0 && g_kernel.load(std::memory_order_relaxed) == DecodeKernel::kAuto && amx_usable();
 }
 
-// The batch rows as B tiles: for m-block b and k-block j, a 16 x 16 tile of 32-bit pairs,
-// element [p][m] = (x[16 b + m][32 j + 2 p], x[16 b + m][32 j + 2 p + 1]); rows past M are 0.
-void amx_pack_rows(const uint16_t* x, int64_t M, int64_t K, uint32_t* out) {
-  const int64_t KB = K / 32, MB = (M + 15) / 16;
-  std::memset(out, 0, sizeof(uint32_t) * 256 * KB * MB);
+// The batch rows as B tiles of `bw` columns (16, or M itself when M < 16: a narrower tile
+// moves less data per k-step and does not change any element's arithmetic): for m-block b
+// and k-block j, a 16 x bw tile of 32-bit pairs, element [p][m] = (x[16 b + m][32 j + 2 p],
+// x[16 b + m][32 j + 2 p + 1]); rows past M are 0.
+void amx_pack_rows(const uint16_t* x, int64_t M, int64_t K, int64_t bw, uint32_t* out) {
+  const int64_t KB = K / 32, MB = (M + bw - 1) / bw;
+  std::memset(out, 0, sizeof(uint32_t) * 16 * bw * KB * MB);
   for (int64_t m = 0; m < M; ++m) {
     const uint16_t* xm = x + m * K;
-    uint32_t* blk = out + (m / 16) * KB * 256 + (m % 16);
+    uint32_t* blk = out + (m / bw) * KB * 16 * bw + (m % bw);
     for (int64_t j = 0; j < KB; ++j)
       for (int p = 0; p < 16; ++p) {
         uint32_t v;
         std::memcpy(&v, xm + 32 * j + 2 * p, 4);
-        blk[j * 256 + p * 16] = v;
+        blk[(j * 16 + p) * bw] = v;
       }
   }
 }
@@ -195,24 +197,25 @@ void amx_pack_rows(const uint16_t* x, int64_t M, int64_t K, uint32_t* out) {
 // that memory streams while the tiles compute (a third more bandwidth on one core here).
 template <int NT, int MT>
 __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, int64_t lda, const uint32_t* xp,
-                                                             int64_t KB, int64_t mb0, float* ct, int64_t ldc,
-                                                             const char* pf, const char* pf_end) {
+                                                             int64_t KB, int64_t bw, int64_t mb0, float* ct,
+                                                             int64_t ldc, const char* pf, const char* pf_end) {
   _tile_zero(0);
   if (MT > 1) _tile_zero(1);
   if (NT > 1) _tile_zero(2);
   if (NT > 1 && MT > 1) _tile_zero(3);
-  const uint32_t* b0 = xp + mb0 * KB * 256;
-  const uint32_t* b1 = b0 + KB * 256;
+  const int64_t bstep = 16 * bw;  // one B tile
+  const uint32_t* b0 = xp + mb0 * KB * bstep;
+  const uint32_t* b1 = b0 + KB * bstep;
   const int64_t stride = lda * 2;
   const int64_t pf_step = (pf_end - pf + 64 * KB - 1) / (64 * KB) * 64;  // bytes per k-step
   for (int64_t j = 0; j < KB; ++j) {
     for (const char* p = pf + j * pf_step, *e = std::min(pf_end, p + pf_step); p < e; p += 64)
       _mm_prefetch(p, _MM_HINT_T1);
     _tile_loadd(4, a + 32 * j, stride);
-    _tile_loadd(6, b0 + 256 * j, 64);
+    _tile_loadd(6, b0 + bstep * j, bw * 4);
     _tile_dpbf16ps(0, 4, 6);
     if (MT > 1) {
-      _tile_loadd(7, b1 + 256 * j, 64);
+      _tile_loadd(7, b1 + bstep * j, bw * 4);
       _tile_dpbf16ps(1, 4, 7);
     }
     if (NT > 1) {
@@ -221,26 +224,36 @@ __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, i
       if (MT > 1) _tile_dpbf16ps(3, 5, 7);
     }
   }
-  float* c = ct + 16 * mb0;
+  float* c = ct + bw * mb0;
   _tile_stored(0, c, ldc * 4);
-  if (MT > 1) _tile_stored(1, c + 16, ldc * 4);
+  if (MT > 1) _tile_stored(1, c + bw, ldc * 4);
   if (NT > 1) _tile_stored(2, c + 16 * ldc, ldc * 4);
-  if (NT > 1 && MT > 1) _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
+  if (NT > 1 && MT > 1) _tile_stored(3, c + 16 * ldc + bw, ldc * 4);
 }
 
-// y = x W^T from the packed batch `xp`, in chunks of `chunk` weight rows (a multiple of 16)
-// taken from the shared counter `next` until none is left: the threads share the work
-// dynamically (on a VM a thread can lose its core for a while; the other carries on), and a
-// row's arithmetic does not depend on which thread computes it.
-__attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* xp, int64_t M, const uint16_t* w,
-                                                                float* y, int64_t N, int64_t K, int64_t chunk,
+// y = x W^T from the packed batch `xp` (B tiles `bw` columns wide), in chunks of `chunk`
+// weight rows (a multiple of 16) taken from the shared counter `next` until none is left:
+// the threads share the work dynamically (on a VM a thread can lose its core for a while;
+// the other carries on), and a row's arithmetic does not depend on which thread computes it.
+// The results are rounded to bf16 as they are written (to nearest even, as a conversion of
+// the fp32 product would).
+__attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* xp, int64_t M, int64_t bw,
+                                                                const uint16_t* w, at::BFloat16* y, int64_t N,
+                                                                int64_t K, int64_t chunk,
                                                                 std::atomic<int64_t>& next) {
   TileConfig cfg;
-  for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+  for (int t = 0; t < 8; ++t) cfg.rows[t] = 16;
+  for (int t : {0, 1, 2, 3, 6, 7}) cfg.colsb[t] = static_cast<uint16_t>(4 * bw);  // C and B tiles
+  cfg.colsb[4] = cfg.colsb[5] = 64;                                                // A: 32 bf16 k
   _tile_loadconfig(&cfg);
-  const int64_t KB = K / 32, MB = (M + 15) / 16, ldc = 16 * MB;
+  const int64_t KB = K / 32, MB = (M + bw - 1) / bw, ldc = bw * MB;
+  // With one or two m-blocks the weight goes 16 rows at a time: half as many rows streamed
+  // side by side, which the hardware prefetcher follows better (+5-15% of bandwidth at 1 and
+  // 32 rows here, even at 16); with more, 32 rows (two A tiles per B tile loaded, and the
+  // next block prefetched in software, below).
+  const int64_t block = MB > 2 ? 32 : 16;
   int64_t r0 = 0, r1 = 0;
-  // One block's results, [32 weight rows][16 MB batch rows], written into y after the block.
+  // One block's results, [32 weight rows][ldc batch rows], written into y after the block.
   thread_local std::vector<float> ct_buf;
   if (static_cast<int64_t>(ct_buf.size()) < 32 * ldc) ct_buf.resize(32 * ldc);
   float* ct = ct_buf.data();
@@ -256,25 +269,26 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
     const char* pf_end = reinterpret_cast<const char*>(w + std::min(nb + pf_rows, r1) * K);
     int64_t mb = 0;
     for (; mb + 2 <= MB; mb += 2, pf = pf_end)
-      two_n ? amx_block<2, 2>(a, lda, xp, KB, mb, c, ldc, pf, pf_end)
-            : amx_block<1, 2>(a, lda, xp, KB, mb, c, ldc, pf, pf_end);
+      two_n ? amx_block<2, 2>(a, lda, xp, KB, bw, mb, c, ldc, pf, pf_end)
+            : amx_block<1, 2>(a, lda, xp, KB, bw, mb, c, ldc, pf, pf_end);
     if (mb < MB)
-      two_n ? amx_block<2, 1>(a, lda, xp, KB, mb, c, ldc, pf, pf_end)
-            : amx_block<1, 1>(a, lda, xp, KB, mb, c, ldc, pf, pf_end);
+      two_n ? amx_block<2, 1>(a, lda, xp, KB, bw, mb, c, ldc, pf, pf_end)
+            : amx_block<1, 1>(a, lda, xp, KB, bw, mb, c, ldc, pf, pf_end);
     for (int64_t m = 0; m < M; ++m) {
-      float* ym = y + m * N + n;
-      for (int64_t i = 0; i < nrows; ++i) ym[i] = ct[i * ldc + m];
+      at::BFloat16* ym = y + m * N + n;
+      for (int64_t i = 0; i < nrows; ++i) ym[i] = at::BFloat16(ct[i * ldc + m]);
     }
   };
   while ((r0 = chunk * next.fetch_add(1, std::memory_order_relaxed)) < N) {
     r1 = std::min(N, r0 + chunk);
     int64_t n = r0;
-    for (; n + 32 <= r1; n += 32) run(w + n * K, K, n, 32);
+    for (; n + block <= r1; n += block) run(w + n * K, K, n, block);
     if (n + 16 <= r1) run(w + n * K, K, n, 16), n += 16;
     if (n < r1) {
       // A last block of fewer than 16 weight rows: through a zero-padded copy (the rows'
       // arithmetic is unchanged; the padding rows' results are dropped).
-      std::vector<uint16_t> pad(16 * K, 0);
+      thread_local std::vector<uint16_t> pad;
+      pad.assign(16 * K, 0);
       std::memcpy(pad.data(), w + n * K, sizeof(uint16_t) * (r1 - n) * K);
       run(pad.data(), K, n, r1 - n);
     }
@@ -328,8 +342,8 @@ __attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, int64_t 
 Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && x.dim() >= 1 && x.size(-1) == w.size(1), "gemv_rows: shapes");
   const int64_t N = w.size(0), K = w.size(1), M = K == 0 ? 0 : x.numel() / K;
-  Tensor y = at::empty({M, N}, at::kFloat);
   const bool bf16 = w.scalar_type() == at::kBFloat16;
+  if (M == 0 || N == 0) return at::empty({M, N}, w.scalar_type());
   const bool avx = has_avx512();
   const bool dp = bf16 && (has_avx512bf16() || amx_applies(K));
   // The bf16 dot-product kernel reads x as it is; the others want it in fp32 (one
@@ -337,21 +351,26 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   Tensor xv = dp ? x.reshape({M, K}).contiguous() : x.reshape({M, K}).to(at::kFloat).contiguous();
   const float* xp = dp ? nullptr : xv.data_ptr<float>();
   const uint16_t* xbp = dp ? reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()) : nullptr;
-  float* yp = y.data_ptr<float>();
   if (bf16 && amx_applies(K)) {
     // Chunks of 128 weight rows (8 tiles high) handed out to the threads as they ask.
     // The packed batch, kept per calling thread between calls (no allocation per product).
+    // B tiles 16 rows wide, or M wide when the batch is smaller.
+    const int64_t bw = std::min<int64_t>(M, 16);
     thread_local std::vector<uint32_t> packed;
-    packed.resize(std::max<size_t>(packed.size(), 256 * (K / 32) * ((M + 15) / 16)));
+    packed.resize(std::max<size_t>(packed.size(), 16 * bw * (K / 32) * ((M + bw - 1) / bw)));
     const uint32_t* xpk = packed.data();  // the workers see this thread's buffer through xpk
-    amx_pack_rows(reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()), M, K, packed.data());
+    amx_pack_rows(reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()), M, K, bw, packed.data());
     auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
+    Tensor y = at::empty({M, N}, at::kBFloat16);
+    at::BFloat16* yp = y.data_ptr<at::BFloat16>();
     constexpr int64_t chunk = 128;
     std::atomic<int64_t> next{0};
     const int64_t nt = std::min<int64_t>(at::get_num_threads(), (N + chunk - 1) / chunk);
-    at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(xpk, M, wp, yp, N, K, chunk, next); });
-    return y.to(w.scalar_type());
+    at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(xpk, M, bw, wp, yp, N, K, chunk, next); });
+    return y;
   }
+  Tensor y = at::empty({M, N}, at::kFloat);
+  float* yp = y.data_ptr<float>();
   // Rows split across threads in whole blocks of 4 (the kernels' unit), 64 rows at least:
   // every row is computed the same way whatever M and whatever the thread count.
   at::parallel_for(0, (N + 3) / 4, 16, [&](int64_t b0, int64_t b1) {
