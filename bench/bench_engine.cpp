@@ -66,11 +66,13 @@ static std::vector<int> int_list(const std::string& s) {
   return out;
 }
 
-// The next tokens of a step's logits [B, V] as the decode engine picks them greedily (each
-// row's argmax, through the engine's row picker).
+// The next tokens of a step's logits [B, V] as the decode engine picks them greedily: each
+// row through a temperature-0 sampler, the rows through the engine's row picker.
 static Tensor greedy(const Tensor& logits) {
-  return at::tensor(s0::generate::pick_rows(
-                        logits, [](int64_t, const float* r, int64_t V) { return std::max_element(r, r + V) - r; }),
+  return at::tensor(s0::generate::pick_rows(logits,
+                                            [](int64_t, const float* r, int64_t V) {
+                                              return s0::generate::Sampler({0.0, 0, 1.0, 0}).sample(r, V);
+                                            }),
                     at::kLong);
 }
 

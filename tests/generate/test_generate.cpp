@@ -4,6 +4,10 @@
 
 #include <cmath>
 #include <map>
+#include <algorithm>
+#include <limits>
+#include <numeric>
+#include <random>
 #include <set>
 
 #include "s0/generate/generate.h"
@@ -225,6 +229,72 @@ TEST(Sampler, DistributionsMatchSoftmaxTopKTopP) {
   EXPECT_NEAR(f[7], 1.0, 1e-9);  // token 7 alone covers top_p = 0.5
   f = frequencies({1.0, 0, 0.7, 6}, big, 4000);  // needs token 7 plus ~1000 of the rest
   EXPECT_NEAR(f[7], 0.618 / 0.7, 0.03);
+}
+
+// Top-p over a large vocabulary (the bucketed selection, no full sort) against the set
+// defined by brute force: sort every token by logit (ties by index), keep the smallest
+// prefix holding top_p of the mass. Every draw must fall in that set, and the draws must
+// follow the renormalised probabilities. Includes ties at the edge and a flat row.
+TEST(Sampler, TopPKeepsExactlyTheSmallestBestSet) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 2.5f);
+  for (int round = 0; round < 3; ++round) {
+    const int V = 3001;
+    std::vector<float> l(V);
+    for (auto& v : l) v = round == 2 ? 0.01f * nd(rng) : nd(rng);
+    if (round == 1)
+      for (int i = 0; i < V; i += 3) l[i] = 1.25f;  // a thousand ties
+    const double T = 0.8, top_p = round == 2 ? 0.9 : 0.6;
+    std::vector<int> order(V);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+    const float mx = l[order[0]];
+    std::vector<double> w(V);
+    double total = 0;
+    for (int i = 0; i < V; ++i) total += w[i] = std::exp((double(l[i]) - mx) / T);
+    std::set<int> keep;
+    double cum = 0, kept = 0;
+    for (int i : order) {
+      keep.insert(i);
+      kept += w[i];
+      if ((cum += w[i]) >= top_p * total) break;
+    }
+    const int draws = 30000;
+    auto f = frequencies({T, 0, top_p, uint64_t(round)}, l, draws);
+    double off = 0, err = 0;
+    for (int i = 0; i < V; ++i) {
+      if (!keep.count(i)) off += f[i];
+      else err = std::max(err, std::abs(f[i] - w[i] / kept));
+    }
+    EXPECT_EQ(off, 0.0) << "round " << round << ": draws outside the top-p set";
+    EXPECT_LT(err, 0.012) << "round " << round << " (set of " << keep.size() << ")";
+  }
+}
+
+// Rows with NaN or infinite logits have no distribution: every setting gives the greedy
+// token (the first maximum, NaNs skipped), always a valid index.
+TEST(Sampler, NonFiniteRowsGiveTheGreedyToken) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> a = {0.5f, nan, 3.f, 3.f, nan, 1.f};
+  std::vector<float> b = {nan, 2.f, 5.f};
+  std::vector<float> c = {1.f, inf, 2.f};
+  std::vector<float> d(40, -inf);
+  for (auto p : {SamplingParams{0.0, 0, 1.0, 1}, SamplingParams{0.7, 0, 1.0, 1}, SamplingParams{0.7, 0, 0.95, 1},
+                 SamplingParams{0.7, 5, 0.95, 1}}) {
+    EXPECT_EQ(Sampler(p).sample(a.data(), a.size()), 2);
+    EXPECT_EQ(Sampler(p).sample(b.data(), b.size()), 0);  // as std::max_element: a leading NaN wins
+    EXPECT_EQ(Sampler(p).sample(c.data(), c.size()), 1);
+    EXPECT_EQ(Sampler(p).sample(d.data(), d.size()), 0);
+  }
+  // The greedy pick over long rows (the vector path and its tail) is std::max_element's.
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-4.f, 4.f);
+  for (int n : {1, 15, 16, 17, 1000, 4099}) {
+    std::vector<float> l(n);
+    for (auto& v : l) v = std::round(u(rng) * 4.f) / 4.f;  // many ties
+    if (n > 20) l[n / 3] = nan;
+    EXPECT_EQ(Sampler({0.0, 0, 1.0, 0}).sample(l.data(), n), std::max_element(l.begin(), l.end()) - l.begin()) << n;
+  }
 }
 
 TEST(Sampler, RejectsBadParameters) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "s0/nn/vec_ops.h"
 #include "s0/util/error.h"
 #include "s0/util/interrupt.h"
 
@@ -190,9 +191,8 @@ std::vector<int64_t> pick_rows(const Tensor& logits_in,
     for (int64_t b = b0; b < b1; ++b) {
       const float* row;
       if (bf16) {
-        const at::BFloat16* src = logits.data_ptr<at::BFloat16>() + b * V;
         wide.resize(static_cast<size_t>(V));
-        for (int64_t i = 0; i < V; ++i) wide[i] = static_cast<float>(src[i]);
+        nn::widen_bf16(reinterpret_cast<const uint16_t*>(logits.data_ptr<at::BFloat16>()) + b * V, wide.data(), V);
         row = wide.data();
       } else {
         row = logits.data_ptr<float>() + b * V;

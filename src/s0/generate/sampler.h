@@ -21,10 +21,14 @@ class Sampler {
   int64_t sample(const float* logits, int64_t n);
 
  private:
+  int64_t top_p_only(const float* logits, int64_t n, double total);
+
   SamplingParams p_;
   std::mt19937_64 rng_;
+  std::vector<float> w_;  // exp((logit - max) / temperature) of the row
+  std::vector<int32_t> idx_;
   std::vector<std::pair<float, int32_t>> cand_;
-  std::vector<double> probs_;
+  std::vector<double> probs_, bin_mass_;
 };
 
 }  // namespace s0::generate
