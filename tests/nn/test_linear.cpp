@@ -128,6 +128,30 @@ TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
   }
 }
 
+// Several weights in one call (one packing of the rows, one parallel region): each output
+// bitwise equal to its own product, whatever the weights' row counts (chunk and tile tails).
+TEST(Gemv, SeveralWeightsInOneCallEqualTheirProducts) {
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(13);
+  std::vector<Tensor> ws;
+  for (int64_t N : {300, 16, 7, 129, 1})
+    ws.push_back(at::randn({N, 96}, gen).to(at::kBFloat16));
+  for (int64_t M : {1, 5, 16, 33}) {
+    Tensor x = at::randn({M, 1, 96}, gen).to(at::kBFloat16);
+    auto ys = nn::linear_rows_multi(x, ws);
+    ASSERT_EQ(ys.size(), ws.size());
+    for (size_t i = 0; i < ws.size(); ++i) {
+      EXPECT_EQ(ys[i].sizes().vec(), (std::vector<int64_t>{M, 1, ws[i].size(0)}));
+      EXPECT_TRUE(at::equal(ys[i], nn::linear_rows(x, ws[i]))) << "M " << M << " weight " << i;
+    }
+  }
+  // f32 weights (no shared kernel): the same answers through the one-by-one path.
+  Tensor x = at::randn({3, 64}, gen), w0 = at::randn({10, 64}, gen), w1 = at::randn({20, 64}, gen);
+  auto ys = nn::linear_rows_multi(x, {w0, w1});
+  EXPECT_TRUE(at::equal(ys[0], nn::linear_rows(x, w0)));
+  EXPECT_TRUE(at::equal(ys[1], nn::linear_rows(x, w1)));
+}
+
 // On an AMX machine the two kernels are different computations (different summation
 // order) that agree to fp32 rounding of the same products.
 TEST(Gemv, AmxAgreesWithAvx512ToFloatRounding) {

@@ -14,8 +14,10 @@ Tensor project(const Tensor& x, const Tensor& w) {
   return stepping(x) ? nn::linear_rows(x, w) : nn::linear(x, w);
 }
 
-Tensor project(const Tensor& x, const Tensor& w, const std::string& name, const SeqGroups& groups) {
-  Tensor y = project(x, w);
+namespace {
+
+// The linear-output hooks of the groups' adapters applied to y = x W^T of module `name`.
+Tensor linear_hooks(const Tensor& x, Tensor y, const std::string& name, const SeqGroups& groups) {
   bool hooked = false;
   for (const auto& g : groups) hooked = hooked || (g.adapter && g.adapter->has_linear_hook());
   if (!hooked) return y;
@@ -41,6 +43,26 @@ Tensor project(const Tensor& x, const Tensor& w, const std::string& name, const 
     y = y.index_copy(0, idx, adapter->linear_output(name, x.index_select(0, idx), y.index_select(0, idx)));
   }
   return y;
+}
+
+}  // namespace
+
+Tensor project(const Tensor& x, const Tensor& w, const std::string& name, const SeqGroups& groups) {
+  return linear_hooks(x, project(x, w), name, groups);
+}
+
+std::vector<Tensor> project_many(const Tensor& x, const std::vector<std::pair<const Tensor*, const std::string*>>& ws,
+                                 const SeqGroups& groups) {
+  std::vector<Tensor> ys;
+  if (stepping(x)) {
+    std::vector<Tensor> w;
+    for (const auto& [wp, name] : ws) w.push_back(*wp);
+    ys = nn::linear_rows_multi(x, w);
+  } else {
+    for (const auto& [wp, name] : ws) ys.push_back(project(x, *wp));
+  }
+  for (size_t i = 0; i < ws.size(); ++i) ys[i] = linear_hooks(x, ys[i], *ws[i].second, groups);
+  return ys;
 }
 
 Tensor NamedLinear::operator()(const Tensor& x, const SeqGroups& gs) const {

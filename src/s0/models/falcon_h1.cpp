@@ -85,9 +85,11 @@ Tensor FalconH1Model::attention(const Layer& w, const Tensor& u, const SeqGroups
   const int64_t B = u.size(0), L = u.size(1);
   const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
   Tensor x = u * cfg_.attention_in_multiplier;
-  Tensor q = w.q(x, gs).view({B, L, H, hd});
-  Tensor k = (w.k(x, gs) * cfg_.key_multiplier).view({B, L, KV, hd});  // before RoPE and caching
-  Tensor v = w.v(x, gs).view({B, L, KV, hd});
+  auto qkv = project_many(x, {{&w.q.w, &w.q.name}, {&w.k.w, &w.k.name}, {&w.v.w, &w.v.name}}, gs);
+  auto bias = [](const Tensor& y, const Linear& lin) { return lin.b.defined() ? y + lin.b : y; };
+  Tensor q = bias(qkv[0], w.q).view({B, L, H, hd});
+  Tensor k = (bias(qkv[1], w.k) * cfg_.key_multiplier).view({B, L, KV, hd});  // before RoPE and caching
+  Tensor v = bias(qkv[2], w.v).view({B, L, KV, hd});
   Tensor ctx = rope_attention(q, k, v, inv_freq_, gs, 1.0 / std::sqrt(static_cast<double>(hd)));
   return w.o(ctx, gs) * cfg_.attention_out_multiplier;
 }
@@ -173,11 +175,14 @@ Tensor FalconH1Model::mamba_core(int64_t l, const Layer& w, const Tensor& zxbcdt
 }
 
 Tensor FalconH1Model::mlp(const Layer& w, const Tensor& x, const SeqGroups& gs) const {
+  // Decode: gate and up in one call, silu(g m0) u in one kernel over the whole batch (each
+  // element computed the same way wherever it sits); the product g m0 rounds as before.
+  if (stepping(x) && x.device().is_cpu() && x.scalar_type() != at::kDouble) {
+    auto gu = project_many(x, {{&w.gate.w, &w.gate.name}, {&w.up.w, &w.up.name}}, gs);
+    Tensor gp = w.gate.b.defined() ? gu[0] + w.gate.b : gu[0], up = w.up.b.defined() ? gu[1] + w.up.b : gu[1];
+    return w.down(nn::silu_mul(gp * cfg_.mlp_multipliers[0], up), gs) * cfg_.mlp_multipliers[1];
+  }
   Tensor gp = w.gate(x, gs);
-  // Decode: silu(g m0) u in one kernel over the whole batch (each element computed the
-  // same way wherever it sits); the product g m0 rounds as before.
-  if (stepping(x) && x.device().is_cpu() && x.scalar_type() != at::kDouble)
-    return w.down(nn::silu_mul(gp * cfg_.mlp_multipliers[0], w.up(x, gs)), gs) * cfg_.mlp_multipliers[1];
   // The gate multiplier acts inside the SiLU (per group: a transcendental function).
   Tensor g = per_group(gs, [&](const SeqGroup& grp, int64_t r) {
     return nn::silu(rows_of(gp, grp, r) * cfg_.mlp_multipliers[0]);

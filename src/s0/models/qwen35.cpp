@@ -91,10 +91,11 @@ Tensor Qwen35Model::gated_delta_net(int64_t l, const Layer& w, const Tensor& x, 
   if (stepping(x) && nn::gdn_step_supported(x) && !wants_readout_hook(gs)) {
     std::vector<nn::GdnStepCache> caches;
     for (const SeqGroup& g : gs) caches.push_back({&g.cache->conv, &g.cache->state, g.rows});
-    Tensor o = nn::gdn_decode_step(
-        project(x, a.in_qkv.w, a.in_qkv.name, gs).view({B, -1}), project(x, a.in_z.w, a.in_z.name, gs).view({B, -1}),
-        project(x, a.in_b.w, a.in_b.name, gs).view({B, -1}), project(x, a.in_a.w, a.in_a.name, gs).view({B, -1}),
-        a.conv, a.neg_A, a.dt_bias, a.norm, {Hk, Hv, dk, dv}, cfg_.rms_norm_eps, caches);
+    auto in = project_many(
+        x, {{&a.in_qkv.w, &a.in_qkv.name}, {&a.in_z.w, &a.in_z.name}, {&a.in_b.w, &a.in_b.name}, {&a.in_a.w, &a.in_a.name}},
+        gs);
+    Tensor o = nn::gdn_decode_step(in[0].view({B, -1}), in[1].view({B, -1}), in[2].view({B, -1}), in[3].view({B, -1}),
+                                   a.conv, a.neg_A, a.dt_bias, a.norm, {Hk, Hv, dk, dv}, cfg_.rms_norm_eps, caches);
     return o.view({B, 1, Hv * dv});
   }
 
@@ -153,12 +154,13 @@ Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, const SeqGr
   const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
   const AttnWeights& a = w.attn;
   // q_proj rows are per head [query (hd) | gate (hd)].
-  Tensor qg = project(x, a.q.w, a.q.name, gs).view({B, L, H, 2 * hd});
+  auto qkv = project_many(x, {{&a.q.w, &a.q.name}, {&a.k.w, &a.k.name}, {&a.v.w, &a.v.name}}, gs);
+  Tensor qg = qkv[0].view({B, L, H, 2 * hd});
   auto parts = qg.split(hd, 3);  // [query | gate] per head
   Tensor q = nn::rms_norm_1p(parts[0], a.q_norm, cfg_.rms_norm_eps);
   Tensor gate = parts[1].reshape({B, L, H * hd});
-  Tensor k = nn::rms_norm_1p(project(x, a.k.w, a.k.name, gs).view({B, L, KV, hd}), a.k_norm, cfg_.rms_norm_eps);
-  Tensor v = project(x, a.v.w, a.v.name, gs).view({B, L, KV, hd});
+  Tensor k = nn::rms_norm_1p(qkv[1].view({B, L, KV, hd}), a.k_norm, cfg_.rms_norm_eps);
+  Tensor v = qkv[2].view({B, L, KV, hd});
   Tensor ctx = rope_attention(q, k, v, inv_freq_, gs, 1.0 / std::sqrt(static_cast<double>(hd)));
   return ctx * at::sigmoid(gate);  // o_proj: see layer()
 }
@@ -185,7 +187,8 @@ Tensor Qwen35Model::mlp_core(int64_t l, const Tensor& x) const { return mlp_core
 Tensor Qwen35Model::mlp_core(int64_t l, const Tensor& x, const SeqGroups& gs) const {
   const Layer& w = layers_.at(l);
   Tensor m = nn::rms_norm_1p(x, w.post_norm, cfg_.rms_norm_eps);
-  return nn::silu_mul(project(m, w.gate.w, w.gate.name, gs), project(m, w.up.w, w.up.name, gs));
+  auto gu = project_many(m, {{&w.gate.w, &w.gate.name}, {&w.up.w, &w.up.name}}, gs);
+  return nn::silu_mul(gu[0], gu[1]);
 }
 
 Tensor Qwen35Model::mlp_down_weight(int64_t l) const { return layers_.at(l).down.w; }

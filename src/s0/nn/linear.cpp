@@ -231,15 +231,23 @@ __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, i
   if (NT > 1 && MT > 1) _tile_stored(3, c + 16 * ldc + bw, ldc * 4);
 }
 
-// y = x W^T from the packed batch `xp` (B tiles `bw` columns wide), in chunks of `chunk`
-// weight rows (a multiple of 16) taken from the shared counter `next` until none is left:
+// y = x W^T for each job's W from the packed batch `xp` (B tiles `bw` columns wide), in
+// chunks of `chunk` weight rows (a multiple of 16; numbered across the jobs, `chunks` in
+// all) taken from the shared counter `next` until none is left:
 // the threads share the work dynamically (on a VM a thread can lose its core for a while;
 // the other carries on), and a row's arithmetic does not depend on which thread computes it.
 // The results are rounded to bf16 as they are written (to nearest even, as a conversion of
 // the fp32 product would).
+// One weight of a call: y [M, N] = x W^T, W [N, K]; its chunks are numbered from `first`.
+struct AmxJob {
+  const uint16_t* w;
+  at::BFloat16* y;
+  int64_t N, first;
+};
+
 __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* xp, int64_t M, int64_t bw,
-                                                                const uint16_t* w, at::BFloat16* y, int64_t N,
-                                                                int64_t K, int64_t chunk,
+                                                                const std::vector<AmxJob>& jobs, int64_t K,
+                                                                int64_t chunk, int64_t chunks,
                                                                 std::atomic<int64_t>& next) {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) cfg.rows[t] = 16;
@@ -247,12 +255,15 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
   cfg.colsb[4] = cfg.colsb[5] = 64;                                                // A: 32 bf16 k
   _tile_loadconfig(&cfg);
   const int64_t KB = K / 32, MB = (M + bw - 1) / bw, ldc = bw * MB;
-  // With one or two m-blocks the weight goes 16 rows at a time: half as many rows streamed
-  // side by side, which the hardware prefetcher follows better (+5-15% of bandwidth at 1 and
-  // 32 rows here, even at 16); with more, 32 rows (two A tiles per B tile loaded, and the
-  // next block prefetched in software, below).
-  const int64_t block = MB > 2 ? 32 : 16;
-  int64_t r0 = 0, r1 = 0;
+  // Weight rows per block (measured with bench_gemv): 16 below 16 batch rows and at 17-32
+  // (half as many rows streamed side by side, which the hardware prefetcher follows better:
+  // +5-15% of bandwidth at 1 and 32 rows here); 32 at exactly one full m-block (two A tiles
+  // per B tile, a few % better there) and above 32 rows (where the next block is also
+  // prefetched in software, below).
+  const int64_t block = (MB == 1 && bw == 16) || MB > 2 ? 32 : 16;
+  const uint16_t* w = nullptr;  // the job of the current chunk
+  at::BFloat16* y = nullptr;
+  int64_t N = 0, r0 = 0, r1 = 0;
   // One block's results, [32 weight rows][ldc batch rows], written into y after the block.
   thread_local std::vector<float> ct_buf;
   if (static_cast<int64_t>(ct_buf.size()) < 32 * ldc) ct_buf.resize(32 * ldc);
@@ -279,7 +290,11 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
       for (int64_t i = 0; i < nrows; ++i) ym[i] = at::BFloat16(ct[i * ldc + m]);
     }
   };
-  while ((r0 = chunk * next.fetch_add(1, std::memory_order_relaxed)) < N) {
+  for (int64_t ci; (ci = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+    size_t j = 0;
+    while (j + 1 < jobs.size() && jobs[j + 1].first <= ci) ++j;
+    w = jobs[j].w, y = jobs[j].y, N = jobs[j].N;
+    r0 = chunk * (ci - jobs[j].first);
     r1 = std::min(N, r0 + chunk);
     int64_t n = r0;
     for (; n + block <= r1; n += block) run(w + n * K, K, n, block);
@@ -337,6 +352,34 @@ __attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, int64_t 
   gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, f32_id);
 }
 
+// y_i = x W_i^T through the AMX kernel for bf16 rows x [M, K] (contiguous) and bf16 weights
+// W_i [N_i, K]: the rows packed once, and one parallel region for all the weights, whose
+// 128-row chunks the threads take as they ask.
+std::vector<Tensor> amx_products(const Tensor& x, const std::vector<Tensor>& ws) {
+  const int64_t M = x.size(0), K = x.size(1);
+  // B tiles 16 rows wide, or M wide when the batch is smaller. The packed batch is kept per
+  // calling thread between calls (no allocation per product).
+  const int64_t bw = std::min<int64_t>(M, 16);
+  thread_local std::vector<uint32_t> packed;
+  packed.resize(std::max<size_t>(packed.size(), 16 * bw * (K / 32) * ((M + bw - 1) / bw)));
+  const uint32_t* xpk = packed.data();  // the workers see this thread's buffer through xpk
+  amx_pack_rows(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), M, K, bw, packed.data());
+  constexpr int64_t chunk = 128;
+  std::vector<Tensor> ys;
+  std::vector<AmxJob> jobs;
+  int64_t chunks = 0;
+  for (const Tensor& w : ws) {
+    ys.push_back(at::empty({M, w.size(0)}, at::kBFloat16));
+    jobs.push_back({reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()), ys.back().data_ptr<at::BFloat16>(),
+                    w.size(0), chunks});
+    chunks += (w.size(0) + chunk - 1) / chunk;
+  }
+  std::atomic<int64_t> next{0};
+  const int64_t nt = std::min<int64_t>(at::get_num_threads(), chunks);
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(xpk, M, bw, jobs, K, chunk, chunks, next); });
+  return ys;
+}
+
 }  // namespace
 
 Tensor gemv_rows(const Tensor& x, const Tensor& w) {
@@ -351,24 +394,7 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   Tensor xv = dp ? x.reshape({M, K}).contiguous() : x.reshape({M, K}).to(at::kFloat).contiguous();
   const float* xp = dp ? nullptr : xv.data_ptr<float>();
   const uint16_t* xbp = dp ? reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()) : nullptr;
-  if (bf16 && amx_applies(K)) {
-    // Chunks of 128 weight rows (8 tiles high) handed out to the threads as they ask.
-    // The packed batch, kept per calling thread between calls (no allocation per product).
-    // B tiles 16 rows wide, or M wide when the batch is smaller.
-    const int64_t bw = std::min<int64_t>(M, 16);
-    thread_local std::vector<uint32_t> packed;
-    packed.resize(std::max<size_t>(packed.size(), 16 * bw * (K / 32) * ((M + bw - 1) / bw)));
-    const uint32_t* xpk = packed.data();  // the workers see this thread's buffer through xpk
-    amx_pack_rows(reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()), M, K, bw, packed.data());
-    auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
-    Tensor y = at::empty({M, N}, at::kBFloat16);
-    at::BFloat16* yp = y.data_ptr<at::BFloat16>();
-    constexpr int64_t chunk = 128;
-    std::atomic<int64_t> next{0};
-    const int64_t nt = std::min<int64_t>(at::get_num_threads(), (N + chunk - 1) / chunk);
-    at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(xpk, M, bw, wp, yp, N, K, chunk, next); });
-    return y;
-  }
+  if (bf16 && amx_applies(K)) return amx_products(xv, {w})[0];
   Tensor y = at::empty({M, N}, at::kFloat);
   float* yp = y.data_ptr<float>();
   // Rows split across threads in whole blocks of 4 (the kernels' unit), 64 rows at least:
@@ -403,6 +429,27 @@ bool amx_available() { return amx_usable(); }
 Tensor gemv(const Tensor& x, const Tensor& w) {
   TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && x.numel() == w.size(1), "gemv: shapes");
   return gemv_rows(x.reshape({1, w.size(1)}), w).view({w.size(0)});
+}
+
+std::vector<Tensor> linear_rows_multi(const Tensor& x, const std::vector<Tensor>& ws) {
+  bool together = ws.size() > 1 && !grad_enabled() && x.device().is_cpu() && x.scalar_type() == at::kBFloat16 &&
+                  x.size(-1) % 32 == 0 && amx_applies(x.size(-1)) && x.numel() > 0;
+  for (const Tensor& w : ws)
+    together = together && w.device().is_cpu() && w.is_contiguous() && w.dim() == 2 &&
+               w.scalar_type() == at::kBFloat16 && w.size(1) == x.size(-1) && w.size(0) > 0;
+  std::vector<Tensor> out;
+  if (!together) {
+    for (const Tensor& w : ws) out.push_back(linear_rows(x, w));
+    return out;
+  }
+  const int64_t K = x.size(-1);
+  out = amx_products(x.reshape({-1, K}).contiguous(), ws);
+  for (size_t i = 0; i < ws.size(); ++i) {
+    auto shape = x.sizes().vec();
+    shape.back() = ws[i].size(0);
+    out[i] = out[i].view(shape);
+  }
+  return out;
 }
 
 Tensor linear_rows(const Tensor& x, const Tensor& w) {

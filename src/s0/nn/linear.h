@@ -5,6 +5,7 @@
 // ~33 GB/s of memory bandwidth. fp32 GEMMs without autograd go to oneDNN; everything else
 // to at::linear (oneDNN for bf16, BLAS for fp32).
 #include <map>
+#include <vector>
 
 #include "s0/util/torch.h"
 
@@ -60,5 +61,10 @@ bool amx_available();
 // Batched decode: y = x W^T through gemv_rows when it applies (no autograd, CPU, bf16/f32
 // weights matching x), else linear(). Each row then equals linear() on that row alone.
 Tensor linear_rows(const Tensor& x, const Tensor& w);
+
+// linear_rows(x, w) for each w of ws, equal to it bitwise; where the AMX kernel takes them
+// all (bf16, one K), the rows are packed once and every weight goes through one parallel
+// region (one fork/join and one tail instead of one per weight).
+std::vector<Tensor> linear_rows_multi(const Tensor& x, const std::vector<Tensor>& ws);
 
 }  // namespace s0::nn
