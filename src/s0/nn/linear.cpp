@@ -192,16 +192,17 @@ void amx_pack_rows(const uint16_t* x, int64_t M, int64_t K, int64_t bw, uint32_t
 // Weight rows [n0, n0 + 16 * NT) (NT = 1 or 2 tiles of 16, `a` pointing at row n0 with row
 // stride lda elements) against the batch's m-blocks [mb0, mb0 + MT) (MT = 1 or 2). The fp32
 // results go to ct, [weight row][batch row] with row stride ldc (the tiles' own layout, so
-// each is one tile store; gemv_bf16_amx transposes them into y at the end). [pf, pf_end), when
-// not empty, is the next weight block: its lines are prefetched into L2 across the k-loop, so
-// that memory streams while the tiles compute (a third more bandwidth on one core here).
+// each is one tile store; gemv_bf16_amx transposes them into y at the end).
+// [head, head + head_rows rows): the next block's rows, whose first lines are prefetched
+// during the last k-steps (head_rows 0: none). No other software prefetch: prefetching the
+// whole next block into L2 during the first m-pass (above 32 batch rows) cost 10-20% of the
+// 64-row rate here (bench_gemv, 4096 x 1024: ~750 -> ~850 GFLOP/s without it).
 constexpr int64_t kHeadLines = 4;
 
 template <int NT, int MT>
 __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, int64_t lda, const uint32_t* xp,
                                                              int64_t KB, int64_t bw, int64_t mb0, float* ct,
-                                                             int64_t ldc, const char* pf, const char* pf_end,
-                                                             const char* head, int64_t head_rows) {
+                                                             int64_t ldc, const char* head, int64_t head_rows) {
   _tile_zero(0);
   if (MT > 1) _tile_zero(1);
   if (NT > 1) _tile_zero(2);
@@ -210,10 +211,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, i
   const uint32_t* b0 = xp + mb0 * KB * bstep;
   const uint32_t* b1 = b0 + KB * bstep;
   const int64_t stride = lda * 2;
-  const int64_t pf_step = (pf_end - pf + 64 * KB - 1) / (64 * KB) * 64;  // bytes per k-step
   for (int64_t j = 0; j < KB; ++j) {
-    for (const char* p = pf + j * pf_step, *e = std::min(pf_end, p + pf_step); p < e; p += 64)
-      _mm_prefetch(p, _MM_HINT_T1);
     if (const int64_t l = j - (KB - kHeadLines); head_rows > 0 && l >= 0)
       for (int64_t r = 0; r < head_rows; ++r) _mm_prefetch(head + r * stride + 64 * l, _MM_HINT_T0);
     _tile_loadd(4, a + 32 * j, stride);
@@ -236,13 +234,6 @@ __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, i
   if (NT > 1 && MT > 1) _tile_stored(3, c + 16 * ldc + bw, ldc * 4);
 }
 
-// y = x W^T for each job's W from the packed batch `xp` (B tiles `bw` columns wide), in
-// chunks of `chunk` weight rows (a multiple of 16; numbered across the jobs, `chunks` in
-// all) taken from the shared counter `next` until none is left:
-// the threads share the work dynamically (on a VM a thread can lose its core for a while;
-// the other carries on), and a row's arithmetic does not depend on which thread computes it.
-// The results are rounded to bf16 as they are written (to nearest even, as a conversion of
-// the fp32 product would).
 // One weight of a call: y [M, N] = x W^T, W [N, K]; its chunks are numbered from `first`.
 struct AmxJob {
   const uint16_t* w;
@@ -263,8 +254,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
   // Weight rows per block (measured with bench_gemv): 16 below 16 batch rows and at 17-32
   // (half as many rows streamed side by side, which the hardware prefetcher follows better:
   // +5-15% of bandwidth at 1 and 32 rows here); 32 at exactly one full m-block (two A tiles
-  // per B tile, a few % better there) and above 32 rows (where the next block is also
-  // prefetched in software, below).
+  // per B tile, a few % better there) and above 32 rows.
   const int64_t block = (MB == 1 && bw == 16) || MB > 2 ? 32 : 16;
   const uint16_t* w = nullptr;  // the job of the current chunk
   at::BFloat16* y = nullptr;
@@ -276,25 +266,22 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
   auto run = [&](const uint16_t* a, int64_t lda, int64_t n, int64_t nrows) {
     const bool two_n = nrows > 16;
     float* c = ct;
-    // With more than two m-blocks the tiles compute long enough per weight block that memory
-    // idles without help: the next block's rows (up to 32) are prefetched during the first
-    // m-pass (+25-30% at 64 rows here). With fewer, the hardware prefetcher streams better
-    // alone (software prefetch cost a fifth of the bandwidth at one row).
-    const int64_t nb = n + (two_n ? 32 : 16), pf_rows = MB > 2 ? 32 : 0;
-    const char* pf = reinterpret_cast<const char*>(w + std::min(nb, r1) * K);
-    const char* pf_end = reinterpret_cast<const char*>(w + std::min(nb + pf_rows, r1) * K);
     // Below 16 batch rows the first lines of the next block's rows are prefetched during the
     // last k-steps, so their streams start before the block does (+3-10% of bandwidth at 1-8
     // rows here; none at 16 or more).
+    const int64_t nb = n + (two_n ? 32 : 16);
     const int64_t head_rows = bw < 16 && KB >= kHeadLines ? std::min(block, r1 - std::min(nb, r1)) : 0;
     const char* head = reinterpret_cast<const char*>(w + std::min(nb, r1) * K);
-    int64_t mb = 0;
-    for (; mb + 2 <= MB; mb += 2, pf = pf_end)
-      two_n ? amx_block<2, 2>(a, lda, xp, KB, bw, mb, c, ldc, pf, pf_end, head, head_rows)
-            : amx_block<1, 2>(a, lda, xp, KB, bw, mb, c, ldc, pf, pf_end, head, head_rows);
-    if (mb < MB)
-      two_n ? amx_block<2, 1>(a, lda, xp, KB, bw, mb, c, ldc, pf, pf_end, head, head_rows)
-            : amx_block<1, 1>(a, lda, xp, KB, bw, mb, c, ldc, pf, pf_end, head, head_rows);
+    // m-passes in pairs of m-blocks.
+    for (int64_t mb = 0; mb < MB; mb += 2) {
+      const bool pair = mb + 2 <= MB;
+      if (two_n)
+        pair ? amx_block<2, 2>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows)
+             : amx_block<2, 1>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows);
+      else
+        pair ? amx_block<1, 2>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows)
+             : amx_block<1, 1>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows);
+    }
     for (int64_t m = 0; m < M; ++m) {
       at::BFloat16* ym = y + m * N + n;
       for (int64_t i = 0; i < nrows; ++i) ym[i] = at::BFloat16(ct[i * ldc + m]);
