@@ -42,17 +42,19 @@ S0_INLINE void rope_head(const typename St<T>::Raw* x, float* y, const float* cs
   for (int64_t i = R; i < hd; ++i) y[i] = S::load(x[i]);
 }
 
+// Row r, KV head j and its G = H / KV query heads. Each cached key and value row is read
+// (and widened to f32) once for the G heads, which run side by side.
 template <class T, class Exp>
 S0_INLINE void attn_task(const AttnArgs<T>& p, int64_t r, int64_t j, float* scratch, Exp exp) {
   using S = St<T>;
   using Raw = typename St<T>::Raw;
   const int64_t hd = p.hd, R = p.R, G = p.H / p.KV, pos = p.pos[r], T1 = pos + 1;
-  float* cs = scratch;   // [R] cos, rounded
-  float* sn = cs + R;    // [R] sin, rounded
-  float* kr = sn + R;    // [hd]
-  float* qr = kr + hd;   // [hd]
-  float* ctx = qr + hd;  // [hd]
-  float* s = ctx + hd;   // [T1] scores, then probabilities
+  float* cs = scratch;      // [R] cos, rounded
+  float* sn = cs + R;       // [R] sin, rounded
+  float* kr = sn + R;       // [hd] the new key, rotated; then each cached row widened
+  float* qr = kr + hd;      // [G, hd]
+  float* ctx = qr + G * hd; // [G, hd]
+  float* s = ctx + G * hd;  // [G, T1] scores, then probabilities
   for (int64_t i = 0; i < R; ++i) {
     const float ang = static_cast<float>(pos) * p.inv_freq[i % (R / 2)];
     cs[i] = S::round(std::cos(ang));
@@ -65,28 +67,39 @@ S0_INLINE void attn_task(const AttnArgs<T>& p, int64_t r, int64_t j, float* scra
   for (int64_t i = 0; i < hd; ++i) kbase[pos * hd + i] = S::store(kr[i]);
   const Raw* vx = p.v + p.vv.at(r, 0, j);
   for (int64_t i = 0; i < hd; ++i) vbase[pos * hd + i] = vx[i];
+  for (int64_t g = 0; g < G; ++g) rope_head<T>(p.q + p.qv.at(r, 0, j * G + g), qr + g * hd, cs, sn, R, hd);
+  // Scores rounded to the dtype, then scaled and rounded (matmul, then * scale).
+  for (int64_t t = 0; t < T1; ++t) {
+    const Raw* kt = kbase + t * hd;
+    for (int64_t i = 0; i < hd; ++i) kr[i] = S::load(kt[i]);
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = qr + g * hd;
+      const float d = lane_sum<float>(hd, [&](int64_t i) { return qg[i] * kr[i]; });
+      s[g * T1 + t] = S::round(S::round(d) * p.scale);
+    }
+  }
   for (int64_t g = 0; g < G; ++g) {
-    const int64_t h = j * G + g;
-    rope_head<T>(p.q + p.qv.at(r, 0, h), qr, cs, sn, R, hd);
-    // Scores rounded to the dtype, then scaled and rounded (matmul, then * scale).
-    for (int64_t t = 0; t < T1; ++t) {
-      const Raw* kt = kbase + t * hd;
-      const float d = lane_sum<float>(hd, [&](int64_t i) { return qr[i] * S::load(kt[i]); });
-      s[t] = S::round(S::round(d) * p.scale);
+    float* sg = s + g * T1;
+    const float m = lane_max<float>(T1, [&](int64_t t) { return sg[t]; });
+    for (int64_t t = 0; t < T1; ++t) sg[t] -= m;
+    exp(sg, sg, T1);
+    const float z = lane_sum<float>(T1, [&](int64_t t) { return sg[t]; });
+    for (int64_t t = 0; t < T1; ++t) sg[t] = S::round(sg[t] / z);
+  }
+  for (int64_t i = 0; i < G * hd; ++i) ctx[i] = 0;
+  for (int64_t t = 0; t < T1; ++t) {
+    const Raw* vt = vbase + t * hd;
+    for (int64_t i = 0; i < hd; ++i) kr[i] = S::load(vt[i]);
+    for (int64_t g = 0; g < G; ++g) {
+      const float pt = s[g * T1 + t];
+      float* __restrict cg = ctx + g * hd;
+      const float* __restrict vw = kr;
+      for (int64_t i = 0; i < hd; ++i) cg[i] += pt * vw[i];
     }
-    const float m = lane_max<float>(T1, [&](int64_t t) { return s[t]; });
-    for (int64_t t = 0; t < T1; ++t) s[t] -= m;
-    exp(s, s, T1);
-    const float z = lane_sum<float>(T1, [&](int64_t t) { return s[t]; });
-    for (int64_t t = 0; t < T1; ++t) s[t] = S::round(s[t] / z);
-    for (int64_t i = 0; i < hd; ++i) ctx[i] = 0;
-    for (int64_t t = 0; t < T1; ++t) {
-      const float pt = s[t];
-      const Raw* vt = vbase + t * hd;
-      for (int64_t i = 0; i < hd; ++i) ctx[i] += pt * S::load(vt[i]);
-    }
-    Raw* o = p.out + r * p.H * hd + h * hd;
-    for (int64_t i = 0; i < hd; ++i) o[i] = S::store(ctx[i]);
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    Raw* o = p.out + r * p.H * hd + (j * G + g) * hd;
+    for (int64_t i = 0; i < hd; ++i) o[i] = S::store(ctx[g * hd + i]);
   }
 }
 
@@ -166,7 +179,7 @@ Tensor attention_decode_step(const Tensor& q, const Tensor& k, const Tensor& v,
       }
       TORCH_CHECK(rows == B, "attention_decode_step: the caches hold ", rows, " rows for ", B,
                   " inputs");
-      const int64_t scratch = 2 * R + 3 * hd + max_t + 16;
+      const int64_t G = H / KV, scratch = 2 * R + hd + 2 * G * hd + G * max_t + 16;
       at::parallel_for(0, B * KV, 1, [&](int64_t t0, int64_t t1) {
         std::vector<float> buf(static_cast<size_t>(scratch));
         for (int64_t t = t0; t < t1; ++t)
