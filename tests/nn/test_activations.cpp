@@ -49,3 +49,23 @@ TEST(FusedSiluMul, FloatExpIsAccurateOverTheWholeRange) {
   EXPECT_LT(worst, 3e-7);  // ~2.5 ulp (measured 2.67e-7)
   EXPECT_TRUE(at::isnan(nn::silu_mul(at::full({17}, NAN), at::ones({17}))).all().item<bool>());
 }
+
+// The decode-step products against the ATen expressions they replace, bitwise: x * s with
+// multipliers that bf16 cannot hold exactly (Falcon-H1's muP values are such), x * v with v
+// broadcast over the last dimension, for every dtype, one row and many.
+TEST(DecodeProducts, ScaleAndMulLastEqualATenBitwise) {
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
+  for (auto dt : {at::kBFloat16, at::kFloat, at::kDouble})
+    for (auto shape : std::vector<std::vector<int64_t>>{{1, 1, 1000}, {64, 1, 3333}, {7}}) {
+      Tensor x = (at::randn(shape, gen) * 3).to(dt);
+      for (double s : {0.3141592653589793, 1.0 / 3.0, 2.5, -1e-3, 0.7071067811865476, 1.0})
+        EXPECT_TRUE(at::equal(nn::scale(x, s), x * s)) << dt << " " << s << " " << x.sizes();
+      Tensor v = (at::randn({shape.back()}, gen) * 0.37).to(dt);
+      EXPECT_TRUE(at::equal(nn::mul_last(x, v), x * v)) << dt << " " << x.sizes();
+    }
+  // A strided input is read as its values.
+  Tensor x = at::randn({8, 6}, gen).to(at::kBFloat16).t();
+  EXPECT_TRUE(at::equal(nn::scale(x, 0.3), x * 0.3));
+  EXPECT_THROW(nn::mul_last(at::ones({2, 3}), at::ones({4})), c10::Error);
+}

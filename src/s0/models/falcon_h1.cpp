@@ -81,22 +81,32 @@ std::vector<int64_t> FalconH1Model::recurrent_layers() const {
   return r;
 }
 
+namespace {
+
+// Decode steps (one token per row, no autograd) on the CPU multiply through nn::scale /
+// nn::mul_last: bitwise the same as the ATen expressions, without their per-call set-up.
+bool fast_ops(const Tensor& x) { return stepping(x) && x.device().is_cpu(); }
+Tensor mul_s(const Tensor& x, double s) { return fast_ops(x) ? nn::scale(x, s) : x * s; }
+
+}  // namespace
+
 Tensor FalconH1Model::attention(const Layer& w, const Tensor& u, const SeqGroups& gs) const {
   const int64_t B = u.size(0), L = u.size(1);
   const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
-  Tensor x = u * cfg_.attention_in_multiplier;
+  Tensor x = mul_s(u, cfg_.attention_in_multiplier);
   auto qkv = project_many(x, {{&w.q.w, &w.q.name}, {&w.k.w, &w.k.name}, {&w.v.w, &w.v.name}}, gs);
   auto bias = [](const Tensor& y, const Linear& lin) { return lin.b.defined() ? y + lin.b : y; };
   Tensor q = bias(qkv[0], w.q).view({B, L, H, hd});
-  Tensor k = (bias(qkv[1], w.k) * cfg_.key_multiplier).view({B, L, KV, hd});  // before RoPE and caching
+  Tensor k = mul_s(bias(qkv[1], w.k), cfg_.key_multiplier).view({B, L, KV, hd});  // before RoPE and caching
   Tensor v = bias(qkv[2], w.v).view({B, L, KV, hd});
   Tensor ctx = rope_attention(q, k, v, inv_freq_, gs, 1.0 / std::sqrt(static_cast<double>(hd)));
-  return w.o(ctx, gs) * cfg_.attention_out_multiplier;
+  return mul_s(w.o(ctx, gs), cfg_.attention_out_multiplier);
 }
 
 Tensor FalconH1Model::mamba(int64_t l, const Layer& w, const Tensor& u, const SeqGroups& gs) const {
   // 1-2. in_proj on the scaled input, times the muP vector; split z | xBC | dt.
-  Tensor zxbcdt = w.in_proj(u * cfg_.ssm_in_multiplier, gs) * mup_;  // [B, L, 2Ds + 2GN + H]
+  Tensor proj = w.in_proj(mul_s(u, cfg_.ssm_in_multiplier), gs);
+  Tensor zxbcdt = fast_ops(proj) ? nn::mul_last(proj, mup_) : proj * mup_;  // [B, L, 2Ds + 2GN + H]
   // Decode: steps 3-7 for every group in one fused kernel (nn/ssd_step.h), unless an
   // adapter wants the readout hook in between.
   if (stepping(u) && nn::ssd_step_supported(zxbcdt) && !wants_readout_hook(gs)) {
@@ -114,7 +124,7 @@ Tensor FalconH1Model::mamba(int64_t l, const Layer& w, const Tensor& u, const Se
     const nn::SsdStepShape shape{cfg_.mamba_n_heads, cfg_.mamba_d_head, cfg_.mamba_n_groups,
                                  cfg_.mamba_d_state};
     Tensor o = nn::ssd_decode_step(zxbcdt.view({B, -1}), sl, shape, caches);
-    return w.out_proj(o.view({B, 1, -1}), gs) * cfg_.ssm_out_multiplier;
+    return mul_s(w.out_proj(o.view({B, 1, -1}), gs), cfg_.ssm_out_multiplier);
   }
   // 3-7 run per group: the conv history and the recurrence are the group's own, and the
   // transcendental functions then round exactly as for a sequence alone.
@@ -180,7 +190,7 @@ Tensor FalconH1Model::mlp(const Layer& w, const Tensor& x, const SeqGroups& gs) 
   if (stepping(x) && x.device().is_cpu() && x.scalar_type() != at::kDouble) {
     auto gu = project_many(x, {{&w.gate.w, &w.gate.name}, {&w.up.w, &w.up.name}}, gs);
     Tensor gp = w.gate.b.defined() ? gu[0] + w.gate.b : gu[0], up = w.up.b.defined() ? gu[1] + w.up.b : gu[1];
-    return w.down(nn::silu_mul(gp * cfg_.mlp_multipliers[0], up), gs) * cfg_.mlp_multipliers[1];
+    return mul_s(w.down(nn::silu_mul(mul_s(gp, cfg_.mlp_multipliers[0]), up), gs), cfg_.mlp_multipliers[1]);
   }
   Tensor gp = w.gate(x, gs);
   // The gate multiplier acts inside the SiLU (per group: a transcendental function).

@@ -100,6 +100,49 @@ struct SiluMulFn : public torch::autograd::Function<SiluMulFn> {
 
 // ---- entry point -----------------------------------------------------------------------------
 
+Tensor scale(const Tensor& x_in, double s) {
+  TORCH_CHECK(!grad_enabled() || !x_in.requires_grad(), "nn::scale: no autograd (decode only)");
+  TORCH_CHECK(x_in.device().is_cpu(), "nn::scale: CPU tensors");
+  const Tensor x = x_in.contiguous();
+  Tensor out = at::empty_like(x);
+  dispatch_dtype(x.scalar_type(), "nn::scale", [&](auto tag) {
+    using T = decltype(tag);
+    using S = St<T>;
+    using A = typename S::A;
+    const auto* xp = raw<T>(x);
+    auto* op = raw<T>(out);
+    // ATen casts the scalar to the tensor's dtype first (a bf16 tensor times 0.3 multiplies
+    // by bf16(0.3) = 0.30078125).
+    const A m = S::round(static_cast<A>(s));
+    at::parallel_for(0, x.numel(), 1 << 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) op[i] = S::store(S::load(xp[i]) * m);
+    });
+  });
+  return out;
+}
+
+Tensor mul_last(const Tensor& x_in, const Tensor& v_in) {
+  TORCH_CHECK(!grad_enabled() || (!x_in.requires_grad() && !v_in.requires_grad()),
+              "nn::mul_last: no autograd (decode only)");
+  TORCH_CHECK(x_in.device().is_cpu() && v_in.device().is_cpu() && v_in.dim() == 1 && x_in.dim() >= 1 &&
+                  x_in.size(-1) == v_in.size(0) && x_in.scalar_type() == v_in.scalar_type(),
+              "nn::mul_last: x [..., D] and v [D] of one dtype on the CPU");
+  const Tensor x = x_in.contiguous(), v = v_in.contiguous();
+  Tensor out = at::empty_like(x);
+  const int64_t D = v.numel(), rows = D == 0 ? 0 : x.numel() / D;
+  dispatch_dtype(x.scalar_type(), "nn::mul_last", [&](auto tag) {
+    using T = decltype(tag);
+    using S = St<T>;
+    const auto *xp = raw<T>(x), *vp = raw<T>(v);
+    auto* op = raw<T>(out);
+    at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t i = 0; i < D; ++i) op[r * D + i] = S::store(S::load(xp[r * D + i]) * S::load(vp[i]));
+    });
+  });
+  return out;
+}
+
 Tensor silu_mul(const Tensor& g, const Tensor& u) {
   TORCH_CHECK(g.sizes() == u.sizes() && g.scalar_type() == u.scalar_type(), "silu_mul: g and u must match");
   if (grad_enabled() && (g.requires_grad() || u.requires_grad()))
