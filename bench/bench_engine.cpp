@@ -50,21 +50,8 @@ static double rss_gb() {
   return 0;
 }
 
-static double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  if (v.empty()) return 0;
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
-static std::vector<int> int_list(const std::string& s) {
-  std::vector<int> out;
-  for (size_t p = 0; p < s.size();) {
-    size_t q = s.find(',', p);
-    out.push_back(std::stoi(s.substr(p, q - p)));
-    p = q == std::string::npos ? s.size() : q + 1;
-  }
-  return out;
-}
+using s0::bench::int_list;
+using s0::bench::median;
 
 // The next tokens of a step's logits [B, V] as the decode engine picks them greedily: each
 // row through a temperature-0 sampler, the rows through the engine's row picker.
@@ -79,7 +66,7 @@ static Tensor greedy(const Tensor& logits) {
 int main(int argc, char** argv) {
   std::string model_dir, preset, dtype = "bf16", cache_dir = "/tmp/s0-bench", arch = "qwen35";
   int threads = 0, prompt_len = 512, steps = 12, repeats = 3;
-  std::vector<int> batches = {1, 4, 16, 64};
+  std::vector<int64_t> batches = {1, 4, 16, 64};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {

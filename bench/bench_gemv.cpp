@@ -24,22 +24,8 @@ using namespace s0;
 using bench::Clock;
 using bench::secs;
 
-namespace {
-
-std::vector<int64_t> int_list(const std::string& s) {
-  std::vector<int64_t> v;
-  std::stringstream ss(s);
-  std::string t;
-  while (std::getline(ss, t, ',')) v.push_back(std::stoll(t));
-  return v;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-}  // namespace
+using bench::int_list;
+using bench::median;
 
 int main(int argc, char** argv) {
   try {

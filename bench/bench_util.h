@@ -22,6 +22,24 @@ using Clock = std::chrono::steady_clock;
 
 inline double secs(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
 
+// The median (the mean of the middle two for an even count; 0 for none).
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  if (v.empty()) return 0;
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+// "1,4,16" -> {1, 4, 16}.
+inline std::vector<int64_t> int_list(const std::string& s) {
+  std::vector<int64_t> out;
+  for (size_t p = 0; p < s.size();) {
+    const size_t q = s.find(',', p);
+    out.push_back(std::stoll(s.substr(p, q - p)));
+    p = q == std::string::npos ? s.size() : q + 1;
+  }
+  return out;
+}
+
 // CACHE/ARCH-PRESET-DTYPE, written with random weights when absent. Returns the seconds
 // spent writing it (0 when it already existed). arch: "qwen35" | "falcon_h1".
 inline double ensure_preset_dir(const std::string& dir, const std::string& preset, const std::string& dtype,
