@@ -193,29 +193,37 @@ S0_INLINE void rms1p_bwd_rows(const typename St<T>::Raw* x, const typename St<T>
   }
 }
 
-Tensor rms1p_forward(const Tensor& x, const Tensor& w, double eps) {
-  Tensor y = at::empty_like(x);
-  const int64_t D = x.size(-1), N = D ? x.numel() / D : 0;
-  dispatch_dtype(x.scalar_type(), "rms_norm_1p", [&](auto tag) {
-    using T = decltype(tag);
-    using A = typename St<T>::A;
-    const auto *xp = raw<T>(x), *wp = raw<T>(w);
-    auto* yp = raw<T>(y);
-    at::parallel_for(0, N, row_grain(D), [&](int64_t r0, int64_t r1) {
-      dispatch<T>([&](auto) __attribute__((always_inline)) {
-        rms1p_fwd_rows<T>(xp, wp, yp, D, static_cast<A>(eps), r0, r1);
-      });
-    });
-  });
-  return y;
-}
-
 // Plain RMSNorm rows: y = round(w round(x r)).
 template <class T, class A = typename St<T>::A>
 S0_INLINE void rms_fwd_rows(const typename St<T>::Raw* x, const typename St<T>::Raw* w, typename St<T>::Raw* y,
                             int64_t D, A eps, int64_t r0, int64_t r1) {
   rms_rows<T>(x, w, y, D, eps, r0, r1, [](A xr, A wi) { return wi * St<T>::round(xr); });
 }
+
+// Every row of x [..., D] normalised (x and w contiguous, one dtype), rows in parallel: the
+// (1 + w) form of Qwen3.5 (OnePlus) or the plain one.
+template <bool OnePlus>
+Tensor rms_forward(const Tensor& x, const Tensor& w, double eps, const char* what) {
+  Tensor y = at::empty_like(x);
+  const int64_t D = x.size(-1), N = D ? x.numel() / D : 0;
+  dispatch_dtype(x.scalar_type(), what, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename St<T>::A;
+    const auto *xp = raw<T>(x), *wp = raw<T>(w);
+    auto* yp = raw<T>(y);
+    at::parallel_for(0, N, row_grain(D), [&](int64_t r0, int64_t r1) {
+      dispatch<T>([&](auto) __attribute__((always_inline)) {
+        if constexpr (OnePlus)
+          rms1p_fwd_rows<T>(xp, wp, yp, D, static_cast<A>(eps), r0, r1);
+        else
+          rms_fwd_rows<T>(xp, wp, yp, D, static_cast<A>(eps), r0, r1);
+      });
+    });
+  });
+  return y;
+}
+
+Tensor rms1p_forward(const Tensor& x, const Tensor& w, double eps) { return rms_forward<true>(x, w, eps, "rms_norm_1p"); }
 
 struct RmsNorm1pFn : public torch::autograd::Function<RmsNorm1pFn> {
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& w, double eps) {
@@ -268,18 +276,7 @@ Tensor rms_norm_rows(const Tensor& x, const Tensor& w, double eps) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() >= 1 && w.numel() == x.size(-1) && w.scalar_type() == x.scalar_type(),
               "rms_norm_rows: x [..., D] on the CPU and w [D] of x's dtype");
   TORCH_CHECK(!(grad_enabled() && (x.requires_grad() || w.requires_grad())), "rms_norm_rows: inference only");
-  Tensor xc = x.contiguous(), wc = w.contiguous(), y = at::empty_like(xc);
-  const int64_t D = x.size(-1), N = D ? x.numel() / D : 0;
-  dispatch_dtype(x.scalar_type(), "rms_norm_rows", [&](auto tag) {
-    using T = decltype(tag);
-    using A = typename St<T>::A;
-    const auto *xp = raw<T>(xc), *wp = raw<T>(wc);
-    auto* yp = raw<T>(y);
-    at::parallel_for(0, N, row_grain(D), [&](int64_t r0, int64_t r1) {
-      dispatch<T>([&](auto) __attribute__((always_inline)) { rms_fwd_rows<T>(xp, wp, yp, D, static_cast<A>(eps), r0, r1); });
-    });
-  });
-  return y;
+  return rms_forward<false>(x.contiguous(), w.contiguous(), eps, "rms_norm_rows");
 }
 
 Tensor gated_rms_norm_heads(const Tensor& o, const Tensor& z, const Tensor& w, double eps) {
