@@ -51,17 +51,20 @@ Tensor project(const Tensor& x, const Tensor& w, const std::string& name, const 
   return linear_hooks(x, project(x, w), name, groups);
 }
 
-std::vector<Tensor> project_many(const Tensor& x, const std::vector<std::pair<const Tensor*, const std::string*>>& ws,
+std::vector<Tensor> project_many(const Tensor& x, const std::vector<const NamedLinear*>& lins,
                                  const SeqGroups& groups) {
   std::vector<Tensor> ys;
   if (stepping(x)) {
     std::vector<Tensor> w;
-    for (const auto& [wp, name] : ws) w.push_back(*wp);
+    for (const NamedLinear* l : lins) w.push_back(l->w);
     ys = nn::linear_rows_multi(x, w);
   } else {
-    for (const auto& [wp, name] : ws) ys.push_back(project(x, *wp));
+    for (const NamedLinear* l : lins) ys.push_back(project(x, l->w));
   }
-  for (size_t i = 0; i < ws.size(); ++i) ys[i] = linear_hooks(x, ys[i], *ws[i].second, groups);
+  for (size_t i = 0; i < lins.size(); ++i) {
+    ys[i] = linear_hooks(x, ys[i], lins[i]->name, groups);
+    if (lins[i]->b.defined()) ys[i] = ys[i] + lins[i]->b;
+  }
   return ys;
 }
 

@@ -22,12 +22,6 @@ Tensor project(const Tensor& x, const Tensor& w);
 // the Hugging Face module name ("layers.3.self_attn.q_proj").
 Tensor project(const Tensor& x, const Tensor& w, const std::string& name, const SeqGroups& groups);
 
-// project(x, w_i, name_i, groups) for several weights of one input: in a decode step the
-// products go through one nn::linear_rows_multi call (rows packed once, one parallel
-// region), bitwise equal to doing them one by one.
-std::vector<Tensor> project_many(const Tensor& x, const std::vector<std::pair<const Tensor*, const std::string*>>& ws,
-                                 const SeqGroups& groups);
-
 // A linear layer as the families hold it: weight [out, in] (model dtype), optional bias and
 // the module name the adapter door's hook sees. y = project(x, w, name) (+ b).
 struct NamedLinear {
@@ -35,6 +29,12 @@ struct NamedLinear {
   std::string name;  // "layers.3.self_attn.q_proj"
   Tensor operator()(const Tensor& x, const SeqGroups& groups) const;
 };
+
+// (*lin)(x, groups) for several layers of one input: in a decode step the products go
+// through one nn::linear_rows_multi call (rows packed once, one parallel region), bitwise
+// equal to doing them one by one.
+std::vector<Tensor> project_many(const Tensor& x, const std::vector<const NamedLinear*>& lins,
+                                 const SeqGroups& groups);
 
 // Whether any group's adapter wants the recurrent-readout hook, and the hook itself:
 // query [B, H, L, K] and readout o [B, H, L, V] for all rows; returns o with each hooked

@@ -83,10 +83,13 @@ std::vector<int64_t> FalconH1Model::recurrent_layers() const {
 
 namespace {
 
-// Decode steps (one token per row, no autograd) on the CPU multiply through nn::scale /
-// nn::mul_last: bitwise the same as the ATen expressions, without their per-call set-up.
-bool fast_ops(const Tensor& x) { return stepping(x) && x.device().is_cpu(); }
-Tensor mul_s(const Tensor& x, double s) { return fast_ops(x) ? nn::scale(x, s) : x * s; }
+// A decode step (one token per row of a [B, 1, D] input, no autograd) on the CPU, not f64
+// (f64 test models keep the reference ops): the row-wise kernels replace per-group ATen ops.
+bool decode_rows(const Tensor& x) {
+  return x.dim() == 3 && stepping(x) && x.device().is_cpu() && x.scalar_type() != at::kDouble;
+}
+// x * s; in a decode step through nn::scale (bitwise the same, without ATen's per-call set-up).
+Tensor mul_s(const Tensor& x, double s) { return decode_rows(x) ? nn::scale(x, s) : x * s; }
 
 }  // namespace
 
@@ -94,11 +97,10 @@ Tensor FalconH1Model::attention(const Layer& w, const Tensor& u, const SeqGroups
   const int64_t B = u.size(0), L = u.size(1);
   const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
   Tensor x = mul_s(u, cfg_.attention_in_multiplier);
-  auto qkv = project_many(x, {{&w.q.w, &w.q.name}, {&w.k.w, &w.k.name}, {&w.v.w, &w.v.name}}, gs);
-  auto bias = [](const Tensor& y, const Linear& lin) { return lin.b.defined() ? y + lin.b : y; };
-  Tensor q = bias(qkv[0], w.q).view({B, L, H, hd});
-  Tensor k = mul_s(bias(qkv[1], w.k), cfg_.key_multiplier).view({B, L, KV, hd});  // before RoPE and caching
-  Tensor v = bias(qkv[2], w.v).view({B, L, KV, hd});
+  auto qkv = project_many(x, {&w.q, &w.k, &w.v}, gs);
+  Tensor q = qkv[0].view({B, L, H, hd});
+  Tensor k = mul_s(qkv[1], cfg_.key_multiplier).view({B, L, KV, hd});  // before RoPE and caching
+  Tensor v = qkv[2].view({B, L, KV, hd});
   Tensor ctx = rope_attention(q, k, v, inv_freq_, gs, 1.0 / std::sqrt(static_cast<double>(hd)));
   return mul_s(w.o(ctx, gs), cfg_.attention_out_multiplier);
 }
@@ -106,7 +108,7 @@ Tensor FalconH1Model::attention(const Layer& w, const Tensor& u, const SeqGroups
 Tensor FalconH1Model::mamba(int64_t l, const Layer& w, const Tensor& u, const SeqGroups& gs) const {
   // 1-2. in_proj on the scaled input, times the muP vector; split z | xBC | dt.
   Tensor proj = w.in_proj(mul_s(u, cfg_.ssm_in_multiplier), gs);
-  Tensor zxbcdt = fast_ops(proj) ? nn::mul_last(proj, mup_) : proj * mup_;  // [B, L, 2Ds + 2GN + H]
+  Tensor zxbcdt = decode_rows(proj) ? nn::mul_last(proj, mup_) : proj * mup_;  // [B, L, 2Ds + 2GN + H]
   // Decode: steps 3-7 for every group in one fused kernel (nn/ssd_step.h), unless an
   // adapter wants the readout hook in between.
   if (stepping(u) && nn::ssd_step_supported(zxbcdt) && !wants_readout_hook(gs)) {
@@ -187,10 +189,9 @@ Tensor FalconH1Model::mamba_core(int64_t l, const Layer& w, const Tensor& zxbcdt
 Tensor FalconH1Model::mlp(const Layer& w, const Tensor& x, const SeqGroups& gs) const {
   // Decode: gate and up in one call, silu(g m0) u in one kernel over the whole batch (each
   // element computed the same way wherever it sits); the product g m0 rounds as before.
-  if (stepping(x) && x.device().is_cpu() && x.scalar_type() != at::kDouble) {
-    auto gu = project_many(x, {{&w.gate.w, &w.gate.name}, {&w.up.w, &w.up.name}}, gs);
-    Tensor gp = w.gate.b.defined() ? gu[0] + w.gate.b : gu[0], up = w.up.b.defined() ? gu[1] + w.up.b : gu[1];
-    return mul_s(w.down(nn::silu_mul(mul_s(gp, cfg_.mlp_multipliers[0]), up), gs), cfg_.mlp_multipliers[1]);
+  if (decode_rows(x)) {
+    auto gu = project_many(x, {&w.gate, &w.up}, gs);
+    return mul_s(w.down(nn::silu_mul(mul_s(gu[0], cfg_.mlp_multipliers[0]), gu[1]), gs), cfg_.mlp_multipliers[1]);
   }
   Tensor gp = w.gate(x, gs);
   // The gate multiplier acts inside the SiLU (per group: a transcendental function).
@@ -209,7 +210,7 @@ Tensor FalconH1Model::layer(int64_t l, const Tensor& h, const SeqGroups& gs) con
   const Layer& w = layers_.at(l);
   // The norms' rsqrt runs per group (its vector and scalar paths round differently); in a
   // decode step, one row-wise kernel over the whole batch instead.
-  const bool rows = stepping(h) && h.device().is_cpu() && h.scalar_type() != at::kDouble;
+  const bool rows = decode_rows(h);
   auto norm = [&](const Tensor& t, const Tensor& wn) {
     if (rows) return nn::rms_norm_rows(t, wn, cfg_.rms_norm_eps);
     return per_group(gs, [&](const SeqGroup& g, int64_t r) { return nn::rms_norm(rows_of(t, g, r), wn, cfg_.rms_norm_eps); });
@@ -220,8 +221,7 @@ Tensor FalconH1Model::layer(int64_t l, const Tensor& h, const SeqGroups& gs) con
 }
 
 Tensor FalconH1Model::final_norm(const Tensor& h) const {
-  if (h.dim() == 3 && stepping(h) && h.device().is_cpu() && h.scalar_type() != at::kDouble)
-    return nn::rms_norm_rows(h, norm_, cfg_.rms_norm_eps);
+  if (decode_rows(h)) return nn::rms_norm_rows(h, norm_, cfg_.rms_norm_eps);
   return nn::rms_norm(h, norm_, cfg_.rms_norm_eps);
 }
 

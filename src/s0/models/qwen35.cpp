@@ -91,9 +91,7 @@ Tensor Qwen35Model::gated_delta_net(int64_t l, const Layer& w, const Tensor& x, 
   if (stepping(x) && nn::gdn_step_supported(x) && !wants_readout_hook(gs)) {
     std::vector<nn::GdnStepCache> caches;
     for (const SeqGroup& g : gs) caches.push_back({&g.cache->conv, &g.cache->state, g.rows});
-    auto in = project_many(
-        x, {{&a.in_qkv.w, &a.in_qkv.name}, {&a.in_z.w, &a.in_z.name}, {&a.in_b.w, &a.in_b.name}, {&a.in_a.w, &a.in_a.name}},
-        gs);
+    auto in = project_many(x, {&a.in_qkv, &a.in_z, &a.in_b, &a.in_a}, gs);
     Tensor o = nn::gdn_decode_step(in[0].view({B, -1}), in[1].view({B, -1}), in[2].view({B, -1}), in[3].view({B, -1}),
                                    a.conv, a.neg_A, a.dt_bias, a.norm, {Hk, Hv, dk, dv}, cfg_.rms_norm_eps, caches);
     return o.view({B, 1, Hv * dv});
@@ -154,7 +152,7 @@ Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, const SeqGr
   const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
   const AttnWeights& a = w.attn;
   // q_proj rows are per head [query (hd) | gate (hd)].
-  auto qkv = project_many(x, {{&a.q.w, &a.q.name}, {&a.k.w, &a.k.name}, {&a.v.w, &a.v.name}}, gs);
+  auto qkv = project_many(x, {&a.q, &a.k, &a.v}, gs);
   Tensor qg = qkv[0].view({B, L, H, 2 * hd});
   auto parts = qg.split(hd, 3);  // [query | gate] per head
   Tensor q = nn::rms_norm_1p(parts[0], a.q_norm, cfg_.rms_norm_eps);
@@ -187,7 +185,7 @@ Tensor Qwen35Model::mlp_core(int64_t l, const Tensor& x) const { return mlp_core
 Tensor Qwen35Model::mlp_core(int64_t l, const Tensor& x, const SeqGroups& gs) const {
   const Layer& w = layers_.at(l);
   Tensor m = nn::rms_norm_1p(x, w.post_norm, cfg_.rms_norm_eps);
-  auto gu = project_many(m, {{&w.gate.w, &w.gate.name}, {&w.up.w, &w.up.name}}, gs);
+  auto gu = project_many(m, {&w.gate, &w.up}, gs);
   return nn::silu_mul(gu[0], gu[1]);
 }
 

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "s0/io/model_dir.h"
+#include "s0/models/blocks.h"
 #include "s0/models/model.h"
 #include "s0/models/qwen35_config.h"
 
@@ -49,11 +50,8 @@ class Qwen35Model : public CausalLM {
   std::vector<std::pair<std::string, Tensor*>> mutable_weights();
 
  private:
-  // A linear layer's weight and its module name (the adapter door's hook name).
-  struct Linear {
-    Tensor w;
-    std::string name;  // "layers.3.self_attn.q_proj"
-  };
+  // A linear layer's weight and its module name (the adapter door's hook name); no bias.
+  using Linear = NamedLinear;
   struct GdnWeights {
     Linear in_qkv, in_z, in_b, in_a, out;
     Tensor conv /*[C, Kc] f32*/, neg_A /*f32*/, dt_bias /*f32*/, norm;

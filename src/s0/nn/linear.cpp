@@ -269,7 +269,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
     // Below 16 batch rows the first lines of the next block's rows are prefetched during the
     // last k-steps, so their streams start before the block does (+3-10% of bandwidth at 1-8
     // rows here; none at 16 or more).
-    const int64_t nb = n + (two_n ? 32 : 16);
+    const int64_t nb = n + nrows;  // the next block's first row
     const int64_t head_rows = bw < 16 && KB >= kHeadLines ? std::min(block, r1 - std::min(nb, r1)) : 0;
     const char* head = reinterpret_cast<const char*>(w + std::min(nb, r1) * K);
     // m-passes in pairs of m-blocks.
@@ -430,7 +430,7 @@ Tensor gemv(const Tensor& x, const Tensor& w) {
 
 std::vector<Tensor> linear_rows_multi(const Tensor& x, const std::vector<Tensor>& ws) {
   bool together = ws.size() > 1 && !grad_enabled() && x.device().is_cpu() && x.scalar_type() == at::kBFloat16 &&
-                  x.size(-1) % 32 == 0 && amx_applies(x.size(-1)) && x.numel() > 0;
+                  amx_applies(x.size(-1)) && x.numel() > 0;
   for (const Tensor& w : ws)
     together = together && w.device().is_cpu() && w.is_contiguous() && w.dim() == 2 &&
                w.scalar_type() == at::kBFloat16 && w.size(1) == x.size(-1) && w.size(0) > 0;
