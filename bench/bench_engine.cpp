@@ -16,7 +16,10 @@
 //   bench_engine [--arch qwen35|falcon_h1|qwen2] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len
 //   512]
 //                [--batches 1,4,16,64] [--steps 12] [--repeats 3] [--kernel auto|avx512]
-//   (--kernel avx512: bf16 decode products through the AVX-512 kernel even where AMX exists)
+//                [--huge-pages 1|0]
+//   (--kernel avx512: bf16 decode products through the AVX-512 kernel even where AMX exists;
+//   --huge-pages 0: weights and heap on 4 KB pages, to measure what 2 MB pages are worth,
+//   util/huge_pages.h)
 //   bench_engine --model DIR --dtype f32
 #include <algorithm>
 #include <chrono>
@@ -30,6 +33,7 @@
 #include <ATen/Parallel.h>
 
 #include "bench_util.h"
+#include "s0/models/weights.h"
 #include "s0/generate/engine.h"
 #include "s0/adapters/prefix.h"
 #include "s0/generate/sampler.h"
@@ -41,14 +45,6 @@
 using namespace s0;
 using bench::Clock;
 using bench::secs;
-
-static double rss_gb() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1e6;
-  return 0;
-}
 
 using s0::bench::int_list;
 using s0::bench::median;
@@ -64,6 +60,7 @@ static Tensor greedy(const Tensor& logits) {
 }
 
 int main(int argc, char** argv) {
+  bench::huge_pages_from_args(argc, argv);
   std::string model_dir, preset, dtype = "bf16", cache_dir = "/tmp/s0-bench", arch = "qwen35";
   int threads = 0, prompt_len = 512, steps = 12, repeats = 3;
   std::vector<int64_t> batches = {1, 4, 16, 64};
@@ -95,6 +92,9 @@ int main(int argc, char** argv) {
       std::string k = next();
       if (k != "auto" && k != "avx512") throw Error("--kernel: auto or avx512");
       nn::set_decode_kernel(k == "auto" ? nn::DecodeKernel::kAuto : nn::DecodeKernel::kAvx512);
+    } else if (a == "--huge-pages") {
+      const std::string v = next();
+      if (v != "0" && v != "1") throw Error("--huge-pages: 0 or 1");  // applied by huge_pages_from_args
     } else if (a == "--cache-dir")
       cache_dir = next();
     else {
@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
                    "[--dtype bf16|f32]\n"
                    "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] "
                    "[--repeats 3]\n"
-                   "       [--kernel auto|avx512] [--cache-dir /tmp/s0-bench]\n");
+                   "       [--kernel auto|avx512] [--huge-pages 1|0] [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
   }
@@ -306,7 +306,10 @@ int main(int argc, char** argv) {
     }
     out["decode"] = dec;
     out["steps"] = steps;
-    out["rss_gb"] = rss_gb();
+    out["rss_gb"] = bench::proc_mb("/proc/self/status", "VmRSS") * 1024 / 1e6;
+    out["huge_pages"] = {{"weights", util::huge_pages_wanted()},
+                         {"heap", util::huge_page_heap()},
+                         {"anon_huge_pages_mb", bench::proc_mb("/proc/self/smaps_rollup", "AnonHugePages")}};
     std::printf("%s\n", out.dump(2).c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

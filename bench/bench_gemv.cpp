@@ -2,7 +2,10 @@
 // that do not fit in cache (a rotating set of 256 MB), through each kernel this machine has
 // (the AMX tile kernel, the AVX-512 kernel) and through at::linear (oneDNN), in one run.
 // Prints JSON: the streaming read bandwidth and, per M, ms per 256 MB pass, GB/s and GFLOP/s
-// of each path.
+// of each path; the AMX and AVX-512 kernels also on a copy of the weights on 2 MB pages
+// (models::WeightArena, as models load them; the plain paths' weights are in the heap on
+// 4 KB pages: this benchmark does not re-execute with the huge-page heap), the repeats
+// interleaved across the paths. The streaming read is on 2 MB pages.
 //
 //   bench_gemv [--threads 0] [--dtype bf16|f32] [--batches 1,4,16,32,64] [--mb 256]
 //              [--shape 4096x1024] [--repeats 5]
@@ -19,6 +22,7 @@
 #include "bench_util.h"
 #include "s0/nn/linear.h"
 #include "s0/models/model.h"
+#include "s0/models/weights.h"
 
 using namespace s0;
 using bench::Clock;
@@ -62,8 +66,11 @@ int main(int argc, char** argv) {
     const auto st = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
     const int64_t per = N * K * at::elementSize(st);
     const int64_t count = std::max<int64_t>(1, mb * (int64_t{1} << 20) / per);
-    std::vector<Tensor> ws;
+    std::vector<Tensor> ws, ws_huge;
     for (int64_t i = 0; i < count; ++i) ws.push_back(at::randn({N, K}).to(st));
+    // The same weights on 2 MB pages, as models load them (models::WeightArena).
+    models::WeightArena arena;
+    for (const Tensor& w : ws) ws_huge.push_back(arena.empty({N, K}, st).copy_(w));
     const double bytes = static_cast<double>(per) * count;
 
     nlohmann::json out;
@@ -74,9 +81,11 @@ int main(int argc, char** argv) {
     out["amx_available"] = nn::amx_available();
     out["bandwidth_gbps"] = bench::stream_read_gbps();
 
+    out["huge_page_mb"] = bench::proc_mb("/proc/self/smaps_rollup", "AnonHugePages");
     struct Path {
       std::string name;
       std::function<void(const Tensor&, const Tensor&)> run;
+      bool huge = false;  // on the arena's copies (2 MB pages) instead of heap memory
     };
     std::vector<Path> paths;
     if (st == at::kBFloat16 && nn::amx_available())
@@ -84,26 +93,40 @@ int main(int argc, char** argv) {
                          nn::set_decode_kernel(nn::DecodeKernel::kAuto);
                          nn::gemv_rows(x, w);
                        }});
+    if (st == at::kBFloat16 && nn::amx_available())
+      paths.push_back({"amx_huge_pages",
+                       [](const Tensor& x, const Tensor& w) {
+                         nn::set_decode_kernel(nn::DecodeKernel::kAuto);
+                         nn::gemv_rows(x, w);
+                       },
+                       true});
     paths.push_back({"avx512", [](const Tensor& x, const Tensor& w) {
                        nn::set_decode_kernel(nn::DecodeKernel::kAvx512);
                        nn::gemv_rows(x, w);
                      }});
+    paths.push_back({"avx512_huge_pages",
+                     [](const Tensor& x, const Tensor& w) {
+                       nn::set_decode_kernel(nn::DecodeKernel::kAvx512);
+                       nn::gemv_rows(x, w);
+                     },
+                     true});
     paths.push_back({"at_linear", [](const Tensor& x, const Tensor& w) { at::linear(x, w); }});
 
     for (int64_t M : batches) {
       Tensor x = at::randn({M, K}).to(st);
       nlohmann::json row;
       row["batch"] = M;
-      for (const auto& p : paths) {
-        for (const auto& w : ws) p.run(x, w);  // warm-up pass
-        std::vector<double> t;
-        for (int r = 0; r < repeats; ++r) {
+      // Repeats interleaved across the paths (a noisy machine drifts between them otherwise).
+      std::vector<std::vector<double>> t(paths.size());
+      for (int r = -1; r < repeats; ++r)  // r = -1: a warm-up pass
+        for (size_t i = 0; i < paths.size(); ++i) {
           auto t0 = Clock::now();
-          for (const auto& w : ws) p.run(x, w);
-          t.push_back(secs(t0));
+          for (const auto& w : paths[i].huge ? ws_huge : ws) paths[i].run(x, w);
+          if (r >= 0) t[i].push_back(secs(t0));
         }
-        const double s = median(t);
-        row[p.name] = {{"ms", 1e3 * s}, {"gbps", bytes / s / 1e9}, {"gflops", 2.0 * M * bytes / at::elementSize(st) / s / 1e9}};
+      for (size_t i = 0; i < paths.size(); ++i) {
+        const double s = median(t[i]);
+        row[paths[i].name] = {{"ms", 1e3 * s}, {"gbps", bytes / s / 1e9}, {"gflops", 2.0 * M * bytes / at::elementSize(st) / s / 1e9}};
       }
       out["batches"].push_back(row);
     }

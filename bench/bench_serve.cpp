@@ -5,6 +5,7 @@
 //
 //   bench_serve [--preset 0.8b] [--dtype bf16] [--threads 0] [--tokens 32] [--prompt-len 16]
 //               [--concurrency 1,4,16] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]
+//               [--huge-pages 1|0]   (0: weights and heap on 4 KB pages, util/huge_pages.h)
 // Each configuration runs `repeats` times, base and mixed alternating; medians are reported.
 #include <algorithm>
 #include <atomic>
@@ -43,6 +44,7 @@ static double median(std::vector<double> v) {
 }
 
 int main(int argc, char** argv) {
+  bench::huge_pages_from_args(argc, argv);
   std::string preset = "0.8b", dtype = "bf16", cache_dir = "/tmp/s0-bench";
   int threads = 0, tokens = 32, prompt_len = 16, nsets = 8, repeats = 3;
   std::vector<int> conc = {1, 4, 16};
@@ -60,6 +62,7 @@ int main(int argc, char** argv) {
     else if (a == "--sets") nsets = std::stoi(next());
     else if (a == "--repeats") repeats = std::stoi(next());
     else if (a == "--cache-dir") cache_dir = next();
+    else if (a == "--huge-pages") next();  // 0: 4 KB pages (applied by huge_pages_from_args)
     else if (a == "--concurrency") {
       conc.clear();
       std::string s = next();
@@ -71,7 +74,8 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: bench_serve [--preset 0.8b] [--dtype bf16] [--threads 0] [--tokens 32] [--prompt-len 16]\n"
-                   "                   [--concurrency 1,4,16] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]\n");
+                   "                   [--concurrency 1,4,16] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]\n"
+                   "                   [--huge-pages 1|0]\n");
       return 2;
     }
   }

@@ -6,15 +6,19 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "s0/models/init_model.h"
 #include "s0/models/model.h"
+#include "s0/models/weights.h"
 #include "s0/nn/linear.h"
 #include "s0/util/error.h"
+#include "s0/util/huge_pages.h"
 
 namespace s0::bench {
 
@@ -30,6 +34,25 @@ inline double median(std::vector<double> v) {
 }
 
 // "1,4,16" -> {1, 4, 16}.
+// A "Key:   N kB" line of a /proc file (/proc/self/status VmRSS, /proc/self/smaps_rollup
+// AnonHugePages), in MB; 0 when absent.
+inline double proc_mb(const char* path, const std::string& key) {
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key + ":", 0) == 0) return std::stod(line.substr(key.size() + 1)) / 1024.0;
+  return 0;
+}
+
+// For a benchmark's main(): `--huge-pages 0` among the arguments turns transparent huge
+// pages off for this run (S0_HUGE_PAGES=0); otherwise the process re-executes itself once
+// with the huge-page heap, as the s0 binary does (util/huge_pages.h).
+inline void huge_pages_from_args(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--huge-pages" && std::string(argv[i + 1]) == "0") ::setenv("S0_HUGE_PAGES", "0", 1);
+  util::enable_huge_page_heap(argv);
+}
+
 inline std::vector<int64_t> int_list(const std::string& s) {
   std::vector<int64_t> out;
   for (size_t p = 0; p < s.size();) {
@@ -92,10 +115,14 @@ inline uint64_t sum_words(const uint64_t* p, int64_t n) {
 
 // Read bandwidth in GB/s (1e9 bytes/s) of a streaming sum over `bytes` (much larger than
 // the caches) on libtorch's intra-op threads, each reading its own contiguous share, as the
-// decode kernels do: the best of `passes` passes after one warm-up.
+// decode kernels do: the best of `passes` passes after one warm-up. The buffer is placed as
+// model weights are (models::WeightArena: 2 MB pages unless turned off), so the roofline is
+// that of the memory the weights are in.
 inline double stream_read_gbps(int64_t bytes = int64_t(1) << 30, int passes = 5) {
   const int64_t n = bytes / 8;
-  std::vector<uint64_t> buf(static_cast<size_t>(n));
+  models::WeightArena arena;
+  Tensor t_buf = arena.empty({n}, at::kLong);
+  uint64_t* buf = reinterpret_cast<uint64_t*>(t_buf.data_ptr<int64_t>());
   at::parallel_for(0, n, 1 << 16, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) buf[i] = static_cast<uint64_t>(i);
   });
@@ -105,7 +132,7 @@ inline double stream_read_gbps(int64_t bytes = int64_t(1) << 30, int passes = 5)
     std::vector<uint64_t> part(static_cast<size_t>(at::get_num_threads()) + 1, 0);
     auto t = Clock::now();
     at::parallel_for(0, n, 1 << 16, [&](int64_t a, int64_t b) {
-      part[static_cast<size_t>(at::get_thread_num())] += detail::sum_words(buf.data() + a, b - a);
+      part[static_cast<size_t>(at::get_thread_num())] += detail::sum_words(buf + a, b - a);
     });
     const double s = secs(t);
     for (uint64_t v : part) sink = sink + v;

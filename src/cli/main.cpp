@@ -6,8 +6,12 @@
 
 #include "commands.h"
 #include "s0/util/error.h"
+#include "s0/util/huge_pages.h"
 
 int main(int argc, char** argv) {
+  // Decode streams weights and recurrent states: ask for 2 MB pages for the heap too
+  // (re-executes once; S0_HUGE_PAGES=0 to run on 4 KB pages).
+  s0::util::enable_huge_page_heap(argv);
   CLI::App app{"s0: learn, apply and serve initial recurrent states (S0 tuning) for hybrid LLMs"};
   app.require_subcommand(1);
   struct Command {

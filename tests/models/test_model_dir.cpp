@@ -25,6 +25,7 @@
 #include "s0/models/qwen35.h"
 #include "s0/models/qwen35_config.h"
 #include "s0/models/weights.h"
+#include "s0/util/huge_pages.h"
 #include "s0/text/tokenizer_writer.h"
 #include "s0/util/error.h"
 #include "test_util.h"
@@ -751,6 +752,58 @@ TEST(ModelDirDtypes, Bf16CheckpointLoadsExactlyInF32) {
     Tensor o = models::load_weight(fd, t.name, t.shape, at::kFloat);
     EXPECT_TRUE(at::equal(w, o.to(at::kBFloat16).to(at::kFloat))) << t.name;
   }
+}
+
+// The weight arena: tensors carved out of 2 MB-aligned chunks, alive after the arena, and a
+// load through it equal to a plain load.
+TEST(WeightArena, TensorsOutliveTheArenaAndSpanChunks) {
+  std::vector<Tensor> ts;
+  int64_t reserved = 0, advised = 0;
+  {
+    models::WeightArena arena;
+    // Two 192 MB tensors (virtual only until touched) need two chunks; the small one shares.
+    for (int64_t n : {int64_t{1} << 10, int64_t{192} << 20, int64_t{192} << 20, int64_t{300}})
+      ts.push_back(arena.empty({n}, at::kByte));
+    Tensor big = arena.empty({3, int64_t{100} << 20}, at::kFloat);  // larger than a chunk
+    ts.push_back(big);
+    reserved = arena.reserved_bytes(), advised = arena.advised_bytes();
+    EXPECT_EQ(big.sizes().vec(), (std::vector<int64_t>{3, int64_t{100} << 20}));
+    EXPECT_EQ(big.scalar_type(), at::kFloat);
+    EXPECT_TRUE(big.is_contiguous());
+  }
+  // Chunks start on 2 MB boundaries; tensors on 4 KB ones, disjoint.
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(ts[0].data_ptr()) % (2 << 20), 0u);
+  for (const Tensor& t : ts) EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data_ptr()) % 4096, 0u);
+  // Chunks: [1 KB, 192 MB], [192 MB, 300 B], [1200 MB] (its own size).
+  EXPECT_EQ(reserved, 2 * models::WeightArena::kChunkBytes + (int64_t{1200} << 20));
+  EXPECT_LE(advised, reserved);
+  if (!util::huge_pages_wanted()) EXPECT_EQ(advised, 0);
+  // Written and read after the arena is gone (the tensors keep their chunks mapped).
+  ts[0].fill_(7);
+  ts[1].narrow(0, 0, 4096).fill_(1);
+  ts[3].fill_(9);
+  EXPECT_EQ(ts[0].sum().item<int64_t>(), 7 * 1024);
+  EXPECT_EQ(ts[1].narrow(0, 0, 4096).sum().item<int64_t>(), 4096);
+  EXPECT_EQ(ts[3].sum().item<int64_t>(), 9 * 300);
+  for (size_t i = 0; i + 1 < ts.size(); ++i) {
+    const auto* a = static_cast<const char*>(ts[i].data_ptr());
+    const auto* b = static_cast<const char*>(ts[i + 1].data_ptr());
+    EXPECT_TRUE(b >= a + ts[i].nbytes() || a >= b + ts[i + 1].nbytes()) << i;
+  }
+}
+
+TEST(WeightArena, LoadThroughTheArenaEqualsAPlainLoad) {
+  std::string b = write_tiny("md_arena", 12, "bf16");
+  io::ModelDir bd(b);
+  models::WeightArena arena;
+  for (const auto& t : models::qwen35_tensor_shapes(tiny()))
+    for (auto dt : {at::kBFloat16, at::kFloat}) {
+      Tensor plain = models::load_weight(bd, t.name, t.shape, dt);
+      Tensor in_arena = models::load_weight(bd, t.name, t.shape, dt, &arena);
+      EXPECT_TRUE(at::equal(plain, in_arena)) << t.name;
+      EXPECT_EQ(in_arena.scalar_type(), dt);
+    }
+  EXPECT_GT(arena.reserved_bytes(), 0);
 }
 
 // ---------------------------------------------------------------------------- config

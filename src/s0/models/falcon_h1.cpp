@@ -28,7 +28,8 @@ FalconH1Model::FalconH1Model(const io::ModelDir& dir, at::ScalarType dtype)
     cfg_.mamba_rms_norm = true;
   std::map<std::string, std::vector<int64_t>> shapes;
   for (const auto& t : falcon_h1_tensor_shapes(cfg_)) shapes[t.name] = t.shape;
-  auto W = [&](const std::string& name) { return load_weight(dir, name, shapes.at(name), dtype_); };
+  WeightArena arena;
+  auto W = [&](const std::string& name) { return load_weight(dir, name, shapes.at(name), dtype_, &arena); };
   // HF rounds every parameter to the model dtype at load; keep that rounding, compute in fp32.
   auto R = [&](const std::string& name) { return W(name).to(rdt_); };
   auto Lin = [&](const std::string& name, bool bias) {

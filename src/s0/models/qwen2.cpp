@@ -18,8 +18,9 @@ Qwen2Model::Qwen2Model(const io::ModelDir& dir, at::ScalarType dtype)
   if (dtype != at::kBFloat16 && dtype != at::kFloat && dtype != at::kDouble)
     throw Error("Qwen2: weight dtype must be bf16, f32 or f64");
   layers_.resize(cfg_.num_hidden_layers);
+  WeightArena arena;
   for (const auto& t : qwen2_tensor_shapes(cfg_))
-    *slot(t.name) = load_weight(dir, t.name, t.shape, dtype_);
+    *slot(t.name) = load_weight(dir, t.name, t.shape, dtype_, &arena);
   // Tied: lm_head is the embedding (a checkpoint may still carry a copy; it is not read).
   if (cfg_.tie_word_embeddings) lm_head_ = embed_;
   inv_freq_ = nn::rope_inv_freq(cfg_.head_dim, cfg_.rope_theta).to(rdt_);

@@ -30,8 +30,9 @@ Qwen35Model::Qwen35Model(const io::ModelDir& dir, at::ScalarType dtype)
   auto ends_with = [](const std::string& s, const std::string& t) {
     return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
   };
+  WeightArena arena;
   for (const auto& t : qwen35_tensor_shapes(cfg_)) {
-    Tensor x = load_weight(dir, t.name, t.shape, dtype_);
+    Tensor x = load_weight(dir, t.name, t.shape, dtype_, &arena);
     // HF rounds every parameter to the model dtype at load; keep that rounding, and hold
     // the recurrence's parameters in fp32 (conv as [C, Kc], A as neg_A = -exp(A_log)).
     if (ends_with(t.name, "conv1d.weight")) x = x.to(rdt_).squeeze(1).contiguous();
