@@ -234,7 +234,8 @@ __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, i
   if (NT > 1 && MT > 1) _tile_stored(3, c + 16 * ldc + bw, ldc * 4);
 }
 
-// One weight of a call: y [M, N] = x W^T, W [N, K]; its chunks are numbered from `first`.
+// One weight of a call: y [M, N] = x W^T, W [N, K]; its rows are rows [first, first + N) of
+// the call's rows (all its weights' rows, one after the other).
 struct AmxJob {
   const uint16_t* w;
   at::BFloat16* y;
@@ -243,7 +244,7 @@ struct AmxJob {
 
 __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* xp, int64_t M, int64_t bw,
                                                                 const std::vector<AmxJob>& jobs, int64_t K,
-                                                                int64_t chunk, int64_t chunks,
+                                                                int64_t total, int64_t nt,
                                                                 std::atomic<int64_t>& next) {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) cfg.rows[t] = 16;
@@ -287,12 +288,21 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
       for (int64_t i = 0; i < nrows; ++i) ym[i] = at::BFloat16(ct[i * ldc + m]);
     }
   };
-  for (int64_t ci; (ci = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-    size_t j = 0;
-    while (j + 1 < jobs.size() && jobs[j + 1].first <= ci) ++j;
+  // Rows are claimed in chunks of 128 while plenty are left, then smaller ones (down to 32,
+  // a whole number of blocks), so that the threads finish a call together: one thread's
+  // last 128-row chunk could otherwise leave the other waiting for a whole chunk (25-90 us
+  // at one batch row, by K).
+  size_t j = 0;
+  for (int64_t cur = next.load(std::memory_order_relaxed);;) {
+    if (cur >= total) break;
+    while (j > 0 && jobs[j].first > cur) --j;
+    while (j + 1 < jobs.size() && jobs[j + 1].first <= cur) ++j;
+    const int64_t take = std::min(std::clamp<int64_t>((total - cur) / (2 * nt) / 32 * 32, 32, 128),
+                                  jobs[j].first + jobs[j].N - cur);
+    if (!next.compare_exchange_weak(cur, cur + take, std::memory_order_relaxed)) continue;  // cur reloaded
     w = jobs[j].w, y = jobs[j].y, N = jobs[j].N;
-    r0 = chunk * (ci - jobs[j].first);
-    r1 = std::min(N, r0 + chunk);
+    r0 = cur - jobs[j].first;
+    r1 = r0 + take;
     int64_t n = r0;
     for (; n + block <= r1; n += block) run(w + n * K, K, n, block);
     if (n + 16 <= r1) run(w + n * K, K, n, 16), n += 16;
@@ -304,6 +314,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
       std::memcpy(pad.data(), w + n * K, sizeof(uint16_t) * (r1 - n) * K);
       run(pad.data(), K, n, r1 - n);
     }
+    cur = next.load(std::memory_order_relaxed);
   }
   _tile_release();
 }
@@ -351,7 +362,7 @@ __attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, int64_t 
 
 // y_i = x W_i^T through the AMX kernel for bf16 rows x [M, K] (contiguous) and bf16 weights
 // W_i [N_i, K]: the rows packed once, and one parallel region for all the weights, whose
-// 128-row chunks the threads take as they ask.
+// rows the threads claim in chunks as they ask.
 std::vector<Tensor> amx_products(const Tensor& x, const std::vector<Tensor>& ws) {
   const int64_t M = x.size(0), K = x.size(1);
   // B tiles 16 rows wide, or M wide when the batch is smaller. The packed batch is kept per
@@ -361,19 +372,18 @@ std::vector<Tensor> amx_products(const Tensor& x, const std::vector<Tensor>& ws)
   packed.resize(std::max<size_t>(packed.size(), 16 * bw * (K / 32) * ((M + bw - 1) / bw)));
   const uint32_t* xpk = packed.data();  // the workers see this thread's buffer through xpk
   amx_pack_rows(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), M, K, bw, packed.data());
-  constexpr int64_t chunk = 128;
   std::vector<Tensor> ys;
   std::vector<AmxJob> jobs;
-  int64_t chunks = 0;
+  int64_t total = 0;
   for (const Tensor& w : ws) {
     ys.push_back(at::empty({M, w.size(0)}, at::kBFloat16));
     jobs.push_back({reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()), ys.back().data_ptr<at::BFloat16>(),
-                    w.size(0), chunks});
-    chunks += (w.size(0) + chunk - 1) / chunk;
+                    w.size(0), total});
+    total += w.size(0);
   }
   std::atomic<int64_t> next{0};
-  const int64_t nt = std::min<int64_t>(at::get_num_threads(), chunks);
-  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(xpk, M, bw, jobs, K, chunk, chunks, next); });
+  const int64_t nt = std::min<int64_t>(at::get_num_threads(), (total + 31) / 32);
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(xpk, M, bw, jobs, K, total, nt, next); });
   return ys;
 }
 
