@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -790,6 +791,30 @@ TEST(WeightArena, TensorsOutliveTheArenaAndSpanChunks) {
     const auto* b = static_cast<const char*>(ts[i + 1].data_ptr());
     EXPECT_TRUE(b >= a + ts[i].nbytes() || a >= b + ts[i + 1].nbytes()) << i;
   }
+}
+
+TEST(HugePages, TunablesAndSwitch) {
+  EXPECT_EQ(util::tunables_with_huge_page_heap(nullptr), "glibc.malloc.hugetlb=1");
+  EXPECT_EQ(util::tunables_with_huge_page_heap(""), "glibc.malloc.hugetlb=1");
+  EXPECT_EQ(util::tunables_with_huge_page_heap("glibc.malloc.arena_max=2"),
+            "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1");
+  // Already there (the re-executed run), or the user's own setting: no re-exec.
+  EXPECT_EQ(util::tunables_with_huge_page_heap("glibc.malloc.hugetlb=1"), "");
+  EXPECT_EQ(util::tunables_with_huge_page_heap("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0"), "");
+  const char* prev = std::getenv("S0_HUGE_PAGES");
+  const std::string saved = prev ? prev : "";
+  ::setenv("S0_HUGE_PAGES", "0", 1);
+  EXPECT_FALSE(util::huge_pages_wanted());
+  {
+    models::WeightArena arena;  // no advice asked for
+    arena.empty({16}, at::kFloat);
+    EXPECT_EQ(arena.advised_bytes(), 0);
+    EXPECT_GT(arena.reserved_bytes(), 0);
+  }
+  ::setenv("S0_HUGE_PAGES", "1", 1);
+  EXPECT_TRUE(util::huge_pages_wanted());
+  if (prev) ::setenv("S0_HUGE_PAGES", saved.c_str(), 1);
+  else ::unsetenv("S0_HUGE_PAGES");
 }
 
 TEST(WeightArena, LoadThroughTheArenaEqualsAPlainLoad) {

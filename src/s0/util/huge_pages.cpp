@@ -37,17 +37,23 @@ bool huge_page_heap() {
   return t && std::strstr(t, kTunable) != nullptr && glibc_has_hugetlb();
 }
 
+std::string tunables_with_huge_page_heap(const char* current) {
+  if (current && std::strstr(current, "glibc.malloc.hugetlb") != nullptr) return "";
+  return current && *current ? std::string(current) + ":" + kTunable : std::string(kTunable);
+}
+
 void enable_huge_page_heap(char** argv) {
   if (!huge_pages_wanted() || !glibc_has_hugetlb() || thp_never()) return;
   const char* t = std::getenv("GLIBC_TUNABLES");
-  if (t && std::strstr(t, "glibc.malloc.hugetlb") != nullptr) return;  // set: by us or by the user
-  const std::string v = t && *t ? std::string(t) + ":" + kTunable : std::string(kTunable);
-  if (::setenv("GLIBC_TUNABLES", v.c_str(), 1) != 0) return;
+  const bool had = t != nullptr;
+  const std::string old = had ? t : "";  // a copy: setenv may replace the string t points to
+  const std::string v = tunables_with_huge_page_heap(t);
+  if (v.empty() || ::setenv("GLIBC_TUNABLES", v.c_str(), 1) != 0) return;
   std::fflush(nullptr);
   ::execv("/proc/self/exe", argv);
   // The exec failed (no /proc, a sandbox without it): run on without the heap tunable, and
   // leave the environment as it was for any children.
-  if (t) ::setenv("GLIBC_TUNABLES", t, 1);
+  if (had) ::setenv("GLIBC_TUNABLES", old.c_str(), 1);
   else ::unsetenv("GLIBC_TUNABLES");
 }
 

@@ -10,6 +10,8 @@
 //     process starts: enable_huge_page_heap re-executes the program once with it set.
 // S0_HUGE_PAGES=0 in the environment turns both off.
 
+#include <string>
+
 namespace s0::util {
 
 // False when S0_HUGE_PAGES=0 is set, true otherwise.
@@ -24,5 +26,10 @@ void enable_huge_page_heap(char** argv);
 
 // Whether this process's heap was started with the tunable (for benchmark reports).
 bool huge_page_heap();
+
+// The GLIBC_TUNABLES value to re-execute with, given the current one (null: unset), or ""
+// when the current value already says something about glibc.malloc.hugetlb (ours, or the
+// user's own choice, which is kept).
+std::string tunables_with_huge_page_heap(const char* current);
 
 }  // namespace s0::util
