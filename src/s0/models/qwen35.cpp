@@ -100,17 +100,17 @@ Tensor Qwen35Model::gated_delta_net(int64_t l, const Layer& w, const Tensor& x, 
 
   // Projections, then the causal conv + SiLU over the q|k|v channels, continuing each
   // group's conv history.
-  Tensor proj = project(x, a.in_qkv.w, a.in_qkv.name, gs);
+  Tensor proj = a.in_qkv(x, gs);
   Tensor mixed = per_group(gs, [&](const SeqGroup& g, int64_t r) {
     LayerCache& c = *g.cache;
     return nn::causal_conv_silu(rows_of(proj, g, r), a.conv, c.conv, c.conv);
   });
   auto qkv = mixed.split_with_sizes({kd, kd, Hv * dv}, 2);  // one backward (cat), not three
-  Tensor z = project(x, a.in_z.w, a.in_z.name, gs).view({B, L, Hv, dv});
+  Tensor z = a.in_z(x, gs).view({B, L, Hv, dv});
   // sigmoid/softplus on rows of Hv values: ATen's vector kernels (Sleef) and its scalar
   // tail loop round differently, and which one an element gets depends on where it sits
   // in the tensor, so these two run per group, exactly as for a sequence alone.
-  Tensor b_in = project(x, a.in_b.w, a.in_b.name, gs), a_in = project(x, a.in_a.w, a.in_a.name, gs);
+  Tensor b_in = a.in_b(x, gs), a_in = a.in_a(x, gs);
   Tensor beta = per_group(gs, [&](const SeqGroup& g, int64_t r) {
     return at::sigmoid(rows_of(b_in, g, r)).to(rdt_);  // sigmoid in model dtype
   });
@@ -195,8 +195,8 @@ Tensor Qwen35Model::mlp_down_weight(int64_t l) const { return layers_.at(l).down
 Tensor Qwen35Model::layer(int64_t l, const Tensor& h, const SeqGroups& gs) const {
   const Linear& out = mixer_out(l);
   const Linear& down = layers_.at(l).down;
-  Tensor x = h + project(mixer_core(l, h, gs), out.w, out.name, gs);
-  return x + project(mlp_core(l, x, gs), down.w, down.name, gs);
+  Tensor x = h + out(mixer_core(l, h, gs), gs);
+  return x + down(mlp_core(l, x, gs), gs);
 }
 
 std::vector<std::pair<std::string, Tensor*>> Qwen35Model::mutable_weights() {
