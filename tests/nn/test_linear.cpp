@@ -107,7 +107,8 @@ TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
   for (auto kernel : kernels) {
     KernelScope scope(kernel);
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 32}, {15, 64}, {16, 96}, {17, 64}, {33, 128},
-                                                                 {70, 1024}, {200, 256}}) {
+                                                                 {70, 1024}, {200, 256},
+                                                                 {700, 64}}) {
       Tensor w = at::randn({N, K}, gen).to(at::kBFloat16);
       for (int64_t M : {1, 3, 16, 17, 40}) {
         Tensor x = at::randn({M, K}, gen).to(at::kBFloat16);
@@ -134,7 +135,7 @@ TEST(Gemv, SeveralWeightsInOneCallEqualTheirProducts) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(13);
   std::vector<Tensor> ws;
-  for (int64_t N : {300, 16, 7, 129, 1})
+  for (int64_t N : {300, 16, 7, 129, 1, 1000})
     ws.push_back(at::randn({N, 96}, gen).to(at::kBFloat16));
   for (int64_t M : {1, 5, 16, 33}) {
     Tensor x = at::randn({M, 1, 96}, gen).to(at::kBFloat16);
@@ -143,6 +144,10 @@ TEST(Gemv, SeveralWeightsInOneCallEqualTheirProducts) {
     for (size_t i = 0; i < ws.size(); ++i) {
       EXPECT_EQ(ys[i].sizes().vec(), (std::vector<int64_t>{M, 1, ws[i].size(0)}));
       EXPECT_TRUE(at::equal(ys[i], nn::linear_rows(x, ws[i]))) << "M " << M << " weight " << i;
+      // And right (every row of every weight written, whichever thread's chunk it fell in).
+      Tensor ref = at::matmul(x.to(at::kDouble), ws[i].to(at::kDouble).t());
+      EXPECT_LT(((ys[i].to(at::kDouble) - ref).abs() / (ref.abs() + 1.0)).max().item<double>(), 8e-3)
+          << "M " << M << " weight " << i;
     }
   }
   // f32 weights (no shared kernel): the same answers through the one-by-one path.
