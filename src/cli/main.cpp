@@ -9,9 +9,17 @@
 #include "s0/util/huge_pages.h"
 
 int main(int argc, char** argv) {
-  // Decode streams weights and recurrent states: ask for 2 MB pages for the heap too
-  // (re-executes once; S0_HUGE_PAGES=0 to run on 4 KB pages).
-  s0::util::enable_huge_page_heap(argv);
+  // Subcommands that load a model and stream its weights and recurrent states: ask for 2 MB
+  // pages for the heap too. This re-executes the program once (libtorch's start-up, ~0.3 s,
+  // twice), so the quick subcommands (tokenize, states, check, ...) do not. S0_HUGE_PAGES=0
+  // runs on 4 KB pages.
+  static const std::set<std::string> heavy = {"generate", "train",   "collect", "eval",
+                                              "experiment", "analyze", "serve",  "demo"};
+  for (int i = 1; i < argc; ++i)
+    if (argv[i][0] != '-') {
+      if (heavy.count(argv[i])) s0::util::enable_huge_page_heap(argv);
+      break;
+    }
   CLI::App app{"s0: learn, apply and serve initial recurrent states (S0 tuning) for hybrid LLMs"};
   app.require_subcommand(1);
   struct Command {
