@@ -63,6 +63,11 @@ Action add_collect(CLI::App& app) {
   app.add_option("--top-k", o->s.top_k, "Top-k (0: off)")->capture_default_str();
   app.add_option("--alpha", o->s.alpha, "Scale of --states (default: the state set's alpha)");
   app.add_flag("--check-all", o->s.check_all, "Verify every sample (default: stop once --keep solutions are found)");
+  app.add_option("--batch", o->s.batch,
+                 "Problems sampled together, their samples decoded as one batch (0: up to 64 sequences, "
+                 "as memory allows; results equal one problem at a time)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   return [o]() {
     o->s.chat = !o->no_chat;
     std::printf("%s\n", pipeline::run_collect(o->s).dump().c_str());

@@ -153,6 +153,44 @@ TEST(Generate, SampleNEqualsOneAtATime) {
   }
 }
 
+// n samples of several prompts decoded together (a prompt admitted when its n samples fit)
+// equal sample_n() of each prompt alone with its own seed, with and without S0.
+TEST(Generate, SampleNManyEqualsSampleNOfEachPrompt) {
+  auto& m = *tiny();
+  at::manual_seed(8);
+  models::StateMap states;
+  for (int64_t l : m.recurrent_layers()) states[l] = at::randn(m.state_shape(), at::kFloat) * 0.5;
+  const std::vector<std::vector<int64_t>> prompts = {{5, 9, 33, 2}, {7}, {100, 3, 3, 3, 8}, {42, 1, 6}};
+  const std::vector<uint64_t> seeds = {11, 2000, 37, 11};  // a repeated seed on another prompt too
+  generate::GenerateOptions opt;
+  opt.max_new_tokens = 9;
+  opt.sampling = {1.0, 0, 0.95, 0};
+  // Rows end at different steps: two tokens prompt 0 generates become eos ids.
+  auto popt = opt;
+  popt.eos_ids = {-1};
+  popt.sampling.seed = seeds[0];
+  auto probe = generate::generate(m, {prompts[0]}, popt);
+  ASSERT_GE(probe[0].tokens.size(), 6u);
+  opt.eos_ids = {probe[0].tokens[2], probe[0].tokens[5]};
+  for (const models::StateMap* sp : std::vector<const models::StateMap*>{nullptr, &states})
+    for (int64_t max_batch : {3, 7, 64}) {  // 3 < n: one prompt at a time; 7: one, then the next as rows free
+      auto many = generate::sample_n_many(m, prompts, 3, seeds, opt, sp, max_batch);
+      ASSERT_EQ(many.size(), prompts.size());
+      for (size_t p = 0; p < prompts.size(); ++p) {
+        auto o = opt;
+        o.sampling.seed = seeds[p];
+        auto alone = generate::sample_n(m, prompts[p], 3, o, sp);
+        ASSERT_EQ(many[p].size(), 3u);
+        for (size_t i = 0; i < 3; ++i) {
+          EXPECT_EQ(many[p][i].tokens, alone[i].tokens) << "prompt " << p << " sample " << i << " batch " << max_batch;
+          EXPECT_EQ(many[p][i].finish_reason, alone[i].finish_reason);
+        }
+      }
+    }
+  EXPECT_THROW(generate::sample_n_many(m, prompts, 3, {1, 2}, opt), Error);
+  EXPECT_THROW(generate::sample_n_many(m, {{1}, {}}, 2, {1, 2}, opt), Error);
+}
+
 // Several prompts decoded together through decode_step (admitting new prompts as others
 // finish) give exactly generate()'s tokens for each prompt: greedy and sampled, with and
 // without S0, with rows stopping at different steps.

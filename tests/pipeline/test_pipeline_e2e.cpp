@@ -97,6 +97,23 @@ TEST(PipelineE2E, CollectTrainEvalAndResume) {
   EXPECT_EQ(sa["checked"], 20);
   EXPECT_LE(sum["checked"].get<int64_t>(), 20);
   EXPECT_GE(sa["passed_samples"].get<int64_t>(), sum["passed_samples"].get<int64_t>());
+  // Problems sampled together (the default here: all 5 at once) or in other groups (--batch
+  // 1: one at a time, as before; --batch 2: 2 + 2 + 1) write the same files.
+  for (const std::string b : {"1", "2"}) {
+    auto args = collect_args(model, tasks, dir + "/train_b" + b + ".jsonl");
+    args.insert(args.end(), {"--check-all", "--batch", b});
+    auto rb = run_cli(args);
+    ASSERT_EQ(rb.exit_code, 0) << describe(rb);
+    EXPECT_EQ(s0::io::read_file(dir + "/train_b" + b + ".jsonl"), s0::io::read_file(dir + "/train_all.jsonl")) << b;
+    json sb = json::parse(rb.out);
+    for (const char* k : {"kept", "passed_samples", "checked", "solved"}) EXPECT_EQ(sb[k], sa[k]) << b << " " << k;
+    auto pa = jsonl(dir + "/train_all.jsonl.progress.jsonl"), pb = jsonl(dir + "/train_b" + b + ".jsonl.progress.jsonl");
+    ASSERT_EQ(pa.size(), pb.size());
+    for (size_t i = 0; i < pa.size(); ++i) {
+      pa[i].erase("seconds"), pb[i].erase("seconds");
+      EXPECT_EQ(pa[i], pb[i]) << b << " " << i;
+    }
+  }
 
   // train on what was collected
   r = run_cli({"train", "--model", model, "--data", dir + "/train.jsonl", "--out", dir + "/states", "--steps", "2",

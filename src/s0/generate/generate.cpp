@@ -76,6 +76,33 @@ std::vector<Generation> sample_n(models::CausalLM& model, const std::vector<int6
   return out;
 }
 
+std::vector<std::vector<Generation>> sample_n_many(models::CausalLM& model,
+                                                   const std::vector<std::vector<int64_t>>& prompts, int64_t n,
+                                                   const std::vector<uint64_t>& seeds, const GenerateOptions& opt,
+                                                   const models::StateMap* states, int64_t max_batch) {
+  if (n < 1) throw Error("the number of samples must be >= 1");
+  if (seeds.size() != prompts.size()) throw Error("sample_n_many: one seed per prompt");
+  Engine engine(model, engine_options(opt, std::max(max_batch, n)));
+  GenerateOptions o = opt;
+  if (states) o.adapter = std::make_shared<models::InitialStates>(*states);  // shared, not copied per prompt
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    if (prompts[p].empty()) throw Error("prompt " + std::to_string(p) + " is empty");
+    Request r = request(o, prompts[p], 0, nullptr, p);
+    r.sampling.seed = seeds[p];
+    r.n = n;
+    engine.submit(std::move(r));
+  }
+  std::vector<Generation> flat(prompts.size() * static_cast<size_t>(n));
+  drive(engine, flat, opt, [n](const Event& e) {
+    return static_cast<size_t>(e.tag) * static_cast<size_t>(n) + static_cast<size_t>(e.index);
+  });
+  std::vector<std::vector<Generation>> out(prompts.size());
+  for (size_t p = 0; p < prompts.size(); ++p)
+    out[p].assign(std::make_move_iterator(flat.begin() + static_cast<std::ptrdiff_t>(p) * n),
+                  std::make_move_iterator(flat.begin() + static_cast<std::ptrdiff_t>(p + 1) * n));
+  return out;
+}
+
 std::vector<Generation> generate_batched(models::CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
                                         const GenerateOptions& opt, const models::StateMap* states, int64_t max_batch,
                                         const std::function<void(size_t, const Generation&)>& on_done) {

@@ -44,6 +44,16 @@ std::vector<Generation> generate(models::CausalLM& model,
 std::vector<Generation> sample_n(models::CausalLM& model, const std::vector<int64_t>& prompt, int64_t n,
                                  const GenerateOptions& opt, const models::StateMap* states = nullptr);
 
+// n samples of each of several prompts, decoded together: each prompt is prefilled once and
+// its n samples admitted together while at most `max_batch` sequences are active (a prompt
+// waits until its n fit, or runs alone when n > max_batch). Prompt p's sample i draws with
+// seeds[p] + i and equals sample_n(model, prompts[p], n, opt with seed seeds[p])[i] (decode
+// steps are bitwise per row). out[p][i]; `on_token` gets p * n + i.
+std::vector<std::vector<Generation>> sample_n_many(models::CausalLM& model,
+                                                   const std::vector<std::vector<int64_t>>& prompts, int64_t n,
+                                                   const std::vector<uint64_t>& seeds, const GenerateOptions& opt,
+                                                   const models::StateMap* states = nullptr, int64_t max_batch = 64);
+
 // Several prompts decoded together (continuous batching): up to `max_batch` sequences are
 // active, a finished one is replaced by the next prompt. Prompt i samples with seed + i; the
 // tokens equal generate()'s for every prompt. `on_done(i, generation)` is called as each

@@ -170,14 +170,42 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
   const double t0 = prog.elapsed();
   int64_t finished = static_cast<int64_t>(done.size());
   const int64_t finished_before = finished;
-  for (const eval::Task* tp_ : todo) {
-    const eval::Task& t = *tp_;
-    const double ts = prog.elapsed();
-    const std::string prompt_text = eval::render_prompt(t, style);
-    std::vector<int64_t> ids = tok.encode(prompt_text, true);
+  // Problems are sampled `group` at a time (their samples decoded as one batch, each
+  // problem prefilled once; every sample's tokens are those of the problem alone), then
+  // verified and written one by one in task order, as before.
+  // By default as many problems as fit in kCollectBatchRows sequences whose recurrent states
+  // (f32, one matrix per recurrent layer per sequence) stay under kCollectStateBytes.
+  double state_bytes = 4.0 * static_cast<double>(model.recurrent_layers().size());
+  for (int64_t d : model.state_shape()) state_bytes *= static_cast<double>(d);
+  const int64_t rows = std::min<int64_t>(
+      kCollectBatchRows, state_bytes > 0 ? static_cast<int64_t>(kCollectStateBytes / state_bytes) : kCollectBatchRows);
+  const size_t group = static_cast<size_t>(
+      opt.batch > 0 ? opt.batch : std::max<int64_t>(1, rows / std::max<int64_t>(opt.samples, 1)));
+  std::vector<std::vector<generate::Generation>> group_gens;
+  std::vector<std::string> group_prompts;
+  double group_share = 0;  // the group's sampling seconds per problem
+  for (size_t q = 0; q < todo.size(); ++q) {
+    const eval::Task& t = *todo[q];
+    if (q % group == 0) {
+      const double tg = prog.elapsed();
+      const size_t end = std::min(todo.size(), q + group);
+      std::vector<std::vector<int64_t>> ids;
+      std::vector<uint64_t> seeds;
+      group_prompts.clear();
+      for (size_t u = q; u < end; ++u) {
+        group_prompts.push_back(eval::render_prompt(*todo[u], style));
+        ids.push_back(tok.encode(group_prompts.back(), true));
+        seeds.push_back(problem_seed(opt.sampling.seed, todo[u]->index));
+      }
+      group_gens = generate::sample_n_many(model, ids, opt.samples,
+                                           seeds, generate_options(opt.sampling, 0, false, opt.sampling.max_new_tokens),
+                                           states, static_cast<int64_t>(end - q) * opt.samples);
+      group_share = (prog.elapsed() - tg) / static_cast<double>(end - q);
+    }
+    const double ts = prog.elapsed() - group_share;
+    const std::string& prompt_text = group_prompts[q % group];
     const uint64_t seed = problem_seed(opt.sampling.seed, t.index);
-    auto gens = generate::sample_n(model, ids, opt.samples,
-                                   generate_options(opt.sampling, seed, false, opt.sampling.max_new_tokens), states);
+    std::vector<generate::Generation>& gens = group_gens[q % group];
     std::vector<std::string> texts;
     for (auto& g : gens) texts.push_back(tok.decode(g.tokens, /*skip_special_tokens=*/true));
     // Verify in sample order, a pool's worth at a time; unless every sample's verdict is

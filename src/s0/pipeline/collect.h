@@ -27,7 +27,17 @@ struct CollectOptions {
   // passed_samples then counts only the samples checked).
   bool check_all = false;
   bool progress = true;
+  // Problems sampled together (their samples decoded as one batch); 0: as many as fit in
+  // kCollectBatchRows sequences whose states fit in kCollectStateBytes (at least one).
+  // Never changes a result, only the speed and the memory.
+  int64_t batch = 0;
 };
+
+// Decode rows a collect keeps busy by default (4 problems of 16 samples): a batch-64 step
+// decodes ~1.8x the tokens per second of a batch-16 one (docs/performance.md); and the most
+// f32 recurrent state those rows may hold (Qwen3.5-0.8B: 18.9 MB per sequence).
+constexpr int64_t kCollectBatchRows = 64;
+constexpr double kCollectStateBytes = 2e9;
 
 struct CollectSummary {
   int64_t problems = 0, solved = 0, kept = 0, samples = 0, checked = 0, passed_samples = 0;

@@ -114,6 +114,7 @@ nlohmann::json run_collect(const CollectSettings& s, models::CausalLM* model) {
   co.check = L.check;
   co.check_all = s.check_all;
   co.progress = s.progress;
+  co.batch = s.batch;
   auto sum = collect(*L.model, *L.tok, L.style(), tasks, states ? &*states : nullptr, L.sandbox, co,
                      s.out);
   nlohmann::json j = sum.to_json();

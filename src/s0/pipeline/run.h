@@ -39,6 +39,7 @@ struct CollectSettings : TaskRunSettings {
   double temperature = 0.7, top_p = 0.95;
   int64_t top_k = 0;
   bool check_all = false;
+  int64_t batch = 0;  // problems sampled together (0: by memory, CollectOptions::batch)
 };
 
 struct EvalSettings : TaskRunSettings {
