@@ -98,7 +98,7 @@ py::object collect(const py::object& model, const py::object& tasks, const py::o
                    double temperature, double top_p, int64_t top_k, int64_t max_new_tokens,
                    uint64_t seed, bool chat, bool thinking, double timeout, int workers,
                    bool unsafe_exec, const py::object& db_dir, const std::string& dtype,
-                   int threads, bool check_all, const py::object& progress) {
+                   int threads, bool check_all, const py::object& progress, int64_t batch) {
   ModelArg m = model_arg(model);
   s0::pipeline::CollectSettings s;
   fill_common(s, m, tasks, task_kind, db_dir, states, chat, thinking, max_new_tokens, seed, timeout,
@@ -113,6 +113,8 @@ py::object collect(const py::object& model, const py::object& tasks, const py::o
   s.top_p = top_p;
   s.top_k = top_k;
   s.check_all = check_all;
+  if (batch < 0) throw Error("batch must be >= 0 (0: by memory)");
+  s.batch = batch;
   return to_py(run_on(m, progress,
                       [&](s0::models::CausalLM* lm) { return s0::pipeline::run_collect(s, lm); }));
 }
@@ -266,9 +268,10 @@ void bind_pipeline(py::module_& mod) {
           py::arg("chat") = true, py::arg("thinking") = false, py::arg("timeout") = 10.0,
           py::arg("workers") = 2, py::arg("unsafe_exec") = false, py::arg("db_dir") = py::none(),
           py::arg("dtype") = "bf16", py::arg("threads") = 0, py::arg("check_all") = false,
-          py::arg("progress") = py::none(),
+          py::arg("progress") = py::none(), py::arg("batch") = 0,
           "`s0 collect`: sample, verify and keep solutions as training JSONL (`out`); returns the "
-          "summary. "
+          "summary. batch = --batch (problems sampled together; 0: by memory; never changes a "
+          "result). "
           "problems = --train ranges (default: the task kind's training split); chat=False = "
           "--no-chat. "
           "progress: True (lines on stderr), False, or a callable given each update's dict.");

@@ -52,10 +52,12 @@ def test_collect_and_evaluate_equal_cli(model, model_dir, cli_states, tmp_path):
     # A progress callable gets one dict per finished problem; the files are the same.
     seen = []
     again = s0.collect(model, tasks, str(tmp_path / "py2.jsonl"), samples=3, seed=5, problems="0-2", timeout=5,
-                       unsafe_exec=True, max_new_tokens=6, progress=seen.append)
+                       unsafe_exec=True, max_new_tokens=6, progress=seen.append, batch=1)  # one problem at a time
     assert [u["done"] for u in seen] == [1, 2, 3] and all(u["progress"] == "collect" for u in seen)
     assert strip_timing(again)["kept"] == got["kept"]
     assert read(tmp_path / "py2.jsonl") == read(tmp_path / "cli.jsonl")
+    with pytest.raises(Exception, match="batch"):
+        s0.collect(model, tasks, str(tmp_path / "py3.jsonl"), samples=3, problems="0-2", unsafe_exec=True, batch=-1)
 
     _, out, _ = run_cli("eval", "--model", model_dir, "--tasks", tasks, "--out", tmp_path / "cli_eval", "--eval",
                         "2-3", "--states", cli_states, "--alpha", "0.5,2", *COMMON)
