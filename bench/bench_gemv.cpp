@@ -88,28 +88,17 @@ int main(int argc, char** argv) {
       bool huge = false;  // on the arena's copies (2 MB pages) instead of heap memory
     };
     std::vector<Path> paths;
-    if (st == at::kBFloat16 && nn::amx_available())
-      paths.push_back({"amx", [](const Tensor& x, const Tensor& w) {
-                         nn::set_decode_kernel(nn::DecodeKernel::kAuto);
-                         nn::gemv_rows(x, w);
-                       }});
-    if (st == at::kBFloat16 && nn::amx_available())
-      paths.push_back({"amx_huge_pages",
-                       [](const Tensor& x, const Tensor& w) {
-                         nn::set_decode_kernel(nn::DecodeKernel::kAuto);
-                         nn::gemv_rows(x, w);
-                       },
-                       true});
-    paths.push_back({"avx512", [](const Tensor& x, const Tensor& w) {
-                       nn::set_decode_kernel(nn::DecodeKernel::kAvx512);
-                       nn::gemv_rows(x, w);
-                     }});
-    paths.push_back({"avx512_huge_pages",
-                     [](const Tensor& x, const Tensor& w) {
-                       nn::set_decode_kernel(nn::DecodeKernel::kAvx512);
-                       nn::gemv_rows(x, w);
-                     },
-                     true});
+    // Each decode kernel on the heap's weights and on the arena's copies.
+    auto kernel = [&](const std::string& name, nn::DecodeKernel k) {
+      auto run = [k](const Tensor& x, const Tensor& w) {
+        nn::set_decode_kernel(k);
+        nn::gemv_rows(x, w);
+      };
+      paths.push_back({name, run, false});
+      paths.push_back({name + "_huge_pages", run, true});
+    };
+    if (st == at::kBFloat16 && nn::amx_available()) kernel("amx", nn::DecodeKernel::kAuto);
+    kernel("avx512", nn::DecodeKernel::kAvx512);
     paths.push_back({"at_linear", [](const Tensor& x, const Tensor& w) { at::linear(x, w); }});
 
     for (int64_t M : batches) {

@@ -38,10 +38,7 @@ static double rss_mb() {
   return 0;
 }
 
-static double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
+using bench::median;
 
 int main(int argc, char** argv) {
   bench::huge_pages_from_args(argc, argv);

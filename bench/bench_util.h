@@ -33,7 +33,6 @@ inline double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-// "1,4,16" -> {1, 4, 16}.
 // A "Key:   N kB" line of a /proc file (/proc/self/status VmRSS, /proc/self/smaps_rollup
 // AnonHugePages), in MB; 0 when absent.
 inline double proc_mb(const char* path, const std::string& key) {
@@ -53,6 +52,7 @@ inline void huge_pages_from_args(int argc, char** argv) {
   util::enable_huge_page_heap(argv);
 }
 
+// "1,4,16" -> {1, 4, 16}.
 inline std::vector<int64_t> int_list(const std::string& s) {
   std::vector<int64_t> out;
   for (size_t p = 0; p < s.size();) {

@@ -113,7 +113,6 @@ py::object collect(const py::object& model, const py::object& tasks, const py::o
   s.top_p = top_p;
   s.top_k = top_k;
   s.check_all = check_all;
-  if (batch < 0) throw Error("batch must be >= 0 (0: by memory)");
   s.batch = batch;
   return to_py(run_on(m, progress,
                       [&](s0::models::CausalLM* lm) { return s0::pipeline::run_collect(s, lm); }));

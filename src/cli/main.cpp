@@ -10,7 +10,7 @@
 
 int main(int argc, char** argv) {
   // Subcommands that load a model and stream its weights and recurrent states: ask for 2 MB
-  // pages for the heap too. This re-executes the program once (libtorch's start-up, ~0.3 s,
+  // pages for the heap too. This re-executes the program once (libtorch's start-up, ~0.4 s,
   // twice), so the quick subcommands (tokenize, states, check, ...) do not. S0_HUGE_PAGES=0
   // runs on 4 KB pages.
   static const std::set<std::string> heavy = {"generate", "train",   "collect", "eval",

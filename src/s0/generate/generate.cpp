@@ -64,18 +64,6 @@ std::vector<Generation> generate(models::CausalLM& model, const std::vector<std:
   return generate_batched(model, prompts, opt, states, /*max_batch=*/1);
 }
 
-std::vector<Generation> sample_n(models::CausalLM& model, const std::vector<int64_t>& prompt, int64_t n,
-                                 const GenerateOptions& opt, const models::StateMap* states) {
-  if (n < 1) throw Error("the number of samples must be >= 1");
-  Engine engine(model, engine_options(opt, n));
-  Request r = request(opt, prompt, 0, states, 0);
-  r.n = n;
-  engine.submit(std::move(r));
-  std::vector<Generation> out(static_cast<size_t>(n));
-  drive(engine, out, opt, [](const Event& e) { return static_cast<size_t>(e.index); });
-  return out;
-}
-
 std::vector<std::vector<Generation>> sample_n_many(models::CausalLM& model,
                                                    const std::vector<std::vector<int64_t>>& prompts, int64_t n,
                                                    const std::vector<uint64_t>& seeds, const GenerateOptions& opt,
@@ -101,6 +89,11 @@ std::vector<std::vector<Generation>> sample_n_many(models::CausalLM& model,
     out[p].assign(std::make_move_iterator(flat.begin() + static_cast<std::ptrdiff_t>(p) * n),
                   std::make_move_iterator(flat.begin() + static_cast<std::ptrdiff_t>(p + 1) * n));
   return out;
+}
+
+std::vector<Generation> sample_n(models::CausalLM& model, const std::vector<int64_t>& prompt, int64_t n,
+                                 const GenerateOptions& opt, const models::StateMap* states) {
+  return std::move(sample_n_many(model, {prompt}, n, {opt.sampling.seed}, opt, states, n)[0]);
 }
 
 std::vector<Generation> generate_batched(models::CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,

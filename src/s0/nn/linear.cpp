@@ -291,11 +291,10 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
   // Rows are claimed in chunks of 128 while plenty are left, then smaller ones (down to 32,
   // a whole number of blocks), so that the threads finish a call together: one thread's
   // last 128-row chunk could otherwise leave the other waiting for a whole chunk (25-90 us
-  // at one batch row, by K).
+  // at one batch row, by K). The cursor only grows, so the job index only moves forward.
   size_t j = 0;
   for (int64_t cur = next.load(std::memory_order_relaxed);;) {
     if (cur >= total) break;
-    while (j > 0 && jobs[j].first > cur) --j;
     while (j + 1 < jobs.size() && jobs[j + 1].first <= cur) ++j;
     const int64_t take = std::min(std::clamp<int64_t>((total - cur) / (2 * nt) / 32 * 32, 32, 128),
                                   jobs[j].first + jobs[j].N - cur);

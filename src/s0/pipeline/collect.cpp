@@ -175,6 +175,7 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
   // verified and written one by one in task order, as before.
   // By default as many problems as fit in kCollectBatchRows sequences whose recurrent states
   // (f32, one matrix per recurrent layer per sequence) stay under kCollectStateBytes.
+  if (opt.batch < 0) throw Error("collect: batch must be >= 0 (0: as memory allows)");
   double state_bytes = 4.0 * static_cast<double>(model.recurrent_layers().size());
   for (int64_t d : model.state_shape()) state_bytes *= static_cast<double>(d);
   const int64_t rows = std::min<int64_t>(

@@ -2,7 +2,8 @@
 // Transparent huge pages (2 MB) for the memory a decode step streams. A step reads every
 // weight and each sequence's f32 recurrent state once; on this project's reference machine
 // (a 2-core KVM guest) memory on 4 KB pages streamed at 20-28 GB/s depending on where it
-// landed, on 2 MB pages at 29-30 GB/s, and decode got 4-13% faster (docs/performance.md).
+// landed, on 2 MB pages at 29-30 GB/s; decode got ~3-5% faster for Qwen3.5-0.8B at batch
+// 16-64 and 3-27% for Falcon-H1-0.5B (docs/performance.md).
 // Linux's default THP mode ("madvise") grants them only to memory that asks:
 //   - model weights ask through models::WeightArena (every way of loading a model);
 //   - the rest of the heap (states, KV caches, activations, logits) asks through glibc's
