@@ -1,6 +1,10 @@
 // The decode GEMV against libtorch's GEMM, for both dtypes and awkward sizes.
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <random>
+
+#include "s0/nn/amx_layout.h"
 #include "s0/nn/linear.h"
 
 using namespace s0;
@@ -172,4 +176,47 @@ TEST(Gemv, AmxAgreesWithAvx512ToFloatRounding) {
   }
   // Outputs are rounded to bf16 once: at most one bf16 ulp apart.
   EXPECT_TRUE(at::allclose(amx, avx, 8e-3, 1e-2));
+}
+
+// The AMX product's data movement (amx_layout.h): the vector packing of the batch rows and
+// the vector transposition + rounding of the tile results, bit for bit against their scalar
+// references, for every batch shape the product uses (one row, narrow, exactly one m-block,
+// m-block tails, several m-blocks) and every block height (tails of 1-15 rows, 16, 32). The
+// rounding sees ties, NaN, infinities, denormals and values that carry into the exponent.
+TEST(AmxLayout, VectorPathsEqualTheirReferences) {
+  if (!nn::amx::vector_layout()) GTEST_SKIP() << "no AVX-512 F/BW/VL: the references are the code";
+  std::mt19937 rng(5);
+  for (int64_t M : {1, 3, 15, 16, 17, 31, 32, 40, 64}) {
+    const int64_t K = 96, bw = std::min<int64_t>(M, 16), MB = (M + bw - 1) / bw;
+    std::vector<uint16_t> x(M * K);
+    for (auto& v : x) v = static_cast<uint16_t>(rng());
+    const size_t n = 16 * bw * (K / 32) * MB;
+    std::vector<uint32_t> got(n, 0xDEADBEEF), want(n, 0x12345678);
+    nn::amx::pack_rows(x.data(), M, K, bw, got.data());
+    nn::amx::pack_rows_reference(x.data(), M, K, bw, want.data());
+    EXPECT_EQ(got, want) << "pack M " << M;
+  }
+  const std::vector<uint32_t> special{0x7FC00000u, 0xFFC00001u, 0x7F800001u, 0x7F800000u, 0xFF800000u, 0x00000001u,
+                                      0x807FFFFFu, 0x3F808000u, 0x3F818000u, 0x3F80FFFFu, 0x7F7FFFFFu, 0x00000000u,
+                                      0x80000000u, 0x3F7FFFFFu, 0x4049FFFFu, 0x7F7F8000u};
+  for (int64_t M : {1, 5, 16, 17, 33, 64}) {
+    const int64_t ldc = 16 * ((M + 15) / 16), N = 70;
+    for (int64_t nrows : {1, 7, 15, 16, 17, 32}) {
+      std::vector<float> ct(32 * ldc);
+      for (size_t i = 0; i < ct.size(); ++i) {
+        const uint32_t bits = i % 5 == 0 ? special[(i / 5) % special.size()] : static_cast<uint32_t>(rng());
+        std::memcpy(&ct[i], &bits, 4);
+      }
+      std::vector<uint16_t> got(M * N, 0xAAAA), want(M * N, 0xAAAA);
+      nn::amx::store_block(ct.data(), ldc, M, nrows, got.data(), N, 30);
+      nn::amx::store_block_reference(ct.data(), ldc, M, nrows, want.data(), N, 30);
+      ASSERT_EQ(got, want) << "store M " << M << " rows " << nrows;
+    }
+  }
+  // The reference is c10's rounding (to nearest even; NaN 0x7FC0): spot-check the ties.
+  const float tie_even = 1.00390625f, tie_odd = 1.01171875f;  // 0x3F808000, 0x3F818000
+  std::vector<float> ct{tie_even, tie_odd};
+  std::vector<uint16_t> y(2);
+  nn::amx::store_block_reference(ct.data(), 1, 1, 2, y.data(), 2, 0);
+  EXPECT_EQ(y, (std::vector<uint16_t>{0x3F80, 0x3F82}));
 }

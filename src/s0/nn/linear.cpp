@@ -10,6 +10,7 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "s0/nn/amx_layout.h"
 #include "s0/nn/simd.h"
 
 namespace s0::nn {
@@ -145,12 +146,18 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp(const u
 // this path too. Used for every M (one row included) when it is used at all, so that a
 // request alone and in a batch take the same path.
 
-struct TileConfig {
+struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0;
   uint8_t reserved[14] = {};
   uint16_t colsb[16] = {};
   uint8_t rows[16] = {};
 };
+
+// LDTILECFG through an asm statement that names all 64 bytes of the configuration: GCC 12's
+// _tile_loadconfig names only its first 8 bytes as the operand, which lets the compiler
+// drop or sink the stores that fill the rest (a stand-alone build of this kernel loaded a
+// half-written configuration and faulted).
+inline void load_tile_config(const TileConfig& cfg) { asm volatile("ldtilecfg %0" ::"m"(cfg)); }
 
 bool amx_usable() {
   static const bool v = [] {
@@ -170,29 +177,10 @@ bool amx_applies(int64_t K) {
   return K > 0 && K % 32 == 0 && g_kernel.load(std::memory_order_relaxed) == DecodeKernel::kAuto && amx_usable();
 }
 
-// The batch rows as B tiles of `bw` columns (16, or M itself when M < 16: a narrower tile
-// moves less data per k-step and does not change any element's arithmetic): for m-block b
-// and k-block j, a 16 x bw tile of 32-bit pairs, element [p][m] = (x[16 b + m][32 j + 2 p],
-// x[16 b + m][32 j + 2 p + 1]); rows past M are 0.
-void amx_pack_rows(const uint16_t* x, int64_t M, int64_t K, int64_t bw, uint32_t* out) {
-  const int64_t KB = K / 32, MB = (M + bw - 1) / bw;
-  std::memset(out, 0, sizeof(uint32_t) * 16 * bw * KB * MB);
-  for (int64_t m = 0; m < M; ++m) {
-    const uint16_t* xm = x + m * K;
-    uint32_t* blk = out + (m / bw) * KB * 16 * bw + (m % bw);
-    for (int64_t j = 0; j < KB; ++j)
-      for (int p = 0; p < 16; ++p) {
-        uint32_t v;
-        std::memcpy(&v, xm + 32 * j + 2 * p, 4);
-        blk[(j * 16 + p) * bw] = v;
-      }
-  }
-}
-
 // Weight rows [n0, n0 + 16 * NT) (NT = 1 or 2 tiles of 16, `a` pointing at row n0 with row
 // stride lda elements) against the batch's m-blocks [mb0, mb0 + MT) (MT = 1 or 2). The fp32
-// results go to ct, [weight row][batch row] with row stride ldc (the tiles' own layout, so
-// each is one tile store; gemv_bf16_amx transposes them into y at the end).
+// results go to ct, [weight row][batch row] with row stride ldc = 16 x the m-blocks, m-block
+// b from column 16 b (each is one tile store; amx::store_block transposes them into y).
 // [head, head + head_rows rows): the next block's rows, whose first lines are prefetched
 // during the last k-steps (head_rows 0: none). No other software prefetch: prefetching the
 // whole next block into L2 during the first m-pass (above 32 batch rows) cost 10-20% of the
@@ -227,18 +215,18 @@ __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, i
       if (MT > 1) _tile_dpbf16ps(3, 5, 7);
     }
   }
-  float* c = ct + bw * mb0;
+  float* c = ct + 16 * mb0;
   _tile_stored(0, c, ldc * 4);
-  if (MT > 1) _tile_stored(1, c + bw, ldc * 4);
+  if (MT > 1) _tile_stored(1, c + 16, ldc * 4);
   if (NT > 1) _tile_stored(2, c + 16 * ldc, ldc * 4);
-  if (NT > 1 && MT > 1) _tile_stored(3, c + 16 * ldc + bw, ldc * 4);
+  if (NT > 1 && MT > 1) _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
 }
 
 // One weight of a call: y [M, N] = x W^T, W [N, K]; its rows are rows [first, first + N) of
 // the call's rows (all its weights' rows, one after the other).
 struct AmxJob {
   const uint16_t* w;
-  at::BFloat16* y;
+  uint16_t* y;
   int64_t N, first;
 };
 
@@ -250,15 +238,15 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
   for (int t = 0; t < 8; ++t) cfg.rows[t] = 16;
   for (int t : {0, 1, 2, 3, 6, 7}) cfg.colsb[t] = static_cast<uint16_t>(4 * bw);  // C and B tiles
   cfg.colsb[4] = cfg.colsb[5] = 64;                                                // A: 32 bf16 k
-  _tile_loadconfig(&cfg);
-  const int64_t KB = K / 32, MB = (M + bw - 1) / bw, ldc = bw * MB;
+  load_tile_config(cfg);
+  const int64_t KB = K / 32, MB = (M + bw - 1) / bw, ldc = 16 * MB;
   // Weight rows per block (measured with bench_gemv): 16 below 16 batch rows and at 17-32
   // (half as many rows streamed side by side, which the hardware prefetcher follows better:
   // +5-15% of bandwidth at 1 and 32 rows here); 32 at exactly one full m-block (two A tiles
   // per B tile, a few % better there) and above 32 rows.
   const int64_t block = (MB == 1 && bw == 16) || MB > 2 ? 32 : 16;
   const uint16_t* w = nullptr;  // the job of the current chunk
-  at::BFloat16* y = nullptr;
+  uint16_t* y = nullptr;
   int64_t N = 0, r0 = 0, r1 = 0;
   // One block's results, [32 weight rows][ldc batch rows], written into y after the block.
   thread_local std::vector<float> ct_buf;
@@ -283,10 +271,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
         pair ? amx_block<1, 2>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows)
              : amx_block<1, 1>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows);
     }
-    for (int64_t m = 0; m < M; ++m) {
-      at::BFloat16* ym = y + m * N + n;
-      for (int64_t i = 0; i < nrows; ++i) ym[i] = at::BFloat16(ct[i * ldc + m]);
-    }
+    amx::store_block(ct, ldc, M, nrows, y, N, n);
   };
   // Rows are claimed in chunks of 128 while plenty are left, then smaller ones (down to 32,
   // a whole number of blocks), so that the threads finish a call together: one thread's
@@ -370,14 +355,14 @@ std::vector<Tensor> amx_products(const Tensor& x, const std::vector<Tensor>& ws)
   thread_local std::vector<uint32_t> packed;
   packed.resize(std::max<size_t>(packed.size(), 16 * bw * (K / 32) * ((M + bw - 1) / bw)));
   const uint32_t* xpk = packed.data();  // the workers see this thread's buffer through xpk
-  amx_pack_rows(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), M, K, bw, packed.data());
+  amx::pack_rows(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), M, K, bw, packed.data());
   std::vector<Tensor> ys;
   std::vector<AmxJob> jobs;
   int64_t total = 0;
   for (const Tensor& w : ws) {
     ys.push_back(at::empty({M, w.size(0)}, at::kBFloat16));
-    jobs.push_back({reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()), ys.back().data_ptr<at::BFloat16>(),
-                    w.size(0), total});
+    jobs.push_back({reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()),
+                    reinterpret_cast<uint16_t*>(ys.back().data_ptr<at::BFloat16>()), w.size(0), total});
     total += w.size(0);
   }
   std::atomic<int64_t> next{0};
@@ -387,6 +372,123 @@ std::vector<Tensor> amx_products(const Tensor& x, const std::vector<Tensor>& ws)
 }
 
 }  // namespace
+
+// ---- Data movement around the AMX product (amx_layout.h) ------------------------------------
+
+namespace amx {
+
+namespace {
+
+bool avx512_layout() { return simd::cpu_avx512f() && simd::cpu_avx512bw() && __builtin_cpu_supports("avx512vl"); }
+
+// r[i] = row i of a 16 x 16 matrix of 32-bit values; afterwards r[j] = its column j.
+// Pairs of rows interleaved, then 4 x 4 blocks inside each 128-bit lane, then the lanes.
+__attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  // u[4 i + c], lane l: column 4 l + c of rows 4 i .. 4 i + 3.
+  for (int c = 0; c < 4; ++c) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+    const __m512 w0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88),
+                 w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+    r[4 + c] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+    r[12 + c] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+  }
+}
+
+// 16 floats to bf16 as c10::BFloat16 rounds them: to nearest even, NaN to 0x7FC0.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m256i bf16_rne(__m512 v) {
+  const __m512i b = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+  return _mm512_cvtepi32_epi16(r);
+}
+
+// Full 16-row m-blocks: each 16 x 16 tile of pairs is a transposed 16 x 16 block of x viewed
+// as 32-bit pairs; rows past M load as zeros.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void pack_rows_avx512(const uint16_t* x, int64_t M,
+                                                                           int64_t K, uint32_t* out) {
+  const int64_t KB = K / 32, MB = (M + 15) / 16;
+  for (int64_t b = 0; b < MB; ++b)
+    for (int64_t j = 0; j < KB; ++j) {
+      __m512 r[16];
+      for (int64_t m = 0; m < 16; ++m)
+        r[m] = 16 * b + m < M ? _mm512_loadu_ps(x + (16 * b + m) * K + 32 * j) : _mm512_setzero_ps();
+      transpose16(r);
+      float* tile = reinterpret_cast<float*>(out + (b * KB + j) * 256);
+      for (int p = 0; p < 16; ++p) _mm512_storeu_ps(tile + 16 * p, r[p]);
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void store_block_avx512(const float* ct, int64_t ldc, int64_t M,
+                                                                             int64_t nrows, uint16_t* y, int64_t N,
+                                                                             int64_t n) {
+  for (int64_t m0 = 0; m0 < M; m0 += 16) {
+    const int64_t mc = std::min<int64_t>(16, M - m0);
+    for (int64_t i0 = 0; i0 < nrows; i0 += 16) {
+      const int64_t ic = std::min<int64_t>(16, nrows - i0);
+      // Columns past M within the 16 are whatever the buffer holds; their results are dropped.
+      __m512 r[16];
+      for (int64_t i = 0; i < 16; ++i) r[i] = i < ic ? _mm512_loadu_ps(ct + (i0 + i) * ldc + m0) : _mm512_setzero_ps();
+      transpose16(r);
+      const __mmask16 mask = static_cast<__mmask16>(ic == 16 ? 0xFFFF : (1u << ic) - 1);
+      for (int64_t m = 0; m < mc; ++m) _mm256_mask_storeu_epi16(y + (m0 + m) * N + n + i0, mask, bf16_rne(r[m]));
+    }
+  }
+}
+
+}  // namespace
+
+bool vector_layout() {
+  static const bool v = avx512_layout();
+  return v;
+}
+
+void pack_rows_reference(const uint16_t* x, int64_t M, int64_t K, int64_t bw, uint32_t* out) {
+  const int64_t KB = K / 32, MB = (M + bw - 1) / bw;
+  std::memset(out, 0, sizeof(uint32_t) * 16 * bw * KB * MB);
+  for (int64_t m = 0; m < M; ++m) {
+    const uint16_t* xm = x + m * K;
+    uint32_t* blk = out + (m / bw) * KB * 16 * bw + (m % bw);
+    for (int64_t j = 0; j < KB; ++j)
+      for (int p = 0; p < 16; ++p) {
+        uint32_t v;
+        std::memcpy(&v, xm + 32 * j + 2 * p, 4);
+        blk[(j * 16 + p) * bw] = v;
+      }
+  }
+}
+
+void pack_rows(const uint16_t* x, int64_t M, int64_t K, int64_t bw, uint32_t* out) {
+  // Narrow batches (bw = M < 16) are small: the scalar loop is the whole cost of nothing.
+  if (bw == 16 && vector_layout()) return pack_rows_avx512(x, M, K, out);
+  pack_rows_reference(x, M, K, bw, out);
+}
+
+void store_block_reference(const float* ct, int64_t ldc, int64_t M, int64_t nrows, uint16_t* y, int64_t N,
+                           int64_t n) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t i = 0; i < nrows; ++i) y[m * N + n + i] = at::BFloat16(ct[i * ldc + m]).x;
+}
+
+void store_block(const float* ct, int64_t ldc, int64_t M, int64_t nrows, uint16_t* y, int64_t N, int64_t n) {
+  if (vector_layout()) return store_block_avx512(ct, ldc, M, nrows, y, N, n);
+  store_block_reference(ct, ldc, M, nrows, y, N, n);
+}
+
+}  // namespace amx
 
 Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && x.dim() >= 1 && x.size(-1) == w.size(1), "gemv_rows: shapes");
