@@ -4,6 +4,9 @@
 #include <cstring>
 #include <random>
 
+#include <limits>
+
+#include "s0/nn/activations.h"
 #include "s0/nn/amx_layout.h"
 #include "s0/nn/linear.h"
 
@@ -219,4 +222,75 @@ TEST(AmxLayout, VectorPathsEqualTheirReferences) {
   std::vector<uint16_t> y(2);
   nn::amx::store_block_reference(ct.data(), 1, 1, 2, y.data(), 2, 0);
   EXPECT_EQ(y, (std::vector<uint16_t>{0x3F80, 0x3F82}));
+}
+
+// The store's epilogue (scale, per-column scale, residual) against its scalar reference,
+// bit for bit, on finite values; a NaN result stays a NaN.
+TEST(AmxLayout, EpilogueEqualsItsReference) {
+  if (!nn::amx::vector_layout()) GTEST_SKIP() << "no AVX-512 F/BW/VL: the reference is the code";
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  auto bf = [](float v) { return c10::BFloat16(v).x; };
+  for (int64_t M : {1, 5, 16, 33}) {
+    const int64_t ldc = 16 * ((M + 15) / 16), N = 70, n = 30;
+    std::vector<uint16_t> col(N), res(M * N);
+    for (auto& v : col) v = bf(nd(rng));
+    for (auto& v : res) v = bf(nd(rng) * 50);
+    for (int variant = 0; variant < 8; ++variant)
+      for (int64_t nrows : {7, 16, 32}) {
+        std::vector<float> ct(32 * ldc);
+        for (auto& v : ct) v = nd(rng) * 10;
+        if (variant == 7) ct[3] = std::numeric_limits<float>::quiet_NaN();
+        nn::amx::Epilogue e;
+        if (variant & 1) e.has_scale = true, e.scale = static_cast<float>(c10::BFloat16(0.3f));
+        if (variant & 2) e.col = col.data();
+        if (variant & 4) e.residual = res.data();
+        std::vector<uint16_t> got(M * N, 0xAAAA), want(M * N, 0xAAAA);
+        nn::amx::store_block(ct.data(), ldc, M, nrows, got.data(), N, n, e);
+        nn::amx::store_block_reference(ct.data(), ldc, M, nrows, want.data(), N, n, e);
+        for (size_t i = 0; i < got.size(); ++i) {
+          const bool nan_got = (got[i] & 0x7FFF) > 0x7F80, nan_want = (want[i] & 0x7FFF) > 0x7F80;
+          ASSERT_EQ(nan_got, nan_want) << "M " << M << " variant " << variant << " at " << i;
+          if (!nan_want) ASSERT_EQ(got[i], want[i]) << "M " << M << " variant " << variant << " rows " << nrows << " at " << i;
+        }
+      }
+  }
+}
+
+// linear_rows_fused: each output equal, bit for bit, to the decode ops it replaces run one by
+// one (nn::scale of the input, the product, nn::scale, nn::mul_last, at::add), for several
+// weights with different input scales in one call, on both decode kernels.
+TEST(Gemv, FusedProductsEqualTheOpsOneByOne) {
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
+  std::vector<nn::DecodeKernel> kernels{nn::DecodeKernel::kAvx512};
+  if (nn::amx_available()) kernels.push_back(nn::DecodeKernel::kAuto);
+  for (auto kernel : kernels) {
+    KernelScope scope(kernel);
+    for (int64_t M : {1, 3, 16, 17, 40}) {
+      const int64_t K = 96;
+      Tensor x = at::randn({M, 1, K}, gen).to(at::kBFloat16);
+      Tensor w0 = at::randn({70, K}, gen).to(at::kBFloat16), w1 = at::randn({33, K}, gen).to(at::kBFloat16),
+             w2 = at::randn({16, K}, gen).to(at::kBFloat16);
+      Tensor col = (at::rand({70}, gen) * 4).to(at::kBFloat16);
+      Tensor r1 = (at::randn({M, 1, 33}, gen) * 20).to(at::kBFloat16), r2 = at::randn({M, 1, 16}, gen).to(at::kBFloat16);
+      std::vector<nn::RowsProduct> ps(4);
+      ps[0].w = w0, ps[0].in_scale = 0.3, ps[0].col_scale = col;
+      ps[1].w = w1, ps[1].in_scale = 1.7, ps[1].out_scale = 0.11, ps[1].residual = r1;
+      ps[2].w = w2, ps[2].residual = r2;
+      ps[3].w = w1, ps[3].in_scale = 0.3, ps[3].out_scale = 2.5;
+      auto got = nn::linear_rows_fused(x, ps);
+      ASSERT_EQ(got.size(), ps.size());
+      std::vector<Tensor> want{
+          nn::mul_last(nn::linear_rows(nn::scale(x, 0.3), w0), col),
+          r1 + nn::scale(nn::linear_rows(nn::scale(x, 1.7), w1), 0.11),
+          r2 + nn::linear_rows(x, w2),
+          nn::scale(nn::linear_rows(nn::scale(x, 0.3), w1), 2.5),
+      };
+      for (size_t i = 0; i < ps.size(); ++i) {
+        ASSERT_EQ(got[i].sizes(), want[i].sizes()) << i;
+        EXPECT_TRUE(at::equal(got[i], want[i])) << "kernel " << int(kernel) << " M " << M << " product " << i;
+      }
+    }
+  }
 }

@@ -18,10 +18,24 @@ namespace s0::nn::amx {
 void pack_rows(const uint16_t* x, int64_t M, int64_t K, int64_t bw, uint32_t* out);
 void pack_rows_reference(const uint16_t* x, int64_t M, int64_t K, int64_t bw, uint32_t* out);
 
-// y[m][n + i] = bf16(ct[i][m]) for m < M, i < nrows (nrows <= 32), y with row stride N.
-void store_block(const float* ct, int64_t ldc, int64_t M, int64_t nrows, uint16_t* y, int64_t N, int64_t n);
+// What happens to a product's rounded result t = bf16(ct[i][m]) before it is stored, each
+// step rounded to bf16 as the separate decode op it replaces rounds: t * scale (nn::scale;
+// `scale` is already a bf16 value), t * col[n + i] (nn::mul_last), residual[m][n + i] + t
+// (at::add). Skipped where unset.
+struct Epilogue {
+  bool has_scale = false;
+  float scale = 1;
+  const uint16_t* col = nullptr;       // [N]
+  const uint16_t* residual = nullptr;  // [M, N], row stride N
+};
+
+// y[m][n + i] = epilogue(bf16(ct[i][m])) for m < M, i < nrows (nrows <= 32), y (and the
+// residual) with row stride N. Bitwise equal to the reference for every non-NaN value; a
+// NaN stays a NaN.
+void store_block(const float* ct, int64_t ldc, int64_t M, int64_t nrows, uint16_t* y, int64_t N, int64_t n,
+                 const Epilogue& e = {});
 void store_block_reference(const float* ct, int64_t ldc, int64_t M, int64_t nrows, uint16_t* y, int64_t N,
-                           int64_t n);
+                           int64_t n, const Epilogue& e = {});
 
 // The vector paths run (AVX-512 F/BW/VL present); otherwise the functions above are the
 // references.

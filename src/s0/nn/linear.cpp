@@ -10,6 +10,7 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "s0/nn/activations.h"
 #include "s0/nn/amx_layout.h"
 #include "s0/nn/simd.h"
 
@@ -228,9 +229,11 @@ struct AmxJob {
   const uint16_t* w;
   uint16_t* y;
   int64_t N, first;
+  const uint32_t* xp;  // the packed rows this weight multiplies
+  amx::Epilogue epi;
 };
 
-__attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* xp, int64_t M, int64_t bw,
+__attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64_t bw,
                                                                 const std::vector<AmxJob>& jobs, int64_t K,
                                                                 int64_t total, int64_t nt,
                                                                 std::atomic<int64_t>& next) {
@@ -247,6 +250,8 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
   const int64_t block = (MB == 1 && bw == 16) || MB > 2 ? 32 : 16;
   const uint16_t* w = nullptr;  // the job of the current chunk
   uint16_t* y = nullptr;
+  const uint32_t* xp = nullptr;
+  const amx::Epilogue* epi = nullptr;
   int64_t N = 0, r0 = 0, r1 = 0;
   // One block's results, [32 weight rows][ldc batch rows], written into y after the block.
   thread_local std::vector<float> ct_buf;
@@ -271,7 +276,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
         pair ? amx_block<1, 2>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows)
              : amx_block<1, 1>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows);
     }
-    amx::store_block(ct, ldc, M, nrows, y, N, n);
+    amx::store_block(ct, ldc, M, nrows, y, N, n, *epi);
   };
   // Rows are claimed in chunks of 128 while plenty are left, then smaller ones (down to 32,
   // a whole number of blocks), so that the threads finish a call together: one thread's
@@ -284,7 +289,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(const uint32_t* 
     const int64_t take = std::min(std::clamp<int64_t>((total - cur) / (2 * nt) / 32 * 32, 32, 128),
                                   jobs[j].first + jobs[j].N - cur);
     if (!next.compare_exchange_weak(cur, cur + take, std::memory_order_relaxed)) continue;  // cur reloaded
-    w = jobs[j].w, y = jobs[j].y, N = jobs[j].N;
+    w = jobs[j].w, y = jobs[j].y, N = jobs[j].N, xp = jobs[j].xp, epi = &jobs[j].epi;
     r0 = cur - jobs[j].first;
     r1 = r0 + take;
     int64_t n = r0;
@@ -344,31 +349,51 @@ __attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, int64_t 
   gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, f32_id);
 }
 
-// y_i = x W_i^T through the AMX kernel for bf16 rows x [M, K] (contiguous) and bf16 weights
-// W_i [N_i, K]: the rows packed once, and one parallel region for all the weights, whose
-// rows the threads claim in chunks as they ask.
-std::vector<Tensor> amx_products(const Tensor& x, const std::vector<Tensor>& ws) {
-  const int64_t M = x.size(0), K = x.size(1);
-  // B tiles 16 rows wide, or M wide when the batch is smaller. The packed batch is kept per
+// One product of an AMX call: y = inputs[input] W^T, W [N, K] bf16 contiguous, then the
+// epilogue (amx_layout.h).
+struct AmxProduct {
+  const Tensor* w;
+  size_t input;
+  amx::Epilogue epi;
+};
+
+// The products through the AMX kernel for bf16 inputs [M, K] (contiguous, one M and K): each
+// input packed once, and one parallel region for all the weights, whose rows the threads
+// claim in chunks as they ask.
+std::vector<Tensor> amx_products(const std::vector<Tensor>& inputs, const std::vector<AmxProduct>& ps) {
+  const int64_t M = inputs.at(0).size(0), K = inputs.at(0).size(1);
+  // B tiles 16 rows wide, or M wide when the batch is smaller. The packed rows are kept per
   // calling thread between calls (no allocation per product).
   const int64_t bw = std::min<int64_t>(M, 16);
-  thread_local std::vector<uint32_t> packed;
-  packed.resize(std::max<size_t>(packed.size(), 16 * bw * (K / 32) * ((M + bw - 1) / bw)));
-  const uint32_t* xpk = packed.data();  // the workers see this thread's buffer through xpk
-  amx::pack_rows(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), M, K, bw, packed.data());
+  const size_t per = 16 * bw * (K / 32) * ((M + bw - 1) / bw);
+  thread_local std::vector<std::vector<uint32_t>> packed;
+  if (packed.size() < inputs.size()) packed.resize(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    packed[i].resize(std::max(packed[i].size(), per));
+    amx::pack_rows(reinterpret_cast<const uint16_t*>(inputs[i].data_ptr<at::BFloat16>()), M, K, bw, packed[i].data());
+  }
   std::vector<Tensor> ys;
   std::vector<AmxJob> jobs;
   int64_t total = 0;
-  for (const Tensor& w : ws) {
+  for (const AmxProduct& p : ps) {
+    const Tensor& w = *p.w;
     ys.push_back(at::empty({M, w.size(0)}, at::kBFloat16));
+    // The workers see this thread's buffers through the jobs' pointers.
     jobs.push_back({reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()),
-                    reinterpret_cast<uint16_t*>(ys.back().data_ptr<at::BFloat16>()), w.size(0), total});
+                    reinterpret_cast<uint16_t*>(ys.back().data_ptr<at::BFloat16>()), w.size(0), total,
+                    packed[p.input].data(), p.epi});
     total += w.size(0);
   }
   std::atomic<int64_t> next{0};
   const int64_t nt = std::min<int64_t>(at::get_num_threads(), (total + 31) / 32);
-  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(xpk, M, bw, jobs, K, total, nt, next); });
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(M, bw, jobs, K, total, nt, next); });
   return ys;
+}
+
+std::vector<Tensor> amx_products(const Tensor& x, const std::vector<Tensor>& ws) {
+  std::vector<AmxProduct> ps;
+  for (const Tensor& w : ws) ps.push_back({&w, 0, {}});
+  return amx_products(std::vector<Tensor>{x}, ps);
 }
 
 }  // namespace
@@ -407,15 +432,6 @@ __attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
   }
 }
 
-// 16 floats to bf16 as c10::BFloat16 rounds them: to nearest even, NaN to 0x7FC0.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m256i bf16_rne(__m512 v) {
-  const __m512i b = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
-  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
-  return _mm512_cvtepi32_epi16(r);
-}
-
 // Full 16-row m-blocks: each 16 x 16 tile of pairs is a transposed 16 x 16 block of x viewed
 // as 32-bit pairs; rows past M load as zeros.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void pack_rows_avx512(const uint16_t* x, int64_t M,
@@ -432,19 +448,47 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void pack_rows_avx512(const
     }
 }
 
+// bf16 rounding of 16 floats, kept as floats (low 16 bits zero): c10's rule (NaN to
+// 0x7FC0) or s0's kernels' rule (simd::f32_to_bf16: a NaN keeps its sign and payload, quieted).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512i rne_bits(__m512 v, bool c10_nan) {
+  const __m512i b = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_and_si512(_mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))),
+                               _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)));
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  const __m512i nan_bits = c10_nan ? _mm512_set1_epi32(0x7FC00000)
+                                   : _mm512_or_si512(_mm512_and_si512(b, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))),
+                                                     _mm512_set1_epi32(0x00400000));
+  return _mm512_mask_mov_epi32(r, nan, nan_bits);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 widen16(const uint16_t* p, __mmask16 k) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void store_block_avx512(const float* ct, int64_t ldc, int64_t M,
                                                                              int64_t nrows, uint16_t* y, int64_t N,
-                                                                             int64_t n) {
-  for (int64_t m0 = 0; m0 < M; m0 += 16) {
-    const int64_t mc = std::min<int64_t>(16, M - m0);
-    for (int64_t i0 = 0; i0 < nrows; i0 += 16) {
-      const int64_t ic = std::min<int64_t>(16, nrows - i0);
+                                                                             int64_t n, const Epilogue& e) {
+  const __m512 sc = _mm512_set1_ps(e.scale);
+  for (int64_t i0 = 0; i0 < nrows; i0 += 16) {
+    const int64_t ic = std::min<int64_t>(16, nrows - i0);
+    const __mmask16 mask = static_cast<__mmask16>(ic == 16 ? 0xFFFF : (1u << ic) - 1);
+    const __m512 col = e.col ? widen16(e.col + n + i0, mask) : _mm512_setzero_ps();
+    for (int64_t m0 = 0; m0 < M; m0 += 16) {
+      const int64_t mc = std::min<int64_t>(16, M - m0);
       // Columns past M within the 16 are whatever the buffer holds; their results are dropped.
       __m512 r[16];
       for (int64_t i = 0; i < 16; ++i) r[i] = i < ic ? _mm512_loadu_ps(ct + (i0 + i) * ldc + m0) : _mm512_setzero_ps();
       transpose16(r);
-      const __mmask16 mask = static_cast<__mmask16>(ic == 16 ? 0xFFFF : (1u << ic) - 1);
-      for (int64_t m = 0; m < mc; ++m) _mm256_mask_storeu_epi16(y + (m0 + m) * N + n + i0, mask, bf16_rne(r[m]));
+      for (int64_t m = 0; m < mc; ++m) {
+        __m512i t = rne_bits(r[m], true);
+        if (e.has_scale) t = rne_bits(_mm512_mul_ps(_mm512_castsi512_ps(t), sc), false);
+        if (e.col) t = rne_bits(_mm512_mul_ps(_mm512_castsi512_ps(t), col), false);
+        uint16_t* out = y + (m0 + m) * N + n + i0;
+        if (e.residual)
+          t = rne_bits(_mm512_add_ps(widen16(e.residual + (m0 + m) * N + n + i0, mask), _mm512_castsi512_ps(t)), true);
+        _mm256_mask_storeu_epi16(out, mask, _mm512_cvtepi32_epi16(_mm512_srli_epi32(t, 16)));
+      }
     }
   }
 }
@@ -478,14 +522,23 @@ void pack_rows(const uint16_t* x, int64_t M, int64_t K, int64_t bw, uint32_t* ou
 }
 
 void store_block_reference(const float* ct, int64_t ldc, int64_t M, int64_t nrows, uint16_t* y, int64_t N,
-                           int64_t n) {
+                           int64_t n, const Epilogue& e) {
+  using simd::bf16_to_f32;
+  using simd::f32_to_bf16;
   for (int64_t m = 0; m < M; ++m)
-    for (int64_t i = 0; i < nrows; ++i) y[m * N + n + i] = at::BFloat16(ct[i * ldc + m]).x;
+    for (int64_t i = 0; i < nrows; ++i) {
+      uint16_t t = at::BFloat16(ct[i * ldc + m]).x;  // the product's rounding
+      if (e.has_scale) t = f32_to_bf16(bf16_to_f32(t) * e.scale);
+      if (e.col) t = f32_to_bf16(bf16_to_f32(t) * bf16_to_f32(e.col[n + i]));
+      if (e.residual) t = at::BFloat16(bf16_to_f32(e.residual[m * N + n + i]) + bf16_to_f32(t)).x;
+      y[m * N + n + i] = t;
+    }
 }
 
-void store_block(const float* ct, int64_t ldc, int64_t M, int64_t nrows, uint16_t* y, int64_t N, int64_t n) {
-  if (vector_layout()) return store_block_avx512(ct, ldc, M, nrows, y, N, n);
-  store_block_reference(ct, ldc, M, nrows, y, N, n);
+void store_block(const float* ct, int64_t ldc, int64_t M, int64_t nrows, uint16_t* y, int64_t N, int64_t n,
+                 const Epilogue& e) {
+  if (vector_layout()) return store_block_avx512(ct, ldc, M, nrows, y, N, n, e);
+  store_block_reference(ct, ldc, M, nrows, y, N, n, e);
 }
 
 }  // namespace amx
@@ -555,6 +608,76 @@ std::vector<Tensor> linear_rows_multi(const Tensor& x, const std::vector<Tensor>
   for (size_t i = 0; i < ws.size(); ++i) {
     auto shape = x.sizes().vec();
     shape.back() = ws[i].size(0);
+    out[i] = out[i].view(shape);
+  }
+  return out;
+}
+
+namespace {
+
+// The ops of a RowsProduct one by one (what the fused path must equal).
+Tensor fused_reference(const Tensor& x_scaled, const RowsProduct& p) {
+  Tensor y = linear_rows(x_scaled, p.w);
+  if (p.out_scale != 1) y = scale(y, p.out_scale);
+  if (p.col_scale.defined()) y = mul_last(y, p.col_scale);
+  if (p.residual.defined()) y = p.residual + y;
+  return y;
+}
+
+bool fusable(const Tensor& x, const RowsProduct& p, int64_t M) {
+  const Tensor& w = p.w;
+  const int64_t K = x.size(-1);
+  if (!(w.device().is_cpu() && w.is_contiguous() && w.dim() == 2 && w.scalar_type() == at::kBFloat16 &&
+        w.size(1) == K && w.size(0) > 0))
+    return false;
+  if (p.col_scale.defined() &&
+      !(p.col_scale.device().is_cpu() && p.col_scale.scalar_type() == at::kBFloat16 && p.col_scale.is_contiguous() &&
+        p.col_scale.dim() == 1 && p.col_scale.size(0) == w.size(0)))
+    return false;
+  if (p.residual.defined() &&
+      !(p.residual.device().is_cpu() && p.residual.scalar_type() == at::kBFloat16 && p.residual.is_contiguous() &&
+        p.residual.numel() == M * w.size(0) && p.residual.size(-1) == w.size(0)))
+    return false;
+  return true;
+}
+
+}  // namespace
+
+std::vector<Tensor> linear_rows_fused(const Tensor& x, const std::vector<RowsProduct>& ps) {
+  TORCH_CHECK(!grad_enabled() && x.device().is_cpu() && x.dim() >= 1, "linear_rows_fused: CPU, no autograd");
+  const int64_t K = x.size(-1), M = K == 0 ? 0 : x.numel() / K;
+  // The distinct input scales, each input scaled once (as nn::scale would).
+  std::vector<double> scales;
+  std::vector<size_t> input_of;
+  for (const RowsProduct& p : ps) {
+    auto it = std::find(scales.begin(), scales.end(), p.in_scale);
+    input_of.push_back(static_cast<size_t>(it - scales.begin()));
+    if (it == scales.end()) scales.push_back(p.in_scale);
+  }
+  std::vector<Tensor> inputs;
+  for (double s : scales) inputs.push_back(s == 1 ? x : scale(x, s));
+  bool together = !ps.empty() && x.scalar_type() == at::kBFloat16 && amx_applies(K) && M > 0;
+  for (const RowsProduct& p : ps) together = together && fusable(x, p, M);
+  std::vector<Tensor> out;
+  if (!together) {
+    for (size_t i = 0; i < ps.size(); ++i) out.push_back(fused_reference(inputs[input_of[i]], ps[i]));
+    return out;
+  }
+  std::vector<Tensor> rows;
+  for (const Tensor& in : inputs) rows.push_back(in.reshape({M, K}).contiguous());
+  std::vector<AmxProduct> aps;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const RowsProduct& p = ps[i];
+    amx::Epilogue e;
+    if (p.out_scale != 1) e.has_scale = true, e.scale = static_cast<float>(c10::BFloat16(static_cast<float>(p.out_scale)));
+    if (p.col_scale.defined()) e.col = reinterpret_cast<const uint16_t*>(p.col_scale.data_ptr<at::BFloat16>());
+    if (p.residual.defined()) e.residual = reinterpret_cast<const uint16_t*>(p.residual.data_ptr<at::BFloat16>());
+    aps.push_back({&p.w, input_of[i], e});
+  }
+  out = amx_products(rows, aps);
+  for (size_t i = 0; i < ps.size(); ++i) {
+    auto shape = x.sizes().vec();
+    shape.back() = ps[i].w.size(0);
     out[i] = out[i].view(shape);
   }
   return out;

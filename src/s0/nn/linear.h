@@ -67,4 +67,23 @@ Tensor linear_rows(const Tensor& x, const Tensor& w);
 // region (one fork/join and one tail instead of one per weight).
 std::vector<Tensor> linear_rows_multi(const Tensor& x, const std::vector<Tensor>& ws);
 
+// One product of a fused decode call, with the small ops around it that a decode step would
+// otherwise run one by one (each a call, an allocation and a pass over the rows):
+//   y = linear_rows(scale(x, in_scale), w) ; y = scale(y, out_scale) ; y = mul_last(y, col_scale) ;
+//   y = residual + y
+// (nn::scale and nn::mul_last of activations.h, at::add; each step skipped where unset:
+// scales of 1, undefined tensors). col_scale [N] and residual shaped like y, w's dtype.
+struct RowsProduct {
+  Tensor w;
+  double in_scale = 1, out_scale = 1;
+  Tensor col_scale, residual;
+};
+
+// The products of x [..., K] (no autograd, CPU), bitwise equal to running the ops above one
+// by one for every non-NaN value (a NaN stays a NaN). Where the AMX kernel takes them all
+// (bf16, one K), every distinct in_scale's rows are scaled and packed once, all the weights
+// go through one parallel region and the rest happens as each output block is stored;
+// otherwise the ops run one by one.
+std::vector<Tensor> linear_rows_fused(const Tensor& x, const std::vector<RowsProduct>& ps);
+
 }  // namespace s0::nn
