@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "s0/nn/activations.h"
 #include "s0/nn/attention.h"
 #include "s0/nn/attention_step.h"
 #include "s0/nn/linear.h"
@@ -64,6 +65,41 @@ std::vector<Tensor> project_many(const Tensor& x, const std::vector<const NamedL
   for (size_t i = 0; i < lins.size(); ++i) {
     ys[i] = linear_hooks(x, ys[i], lins[i]->name, groups);
     if (lins[i]->b.defined()) ys[i] = ys[i] + lins[i]->b;
+  }
+  return ys;
+}
+
+std::vector<Tensor> project_fused(const Tensor& x, const std::vector<FusedLinear>& items, const SeqGroups& groups) {
+  bool hooked = false;
+  for (const auto& g : groups) hooked = hooked || (g.adapter && g.adapter->has_linear_hook());
+  const bool decode = stepping(x) && x.device().is_cpu() && x.scalar_type() != at::kDouble;
+  bool fused = decode && !hooked;
+  for (const FusedLinear& it : items) fused = fused && !it.lin->b.defined();
+  if (fused) {
+    std::vector<nn::RowsProduct> ps;
+    for (const FusedLinear& it : items) ps.push_back({it.lin->w, it.in_scale, it.out_scale, it.col_scale, it.residual});
+    return nn::linear_rows_fused(x, ps);
+  }
+  // Op by op: each distinct input scale once; the products of one input through project_many.
+  std::vector<double> scales;
+  for (const FusedLinear& it : items)
+    if (std::find(scales.begin(), scales.end(), it.in_scale) == scales.end()) scales.push_back(it.in_scale);
+  std::vector<Tensor> ys(items.size());
+  for (double s : scales) {
+    const Tensor xs = s == 1 ? x : decode ? nn::scale(x, s) : x * s;
+    std::vector<const NamedLinear*> lins;
+    std::vector<size_t> which;
+    for (size_t i = 0; i < items.size(); ++i)
+      if (items[i].in_scale == s) lins.push_back(items[i].lin), which.push_back(i);
+    auto part = project_many(xs, lins, groups);
+    for (size_t j = 0; j < which.size(); ++j) ys[which[j]] = part[j];
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    const FusedLinear& it = items[i];
+    Tensor& y = ys[i];
+    if (it.out_scale != 1) y = decode ? nn::scale(y, it.out_scale) : y * it.out_scale;
+    if (it.col_scale.defined()) y = decode ? nn::mul_last(y, it.col_scale) : y * it.col_scale;
+    if (it.residual.defined()) y = it.residual + y;
   }
   return ys;
 }

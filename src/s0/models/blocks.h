@@ -3,6 +3,7 @@
 // linear hook), the step-vs-chunk switch, the per-group loop of a forward call, attention
 // with RoPE and a KV cache, and the recurrent-readout hook.
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "s0/models/model.h"
@@ -35,6 +36,25 @@ struct NamedLinear {
 // equal to doing them one by one.
 std::vector<Tensor> project_many(const Tensor& x, const std::vector<const NamedLinear*>& lins,
                                  const SeqGroups& groups);
+
+// A projection with the multipliers and the residual add around it (Falcon-H1's muP
+// multipliers, every family's residual stream):
+//   y = residual + mul_last(scale((*lin)(scale(x, in_scale)), out_scale), col_scale)
+// each step skipped where unset (scales of 1, undefined tensors).
+struct FusedLinear {
+  FusedLinear(const NamedLinear* l, double in = 1, double out = 1, Tensor col = {}, Tensor res = {})
+      : lin(l), in_scale(in), out_scale(out), col_scale(std::move(col)), residual(std::move(res)) {}
+  const NamedLinear* lin;
+  double in_scale, out_scale;
+  Tensor col_scale, residual;
+};
+
+// The items' outputs. In a decode step on the CPU without linear hooks or biases they come
+// from one nn::linear_rows_fused call (each distinct input scale applied and packed once,
+// the rest done as the outputs are stored); otherwise op by op (ATen's ops, nn::scale and
+// nn::mul_last in a decode step, the linear hooks seeing each product before the rest).
+// Bitwise the same either way for every non-NaN value.
+std::vector<Tensor> project_fused(const Tensor& x, const std::vector<FusedLinear>& items, const SeqGroups& groups);
 
 // Whether any group's adapter wants the recurrent-readout hook, and the hook itself:
 // query [B, H, L, K] and readout o [B, H, L, V] for all rows; returns o with each hooked

@@ -89,31 +89,24 @@ namespace {
 bool decode_rows(const Tensor& x) {
   return x.dim() == 3 && stepping(x) && x.device().is_cpu() && x.scalar_type() != at::kDouble;
 }
-// x * s; in a decode step through nn::scale (bitwise the same, without ATen's per-call set-up).
-Tensor mul_s(const Tensor& x, double s) { return decode_rows(x) ? nn::scale(x, s) : x * s; }
 
 }  // namespace
 
-Tensor FalconH1Model::attention(const Layer& w, const Tensor& u, const SeqGroups& gs) const {
-  const int64_t B = u.size(0), L = u.size(1);
+Tensor FalconH1Model::attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const SeqGroups& gs) const {
+  const int64_t B = q_in.size(0), L = q_in.size(1);
   const int64_t H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads, hd = cfg_.head_dim;
-  Tensor x = mul_s(u, cfg_.attention_in_multiplier);
-  auto qkv = project_many(x, {&w.q, &w.k, &w.v}, gs);
-  Tensor q = qkv[0].view({B, L, H, hd});
-  Tensor k = mul_s(qkv[1], cfg_.key_multiplier).view({B, L, KV, hd});  // before RoPE and caching
-  Tensor v = qkv[2].view({B, L, KV, hd});
-  Tensor ctx = rope_attention(q, k, v, inv_freq_, gs, 1.0 / std::sqrt(static_cast<double>(hd)));
-  return mul_s(w.o(ctx, gs), cfg_.attention_out_multiplier);
+  Tensor q = q_in.view({B, L, H, hd});
+  Tensor k = k_in.view({B, L, KV, hd});  // times key_multiplier before RoPE and caching
+  Tensor v = v_in.view({B, L, KV, hd});
+  return rope_attention(q, k, v, inv_freq_, gs, 1.0 / std::sqrt(static_cast<double>(hd)));
 }
 
-Tensor FalconH1Model::mamba(int64_t l, const Layer& w, const Tensor& u, const SeqGroups& gs) const {
-  // 1-2. in_proj on the scaled input, times the muP vector; split z | xBC | dt.
-  Tensor proj = w.in_proj(mul_s(u, cfg_.ssm_in_multiplier), gs);
-  Tensor zxbcdt = decode_rows(proj) ? nn::mul_last(proj, mup_) : proj * mup_;  // [B, L, 2Ds + 2GN + H]
+Tensor FalconH1Model::mamba(int64_t l, const Layer& w, const Tensor& zxbcdt, const SeqGroups& gs) const {
+  // 1-2 (in_proj on the scaled input, times the muP vector; split z | xBC | dt) ran in layer().
   // Decode: steps 3-7 for every group in one fused kernel (nn/ssd_step.h), unless an
   // adapter wants the readout hook in between.
-  if (stepping(u) && nn::ssd_step_supported(zxbcdt) && !wants_readout_hook(gs)) {
-    const int64_t B = u.size(0);
+  if (stepping(zxbcdt) && nn::ssd_step_supported(zxbcdt) && !wants_readout_hook(gs)) {
+    const int64_t B = zxbcdt.size(0);
     nn::SsdStepLayer sl{w.conv, w.conv_b, w.dt_bias, w.neg_A, w.D,
                         cfg_.mamba_rms_norm ? w.norm : Tensor()};
     sl.norm_before_gate = cfg_.mamba_norm_before_gate;
@@ -126,14 +119,12 @@ Tensor FalconH1Model::mamba(int64_t l, const Layer& w, const Tensor& u, const Se
     for (const SeqGroup& g : gs) caches.push_back({&g.cache->conv, &g.cache->state, g.rows});
     const nn::SsdStepShape shape{cfg_.mamba_n_heads, cfg_.mamba_d_head, cfg_.mamba_n_groups,
                                  cfg_.mamba_d_state};
-    Tensor o = nn::ssd_decode_step(zxbcdt.view({B, -1}), sl, shape, caches);
-    return mul_s(w.out_proj(o.view({B, 1, -1}), gs), cfg_.ssm_out_multiplier);
+    return nn::ssd_decode_step(zxbcdt.view({B, -1}), sl, shape, caches).view({B, 1, -1});
   }
   // 3-7 run per group: the conv history and the recurrence are the group's own, and the
-  // transcendental functions then round exactly as for a sequence alone.
-  Tensor o = per_group(gs, [&](const SeqGroup& g, int64_t r) { return mamba_core(l, w, rows_of(zxbcdt, g, r), g); });
-  // 8. out_proj, then the branch multiplier.
-  return w.out_proj(o, gs) * cfg_.ssm_out_multiplier;
+  // transcendental functions then round exactly as for a sequence alone. (8, out_proj and
+  // the branch multiplier: layer().)
+  return per_group(gs, [&](const SeqGroup& g, int64_t r) { return mamba_core(l, w, rows_of(zxbcdt, g, r), g); });
 }
 
 Tensor FalconH1Model::mamba_core(int64_t l, const Layer& w, const Tensor& zxbcdt, const SeqGroup& grp) const {
@@ -187,19 +178,21 @@ Tensor FalconH1Model::mamba_core(int64_t l, const Layer& w, const Tensor& zxbcdt
   return (cfg_.mamba_norm_before_gate ? group_norm(y) * wn * z : group_norm(y * z) * wn).to(dtype_);
 }
 
-Tensor FalconH1Model::mlp(const Layer& w, const Tensor& x, const SeqGroups& gs) const {
-  // Decode: gate and up in one call, silu(g m0) u in one kernel over the whole batch (each
-  // element computed the same way wherever it sits); the product g m0 rounds as before.
-  if (decode_rows(x)) {
-    auto gu = project_many(x, {&w.gate, &w.up}, gs);
-    return mul_s(w.down(nn::silu_mul(mul_s(gu[0], cfg_.mlp_multipliers[0]), gu[1]), gs), cfg_.mlp_multipliers[1]);
+Tensor FalconH1Model::mlp(const Layer& w, const Tensor& x, const Tensor& m, const SeqGroups& gs) const {
+  const double m0 = cfg_.mlp_multipliers[0], m1 = cfg_.mlp_multipliers[1];
+  // Decode: gate (times m0) and up in one call, silu(g) u in one kernel over the whole batch
+  // (each element computed the same way wherever it sits), down times m1 plus x as its
+  // output is stored.
+  if (decode_rows(m)) {
+    auto gu = project_fused(m, {{&w.gate, 1, m0}, {&w.up}}, gs);
+    return project_fused(nn::silu_mul(gu[0], gu[1]), {{&w.down, 1, m1, {}, x}}, gs)[0];
   }
-  Tensor gp = w.gate(x, gs);
+  Tensor gp = w.gate(m, gs);
   // The gate multiplier acts inside the SiLU (per group: a transcendental function).
   Tensor g = per_group(gs, [&](const SeqGroup& grp, int64_t r) {
-    return nn::silu(rows_of(gp, grp, r) * cfg_.mlp_multipliers[0]);
+    return nn::silu(rows_of(gp, grp, r) * m0);
   });
-  return w.down(g * w.up(x, gs), gs) * cfg_.mlp_multipliers[1];
+  return x + w.down(g * w.up(m, gs), gs) * m1;
 }
 
 Tensor FalconH1Model::embed(const Tensor& ids) const {
@@ -217,8 +210,17 @@ Tensor FalconH1Model::layer(int64_t l, const Tensor& h, const SeqGroups& gs) con
     return per_group(gs, [&](const SeqGroup& g, int64_t r) { return nn::rms_norm(rows_of(t, g, r), wn, cfg_.rms_norm_eps); });
   };
   Tensor u = norm(h, w.in_norm);  // shared by both branches
-  Tensor x = h + mamba(l, w, u, gs) + attention(w, u, gs);
-  return x + mlp(w, norm(x, w.pre_ff_norm), gs);
+  // Both mixers' input projections in one call: in_proj on u * ssm_in_multiplier, times the
+  // muP vector; q, k, v on u * attention_in_multiplier, k times key_multiplier.
+  const double a_in = cfg_.attention_in_multiplier;
+  auto in = project_fused(u, {{&w.in_proj, cfg_.ssm_in_multiplier, 1, mup_}, {&w.q, a_in}, {&w.k, a_in, cfg_.key_multiplier}, {&w.v, a_in}},
+                          gs);
+  Tensor o = mamba(l, w, in[0], gs);
+  Tensor ctx = attention(in[1], in[2], in[3], gs);
+  // x = (h + out_proj(o) ssm_out) + o_proj(ctx) attention_out, the adds as the outputs are stored.
+  Tensor x = project_fused(o, {{&w.out_proj, 1, cfg_.ssm_out_multiplier, {}, h}}, gs)[0];
+  x = project_fused(ctx, {{&w.o, 1, cfg_.attention_out_multiplier, {}, x}}, gs)[0];
+  return mlp(w, x, norm(x, w.pre_ff_norm), gs);
 }
 
 Tensor FalconH1Model::final_norm(const Tensor& h) const {

@@ -49,11 +49,16 @@ class FalconH1Model : public CausalLM {
     Linear gate, up, down;                   // MLP
   };
 
-  Tensor attention(const Layer& w, const Tensor& u, const SeqGroups& groups) const;
-  Tensor mamba(int64_t l, const Layer& w, const Tensor& u, const SeqGroups& groups) const;
+  // The mixers between their projections (layer() runs those, the two input projections in
+  // one call, the two output projections with the residual adds): attention from q, k
+  // (already times key_multiplier), v to the context before o_proj; Mamba-2 from zxbcdt
+  // (in_proj's output times the muP vector) to the readout before out_proj.
+  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const SeqGroups& groups) const;
+  Tensor mamba(int64_t l, const Layer& w, const Tensor& zxbcdt, const SeqGroups& groups) const;
   // Steps 3-7 of the Mamba-2 mixer for one group's rows (conv, dt, SSD, D skip, gate).
   Tensor mamba_core(int64_t l, const Layer& w, const Tensor& zxbcdt, const SeqGroup& group) const;
-  Tensor mlp(const Layer& w, const Tensor& x, const SeqGroups& groups) const;
+  // x + MLP(m), m the normed x.
+  Tensor mlp(const Layer& w, const Tensor& x, const Tensor& m, const SeqGroups& groups) const;
 
   FalconH1Config cfg_;
   at::ScalarType dtype_;

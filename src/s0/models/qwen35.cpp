@@ -195,8 +195,10 @@ Tensor Qwen35Model::mlp_down_weight(int64_t l) const { return layers_.at(l).down
 Tensor Qwen35Model::layer(int64_t l, const Tensor& h, const SeqGroups& gs) const {
   const Linear& out = mixer_out(l);
   const Linear& down = layers_.at(l).down;
-  Tensor x = h + out(mixer_core(l, h, gs), gs);
-  return x + down(mlp_core(l, x, gs), gs);
+  // The residual adds happen as the out_proj and down_proj outputs are stored (decode; op
+  // by op otherwise, the same numbers).
+  Tensor x = project_fused(mixer_core(l, h, gs), {{&out, 1, 1, {}, h}}, gs)[0];
+  return project_fused(mlp_core(l, x, gs), {{&down, 1, 1, {}, x}}, gs)[0];
 }
 
 std::vector<std::pair<std::string, Tensor*>> Qwen35Model::mutable_weights() {
