@@ -270,3 +270,47 @@ TEST(AdapterDoor, ReadoutHookReachesEveryRecurrentLayer) {
 }
 
 }  // namespace
+
+// An adapter whose linear hook hands every product back unchanged: the decode step then
+// runs its projections op by op (models::project_fused's path for hooked groups) instead of
+// fused into the product's AMX call (scales, muP vector, residual adds as the outputs are
+// stored). Both ways must give the same logits bit for bit, for both families in bf16.
+class IdentityHook : public models::Adapter {
+ public:
+  mutable int calls = 0;
+  bool has_linear_hook() const override { return true; }
+  Tensor linear_output(const std::string&, const Tensor&, const Tensor& y) const override {
+    ++calls;
+    return y;
+  }
+};
+
+TEST(AdapterDoor, FusedDecodeProductsEqualTheOpByOnePath) {
+  NoGrad ng;
+  for (const std::string& dir : {s0::testing::tiny_qwen35("bf16", 43), s0::testing::tiny_falcon_h1("bf16", 44)}) {
+    auto model = models::load_model(dir, at::kBFloat16);
+    auto hook = std::make_shared<IdentityHook>();
+    std::vector<int64_t> prompt{5, 9, 2, 7, 11, 3};
+    auto run = [&](std::shared_ptr<const models::Adapter> adapter) {
+      std::vector<models::Cache> caches;
+      for (int b = 0; b < 3; ++b) {
+        caches.push_back(model->new_cache(1, adapter));
+        model->forward(at::tensor(prompt, at::kLong).view({1, -1}), caches.back(), true);
+      }
+      std::vector<models::Cache*> ptrs;
+      for (auto& c : caches) ptrs.push_back(&c);
+      std::vector<Tensor> steps;
+      Tensor ids = at::tensor(std::vector<int64_t>{4, 8, 15}, at::kLong);
+      for (int s = 0; s < 3; ++s) {
+        Tensor lg = model->decode_step(ids, ptrs);
+        steps.push_back(lg);
+        ids = lg.view({3, -1}).argmax(-1);
+      }
+      return steps;
+    };
+    auto fused = run(nullptr);
+    auto one_by_one = run(hook);
+    ASSERT_GT(hook->calls, 0) << dir;
+    for (size_t s = 0; s < fused.size(); ++s) EXPECT_TRUE(at::equal(fused[s], one_by_one[s])) << dir << " step " << s;
+  }
+}
