@@ -1,6 +1,9 @@
 // Fused training kernels against the ATen compositions they replace, measured in the same
 // run (forward, and forward + input-gradient backward), at the 0.8b preset's shapes:
-// 512 tokens, conv channels 6144, MLP width 3584, 16 heads of 128, vocab 248320.
+// 512 tokens, conv channels 6144, MLP width 3584, 16 heads of 128, vocab 248320. Then the
+// decode-step kernels alone at 1, 16 and 64 rows (GatedDeltaNet step: its f32 state read
+// and written once; attention step: 8 query / 2 KV heads of 256 over 128 cached positions),
+// with the memory each moves per call.
 //
 //   bench_kernels [--threads N] [--tokens 512] [--dtype bf16|f32]
 #include <cstdio>
@@ -12,6 +15,8 @@
 #include "bench_util.h"
 #include "s0/models/model.h"
 #include "s0/nn/activations.h"
+#include "s0/nn/attention_step.h"
+#include "s0/nn/gdn_step.h"
 #include "s0/nn/causal_conv.h"
 #include "s0/nn/cross_entropy.h"
 #include "s0/nn/l2_heads.h"
@@ -114,6 +119,45 @@ int main(int argc, char** argv) {
         },
         3);
     row("cross_entropy_rows", fused, ref);
+  }
+  {  // decode-step kernels
+    NoGrad ng;
+    nlohmann::json rows = nlohmann::json::array();
+    for (int64_t B : {1, 16, 64}) {
+      // GatedDeltaNet: 16 key and value heads of 128, conv over 6144 channels (4 taps).
+      const int64_t Hk = 16, Hv = 16, dk = 128, dv = 128, Cc = 2 * Hk * dk + Hv * dv;
+      std::vector<Tensor> conv(B), state(B);
+      std::vector<nn::GdnStepCache> gc;
+      for (int64_t b = 0; b < B; ++b) {
+        conv[b] = (at::randn({1, Cc, Kc - 1}) * 0.5).to(dt);
+        state[b] = at::randn({1, Hv, dk, dv}) * 0.01;
+        gc.push_back({&conv[b], &state[b], 1});
+      }
+      Tensor qkv = at::randn({B, Cc}).to(dt), z = at::randn({B, Hv * dv}).to(dt), bb = at::randn({B, Hv}).to(dt),
+             aa = at::randn({B, Hv}).to(dt);
+      Tensor cw = at::randn({Cc, Kc}) * 0.5, negA = -at::rand({Hv}), dtb = at::randn({Hv}) * 0.1,
+             nw = at::randn({dv}).to(dt);
+      const double gdn = best_ms([&] { nn::gdn_decode_step(qkv, z, bb, aa, cw, negA, dtb, nw, {Hk, Hv, dk, dv}, 1e-6, gc); });
+      const double state_bytes = 2.0 * B * Hv * dk * dv * 4;
+      // Attention: 8 query heads, 2 KV heads of 256, partial RoPE over 64 dims, 128 cached positions.
+      const int64_t Hq = 8, KVh = 2, hd = 256, past = 128;
+      std::vector<Tensor> kc(B), vc(B);
+      std::vector<nn::KvStepCache> ac;
+      for (int64_t b = 0; b < B; ++b) {
+        kc[b] = at::randn({1, KVh, 2 * past, hd}).to(dt), vc[b] = at::randn({1, KVh, 2 * past, hd}).to(dt);
+        ac.push_back({&kc[b], &vc[b], past, 1});
+      }
+      Tensor q = at::randn({B, 1, Hq, hd}).to(dt), k = at::randn({B, 1, KVh, hd}).to(dt), v = at::randn({B, 1, KVh, hd}).to(dt);
+      Tensor inv_freq = at::pow(10000.0, -at::arange(0, 64, 2, at::kFloat) / 64.0);
+      const double att = best_ms([&] { nn::attention_decode_step(q, k, v, inv_freq, 1.0 / 16, ac); });
+      const double kv_bytes = 2.0 * B * KVh * (past + 1) * hd * (dt == at::kBFloat16 ? 2 : 4);
+      rows.push_back({{"rows", B},
+                      {"gdn_step_ms", gdn},
+                      {"gdn_state_gbps", state_bytes / gdn / 1e6},
+                      {"attention_step_ms", att},
+                      {"attention_kv_gbps", kv_bytes / att / 1e6}});
+    }
+    out["decode_step_kernels"] = rows;
   }
   std::printf("%s\n", out.dump(2).c_str());
   return 0;
