@@ -1,6 +1,7 @@
 #include "s0/nn/attention_step.h"
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "s0/nn/simd.h"
@@ -10,6 +11,8 @@ namespace s0::nn {
 namespace {
 
 using namespace simd;
+
+std::atomic<bool> g_vector_scores{true};
 
 template <class T>
 struct AttnArgs {
@@ -42,6 +45,47 @@ S0_INLINE void rope_head(const typename St<T>::Raw* x, float* y, const float* cs
   for (int64_t i = R; i < hd; ++i) y[i] = S::load(x[i]);
 }
 
+// The raw dot products of G query heads (qr [G, hd], f32) with the cached keys at positions
+// [0, T1) (row stride hd, model dtype), for hd a multiple of 16: d[g * T1 + t]. The same
+// arithmetic as lane_sum over the portable loop (lane j accumulates q[i + j] k[i + j] over
+// the 16-wide chunks in order with a fused multiply-add, then the 16 lanes are added in
+// order to 0), 16 positions at a time: their lane accumulators are transposed so that the
+// in-order lane sums run across the 16 positions at once.
+template <class Raw>
+__attribute__((target("avx512f,avx512dq,avx512bw"))) void key_dots_avx512(const Raw* kbase, int64_t T1, int64_t hd,
+                                                                            const float* qr, int64_t G, float* d,
+                                                                            float* acc) {
+  const int64_t C = hd / 16;
+  for (int64_t t0 = 0; t0 < T1; t0 += 16) {
+    const int64_t nt = std::min<int64_t>(16, T1 - t0);
+    for (int64_t tt = 0; tt < nt; ++tt) {
+      const Raw* kt = kbase + (t0 + tt) * hd;
+      for (int64_t g = 0; g < G; ++g) {
+        const float* qg = qr + g * hd;
+        __m512 a = _mm512_setzero_ps();
+        for (int64_t c = 0; c < C; ++c) {
+          __m512 kv;
+          if constexpr (sizeof(Raw) == 2)
+            kv = _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kt + 16 * c))), 16));
+          else
+            kv = _mm512_loadu_ps(reinterpret_cast<const float*>(kt) + 16 * c);
+          a = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), kv, a);
+        }
+        _mm512_storeu_ps(acc + (g * 16 + tt) * 16, a);
+      }
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      __m512 r[16];
+      for (int64_t tt = 0; tt < 16; ++tt) r[tt] = tt < nt ? _mm512_loadu_ps(acc + (g * 16 + tt) * 16) : _mm512_setzero_ps();
+      transpose16(r);
+      __m512 sum = _mm512_add_ps(_mm512_setzero_ps(), r[0]);
+      for (int j = 1; j < 16; ++j) sum = _mm512_add_ps(sum, r[j]);
+      _mm512_mask_storeu_ps(d + g * T1 + t0, static_cast<__mmask16>(nt == 16 ? 0xFFFF : (1u << nt) - 1), sum);
+    }
+  }
+}
+
 // Row r, KV head j and its G = H / KV query heads. Each cached key and value row is read
 // (and widened to f32) once for the G heads, which run side by side.
 template <class T, class Exp>
@@ -69,13 +113,19 @@ S0_INLINE void attn_task(const AttnArgs<T>& p, int64_t r, int64_t j, float* scra
   for (int64_t i = 0; i < hd; ++i) vbase[pos * hd + i] = vx[i];
   for (int64_t g = 0; g < G; ++g) rope_head<T>(p.q + p.qv.at(r, 0, j * G + g), qr + g * hd, cs, sn, R, hd);
   // Scores rounded to the dtype, then scaled and rounded (matmul, then * scale).
-  for (int64_t t = 0; t < T1; ++t) {
-    const Raw* kt = kbase + t * hd;
-    for (int64_t i = 0; i < hd; ++i) kr[i] = S::load(kt[i]);
-    for (int64_t g = 0; g < G; ++g) {
-      const float* qg = qr + g * hd;
-      const float d = lane_sum<float>(hd, [&](int64_t i) { return qg[i] * kr[i]; });
-      s[g * T1 + t] = S::round(S::round(d) * p.scale);
+  if (hd % 16 == 0 && has_avx512() && g_vector_scores.load(std::memory_order_relaxed)) {
+    float* acc = s + G * T1;  // [G, 16, 16] lane accumulators
+    key_dots_avx512<Raw>(kbase, T1, hd, qr, G, s, acc);
+    for (int64_t i = 0; i < G * T1; ++i) s[i] = S::round(S::round(s[i]) * p.scale);
+  } else {
+    for (int64_t t = 0; t < T1; ++t) {
+      const Raw* kt = kbase + t * hd;
+      for (int64_t i = 0; i < hd; ++i) kr[i] = S::load(kt[i]);
+      for (int64_t g = 0; g < G; ++g) {
+        const float* qg = qr + g * hd;
+        const float d = lane_sum<float>(hd, [&](int64_t i) { return qg[i] * kr[i]; });
+        s[g * T1 + t] = S::round(S::round(d) * p.scale);
+      }
     }
   }
   for (int64_t g = 0; g < G; ++g) {
@@ -119,6 +169,8 @@ void ensure_capacity(Tensor& kb, Tensor& vb, int64_t rows, int64_t KV, int64_t h
 }
 
 }  // namespace
+
+void attention_step_vector_scores(bool on) { g_vector_scores.store(on); }
 
 bool attention_step_supported(const Tensor& q) {
   return q.device().is_cpu() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kFloat);
@@ -179,7 +231,7 @@ Tensor attention_decode_step(const Tensor& q, const Tensor& k, const Tensor& v,
       }
       TORCH_CHECK(rows == B, "attention_decode_step: the caches hold ", rows, " rows for ", B,
                   " inputs");
-      const int64_t G = H / KV, scratch = 2 * R + hd + 2 * G * hd + G * max_t + 16;
+      const int64_t G = H / KV, scratch = 2 * R + hd + 2 * G * hd + G * max_t + G * 256 + 16;
       at::parallel_for(0, B * KV, 1, [&](int64_t t0, int64_t t1) {
         std::vector<float> buf(static_cast<size_t>(scratch));
         for (int64_t t = t0; t < t1; ++t)

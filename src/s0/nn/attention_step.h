@@ -25,6 +25,10 @@ struct KvStepCache {
   int64_t rows = 1;
 };
 
+// For tests: false makes the scores use the portable loop even where the AVX-512 one
+// applies (the two are bitwise equal; the default is true).
+void attention_step_vector_scores(bool on);
+
 // Whether attention_decode_step handles this dtype and device (CPU bf16 or f32).
 bool attention_step_supported(const Tensor& q);
 

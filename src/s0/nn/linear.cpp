@@ -404,33 +404,9 @@ namespace amx {
 
 namespace {
 
-bool avx512_layout() { return simd::cpu_avx512f() && simd::cpu_avx512bw() && __builtin_cpu_supports("avx512vl"); }
+using simd::transpose16;
 
-// r[i] = row i of a 16 x 16 matrix of 32-bit values; afterwards r[j] = its column j.
-// Pairs of rows interleaved, then 4 x 4 blocks inside each 128-bit lane, then the lanes.
-__attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
-    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  // u[4 i + c], lane l: column 4 l + c of rows 4 i .. 4 i + 3.
-  for (int c = 0; c < 4; ++c) {
-    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
-    const __m512 w0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88),
-                 w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
-    r[c] = _mm512_shuffle_f32x4(v0, w0, 0x88);
-    r[4 + c] = _mm512_shuffle_f32x4(v1, w1, 0x88);
-    r[8 + c] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
-    r[12 + c] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
-  }
-}
+bool avx512_layout() { return simd::cpu_avx512f() && simd::cpu_avx512bw() && __builtin_cpu_supports("avx512vl"); }
 
 // Full 16-row m-blocks: each 16 x 16 tile of pairs is a transposed 16 x 16 block of x viewed
 // as 32-bit pairs; rows past M load as zeros.
