@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <vector>
 
 #include "s0/nn/simd.h"
@@ -171,6 +172,33 @@ void ensure_capacity(Tensor& kb, Tensor& vb, int64_t rows, int64_t KV, int64_t h
 }  // namespace
 
 void attention_step_vector_scores(bool on) { g_vector_scores.store(on); }
+
+bool attention_key_dots(const void* k, bool bf16, int64_t T1, int64_t hd, const float* q, int64_t G, float* d,
+                        bool reference) {
+  TORCH_CHECK(hd % 16 == 0 && T1 >= 0 && G > 0, "attention_key_dots: hd % 16 == 0");
+  if (!reference) {
+    if (!has_avx512()) return false;
+    std::vector<float> acc(static_cast<size_t>(G * 256));
+    if (bf16)
+      key_dots_avx512<uint16_t>(static_cast<const uint16_t*>(k), T1, hd, q, G, d, acc.data());
+    else
+      key_dots_avx512<float>(static_cast<const float*>(k), T1, hd, q, G, d, acc.data());
+    return true;
+  }
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t t = 0; t < T1; ++t) {
+      float lane[16] = {};
+      for (int64_t i = 0; i < hd; ++i) {
+        const float kv = bf16 ? bf16_to_f32(static_cast<const uint16_t*>(k)[t * hd + i])
+                              : static_cast<const float*>(k)[t * hd + i];
+        lane[i % 16] = std::fma(q[g * hd + i], kv, lane[i % 16]);
+      }
+      float sum = 0;
+      for (int j = 0; j < 16; ++j) sum += lane[j];
+      d[g * T1 + t] = sum;
+    }
+  return true;
+}
 
 bool attention_step_supported(const Tensor& q) {
   return q.device().is_cpu() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kFloat);

@@ -26,8 +26,18 @@ struct KvStepCache {
 };
 
 // For tests: false makes the scores use the portable loop even where the AVX-512 one
-// applies (the two are bitwise equal; the default is true).
+// applies (default true). The portable loop's multiply-adds are fused or not as the compiler
+// builds it (GCC fuses them at -O2 and above, not at -O1), so the two agree bitwise in the
+// release build and to float rounding in general.
 void attention_step_vector_scores(bool on);
+
+// For tests: the raw dot products the AVX-512 scores start from, d[g * T1 + t] for G query
+// rows q [G, hd] (f32) and T1 keys k [T1, hd] (bf16 bits when bf16, else f32), hd % 16 == 0:
+// each of 16 lanes chains fused multiply-adds over the 16-wide chunks in order, then the
+// lanes are added in order to 0. `reference` computes it with scalar std::fma; false from
+// the vector path when the CPU lacks AVX-512.
+bool attention_key_dots(const void* k, bool bf16, int64_t T1, int64_t hd, const float* q, int64_t G, float* d,
+                        bool reference);
 
 // Whether attention_decode_step handles this dtype and device (CPU bf16 or f32).
 bool attention_step_supported(const Tensor& q);
