@@ -47,10 +47,11 @@ S0_INLINE void rope_head(const typename St<T>::Raw* x, float* y, const float* cs
 }
 
 // The raw dot products of G query heads (qr [G, hd], f32) with the cached keys at positions
-// [0, T1) (row stride hd, model dtype), for hd a multiple of 16: d[g * T1 + t]. The same
-// arithmetic as lane_sum over the portable loop (lane j accumulates q[i + j] k[i + j] over
-// the 16-wide chunks in order with a fused multiply-add, then the 16 lanes are added in
-// order to 0), 16 positions at a time: their lane accumulators are transposed so that the
+// [0, T1) (row stride hd, model dtype), for hd a multiple of 16: d[g * T1 + t]. Lane j
+// accumulates q[i + j] k[i + j] over the 16-wide chunks in order with a fused multiply-add,
+// then the 16 lanes are added in order to 0 (attention_key_dots' reference defines it; the
+// portable loop below computes the same where the compiler fuses its multiply-adds, GCC at
+// -O2 and above), 16 positions at a time: their lane accumulators are transposed so that the
 // in-order lane sums run across the 16 positions at once.
 template <class Raw>
 __attribute__((target("avx512f,avx512dq,avx512bw"))) void key_dots_avx512(const Raw* kbase, int64_t T1, int64_t hd,

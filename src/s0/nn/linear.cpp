@@ -156,8 +156,8 @@ struct alignas(64) TileConfig {
 
 // LDTILECFG through an asm statement that names all 64 bytes of the configuration: GCC 12's
 // _tile_loadconfig names only its first 8 bytes as the operand, which lets the compiler
-// drop or sink the stores that fill the rest (a stand-alone build of this kernel loaded a
-// half-written configuration and faulted).
+// drop or sink the stores that fill the rest (a stand-alone test of the same code at -O2
+// faulted in ldtilecfg; with this asm it ran).
 inline void load_tile_config(const TileConfig& cfg) { asm volatile("ldtilecfg %0" ::"m"(cfg)); }
 
 bool amx_usable() {
@@ -569,24 +569,20 @@ Tensor gemv(const Tensor& x, const Tensor& w) {
 }
 
 std::vector<Tensor> linear_rows_multi(const Tensor& x, const std::vector<Tensor>& ws) {
-  bool together = ws.size() > 1 && !grad_enabled() && x.device().is_cpu() && x.scalar_type() == at::kBFloat16 &&
-                  amx_applies(x.size(-1)) && x.numel() > 0;
-  for (const Tensor& w : ws)
-    together = together && w.device().is_cpu() && w.is_contiguous() && w.dim() == 2 &&
-               w.scalar_type() == at::kBFloat16 && w.size(1) == x.size(-1) && w.size(0) > 0;
+  // The fused call without scales or residuals (one packing, one region where AMX takes
+  // them all; linear_rows one by one otherwise).
   std::vector<Tensor> out;
-  if (!together) {
+  if (grad_enabled() || !x.device().is_cpu()) {
     for (const Tensor& w : ws) out.push_back(linear_rows(x, w));
     return out;
   }
-  const int64_t K = x.size(-1);
-  out = amx_products(x.reshape({-1, K}).contiguous(), ws);
-  for (size_t i = 0; i < ws.size(); ++i) {
-    auto shape = x.sizes().vec();
-    shape.back() = ws[i].size(0);
-    out[i] = out[i].view(shape);
+  std::vector<RowsProduct> ps;
+  for (const Tensor& w : ws) {
+    RowsProduct p;
+    p.w = w;
+    ps.push_back(std::move(p));
   }
-  return out;
+  return linear_rows_fused(x, ps);
 }
 
 namespace {
