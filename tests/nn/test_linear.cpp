@@ -103,8 +103,9 @@ struct KernelScope {
 }  // namespace
 
 // Both bf16 decode kernels (AMX tiles where the CPU has them, AVX-512 otherwise) against an
-// f64 product, with weight-row tails (N not a multiple of 16 or 32) and batch tails (M not a
-// multiple of 16), and each batch bitwise equal to its rows alone and to any thread count.
+// f64 product, with weight-row tails (N not a multiple of 4, 16 or 32), batch tails (M not a
+// multiple of 4 or 16) and k tails (K not a multiple of 32: AVX-512 only), and each batch
+// bitwise equal to its rows alone and to any thread count.
 TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
@@ -115,7 +116,7 @@ TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
     KernelScope scope(kernel);
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 32}, {15, 64}, {16, 96}, {17, 64}, {33, 128},
                                                                  {70, 1024}, {200, 256},
-                                                                 {700, 64}}) {
+                                                                 {700, 64}, {37, 100}, {6, 17}}) {
       Tensor w = at::randn({N, K}, gen).to(at::kBFloat16);
       for (int64_t M : {1, 3, 16, 17, 40}) {
         Tensor x = at::randn({M, K}, gen).to(at::kBFloat16);
@@ -259,9 +260,10 @@ TEST(AmxLayout, EpilogueEqualsItsReference) {
 
 // linear_rows_fused: each output equal, bit for bit, to the decode ops it replaces run one by
 // one (nn::scale of the input, the product, nn::scale, nn::mul_last, at::add), for several
-// weights with different input scales in one call. Only the AMX kernel has a fused path: with
-// the AVX-512 kernel (and on a CPU without AMX) the call runs those same ops itself, so there
-// the test checks only its bookkeeping (which scaled input each product gets, output order).
+// weights with different input scales in one call. The AMX and VDPBF16PS kernels have a
+// fused path (one region, the epilogue as blocks are stored); on a CPU with neither (no
+// AVX-512 BF16) the call runs those same ops itself, so there the test checks only its
+// bookkeeping (which scaled input each product gets, output order).
 TEST(Gemv, FusedProductsEqualTheOpsOneByOne) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(21);

@@ -88,9 +88,12 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline __m512bh ld(const 
 // x is the layer input, already bf16 in a bf16 model. R input rows share each load of 4
 // weight rows (register blocking); every (input row, weight row) accumulator sees the same
 // instruction sequence for any R, so results do not depend on the batch.
+// Results go to y[r * sm + j * sn] (input row r, weight row j): [M, N] rows (sm = N, sn = 1)
+// or the fused products' [weight row][batch row] block (sm = 1, sn = ldc).
 template <int R>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void dp_block(const uint16_t* x, const uint16_t* a,
-                                                                            float* y, int64_t N, int64_t K) {
+                                                                            float* y, int64_t sm, int64_t sn,
+                                                                            int64_t K) {
   const int64_t K32 = K & ~int64_t(31);
   __m512 s[R][4];
 #pragma GCC unroll 4
@@ -112,28 +115,17 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void dp_block(cons
                   _mm512_reduce_add_ps(s[r][3])};
     for (int64_t k = K32; k < K; ++k)
       for (int j = 0; j < 4; ++j) o[j] += bf16_to_f32(a[j * K + k]) * bf16_to_f32(xm[k]);
-    for (int j = 0; j < 4; ++j) y[r * N + j] = o[j];
+    for (int j = 0; j < 4; ++j) y[r * sm + j * sn] = o[j];
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp(const uint16_t* x, int64_t M,
-                                                                         const uint16_t* w, float* y, int64_t N,
-                                                                         int64_t r0, int64_t r1, int64_t K) {
-  int64_t n = r0;
-  for (; n + 4 <= r1; n += 4) {
-    const uint16_t* a = w + n * K;
-    int64_t m = 0;
-    for (; m + 4 <= M; m += 4) dp_block<4>(x + m * K, a, y + m * N + n, N, K);
-    for (; m < M; ++m) dp_block<1>(x + m * K, a, y + m * N + n, N, K);
-  }
-  for (; n < r1; ++n)
-    for (int64_t m = 0; m < M; ++m) {
-      const uint16_t* xm = x + m * K;
-      float acc = 0.f;
-      for (int64_t k = 0; k < K; ++k) acc += bf16_to_f32(w[n * K + k]) * bf16_to_f32(xm[k]);
-      y[m * N + n] = acc;
-    }
+// A weight row past the last whole group of 4: one fp32 accumulator over k in order.
+inline float dp_tail_row(const uint16_t* xm, const uint16_t* wr, int64_t K) {
+  float acc = 0.f;
+  for (int64_t k = 0; k < K; ++k) acc += bf16_to_f32(wr[k]) * bf16_to_f32(xm[k]);
+  return acc;
 }
+
 
 // ---- AMX (Intel Advanced Matrix Extensions) ------------------------------------------------
 //
@@ -225,16 +217,46 @@ __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, i
 
 // One weight of a call: y [M, N] = x W^T, W [N, K]; its rows are rows [first, first + N) of
 // the call's rows (all its weights' rows, one after the other).
-struct AmxJob {
+struct ProductJob {
   const uint16_t* w;
   uint16_t* y;
   int64_t N, first;
-  const uint32_t* xp;  // the packed rows this weight multiplies
+  const uint32_t* xp;  // AMX: the packed rows this weight multiplies
+  const uint16_t* x;   // VDPBF16PS: the rows themselves, [M, K]
   amx::Epilogue epi;
 };
 
+// The call's rows, claimed by the threads in chunks as they ask: chunks of 128 while plenty
+// are left, then smaller ones (down to 32, a whole number of 16-row tiles and 4-row groups),
+// so that the threads finish a call together: one thread's last 128-row chunk could
+// otherwise leave the other waiting for a whole chunk (25-90 us at one batch row, by K).
+// Every chunk starts a multiple of 32 rows into its weight, whatever the thread count. The
+// cursor only grows, so the job index only moves forward. run(job, r0, r1): weight rows
+// [r0, r1) of the job.
+template <class Run>
+inline void claim_rows(const std::vector<ProductJob>& jobs, int64_t total, int64_t nt, std::atomic<int64_t>& next,
+                       Run&& run) {
+  size_t j = 0;
+  for (int64_t cur = next.load(std::memory_order_relaxed);;) {
+    if (cur >= total) break;
+    while (j + 1 < jobs.size() && jobs[j + 1].first <= cur) ++j;
+    const int64_t take = std::min(std::clamp<int64_t>((total - cur) / (2 * nt) / 32 * 32, 32, 128),
+                                  jobs[j].first + jobs[j].N - cur);
+    if (!next.compare_exchange_weak(cur, cur + take, std::memory_order_relaxed)) continue;  // cur reloaded
+    run(jobs[j], cur - jobs[j].first, cur - jobs[j].first + take);
+    cur = next.load(std::memory_order_relaxed);
+  }
+}
+
+// One block's results, [32 weight rows][ldc batch rows] (f32), written into y after the block.
+inline float* block_buffer(int64_t ldc) {
+  thread_local std::vector<float> buf;
+  if (static_cast<int64_t>(buf.size()) < 32 * ldc) buf.resize(32 * ldc);
+  return buf.data();
+}
+
 __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64_t bw,
-                                                                const std::vector<AmxJob>& jobs, int64_t K,
+                                                                const std::vector<ProductJob>& jobs, int64_t K,
                                                                 int64_t total, int64_t nt,
                                                                 std::atomic<int64_t>& next) {
   TileConfig cfg;
@@ -248,50 +270,30 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64
   // +5-15% of bandwidth at 1 and 32 rows here); 32 at exactly one full m-block (two A tiles
   // per B tile, a few % better there) and above 32 rows.
   const int64_t block = (MB == 1 && bw == 16) || MB > 2 ? 32 : 16;
-  const uint16_t* w = nullptr;  // the job of the current chunk
-  uint16_t* y = nullptr;
-  const uint32_t* xp = nullptr;
-  const amx::Epilogue* epi = nullptr;
-  int64_t N = 0, r0 = 0, r1 = 0;
-  // One block's results, [32 weight rows][ldc batch rows], written into y after the block.
-  thread_local std::vector<float> ct_buf;
-  if (static_cast<int64_t>(ct_buf.size()) < 32 * ldc) ct_buf.resize(32 * ldc);
-  float* ct = ct_buf.data();
-  auto run = [&](const uint16_t* a, int64_t lda, int64_t n, int64_t nrows) {
-    const bool two_n = nrows > 16;
-    float* c = ct;
-    // Below 16 batch rows the first lines of the next block's rows are prefetched during the
-    // last k-steps, so their streams start before the block does (+3-10% of bandwidth at 1-8
-    // rows here; none at 16 or more).
-    const int64_t nb = n + nrows;  // the next block's first row
-    const int64_t head_rows = bw < 16 && KB >= kHeadLines ? std::min(block, r1 - std::min(nb, r1)) : 0;
-    const char* head = reinterpret_cast<const char*>(w + std::min(nb, r1) * K);
-    // m-passes in pairs of m-blocks.
-    for (int64_t mb = 0; mb < MB; mb += 2) {
-      const bool pair = mb + 2 <= MB;
-      if (two_n)
-        pair ? amx_block<2, 2>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows)
-             : amx_block<2, 1>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows);
-      else
-        pair ? amx_block<1, 2>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows)
-             : amx_block<1, 1>(a, lda, xp, KB, bw, mb, c, ldc, head, head_rows);
-    }
-    amx::store_block(ct, ldc, M, nrows, y, N, n, *epi);
-  };
-  // Rows are claimed in chunks of 128 while plenty are left, then smaller ones (down to 32,
-  // a whole number of blocks), so that the threads finish a call together: one thread's
-  // last 128-row chunk could otherwise leave the other waiting for a whole chunk (25-90 us
-  // at one batch row, by K). The cursor only grows, so the job index only moves forward.
-  size_t j = 0;
-  for (int64_t cur = next.load(std::memory_order_relaxed);;) {
-    if (cur >= total) break;
-    while (j + 1 < jobs.size() && jobs[j + 1].first <= cur) ++j;
-    const int64_t take = std::min(std::clamp<int64_t>((total - cur) / (2 * nt) / 32 * 32, 32, 128),
-                                  jobs[j].first + jobs[j].N - cur);
-    if (!next.compare_exchange_weak(cur, cur + take, std::memory_order_relaxed)) continue;  // cur reloaded
-    w = jobs[j].w, y = jobs[j].y, N = jobs[j].N, xp = jobs[j].xp, epi = &jobs[j].epi;
-    r0 = cur - jobs[j].first;
-    r1 = r0 + take;
+  float* ct = block_buffer(ldc);
+  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
+    const uint16_t* w = job.w;
+    auto run = [&](const uint16_t* a, int64_t lda, int64_t n, int64_t nrows) {
+      const bool two_n = nrows > 16;
+      float* c = ct;
+      // Below 16 batch rows the first lines of the next block's rows are prefetched during the
+      // last k-steps, so their streams start before the block does (+3-10% of bandwidth at 1-8
+      // rows here; none at 16 or more).
+      const int64_t nb = n + nrows;  // the next block's first row
+      const int64_t head_rows = bw < 16 && KB >= kHeadLines ? std::min(block, r1 - std::min(nb, r1)) : 0;
+      const char* head = reinterpret_cast<const char*>(w + std::min(nb, r1) * K);
+      // m-passes in pairs of m-blocks.
+      for (int64_t mb = 0; mb < MB; mb += 2) {
+        const bool pair = mb + 2 <= MB;
+        if (two_n)
+          pair ? amx_block<2, 2>(a, lda, job.xp, KB, bw, mb, c, ldc, head, head_rows)
+               : amx_block<2, 1>(a, lda, job.xp, KB, bw, mb, c, ldc, head, head_rows);
+        else
+          pair ? amx_block<1, 2>(a, lda, job.xp, KB, bw, mb, c, ldc, head, head_rows)
+               : amx_block<1, 1>(a, lda, job.xp, KB, bw, mb, c, ldc, head, head_rows);
+      }
+      amx::store_block(ct, ldc, M, nrows, job.y, job.N, n, job.epi);
+    };
     int64_t n = r0;
     for (; n + block <= r1; n += block) run(w + n * K, K, n, block);
     if (n + 16 <= r1) run(w + n * K, K, n, 16), n += 16;
@@ -303,9 +305,36 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64
       std::memcpy(pad.data(), w + n * K, sizeof(uint16_t) * (r1 - n) * K);
       run(pad.data(), K, n, r1 - n);
     }
-    cur = next.load(std::memory_order_relaxed);
-  }
+  });
   _tile_release();
+}
+
+// The same region through VDPBF16PS (AVX-512 BF16; where AMX is not used): each block of
+// up to 32 weight rows in groups of 4 (dp_block, 4 batch rows at a time; the rows past the
+// last whole group by dp_tail_row; a chunk starts a multiple of 32 rows into its weight, so
+// a row's group, and so its arithmetic, is the same for any M and thread count), then the
+// block's epilogue as the AMX path stores it.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(int64_t M,
+                                                                              const std::vector<ProductJob>& jobs,
+                                                                              int64_t K, int64_t total, int64_t nt,
+                                                                              std::atomic<int64_t>& next) {
+  const int64_t ldc = 16 * ((M + 15) / 16);
+  float* ct = block_buffer(ldc);
+  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
+    for (int64_t n0 = r0; n0 < r1; n0 += 32) {
+      const int64_t nrows = std::min<int64_t>(32, r1 - n0);
+      int64_t i = 0;
+      for (; i + 4 <= nrows; i += 4) {
+        const uint16_t* a = job.w + (n0 + i) * K;
+        int64_t m = 0;
+        for (; m + 4 <= M; m += 4) dp_block<4>(job.x + m * K, a, ct + i * ldc + m, 1, ldc, K);
+        for (; m < M; ++m) dp_block<1>(job.x + m * K, a, ct + i * ldc + m, 1, ldc, K);
+      }
+      for (; i < nrows; ++i)
+        for (int64_t m = 0; m < M; ++m) ct[i * ldc + m] = dp_tail_row(job.x + m * K, job.w + (n0 + i) * K, K);
+      amx::store_block(ct, ldc, M, nrows, job.y, job.N, n0, job.epi);
+    }
+  });
 }
 
 template <int R>
@@ -349,51 +378,72 @@ __attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, int64_t 
   gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, f32_id);
 }
 
-// One product of an AMX call: y = inputs[input] W^T, W [N, K] bf16 contiguous, then the
+// One product of a fused call: y = inputs[input] W^T, W [N, K] bf16 contiguous, then the
 // epilogue (amx_layout.h).
-struct AmxProduct {
+struct FusedProduct {
   const Tensor* w;
   size_t input;
   amx::Epilogue epi;
 };
 
-// The products through the AMX kernel for bf16 inputs [M, K] (contiguous, one M and K): each
-// input packed once, and one parallel region for all the weights, whose rows the threads
-// claim in chunks as they ask.
-std::vector<Tensor> amx_products(const std::vector<Tensor>& inputs, const std::vector<AmxProduct>& ps) {
+// Which kernel takes fused bf16 products of inner size K: the AMX tiles, VDPBF16PS (AVX-512
+// BF16, also where AMX exists but the AVX-512 kernel was asked for), or none (the ops run
+// one by one). The choice depends on K and the CPU only, never on M.
+enum class FusedKernel { kNone, kAmx, kDp };
+
+FusedKernel fused_kernel(int64_t K) {
+  if (amx_applies(K)) return FusedKernel::kAmx;
+  if (K > 0 && has_avx512bf16()) return FusedKernel::kDp;
+  return FusedKernel::kNone;
+}
+
+// The products for bf16 inputs [M, K] (contiguous, one M and K) through kernel `kern` (not
+// kNone): each input packed once (AMX), and one parallel region for all the weights, whose
+// rows the threads claim in chunks as they ask.
+std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& inputs,
+                                   const std::vector<FusedProduct>& ps) {
   const int64_t M = inputs.at(0).size(0), K = inputs.at(0).size(1);
-  // B tiles 16 rows wide, or M wide when the batch is smaller. The packed rows are kept per
-  // calling thread between calls (no allocation per product).
+  // AMX: B tiles 16 rows wide, or M wide when the batch is smaller. The packed rows are
+  // kept per calling thread between calls (no allocation per product).
   const int64_t bw = std::min<int64_t>(M, 16);
-  const size_t per = 16 * bw * (K / 32) * ((M + bw - 1) / bw);
   thread_local std::vector<std::vector<uint32_t>> packed;
-  if (packed.size() < inputs.size()) packed.resize(inputs.size());
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    packed[i].resize(std::max(packed[i].size(), per));
-    amx::pack_rows(reinterpret_cast<const uint16_t*>(inputs[i].data_ptr<at::BFloat16>()), M, K, bw, packed[i].data());
+  if (kern == FusedKernel::kAmx) {
+    const size_t per = 16 * bw * (K / 32) * ((M + bw - 1) / bw);
+    if (packed.size() < inputs.size()) packed.resize(inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      packed[i].resize(std::max(packed[i].size(), per));
+      amx::pack_rows(reinterpret_cast<const uint16_t*>(inputs[i].data_ptr<at::BFloat16>()), M, K, bw,
+                     packed[i].data());
+    }
   }
   std::vector<Tensor> ys;
-  std::vector<AmxJob> jobs;
+  std::vector<ProductJob> jobs;
   int64_t total = 0;
-  for (const AmxProduct& p : ps) {
+  for (const FusedProduct& p : ps) {
     const Tensor& w = *p.w;
     ys.push_back(at::empty({M, w.size(0)}, at::kBFloat16));
     // The workers see this thread's buffers through the jobs' pointers.
     jobs.push_back({reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()),
                     reinterpret_cast<uint16_t*>(ys.back().data_ptr<at::BFloat16>()), w.size(0), total,
-                    packed[p.input].data(), p.epi});
+                    kern == FusedKernel::kAmx ? packed[p.input].data() : nullptr,
+                    reinterpret_cast<const uint16_t*>(inputs[p.input].data_ptr<at::BFloat16>()), p.epi});
     total += w.size(0);
   }
   std::atomic<int64_t> next{0};
   const int64_t nt = std::min<int64_t>(at::get_num_threads(), (total + 31) / 32);
-  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) { gemv_bf16_amx(M, bw, jobs, K, total, nt, next); });
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
+    if (kern == FusedKernel::kAmx)
+      gemv_bf16_amx(M, bw, jobs, K, total, nt, next);
+    else
+      gemv_bf16_dp_jobs(M, jobs, K, total, nt, next);
+  });
   return ys;
 }
 
-std::vector<Tensor> amx_products(const Tensor& x, const std::vector<Tensor>& ws) {
-  std::vector<AmxProduct> ps;
+std::vector<Tensor> fused_products(FusedKernel kern, const Tensor& x, const std::vector<Tensor>& ws) {
+  std::vector<FusedProduct> ps;
   for (const Tensor& w : ws) ps.push_back({&w, 0, {}});
-  return amx_products(std::vector<Tensor>{x}, ps);
+  return fused_products(kern, std::vector<Tensor>{x}, ps);
 }
 
 }  // namespace
@@ -525,13 +575,12 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   const bool bf16 = w.scalar_type() == at::kBFloat16;
   if (M == 0 || N == 0) return at::empty({M, N}, w.scalar_type());
   const bool avx = has_avx512();
-  const bool dp = bf16 && (has_avx512bf16() || amx_applies(K));
-  // The bf16 dot-product kernel reads x as it is; the others want it in fp32 (one
-  // conversion of M*K values per call, none on the common bf16 path).
-  Tensor xv = dp ? x.reshape({M, K}).contiguous() : x.reshape({M, K}).to(at::kFloat).contiguous();
-  const float* xp = dp ? nullptr : xv.data_ptr<float>();
-  const uint16_t* xbp = dp ? reinterpret_cast<const uint16_t*>(xv.data_ptr<at::BFloat16>()) : nullptr;
-  if (bf16 && amx_applies(K)) return amx_products(xv, {w})[0];
+  // bf16 through the AMX or VDPBF16PS kernel where the CPU has one (x read as it is, bf16
+  // out); the other kernels want x in fp32 (one conversion of M*K values per call).
+  const FusedKernel fk = bf16 ? fused_kernel(K) : FusedKernel::kNone;
+  if (fk != FusedKernel::kNone) return fused_products(fk, x.reshape({M, K}).contiguous(), {w})[0];
+  Tensor xv = x.reshape({M, K}).to(at::kFloat).contiguous();
+  const float* xp = xv.data_ptr<float>();
   Tensor y = at::empty({M, N}, at::kFloat);
   float* yp = y.data_ptr<float>();
   // Rows split across threads in whole blocks of 4 (the kernels' unit), 64 rows at least:
@@ -540,9 +589,7 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
     const int64_t r0 = 4 * b0, r1 = std::min(N, 4 * b1);
     if (bf16) {
       auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
-      if (dp)
-        gemv_bf16_dp(xbp, M, wp, yp, N, r0, r1, K);
-      else if (avx)
+      if (avx)
         gemv_bf16_avx512(xp, M, wp, yp, N, r0, r1, K);
       else
         gemv_rows_generic(xp, M, wp, yp, N, r0, r1, K, f32_id, bf16_to_f32);
@@ -628,7 +675,8 @@ std::vector<Tensor> linear_rows_fused(const Tensor& x, const std::vector<RowsPro
   }
   std::vector<Tensor> inputs;
   for (double s : scales) inputs.push_back(s == 1 ? x : scale(x, s));
-  bool together = !ps.empty() && x.scalar_type() == at::kBFloat16 && amx_applies(K) && M > 0;
+  const FusedKernel fk = x.scalar_type() == at::kBFloat16 ? fused_kernel(K) : FusedKernel::kNone;
+  bool together = !ps.empty() && fk != FusedKernel::kNone && M > 0;
   for (const RowsProduct& p : ps) together = together && fusable(x, p, M);
   std::vector<Tensor> out;
   if (!together) {
@@ -637,7 +685,7 @@ std::vector<Tensor> linear_rows_fused(const Tensor& x, const std::vector<RowsPro
   }
   std::vector<Tensor> rows;
   for (const Tensor& in : inputs) rows.push_back(in.reshape({M, K}).contiguous());
-  std::vector<AmxProduct> aps;
+  std::vector<FusedProduct> aps;
   for (size_t i = 0; i < ps.size(); ++i) {
     const RowsProduct& p = ps[i];
     amx::Epilogue e;
@@ -646,7 +694,7 @@ std::vector<Tensor> linear_rows_fused(const Tensor& x, const std::vector<RowsPro
     if (p.residual.defined()) e.residual = reinterpret_cast<const uint16_t*>(p.residual.data_ptr<at::BFloat16>());
     aps.push_back({&p.w, input_of[i], e});
   }
-  out = amx_products(rows, aps);
+  out = fused_products(fk, rows, aps);
   for (size_t i = 0; i < ps.size(); ++i) {
     auto shape = x.sizes().vec();
     shape.back() = ps[i].w.size(0);
