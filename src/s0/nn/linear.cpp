@@ -131,7 +131,6 @@ inline float dp_tail_row(const uint16_t* xm, const uint16_t* wr, int64_t K) {
   return acc;
 }
 
-
 // ---- AMX (Intel Advanced Matrix Extensions) ------------------------------------------------
 //
 // C^T = W X^T in 16 x 16 fp32 tiles: the weight block is the tiles' A operand, loaded as it
@@ -338,7 +337,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
       int64_t i = 0;
       if (M < 4)
         for (; i + 8 <= nrows; i += 8)
-          for (int64_t m = 0; m < M; ++m) dp_block<1, 8>(job.x + m * K, job.w + (n0 + i) * K, ct + i * ldc + m, 1, ldc, K);
+          for (int64_t m = 0; m < M; ++m)
+            dp_block<1, 8>(job.x + m * K, job.w + (n0 + i) * K, ct + i * ldc + m, 1, ldc, K);
       for (; i + 4 <= nrows; i += 4) {
         const uint16_t* a = job.w + (n0 + i) * K;
         // The next group's lines, up to the end of the chunk.
