@@ -1,6 +1,7 @@
 // The decode GEMV against libtorch's GEMM, for both dtypes and awkward sizes.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 
@@ -137,6 +138,33 @@ TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
   }
 }
 
+// The f32 kernel (AVX-512 FMA; a portable loop without AVX-512) against an f64 product, with
+// weight-row, batch and k tails, each batch bitwise equal to its rows alone and to any
+// thread count.
+TEST(Gemv, F32KernelMatchesTheProductAndIsBatchInvariant) {
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(12);
+  const int saved = at::get_num_threads();
+  for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 16}, {15, 64}, {33, 100}, {70, 1024}, {6, 17}}) {
+    Tensor w = at::randn({N, K}, gen);
+    for (int64_t M : {1, 3, 16, 17, 40}) {
+      Tensor x = at::randn({M, K}, gen);
+      Tensor ref = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
+      Tensor got = nn::gemv_rows(x, w);
+      ASSERT_EQ(got.scalar_type(), at::kFloat);
+      double err = ((got.to(at::kDouble) - ref).abs() / (ref.abs() + 1.0)).max().item<double>();
+      // fp32 accumulation over K terms of size ~1: error grows like sqrt(K) ulps.
+      EXPECT_LT(err, 4e-6 * std::sqrt(static_cast<double>(K))) << "N " << N << " K " << K << " M " << M;
+      for (int64_t m = 0; m < M; ++m) ASSERT_TRUE(at::equal(got[m], nn::gemv(x[m], w))) << "N " << N << " M " << M;
+      at::set_num_threads(1);
+      Tensor one = nn::gemv_rows(x, w);
+      at::set_num_threads(std::max(saved, 2));
+      EXPECT_TRUE(at::equal(one, nn::gemv_rows(x, w))) << "N " << N << " M " << M;
+      at::set_num_threads(saved);
+    }
+  }
+}
+
 // Several weights in one call (one packing of the rows, one parallel region): each output
 // bitwise equal to its own product, whatever the weights' row counts (chunk and tile tails).
 TEST(Gemv, SeveralWeightsInOneCallEqualTheirProducts) {
@@ -260,24 +288,24 @@ TEST(AmxLayout, EpilogueEqualsItsReference) {
 
 // linear_rows_fused: each output equal, bit for bit, to the decode ops it replaces run one by
 // one (nn::scale of the input, the product, nn::scale, nn::mul_last, at::add), for several
-// weights with different input scales in one call. The AMX and VDPBF16PS kernels have a
-// fused path (one region, the epilogue as blocks are stored); on a CPU with neither (no
-// AVX-512 BF16) the call runs those same ops itself, so there the test checks only its
-// bookkeeping (which scaled input each product gets, output order).
+// weights with different input scales in one call, bf16 and f32. The AMX, VDPBF16PS and
+// f32 FMA kernels have a fused path (one region, the epilogue as blocks are stored); on a
+// CPU without AVX-512 (BF16, for bf16) the call runs those same ops itself, so there the
+// test checks only its bookkeeping (which scaled input each product gets, output order).
 TEST(Gemv, FusedProductsEqualTheOpsOneByOne) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
   std::vector<nn::DecodeKernel> kernels{nn::DecodeKernel::kAvx512};
   if (nn::amx_available()) kernels.push_back(nn::DecodeKernel::kAuto);
-  for (auto kernel : kernels) {
+  for (auto kernel : kernels)
+   for (auto dt : {at::kBFloat16, at::kFloat}) {
     KernelScope scope(kernel);
     for (int64_t M : {1, 3, 16, 17, 40}) {
       const int64_t K = 96;
-      Tensor x = at::randn({M, 1, K}, gen).to(at::kBFloat16);
-      Tensor w0 = at::randn({70, K}, gen).to(at::kBFloat16), w1 = at::randn({33, K}, gen).to(at::kBFloat16),
-             w2 = at::randn({16, K}, gen).to(at::kBFloat16);
-      Tensor col = (at::rand({70}, gen) * 4).to(at::kBFloat16);
-      Tensor r1 = (at::randn({M, 1, 33}, gen) * 20).to(at::kBFloat16), r2 = at::randn({M, 1, 16}, gen).to(at::kBFloat16);
+      Tensor x = at::randn({M, 1, K}, gen).to(dt);
+      Tensor w0 = at::randn({70, K}, gen).to(dt), w1 = at::randn({33, K}, gen).to(dt), w2 = at::randn({16, K}, gen).to(dt);
+      Tensor col = (at::rand({70}, gen) * 4).to(dt);
+      Tensor r1 = (at::randn({M, 1, 33}, gen) * 20).to(dt), r2 = at::randn({M, 1, 16}, gen).to(dt);
       std::vector<nn::RowsProduct> ps(4);
       ps[0].w = w0, ps[0].in_scale = 0.3, ps[0].col_scale = col;
       ps[1].w = w1, ps[1].in_scale = 1.7, ps[1].out_scale = 0.11, ps[1].residual = r1;
@@ -293,7 +321,8 @@ TEST(Gemv, FusedProductsEqualTheOpsOneByOne) {
       };
       for (size_t i = 0; i < ps.size(); ++i) {
         ASSERT_EQ(got[i].sizes(), want[i].sizes()) << i;
-        EXPECT_TRUE(at::equal(got[i], want[i])) << "kernel " << int(kernel) << " M " << M << " product " << i;
+        EXPECT_TRUE(at::equal(got[i], want[i]))
+            << "kernel " << int(kernel) << " dtype " << dt << " M " << M << " product " << i;
       }
     }
   }

@@ -228,6 +228,16 @@ struct ProductJob {
   const uint32_t* xp;  // AMX: the packed rows this weight multiplies
   const uint16_t* x;   // VDPBF16PS: the rows themselves, [M, K]
   amx::Epilogue epi;
+  // f32 weights (the AVX-512 FMA kernel): the weight, rows, output and epilogue in f32.
+  const float* wf = nullptr;
+  const float* xf = nullptr;
+  float* yf = nullptr;
+  struct {
+    bool has_scale = false;
+    float scale = 1;
+    const float* col = nullptr;       // [N]
+    const float* residual = nullptr;  // [M, N]
+  } fepi;
 };
 
 // The call's rows, claimed by the threads in chunks as they ask: chunks of 128 while plenty
@@ -357,9 +367,10 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
   });
 }
 
+// Results to y[r * sm + j * sn], as dp_block.
 template <int R>
-__attribute__((target("avx512f"))) inline void f32_block(const float* x, const float* a, float* y, int64_t N,
-                                                          int64_t K) {
+__attribute__((target("avx512f"))) inline void f32_block(const float* x, const float* a, float* y, int64_t sm,
+                                                          int64_t sn, int64_t K) {
   const int64_t K16 = K & ~int64_t(15);
   __m512 s[R][4];
 #pragma GCC unroll 4
@@ -382,7 +393,7 @@ __attribute__((target("avx512f"))) inline void f32_block(const float* x, const f
                   _mm512_reduce_add_ps(s[r][3])};
     for (int64_t k = K16; k < K; ++k)
       for (int j = 0; j < 4; ++j) o[j] += a[j * K + k] * xm[k];
-    for (int j = 0; j < 4; ++j) y[r * N + j] = o[j];
+    for (int j = 0; j < 4; ++j) y[r * sm + j * sn] = o[j];
   }
 }
 
@@ -392,10 +403,55 @@ __attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, int64_t 
   for (; n + 4 <= r1; n += 4) {
     const float* a = w + n * K;
     int64_t m = 0;
-    for (; m + 4 <= M; m += 4) f32_block<4>(x + m * K, a, y + m * N + n, N, K);
-    for (; m < M; ++m) f32_block<1>(x + m * K, a, y + m * N + n, N, K);
+    for (; m + 4 <= M; m += 4) f32_block<4>(x + m * K, a, y + m * N + n, N, 1, K);
+    for (; m < M; ++m) f32_block<1>(x + m * K, a, y + m * N + n, N, 1, K);
   }
   gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, f32_id);
+}
+
+// A block's f32 results ct [nrows][ldc] into y [M, N] at column n, each epilogue step one
+// f32 operation as the separate op it replaces computes it (nn::scale, nn::mul_last,
+// at::add). Not inlined into the FMA-enabled kernels, so that no multiply and add fuse.
+__attribute__((noinline)) void store_block_f32(const float* ct, int64_t ldc, int64_t M, int64_t nrows, float* y,
+                                               int64_t N, int64_t n, const decltype(ProductJob::fepi)& e) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t i = 0; i < nrows; ++i) {
+      float t = ct[i * ldc + m];
+      if (e.has_scale) t = t * e.scale;
+      if (e.col) t = t * e.col[n + i];
+      if (e.residual) t = e.residual[m * N + n + i] + t;
+      y[m * N + n + i] = t;
+    }
+}
+
+// The fused region for f32 weights: blocks of up to 32 rows, each in groups of 4 as
+// gemv_f32_avx512 computes them (a chunk starts a multiple of 32 rows into its weight, so
+// the groups, and the rows past the last whole group, are that function's), then the
+// epilogue.
+__attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vector<ProductJob>& jobs, int64_t K,
+                                                       int64_t total, int64_t nt, std::atomic<int64_t>& next) {
+  const int64_t ldc = M;
+  float* ct = block_buffer(ldc);
+  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
+    for (int64_t n0 = r0; n0 < r1; n0 += 32) {
+      const int64_t nrows = std::min<int64_t>(32, r1 - n0);
+      int64_t i = 0;
+      for (; i + 4 <= nrows; i += 4) {
+        const float* a = job.wf + (n0 + i) * K;
+        int64_t m = 0;
+        for (; m + 4 <= M; m += 4) f32_block<4>(job.xf + m * K, a, ct + i * ldc + m, 1, ldc, K);
+        for (; m < M; ++m) f32_block<1>(job.xf + m * K, a, ct + i * ldc + m, 1, ldc, K);
+      }
+      for (; i < nrows; ++i)
+        for (int64_t m = 0; m < M; ++m) {
+          const float *wr = job.wf + (n0 + i) * K, *xm = job.xf + m * K;
+          float acc = 0.f;
+          for (int64_t k = 0; k < K; ++k) acc += wr[k] * xm[k];
+          ct[i * ldc + m] = acc;
+        }
+      store_block_f32(ct, ldc, M, nrows, job.yf, job.N, n0, job.fepi);
+    }
+  });
 }
 
 // One product of a fused call: y = inputs[input] W^T, W [N, K] bf16 contiguous, then the
@@ -403,22 +459,28 @@ __attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, int64_t 
 struct FusedProduct {
   const Tensor* w;
   size_t input;
-  amx::Epilogue epi;
+  amx::Epilogue epi;                 // bf16
+  decltype(ProductJob::fepi) fepi;   // f32
 };
 
-// Which kernel takes fused bf16 products of inner size K: the AMX tiles, VDPBF16PS (AVX-512
-// BF16, also where AMX exists but the AVX-512 kernel was asked for), or none (the ops run
-// one by one). The choice depends on K and the CPU only, never on M.
-enum class FusedKernel { kNone, kAmx, kDp };
+// Which kernel takes fused products of weights of dtype dt and inner size K: for bf16 the
+// AMX tiles, or VDPBF16PS (AVX-512 BF16, also where AMX exists but the AVX-512 kernel was
+// asked for); for f32 the AVX-512 FMA kernel; or none (the ops run one by one). The choice
+// depends on the dtype, K and the CPU only, never on M.
+enum class FusedKernel { kNone, kAmx, kDp, kF32 };
 
-FusedKernel fused_kernel(int64_t K) {
-  if (amx_applies(K)) return FusedKernel::kAmx;
-  if (K > 0 && has_avx512bf16()) return FusedKernel::kDp;
+FusedKernel fused_kernel(at::ScalarType dt, int64_t K) {
+  if (K <= 0) return FusedKernel::kNone;
+  if (dt == at::kBFloat16) {
+    if (amx_applies(K)) return FusedKernel::kAmx;
+    if (has_avx512bf16()) return FusedKernel::kDp;
+  }
+  if (dt == at::kFloat && has_avx512()) return FusedKernel::kF32;
   return FusedKernel::kNone;
 }
 
-// The products for bf16 inputs [M, K] (contiguous, one M and K) through kernel `kern` (not
-// kNone): each input packed once (AMX), and one parallel region for all the weights, whose
+// The products for inputs [M, K] (contiguous, one M and K, the weights' dtype) through
+// kernel `kern` (not kNone): each input packed once (AMX), and one parallel region for all the weights, whose
 // rows the threads claim in chunks as they ask.
 std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& inputs,
                                    const std::vector<FusedProduct>& ps) {
@@ -441,12 +503,22 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
   int64_t total = 0;
   for (const FusedProduct& p : ps) {
     const Tensor& w = *p.w;
-    ys.push_back(at::empty({M, w.size(0)}, at::kBFloat16));
     // The workers see this thread's buffers through the jobs' pointers.
-    jobs.push_back({reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()),
-                    reinterpret_cast<uint16_t*>(ys.back().data_ptr<at::BFloat16>()), w.size(0), total,
-                    kern == FusedKernel::kAmx ? packed[p.input].data() : nullptr,
-                    reinterpret_cast<const uint16_t*>(inputs[p.input].data_ptr<at::BFloat16>()), p.epi});
+    ProductJob job{};
+    job.N = w.size(0), job.first = total;
+    if (kern == FusedKernel::kF32) {
+      ys.push_back(at::empty({M, w.size(0)}, at::kFloat));
+      job.wf = w.data_ptr<float>(), job.xf = inputs[p.input].data_ptr<float>(), job.yf = ys.back().data_ptr<float>();
+      job.fepi = p.fepi;
+    } else {
+      ys.push_back(at::empty({M, w.size(0)}, at::kBFloat16));
+      job.w = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
+      job.y = reinterpret_cast<uint16_t*>(ys.back().data_ptr<at::BFloat16>());
+      job.xp = kern == FusedKernel::kAmx ? packed[p.input].data() : nullptr;
+      job.x = reinterpret_cast<const uint16_t*>(inputs[p.input].data_ptr<at::BFloat16>());
+      job.epi = p.epi;
+    }
+    jobs.push_back(job);
     total += w.size(0);
   }
   std::atomic<int64_t> next{0};
@@ -454,15 +526,17 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
   at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
     if (kern == FusedKernel::kAmx)
       gemv_bf16_amx(M, bw, jobs, K, total, nt, next);
-    else
+    else if (kern == FusedKernel::kDp)
       gemv_bf16_dp_jobs(M, jobs, K, total, nt, next);
+    else
+      gemv_f32_jobs(M, jobs, K, total, nt, next);
   });
   return ys;
 }
 
 std::vector<Tensor> fused_products(FusedKernel kern, const Tensor& x, const std::vector<Tensor>& ws) {
   std::vector<FusedProduct> ps;
-  for (const Tensor& w : ws) ps.push_back({&w, 0, {}});
+  for (const Tensor& w : ws) ps.push_back({&w, 0, {}, {}});
   return fused_products(kern, std::vector<Tensor>{x}, ps);
 }
 
@@ -595,9 +669,10 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   const bool bf16 = w.scalar_type() == at::kBFloat16;
   if (M == 0 || N == 0) return at::empty({M, N}, w.scalar_type());
   const bool avx = has_avx512();
-  // bf16 through the AMX or VDPBF16PS kernel where the CPU has one (x read as it is, bf16
-  // out); the other kernels want x in fp32 (one conversion of M*K values per call).
-  const FusedKernel fk = bf16 ? fused_kernel(K) : FusedKernel::kNone;
+  // Through the fused region where a kernel takes this dtype (AMX or VDPBF16PS for bf16, FMA
+  // for f32; x as it is, output in the weight's dtype); the other kernels want x in fp32
+  // (one conversion of M*K values per call).
+  const FusedKernel fk = x.scalar_type() == w.scalar_type() ? fused_kernel(w.scalar_type(), K) : FusedKernel::kNone;
   if (fk != FusedKernel::kNone) return fused_products(fk, x.reshape({M, K}).contiguous(), {w})[0];
   Tensor xv = x.reshape({M, K}).to(at::kFloat).contiguous();
   const float* xp = xv.data_ptr<float>();
@@ -666,15 +741,16 @@ Tensor fused_reference(const Tensor& x_scaled, const RowsProduct& p) {
 bool fusable(const Tensor& x, const RowsProduct& p, int64_t M) {
   const Tensor& w = p.w;
   const int64_t K = x.size(-1);
-  if (!(w.device().is_cpu() && w.is_contiguous() && w.dim() == 2 && w.scalar_type() == at::kBFloat16 &&
-        w.size(1) == K && w.size(0) > 0))
+  const auto dt = x.scalar_type();  // bf16 or f32 (the caller's kernel choice)
+  if (!(w.device().is_cpu() && w.is_contiguous() && w.dim() == 2 && w.scalar_type() == dt && w.size(1) == K &&
+        w.size(0) > 0))
     return false;
   if (p.col_scale.defined() &&
-      !(p.col_scale.device().is_cpu() && p.col_scale.scalar_type() == at::kBFloat16 && p.col_scale.is_contiguous() &&
+      !(p.col_scale.device().is_cpu() && p.col_scale.scalar_type() == dt && p.col_scale.is_contiguous() &&
         p.col_scale.dim() == 1 && p.col_scale.size(0) == w.size(0)))
     return false;
   if (p.residual.defined() &&
-      !(p.residual.device().is_cpu() && p.residual.scalar_type() == at::kBFloat16 && p.residual.is_contiguous() &&
+      !(p.residual.device().is_cpu() && p.residual.scalar_type() == dt && p.residual.is_contiguous() &&
         p.residual.numel() == M * w.size(0) && p.residual.size(-1) == w.size(0)))
     return false;
   return true;
@@ -695,7 +771,7 @@ std::vector<Tensor> linear_rows_fused(const Tensor& x, const std::vector<RowsPro
   }
   std::vector<Tensor> inputs;
   for (double s : scales) inputs.push_back(s == 1 ? x : scale(x, s));
-  const FusedKernel fk = x.scalar_type() == at::kBFloat16 ? fused_kernel(K) : FusedKernel::kNone;
+  const FusedKernel fk = fused_kernel(x.scalar_type(), K);
   bool together = !ps.empty() && fk != FusedKernel::kNone && M > 0;
   for (const RowsProduct& p : ps) together = together && fusable(x, p, M);
   std::vector<Tensor> out;
@@ -708,11 +784,20 @@ std::vector<Tensor> linear_rows_fused(const Tensor& x, const std::vector<RowsPro
   std::vector<FusedProduct> aps;
   for (size_t i = 0; i < ps.size(); ++i) {
     const RowsProduct& p = ps[i];
-    amx::Epilogue e;
-    if (p.out_scale != 1) e.has_scale = true, e.scale = static_cast<float>(c10::BFloat16(static_cast<float>(p.out_scale)));
-    if (p.col_scale.defined()) e.col = reinterpret_cast<const uint16_t*>(p.col_scale.data_ptr<at::BFloat16>());
-    if (p.residual.defined()) e.residual = reinterpret_cast<const uint16_t*>(p.residual.data_ptr<at::BFloat16>());
-    aps.push_back({&p.w, input_of[i], e});
+    FusedProduct fp{&p.w, input_of[i], {}, {}};
+    if (fk == FusedKernel::kF32) {
+      auto& e = fp.fepi;  // the scalar as nn::scale casts it to f32
+      if (p.out_scale != 1) e.has_scale = true, e.scale = static_cast<float>(p.out_scale);
+      if (p.col_scale.defined()) e.col = p.col_scale.data_ptr<float>();
+      if (p.residual.defined()) e.residual = p.residual.data_ptr<float>();
+    } else {
+      auto& e = fp.epi;
+      if (p.out_scale != 1)
+        e.has_scale = true, e.scale = static_cast<float>(c10::BFloat16(static_cast<float>(p.out_scale)));
+      if (p.col_scale.defined()) e.col = reinterpret_cast<const uint16_t*>(p.col_scale.data_ptr<at::BFloat16>());
+      if (p.residual.defined()) e.residual = reinterpret_cast<const uint16_t*>(p.residual.data_ptr<at::BFloat16>());
+    }
+    aps.push_back(fp);
   }
   out = fused_products(fk, rows, aps);
   for (size_t i = 0; i < ps.size(); ++i) {
