@@ -80,10 +80,11 @@ struct RowsProduct {
 };
 
 // The products of x [..., K] (no autograd, CPU), bitwise equal to running the ops above one
-// by one for every non-NaN value (a NaN stays a NaN). Where the AMX or the VDPBF16PS
-// (AVX-512 BF16) kernel takes them all (bf16, one K), every distinct in_scale's rows are
-// scaled (and packed, for AMX) once, all the weights go through one parallel region and the
-// rest happens as each output block is stored; otherwise the ops run one by one.
+// by one for every non-NaN value (a NaN stays a NaN). Where one kernel takes them all (bf16:
+// AMX or VDPBF16PS (AVX-512 BF16); f32: AVX-512 FMA; one K, weights in x's dtype), every
+// distinct in_scale's rows are scaled (and packed, for AMX) once, all the weights go through
+// one parallel region and the rest happens as each output block is stored; otherwise the ops
+// run one by one.
 std::vector<Tensor> linear_rows_fused(const Tensor& x, const std::vector<RowsProduct>& ps);
 
 }  // namespace s0::nn
