@@ -8,6 +8,8 @@
 //     the fraction of the roofline reached: a step must at least read every weight once
 //     (bytes / bandwidth) and do 2 x params FLOPs per row (flops / GEMM rate); the
 //     *_with_states variants add each sequence's f32 recurrent states, read and written once;
+//     bandwidth_fraction_adjacent divides each base repeat's weight-read rate by a streaming
+//     pass run just before it (median over repeats: robust to a host whose bandwidth drifts);
 //   - the time of the step's projections alone (every layer weight streamed through the
 //     decode kernel for B rows; with AMX, the same through the AVX-512 kernel; the same through
 //     at::linear, i.e. oneDNN; the LM head), which
@@ -27,6 +29,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -129,9 +132,14 @@ int main(int argc, char** argv) {
                                : "avx512";
     NoGrad ng;
 
-    // The rooflines, measured in this run: streaming read bandwidth, and the GEMM rate of
-    // [prompt_len, 1024] x [4096, 1024]^T in the model dtype (nn::linear and at::linear).
-    const double bw = bench::stream_read_gbps();
+    // The rooflines, measured in this run: streaming read bandwidth (the best of 5 passes;
+    // the probe also runs once before each timed decode repeat, for the adjacent fractions
+    // below), and the GEMM rate of [prompt_len, 1024] x [4096, 1024]^T in the model dtype
+    // (nn::linear and at::linear).
+    auto probe = std::make_unique<bench::StreamProbe>();
+    probe->pass();
+    double bw = 0;
+    for (int i = 0; i < 5; ++i) bw = std::max(bw, probe->pass());
     out["bandwidth_gbps"] = bw;
     const double gemm = bench::gemm_gflops(prompt_len, 1024, 4096, st,
                                            [](auto& x, auto& w) { return nn::linear(x, w); });
@@ -196,7 +204,7 @@ int main(int argc, char** argv) {
     // step (the KV buffers grow once), then `steps` timed steps; base and S0 alternate.
     nlohmann::json dec = nlohmann::json::array();
     for (int B : batches) {
-      std::vector<double> tb, ts;
+      std::vector<double> tb, ts, adj;  // adj: each base repeat's read rate / the probe's just before
       for (int r = 0; r < repeats; ++r)
         for (int s0 = 0; s0 < 2; ++s0) {
           std::vector<models::Cache> caches;
@@ -205,10 +213,12 @@ int main(int argc, char** argv) {
           std::vector<models::Cache*> ptrs;
           for (auto& c : caches) ptrs.push_back(&c);
           Tensor tok = first[s0].expand({B}).contiguous();
+          const double probe_gbps = probe->pass();
           tok = greedy(model->decode_step(tok, ptrs));
           auto t = Clock::now();
           for (int i = 0; i < steps; ++i) tok = greedy(model->decode_step(tok, ptrs));
           (s0 ? ts : tb).push_back(secs(t) / steps);
+          if (!s0) adj.push_back(bytes_per_step / tb.back() / 1e9 / probe_gbps);
         }
       // Where one step goes: decode_step's loop replayed with a timer per layer, summed by
       // layer kind, then the final norm and the LM head, then the argmax (base caches, one step).
@@ -290,6 +300,7 @@ int main(int argc, char** argv) {
                      {"roofline_tokens_per_s", B / roof_s},
                      {"roofline_fraction", roof_s / step_s},
                      {"bandwidth_fraction", bytes_per_step / step_s / (bw * 1e9)},
+                     {"bandwidth_fraction_adjacent", median(adj)},
                      {"gemm_fraction", B * flops_per_row / step_s / (gemm * 1e9)},
                      {"roofline_tokens_per_s_with_states", B / roof_states_s},
                      {"roofline_fraction_with_states", roof_states_s / step_s},
@@ -306,6 +317,7 @@ int main(int argc, char** argv) {
     }
     out["decode"] = dec;
     out["steps"] = steps;
+    probe.reset();
     out["rss_gb"] = bench::proc_mb("/proc/self/status", "VmRSS") * 1024 / 1e6;
     out["huge_pages"] = {{"weights", util::huge_pages_wanted()},
                          {"heap", util::huge_page_heap()},

@@ -115,29 +115,45 @@ inline uint64_t sum_words(const uint64_t* p, int64_t n) {
 
 // Read bandwidth in GB/s (1e9 bytes/s) of a streaming sum over `bytes` (much larger than
 // the caches) on libtorch's intra-op threads, each reading its own contiguous share, as the
-// decode kernels do: the best of `passes` passes after one warm-up. The buffer is placed as
-// model weights are (models::WeightArena: 2 MB pages unless turned off), so the roofline is
-// that of the memory the weights are in.
-inline double stream_read_gbps(int64_t bytes = int64_t(1) << 30, int passes = 5) {
-  const int64_t n = bytes / 8;
-  models::WeightArena arena;
-  Tensor t_buf = arena.empty({n}, at::kLong);
-  uint64_t* buf = reinterpret_cast<uint64_t*>(t_buf.data_ptr<int64_t>());
-  at::parallel_for(0, n, 1 << 16, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i) buf[i] = static_cast<uint64_t>(i);
-  });
-  volatile uint64_t sink = 0;
-  double best = 0;
-  for (int pass = 0; pass <= passes; ++pass) {
+// decode kernels do. The buffer is placed as model weights are (models::WeightArena: 2 MB
+// pages unless turned off), so the roofline is that of the memory the weights are in. One
+// probe can be passed again and again, e.g. next to each timed repeat of a benchmark, so
+// that a noisy machine's drift hits both alike.
+class StreamProbe {
+ public:
+  explicit StreamProbe(int64_t bytes = int64_t(1) << 30) : n_(bytes / 8) {
+    t_buf_ = arena_.empty({n_}, at::kLong);
+    buf_ = reinterpret_cast<uint64_t*>(t_buf_.data_ptr<int64_t>());
+    at::parallel_for(0, n_, 1 << 16, [&](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i) buf_[i] = static_cast<uint64_t>(i);
+    });
+  }
+  // One pass: GB/s.
+  double pass() {
     std::vector<uint64_t> part(static_cast<size_t>(at::get_num_threads()) + 1, 0);
     auto t = Clock::now();
-    at::parallel_for(0, n, 1 << 16, [&](int64_t a, int64_t b) {
-      part[static_cast<size_t>(at::get_thread_num())] += detail::sum_words(buf + a, b - a);
+    at::parallel_for(0, n_, 1 << 16, [&](int64_t a, int64_t b) {
+      part[static_cast<size_t>(at::get_thread_num())] += detail::sum_words(buf_ + a, b - a);
     });
     const double s = secs(t);
-    for (uint64_t v : part) sink = sink + v;
-    if (pass > 0) best = std::max(best, 8.0 * n / s / 1e9);
+    for (uint64_t v : part) sink_ = sink_ + v;
+    return 8.0 * n_ / s / 1e9;
   }
+
+ private:
+  int64_t n_;
+  models::WeightArena arena_;
+  Tensor t_buf_;
+  uint64_t* buf_ = nullptr;
+  volatile uint64_t sink_ = 0;
+};
+
+// The best of `passes` passes of a fresh probe after one warm-up pass.
+inline double stream_read_gbps(int64_t bytes = int64_t(1) << 30, int passes = 5) {
+  StreamProbe probe(bytes);
+  probe.pass();
+  double best = 0;
+  for (int pass = 0; pass < passes; ++pass) best = std::max(best, probe.pass());
   return best;
 }
 
