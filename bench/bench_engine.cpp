@@ -148,14 +148,11 @@ int main(int argc, char** argv) {
         prompt_len, 1024, 4096, st, [](auto& x, auto& w) { return at::linear(x, w); });
     out["gemm_shape"] = {prompt_len, 1024, 4096};
 
-    // What one decode step must read and compute: every projection weight and the LM head
-    // (tied or not, [vocab, hidden]); 2 FLOPs per weight per row. Attention over the context
-    // and the recurrences are left out (small at these lengths).
+    // What one decode step must read and compute (bench::decode_params).
     auto linears = model->linear_layers();
     const int64_t hidden = linears.at(0).second.size(1);
     const int64_t elt = at::elementSize(st);
-    int64_t params = model->vocab_size() * hidden;
-    for (const auto& [name, w] : linears) params += w.numel();
+    const int64_t params = bench::decode_params(*model);
     const double bytes_per_step = static_cast<double>(params) * elt;
     const double flops_per_row = 2.0 * params;
     out["weight_bytes_per_step"] = bytes_per_step;

@@ -1,10 +1,15 @@
 // Serving benchmark: the in-process `s0 serve` server on loopback, driven by HTTP clients.
-// Aggregate decode tokens/s with 1, 4 and 16 concurrent sequences, all on the base model vs.
-// spread over 8 different state sets (the S0 promise: the ratio is ~1.0), the time to load a
-// state set and to start a sequence from one, and the memory per loaded set. Prints JSON.
+// Aggregate decode tokens/s with 1, 4, 16 and 64 concurrent sequences, all on the base model
+// vs. spread over 8 different state sets (the S0 promise: the ratio is ~1.0), the time to load
+// a state set and to start a sequence from one, and the memory per loaded set. Prints JSON.
+// With the rooflines measured in the same run (bench_engine's: the streaming read's best of 5
+// passes and the GEMM rate), each decode rate also as `roofline`: bandwidth_fraction (weight
+// bytes per step / step time / bandwidth), gemm_fraction (B x 2 x params per step / step
+// time / GEMM rate) and roofline_fraction (the larger bound over the step time), with B the
+// concurrency for the decode step alone and the engine's mean batch through the server.
 //
 //   bench_serve [--preset 0.8b] [--dtype bf16] [--threads 0] [--tokens 32] [--prompt-len 16]
-//               [--concurrency 1,4,16] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]
+//               [--concurrency 1,4,16,64] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]
 //               [--huge-pages 1|0]   (0: weights and heap on 4 KB pages, util/huge_pages.h)
 // Each configuration runs `repeats` times, base and mixed alternating; medians are reported.
 #include <algorithm>
@@ -44,7 +49,7 @@ int main(int argc, char** argv) {
   bench::huge_pages_from_args(argc, argv);
   std::string preset = "0.8b", dtype = "bf16", cache_dir = "/tmp/s0-bench";
   int threads = 0, tokens = 32, prompt_len = 16, nsets = 8, repeats = 3;
-  std::vector<int> conc = {1, 4, 16};
+  std::vector<int> conc = {1, 4, 16, 64};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -71,7 +76,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: bench_serve [--preset 0.8b] [--dtype bf16] [--threads 0] [--tokens 32] [--prompt-len 16]\n"
-                   "                   [--concurrency 1,4,16] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]\n"
+                   "                   [--concurrency 1,4,16,64] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]\n"
                    "                   [--huge-pages 1|0]\n");
       return 2;
     }
@@ -89,6 +94,27 @@ int main(int argc, char** argv) {
     out["threads"] = at::get_num_threads();
     out["decode_tokens_per_sequence"] = tokens;
     out["prompt_len"] = prompt_len;
+
+    // The rooflines (as bench_engine measures them) and what one step must read and compute.
+    const at::ScalarType st = models::parse_dtype(dtype);
+    const double bw = bench::stream_read_gbps();
+    const double gemm = bench::gemm_gflops(128, 1024, 4096, st, [](auto& x, auto& w) { return nn::linear(x, w); });
+    const double params = static_cast<double>(bench::decode_params(*model));
+    const double bytes_per_step = params * static_cast<double>(at::elementSize(st));
+    out["bandwidth_gbps"] = bw;
+    out["gemm_gflops"] = gemm;
+    out["gemm_shape"] = {128, 1024, 4096};
+    out["weight_bytes_per_step"] = bytes_per_step;
+    out["flops_per_token"] = 2 * params;
+    // A decode rate of tok_s tokens/s at `batch` rows per step against both rooflines.
+    auto roofline = [&](double tok_s, double batch) {
+      if (!(tok_s > 0) || !(batch > 0)) return json();
+      const double step_s = batch / tok_s;
+      const double mem_s = bytes_per_step / (bw * 1e9), gemm_s = batch * 2 * params / (gemm * 1e9);
+      return json{{"bandwidth_fraction", mem_s / step_s},
+                  {"gemm_fraction", gemm_s / step_s},
+                  {"roofline_fraction", std::max(mem_s, gemm_s) / step_s}};
+    };
 
     // State sets with random states at the S0 scale, written once.
     std::vector<std::string> set_dirs;
@@ -186,6 +212,7 @@ int main(int argc, char** argv) {
                         {"base_decode_tokens_per_s", median(b)},
                         {"mixed_decode_tokens_per_s", median(m)},
                         {"mixed_over_base", median(m) / median(b)},
+                        {"roofline", roofline(median(b), c)},
                         {"base_runs", b},
                         {"mixed_runs", m}});
         std::fprintf(stderr, "engine %s\n", rows.back().dump().c_str());
@@ -256,7 +283,8 @@ int main(int argc, char** argv) {
                       {"mixed_sets", m},
                       {"sets_used", std::min(c, nsets)},
                       {"mixed_over_base_decode", m["decode_tokens_per_s"].get<double>() /
-                                                     std::max(1e-9, b["decode_tokens_per_s"].get<double>())}});
+                                                     std::max(1e-9, b["decode_tokens_per_s"].get<double>())},
+                      {"roofline", roofline(b["decode_tokens_per_s"].get<double>(), b["mean_batch"].get<double>())}});
       std::fprintf(stderr, "%s\n", rows.back().dump().c_str());
     }
     out["repeats"] = repeats;

@@ -87,6 +87,16 @@ double gemm_gflops(int64_t M, int64_t K, int64_t N, at::ScalarType dtype, Linear
   return 2.0 * M * K * N * it / secs(t) / 1e9;
 }
 
+// What one decode step must read and compute per row: every projection weight and the LM
+// head (tied or not, [vocab, hidden]); 2 FLOPs per weight per row. Attention over the context
+// and the recurrences are left out (small at short contexts).
+inline int64_t decode_params(const models::CausalLM& model) {
+  const auto linears = model.linear_layers();
+  int64_t params = model.vocab_size() * linears.at(0).second.size(1);
+  for (const auto& [name, w] : linears) params += w.numel();
+  return params;
+}
+
 // ---- the machine's streaming read bandwidth (the decode roofline) ---------------------------
 
 namespace detail {
