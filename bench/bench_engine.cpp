@@ -10,6 +10,9 @@
 //     *_with_states variants add each sequence's f32 recurrent states, read and written once;
 //     bandwidth_fraction_adjacent divides each base repeat's weight-read rate by a streaming
 //     pass run just before it (median over repeats: robust to a host whose bandwidth drifts);
+//   - `serial`: a step's OpenMP parallel regions, the time inside them and the main thread's
+//     time between them (ATen calls, allocation, small ops while the other threads wait),
+//     per step over `steps` more base steps (GOMP_parallel interposed below);
 //   - the time of the step's projections alone (every layer weight streamed through the
 //     decode kernel for B rows; with AMX, the same through the AVX-512 kernel; the same through
 //     at::linear, i.e. oneDNN; the LM head), which
@@ -23,6 +26,8 @@
 //   --huge-pages 0: weights and heap on 4 KB pages, to measure what 2 MB pages are worth,
 //   util/huge_pages.h)
 //   bench_engine --model DIR --dtype f32
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -51,6 +56,50 @@ using bench::secs;
 
 using s0::bench::int_list;
 using s0::bench::median;
+
+// ---- the main thread's time between parallel regions ------------------------------------
+// Every OpenMP parallel region, s0's and libtorch's alike (GCC's `omp parallel` and
+// libtorch's OpenMP build both enter libgomp through GOMP_parallel), passes through this
+// definition, which comes before libgomp's in symbol lookup and forwards to it. While the
+// thread that called RegionTimer::start() counts, it times each region it starts and the
+// gap before it: the gaps are the step's serial work (ATen calls, allocation, small ops on
+// the main thread) during which the other threads wait.
+namespace {
+struct RegionTimer {
+  static thread_local bool counting;
+  static thread_local long regions;
+  static thread_local double in_s, between_s;
+  static thread_local Clock::time_point last, t0;
+  static void start() { counting = true, regions = 0, in_s = between_s = 0, last = t0 = Clock::now(); }
+  static void stop() {
+    between_s += std::chrono::duration<double>(Clock::now() - last).count();
+    counting = false;
+  }
+};
+thread_local bool RegionTimer::counting = false;
+thread_local long RegionTimer::regions = 0;
+thread_local double RegionTimer::in_s = 0, RegionTimer::between_s = 0;
+thread_local Clock::time_point RegionTimer::last, RegionTimer::t0;
+}  // namespace
+
+extern "C" void GOMP_parallel(void (*fn)(void*), void* data, unsigned nthreads, unsigned flags) {
+  using Real = void (*)(void (*)(void*), void*, unsigned, unsigned);
+  static const Real real = [] {
+    auto f = reinterpret_cast<Real>(dlsym(RTLD_NEXT, "GOMP_parallel"));
+    if (!f) {
+      std::fprintf(stderr, "bench_engine: libgomp's GOMP_parallel not found\n");
+      std::abort();
+    }
+    return f;
+  }();
+  if (!RegionTimer::counting) return real(fn, data, nthreads, flags);
+  const auto a = Clock::now();
+  RegionTimer::between_s += std::chrono::duration<double>(a - RegionTimer::last).count();
+  real(fn, data, nthreads, flags);
+  RegionTimer::last = Clock::now();
+  RegionTimer::in_s += std::chrono::duration<double>(RegionTimer::last - a).count();
+  ++RegionTimer::regions;
+}
 
 // The next tokens of a step's logits [B, V] as the decode engine picks them greedily: each
 // row through a temperature-0 sampler, the rows through the engine's row picker.
@@ -217,6 +266,21 @@ int main(int argc, char** argv) {
           (s0 ? ts : tb).push_back(secs(t) / steps);
           if (!s0) adj.push_back(bytes_per_step / tb.back() / 1e9 / probe_gbps);
         }
+      // The serial part of a step: `steps` base steps more with the region timer on.
+      nlohmann::json serial;
+      {
+        std::vector<models::Cache> caches;
+        for (int b = 0; b < B; ++b) caches.push_back(models::copy_cache(prefilled[0]));
+        std::vector<models::Cache*> ptrs;
+        for (auto& c : caches) ptrs.push_back(&c);
+        Tensor tok = greedy(model->decode_step(first[0].expand({B}).contiguous(), ptrs));
+        RegionTimer::start();
+        for (int i = 0; i < steps; ++i) tok = greedy(model->decode_step(tok, ptrs));
+        RegionTimer::stop();
+        serial = {{"regions_per_step", static_cast<double>(RegionTimer::regions) / steps},
+                  {"in_regions_ms", 1e3 * RegionTimer::in_s / steps},
+                  {"between_regions_ms", 1e3 * RegionTimer::between_s / steps}};
+      }
       // Where one step goes: decode_step's loop replayed with a timer per layer, summed by
       // layer kind, then the final norm and the LM head, then the argmax (base caches, one step).
       double t_rec = 0, t_att = 0, t_head = 0, t_argmax = 0, t_sample = 0;
@@ -310,7 +374,8 @@ int main(int argc, char** argv) {
                        {"attention_layers", 1e3 * t_att},
                        {"head", 1e3 * t_head},
                        {"argmax", 1e3 * t_argmax}}},
-                     {"sample_ms_per_row_top_p", 1e3 * t_sample}});
+                     {"sample_ms_per_row_top_p", 1e3 * t_sample},
+                     {"serial", serial}});
     }
     out["decode"] = dec;
     out["steps"] = steps;
