@@ -350,9 +350,10 @@ int main(int argc, char** argv) {
         tl.push_back(secs(t));
       }
       const double step_s = median(tb), step_s0 = median(ts);
-      const double roof_s = std::max(bytes_per_step / (bw * 1e9), B * flops_per_row / (gemm * 1e9));
-      const double bytes_with_states = bytes_per_step + B * state_bytes_per_row;
-      const double roof_states_s = std::max(bytes_with_states / (bw * 1e9), B * flops_per_row / (gemm * 1e9));
+      const auto bound = bench::step_bounds(bytes_per_step, B, flops_per_row, bw, gemm);
+      const double roof_s = bound.roof_s();
+      const double roof_states_s =
+          bench::step_bounds(bytes_per_step + B * state_bytes_per_row, B, flops_per_row, bw, gemm).roof_s();
       dec.push_back({{"batch", B},
                      {"base_tokens_per_s", B / step_s},
                      {"s0_tokens_per_s", B / step_s0},
@@ -360,9 +361,9 @@ int main(int argc, char** argv) {
                      {"s0_over_base", step_s / step_s0},
                      {"roofline_tokens_per_s", B / roof_s},
                      {"roofline_fraction", roof_s / step_s},
-                     {"bandwidth_fraction", bytes_per_step / step_s / (bw * 1e9)},
+                     {"bandwidth_fraction", bound.mem_s / step_s},
                      {"bandwidth_fraction_adjacent", median(adj)},
-                     {"gemm_fraction", B * flops_per_row / step_s / (gemm * 1e9)},
+                     {"gemm_fraction", bound.gemm_s / step_s},
                      {"roofline_tokens_per_s_with_states", B / roof_states_s},
                      {"roofline_fraction_with_states", roof_states_s / step_s},
                      {"projections_ms", 1e3 * median(tp)},

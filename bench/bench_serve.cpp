@@ -110,10 +110,10 @@ int main(int argc, char** argv) {
     auto roofline = [&](double tok_s, double batch) {
       if (!(tok_s > 0) || !(batch > 0)) return json();
       const double step_s = batch / tok_s;
-      const double mem_s = bytes_per_step / (bw * 1e9), gemm_s = batch * 2 * params / (gemm * 1e9);
-      return json{{"bandwidth_fraction", mem_s / step_s},
-                  {"gemm_fraction", gemm_s / step_s},
-                  {"roofline_fraction", std::max(mem_s, gemm_s) / step_s}};
+      const auto b = bench::step_bounds(bytes_per_step, batch, 2 * params, bw, gemm);
+      return json{{"bandwidth_fraction", b.mem_s / step_s},
+                  {"gemm_fraction", b.gemm_s / step_s},
+                  {"roofline_fraction", b.roof_s() / step_s}};
     };
 
     // State sets with random states at the S0 scale, written once.

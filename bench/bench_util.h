@@ -97,6 +97,17 @@ inline int64_t decode_params(const models::CausalLM& model) {
   return params;
 }
 
+// A decode step's lower bounds from the two rooflines: reading `bytes` at `bw_gbps`, and
+// `rows` x `flops_per_row` at the GEMM rate. A step of step_s seconds reaches mem_s / step_s
+// of the bandwidth, gemm_s / step_s of the GEMM rate, and roof_s() / step_s of the roofline.
+struct StepBounds {
+  double mem_s, gemm_s;
+  double roof_s() const { return std::max(mem_s, gemm_s); }
+};
+inline StepBounds step_bounds(double bytes, double rows, double flops_per_row, double bw_gbps, double gemm_gflops) {
+  return {bytes / (bw_gbps * 1e9), rows * flops_per_row / (gemm_gflops * 1e9)};
+}
+
 // ---- the machine's streaming read bandwidth (the decode roofline) ---------------------------
 
 namespace detail {

@@ -298,32 +298,33 @@ TEST(Gemv, FusedProductsEqualTheOpsOneByOne) {
   std::vector<nn::DecodeKernel> kernels{nn::DecodeKernel::kAvx512};
   if (nn::amx_available()) kernels.push_back(nn::DecodeKernel::kAuto);
   for (auto kernel : kernels)
-   for (auto dt : {at::kBFloat16, at::kFloat}) {
-    KernelScope scope(kernel);
-    for (int64_t M : {1, 3, 16, 17, 40}) {
-      const int64_t K = 96;
-      Tensor x = at::randn({M, 1, K}, gen).to(dt);
-      Tensor w0 = at::randn({70, K}, gen).to(dt), w1 = at::randn({33, K}, gen).to(dt), w2 = at::randn({16, K}, gen).to(dt);
-      Tensor col = (at::rand({70}, gen) * 4).to(dt);
-      Tensor r1 = (at::randn({M, 1, 33}, gen) * 20).to(dt), r2 = at::randn({M, 1, 16}, gen).to(dt);
-      std::vector<nn::RowsProduct> ps(4);
-      ps[0].w = w0, ps[0].in_scale = 0.3, ps[0].col_scale = col;
-      ps[1].w = w1, ps[1].in_scale = 1.7, ps[1].out_scale = 0.11, ps[1].residual = r1;
-      ps[2].w = w2, ps[2].residual = r2;
-      ps[3].w = w1, ps[3].in_scale = 0.3, ps[3].out_scale = 2.5;
-      auto got = nn::linear_rows_fused(x, ps);
-      ASSERT_EQ(got.size(), ps.size());
-      std::vector<Tensor> want{
-          nn::mul_last(nn::linear_rows(nn::scale(x, 0.3), w0), col),
-          r1 + nn::scale(nn::linear_rows(nn::scale(x, 1.7), w1), 0.11),
-          r2 + nn::linear_rows(x, w2),
-          nn::scale(nn::linear_rows(nn::scale(x, 0.3), w1), 2.5),
-      };
-      for (size_t i = 0; i < ps.size(); ++i) {
-        ASSERT_EQ(got[i].sizes(), want[i].sizes()) << i;
-        EXPECT_TRUE(at::equal(got[i], want[i]))
-            << "kernel " << int(kernel) << " dtype " << dt << " M " << M << " product " << i;
+    for (auto dt : {at::kBFloat16, at::kFloat}) {
+      KernelScope scope(kernel);
+      for (int64_t M : {1, 3, 16, 17, 40}) {
+        const int64_t K = 96;
+        Tensor x = at::randn({M, 1, K}, gen).to(dt);
+        Tensor w0 = at::randn({70, K}, gen).to(dt), w1 = at::randn({33, K}, gen).to(dt),
+               w2 = at::randn({16, K}, gen).to(dt);
+        Tensor col = (at::rand({70}, gen) * 4).to(dt);
+        Tensor r1 = (at::randn({M, 1, 33}, gen) * 20).to(dt), r2 = at::randn({M, 1, 16}, gen).to(dt);
+        std::vector<nn::RowsProduct> ps(4);
+        ps[0].w = w0, ps[0].in_scale = 0.3, ps[0].col_scale = col;
+        ps[1].w = w1, ps[1].in_scale = 1.7, ps[1].out_scale = 0.11, ps[1].residual = r1;
+        ps[2].w = w2, ps[2].residual = r2;
+        ps[3].w = w1, ps[3].in_scale = 0.3, ps[3].out_scale = 2.5;
+        auto got = nn::linear_rows_fused(x, ps);
+        ASSERT_EQ(got.size(), ps.size());
+        std::vector<Tensor> want{
+            nn::mul_last(nn::linear_rows(nn::scale(x, 0.3), w0), col),
+            r1 + nn::scale(nn::linear_rows(nn::scale(x, 1.7), w1), 0.11),
+            r2 + nn::linear_rows(x, w2),
+            nn::scale(nn::linear_rows(nn::scale(x, 0.3), w1), 2.5),
+        };
+        for (size_t i = 0; i < ps.size(); ++i) {
+          ASSERT_EQ(got[i].sizes(), want[i].sizes()) << i;
+          EXPECT_TRUE(at::equal(got[i], want[i]))
+              << "kernel " << int(kernel) << " dtype " << dt << " M " << M << " product " << i;
+        }
       }
     }
-  }
 }

@@ -30,22 +30,27 @@ using simd::bf16_to_f32;
 // batch only changes how often a block of weight rows is re-read from cache instead of
 // memory (the decode throughput win of batching).
 
-// Portable fallback: fp32 accumulation, one output at a time.
-template <typename X, typename W, typename LoadX, typename LoadW>
-void gemv_rows_generic(const X* x, int64_t M, const W* w, float* y, int64_t N, int64_t r0, int64_t r1, int64_t K,
-                       LoadX lx, LoadW lw) {
-  for (int64_t n = r0; n < r1; ++n) {
-    const W* row = w + n * K;
-    for (int64_t m = 0; m < M; ++m) {
-      const X* xm = x + m * K;
-      float acc = 0.f;
-      for (int64_t k = 0; k < K; ++k) acc += lw(row[k]) * lx(xm[k]);
-      y[m * N + n] = acc;
-    }
-  }
+// An element as fp32: f32 as it is, bf16 (its bits) widened exactly.
+inline float as_f32(float v) { return v; }
+inline float as_f32(uint16_t v) { return bf16_to_f32(v); }
+
+// One output with one fp32 accumulator over k in order: the portable fallback's every output,
+// and the rows past a vector kernel's last whole group of 4. Never inlined (and compiled for
+// the baseline ISA), so no multiply and add fuse and the result is the same wherever it is
+// called from.
+template <typename X, typename W>
+__attribute__((noinline)) float dot_in_order(const X* x, const W* w, int64_t K) {
+  float acc = 0.f;
+  for (int64_t k = 0; k < K; ++k) acc += as_f32(w[k]) * as_f32(x[k]);
+  return acc;
 }
 
-inline float f32_id(float v) { return v; }
+// Portable fallback: fp32 accumulation, one output at a time.
+template <typename X, typename W>
+void gemv_rows_generic(const X* x, int64_t M, const W* w, float* y, int64_t N, int64_t r0, int64_t r1, int64_t K) {
+  for (int64_t n = r0; n < r1; ++n)
+    for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot_in_order(x + m * K, w + n * K, K);
+}
 
 __attribute__((target("avx512f,avx512bw"))) inline __m512 load_bf16x16(const uint16_t* p) {
   __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -77,7 +82,7 @@ __attribute__((target("avx512f,avx512bw"))) void gemv_bf16_avx512(const float* x
       for (int j = 0; j < 4; ++j) y[m * N + n + j] = r[j];
     }
   }
-  gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, bf16_to_f32);
+  gemv_rows_generic(x, M, w, y, N, n, r1, K);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline __m512bh ld(const uint16_t* p) {
@@ -88,12 +93,12 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline __m512bh ld(const 
 // x is the layer input, already bf16 in a bf16 model. R input rows share each load of J
 // weight rows (register blocking); every (input row, weight row) accumulator sees the same
 // instruction sequence for any R and J, so results depend on neither (nor on the batch).
-// Results go to y[r * sm + j * sn] (input row r, weight row j): [M, N] rows (sm = N, sn = 1)
-// or the fused products' [weight row][batch row] block (sm = 1, sn = ldc). Prefetch: during
+// Results go to y[r + j * ldc] (input row r, weight row j): the fused products' [weight
+// row][batch row] block. Prefetch: during
 // k-step i, lines [i c, i c + c) of the pf_lines 64-byte lines from pf (none when c = 0).
 template <int R, int J = 4>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void dp_block(const uint16_t* x, const uint16_t* a,
-                                                                            float* y, int64_t sm, int64_t sn,
+                                                                            float* y, int64_t ldc,
                                                                             int64_t K, const char* pf = nullptr,
                                                                             int64_t c = 0, int64_t pf_lines = 0) {
   const int64_t K32 = K & ~int64_t(31);
@@ -119,16 +124,9 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void dp_block(cons
     for (int j = 0; j < J; ++j) {
       float o = _mm512_reduce_add_ps(s[r][j]);
       for (int64_t k = K32; k < K; ++k) o += bf16_to_f32(a[j * K + k]) * bf16_to_f32(xm[k]);
-      y[r * sm + j * sn] = o;
+      y[r + j * ldc] = o;
     }
   }
-}
-
-// A weight row past the last whole group of 4: one fp32 accumulator over k in order.
-inline float dp_tail_row(const uint16_t* xm, const uint16_t* wr, int64_t K) {
-  float acc = 0.f;
-  for (int64_t k = 0; k < K; ++k) acc += bf16_to_f32(wr[k]) * bf16_to_f32(xm[k]);
-  return acc;
 }
 
 // ---- AMX (Intel Advanced Matrix Extensions) ------------------------------------------------
@@ -219,6 +217,14 @@ __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, i
   if (NT > 1 && MT > 1) _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
 }
 
+// amx::Epilogue's f32 counterpart: out_scale, column scale and residual, in f32.
+struct F32Epilogue {
+  bool has_scale = false;
+  float scale = 1;
+  const float* col = nullptr;       // [N]
+  const float* residual = nullptr;  // [M, N]
+};
+
 // One weight of a call: y [M, N] = x W^T, W [N, K]; its rows are rows [first, first + N) of
 // the call's rows (all its weights' rows, one after the other).
 struct ProductJob {
@@ -232,12 +238,7 @@ struct ProductJob {
   const float* wf = nullptr;
   const float* xf = nullptr;
   float* yf = nullptr;
-  struct {
-    bool has_scale = false;
-    float scale = 1;
-    const float* col = nullptr;       // [N]
-    const float* residual = nullptr;  // [M, N]
-  } fepi;
+  F32Epilogue fepi;
 };
 
 // The call's rows, claimed by the threads in chunks as they ask: chunks of 128 while plenty
@@ -325,7 +326,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64
 
 // The same region through VDPBF16PS (AVX-512 BF16; where AMX is not used): each block of
 // up to 32 weight rows in groups of 4 (dp_block, 4 batch rows at a time; the rows past the
-// last whole group by dp_tail_row; a chunk starts a multiple of 32 rows into its weight, so
+// last whole group by dot_in_order; a chunk starts a multiple of 32 rows into its weight, so
 // a row's group, and so its arithmetic, is the same for any M and thread count), then the
 // block's epilogue as the AMX path stores it.
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(int64_t M,
@@ -348,7 +349,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
       if (M < 4)
         for (; i + 8 <= nrows; i += 8)
           for (int64_t m = 0; m < M; ++m)
-            dp_block<1, 8>(job.x + m * K, job.w + (n0 + i) * K, ct + i * ldc + m, 1, ldc, K);
+            dp_block<1, 8>(job.x + m * K, job.w + (n0 + i) * K, ct + i * ldc + m, ldc, K);
       for (; i + 4 <= nrows; i += 4) {
         const uint16_t* a = job.w + (n0 + i) * K;
         // The next group's lines, up to the end of the chunk.
@@ -356,21 +357,24 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
         const int64_t pf_lines = std::clamp<int64_t>((r1 - n0 - i - 4) * K / 32, 0, lines);
         int64_t m = 0;
         for (int64_t p = 0; m + 4 <= M; m += 4, ++p)
-          dp_block<4>(job.x + m * K, a, ct + i * ldc + m, 1, ldc, K, pf + 64 * p * c * KS, c,
+          dp_block<4>(job.x + m * K, a, ct + i * ldc + m, ldc, K, pf + 64 * p * c * KS, c,
                       std::clamp<int64_t>(pf_lines - p * c * KS, 0, c * KS));
-        for (; m < M; ++m) dp_block<1>(job.x + m * K, a, ct + i * ldc + m, 1, ldc, K);
+        for (; m < M; ++m) dp_block<1>(job.x + m * K, a, ct + i * ldc + m, ldc, K);
       }
       for (; i < nrows; ++i)
-        for (int64_t m = 0; m < M; ++m) ct[i * ldc + m] = dp_tail_row(job.x + m * K, job.w + (n0 + i) * K, K);
+        for (int64_t m = 0; m < M; ++m)
+          ct[i * ldc + m] = dot_in_order(job.x + m * K, job.w + (n0 + i) * K, K);
       amx::store_block(ct, ldc, M, nrows, job.y, job.N, n0, job.epi);
     }
   });
 }
 
-// Results to y[r * sm + j * sn], as dp_block.
+// f32 x f32 dot products, 4 weight rows x R input rows, fp32 FMA accumulators over k in
+// 16-element steps (each accumulator's instruction sequence independent of R); results to
+// y[r + j * ldc], as dp_block.
 template <int R>
-__attribute__((target("avx512f"))) inline void f32_block(const float* x, const float* a, float* y, int64_t sm,
-                                                          int64_t sn, int64_t K) {
+__attribute__((target("avx512f"))) inline void f32_block(const float* x, const float* a, float* y, int64_t ldc,
+                                                          int64_t K) {
   const int64_t K16 = K & ~int64_t(15);
   __m512 s[R][4];
 #pragma GCC unroll 4
@@ -393,27 +397,15 @@ __attribute__((target("avx512f"))) inline void f32_block(const float* x, const f
                   _mm512_reduce_add_ps(s[r][3])};
     for (int64_t k = K16; k < K; ++k)
       for (int j = 0; j < 4; ++j) o[j] += a[j * K + k] * xm[k];
-    for (int j = 0; j < 4; ++j) y[r * sm + j * sn] = o[j];
+    for (int j = 0; j < 4; ++j) y[r + j * ldc] = o[j];
   }
-}
-
-__attribute__((target("avx512f"))) void gemv_f32_avx512(const float* x, int64_t M, const float* w, float* y,
-                                                         int64_t N, int64_t r0, int64_t r1, int64_t K) {
-  int64_t n = r0;
-  for (; n + 4 <= r1; n += 4) {
-    const float* a = w + n * K;
-    int64_t m = 0;
-    for (; m + 4 <= M; m += 4) f32_block<4>(x + m * K, a, y + m * N + n, N, 1, K);
-    for (; m < M; ++m) f32_block<1>(x + m * K, a, y + m * N + n, N, 1, K);
-  }
-  gemv_rows_generic(x, M, w, y, N, n, r1, K, f32_id, f32_id);
 }
 
 // A block's f32 results ct [nrows][ldc] into y [M, N] at column n, each epilogue step one
 // f32 operation as the separate op it replaces computes it (nn::scale, nn::mul_last,
 // at::add). Not inlined into the FMA-enabled kernels, so that no multiply and add fuse.
 __attribute__((noinline)) void store_block_f32(const float* ct, int64_t ldc, int64_t M, int64_t nrows, float* y,
-                                               int64_t N, int64_t n, const decltype(ProductJob::fepi)& e) {
+                                               int64_t N, int64_t n, const F32Epilogue& e) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t i = 0; i < nrows; ++i) {
       float t = ct[i * ldc + m];
@@ -424,10 +416,10 @@ __attribute__((noinline)) void store_block_f32(const float* ct, int64_t ldc, int
     }
 }
 
-// The fused region for f32 weights: blocks of up to 32 rows, each in groups of 4 as
-// gemv_f32_avx512 computes them (a chunk starts a multiple of 32 rows into its weight, so
-// the groups, and the rows past the last whole group, are that function's), then the
-// epilogue.
+// The fused region for f32 weights: blocks of up to 32 rows, each in groups of 4 (f32_block,
+// 4 batch rows at a time; the rows past the last whole group by dot_in_order; a chunk starts
+// a multiple of 32 rows into its weight, so a row's group is the same for any M and thread
+// count), then the epilogue.
 __attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vector<ProductJob>& jobs, int64_t K,
                                                        int64_t total, int64_t nt, std::atomic<int64_t>& next) {
   const int64_t ldc = M;
@@ -439,16 +431,12 @@ __attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vect
       for (; i + 4 <= nrows; i += 4) {
         const float* a = job.wf + (n0 + i) * K;
         int64_t m = 0;
-        for (; m + 4 <= M; m += 4) f32_block<4>(job.xf + m * K, a, ct + i * ldc + m, 1, ldc, K);
-        for (; m < M; ++m) f32_block<1>(job.xf + m * K, a, ct + i * ldc + m, 1, ldc, K);
+        for (; m + 4 <= M; m += 4) f32_block<4>(job.xf + m * K, a, ct + i * ldc + m, ldc, K);
+        for (; m < M; ++m) f32_block<1>(job.xf + m * K, a, ct + i * ldc + m, ldc, K);
       }
       for (; i < nrows; ++i)
-        for (int64_t m = 0; m < M; ++m) {
-          const float *wr = job.wf + (n0 + i) * K, *xm = job.xf + m * K;
-          float acc = 0.f;
-          for (int64_t k = 0; k < K; ++k) acc += wr[k] * xm[k];
-          ct[i * ldc + m] = acc;
-        }
+        for (int64_t m = 0; m < M; ++m)
+          ct[i * ldc + m] = dot_in_order(job.xf + m * K, job.wf + (n0 + i) * K, K);
       store_block_f32(ct, ldc, M, nrows, job.yf, job.N, n0, job.fepi);
     }
   });
@@ -460,7 +448,7 @@ struct FusedProduct {
   const Tensor* w;
   size_t input;
   amx::Epilogue epi;                 // bf16
-  decltype(ProductJob::fepi) fepi;   // f32
+  F32Epilogue fepi;                  // f32
 };
 
 // Which kernel takes fused products of weights of dtype dt and inner size K: for bf16 the
@@ -668,12 +656,12 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   const int64_t N = w.size(0), K = w.size(1), M = K == 0 ? 0 : x.numel() / K;
   const bool bf16 = w.scalar_type() == at::kBFloat16;
   if (M == 0 || N == 0) return at::empty({M, N}, w.scalar_type());
-  const bool avx = has_avx512();
-  // Through the fused region where a kernel takes this dtype (AMX or VDPBF16PS for bf16, FMA
-  // for f32; x as it is, output in the weight's dtype); the other kernels want x in fp32
-  // (one conversion of M*K values per call).
-  const FusedKernel fk = x.scalar_type() == w.scalar_type() ? fused_kernel(w.scalar_type(), K) : FusedKernel::kNone;
-  if (fk != FusedKernel::kNone) return fused_products(fk, x.reshape({M, K}).contiguous(), {w})[0];
+  // Through the fused region where a kernel takes this dtype (AMX or VDPBF16PS for bf16 rows
+  // x, FMA for f32, x in f32 as the other kernels read it; output in the weight's dtype); the
+  // other kernels want x in fp32 (one conversion of M*K values per call).
+  const FusedKernel fk = fused_kernel(w.scalar_type(), K);
+  if (fk != FusedKernel::kNone && (!bf16 || x.scalar_type() == at::kBFloat16))
+    return fused_products(fk, x.reshape({M, K}).to(w.scalar_type()).contiguous(), {w})[0];
   Tensor xv = x.reshape({M, K}).to(at::kFloat).contiguous();
   const float* xp = xv.data_ptr<float>();
   Tensor y = at::empty({M, N}, at::kFloat);
@@ -684,16 +672,12 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
     const int64_t r0 = 4 * b0, r1 = std::min(N, 4 * b1);
     if (bf16) {
       auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
-      if (avx)
+      if (has_avx512())
         gemv_bf16_avx512(xp, M, wp, yp, N, r0, r1, K);
       else
-        gemv_rows_generic(xp, M, wp, yp, N, r0, r1, K, f32_id, bf16_to_f32);
-    } else {
-      const float* wp = w.data_ptr<float>();
-      if (avx)
-        gemv_f32_avx512(xp, M, wp, yp, N, r0, r1, K);
-      else
-        gemv_rows_generic(xp, M, wp, yp, N, r0, r1, K, f32_id, f32_id);
+        gemv_rows_generic(xp, M, wp, yp, N, r0, r1, K);
+    } else {  // f32 weights without AVX-512
+      gemv_rows_generic(xp, M, w.data_ptr<float>(), yp, N, r0, r1, K);
     }
   });
   return y.to(w.scalar_type());
