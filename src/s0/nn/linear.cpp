@@ -335,11 +335,15 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
                                                                               std::atomic<int64_t>& next) {
   const int64_t ldc = 16 * ((M + 15) / 16);
   float* ct = block_buffer(ldc);
-  // Below 4 batch rows, weight rows in groups of 8 (one pass each; +8-13% of bandwidth over
-  // groups of 4 at one row on an AMD Zen 5 here, where 16 was worse). From 4 rows, groups
-  // of 4 with 4 batch rows per pass, and the next group's lines prefetched, spread over the
-  // passes: the hardware prefetcher does not run ahead of a group re-read from L1 pass after
-  // pass (+11-37% at 4-16 rows there, about even at 64).
+  // Below 4 batch rows, one weight row at a time (every row of the whole groups of 4; the
+  // rest as below): the weights are then read as one sequential stream per thread, which the
+  // hardware prefetchers follow best. Blocking 8 rows side by side reads 8 streams of K
+  // elements each, too short for them at K = 1024 on an AMD Zen 4 here (0.55-0.85 of a
+  // plain streaming sum against 0.93-0.97 for one row); on a Zen 5, 8 rows and one row were
+  // level. From 4 rows, groups of 4 with 4 batch rows per pass, and the next group's lines
+  // prefetched, spread over the passes: the hardware prefetcher does not run ahead of a
+  // group re-read from L1 pass after pass (+11-37% at 4-16 rows on the Zen 5, about even at
+  // 64).
   const int64_t passes = M / 4, KS = K / 32, lines = K / 8;  // a group of 4 rows: K / 8 lines
   const int64_t c = passes > 0 && KS > 0 ? ((lines + passes - 1) / passes + KS - 1) / KS : 0;
   claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
@@ -347,9 +351,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
       const int64_t nrows = std::min<int64_t>(32, r1 - n0);
       int64_t i = 0;
       if (M < 4)
-        for (; i + 8 <= nrows; i += 8)
-          for (int64_t m = 0; m < M; ++m)
-            dp_block<1, 8>(job.x + m * K, job.w + (n0 + i) * K, ct + i * ldc + m, ldc, K);
+        for (const int64_t whole = nrows / 4 * 4; i < whole; ++i)
+          for (int64_t m = 0; m < M; ++m) dp_block<1, 1>(job.x + m * K, job.w + (n0 + i) * K, ct + i * ldc + m, ldc, K);
       for (; i + 4 <= nrows; i += 4) {
         const uint16_t* a = job.w + (n0 + i) * K;
         // The next group's lines, up to the end of the chunk.
