@@ -372,35 +372,36 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
   });
 }
 
-// f32 x f32 dot products, 4 weight rows x R input rows, fp32 FMA accumulators over k in
-// 16-element steps (each accumulator's instruction sequence independent of R); results to
-// y[r + j * ldc], as dp_block.
-template <int R>
+// f32 x f32 dot products, J weight rows x R input rows, fp32 FMA accumulators over k in
+// 16-element steps (each accumulator's instruction sequence independent of R and J); results
+// to y[r + j * ldc], as dp_block.
+template <int R, int J = 4>
 __attribute__((target("avx512f"))) inline void f32_block(const float* x, const float* a, float* y, int64_t ldc,
                                                           int64_t K) {
   const int64_t K16 = K & ~int64_t(15);
-  __m512 s[R][4];
+  __m512 s[R][J];
 #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) s[r][0] = s[r][1] = s[r][2] = s[r][3] = _mm512_setzero_ps();
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) s[r][j] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K16; k += 16) {
-    const __m512 w0 = _mm512_loadu_ps(a + k), w1 = _mm512_loadu_ps(a + K + k), w2 = _mm512_loadu_ps(a + 2 * K + k),
-                 w3 = _mm512_loadu_ps(a + 3 * K + k);
+    __m512 w[J];
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) w[j] = _mm512_loadu_ps(a + j * K + k);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m512 xv = _mm512_loadu_ps(x + r * K + k);
-      s[r][0] = _mm512_fmadd_ps(w0, xv, s[r][0]);
-      s[r][1] = _mm512_fmadd_ps(w1, xv, s[r][1]);
-      s[r][2] = _mm512_fmadd_ps(w2, xv, s[r][2]);
-      s[r][3] = _mm512_fmadd_ps(w3, xv, s[r][3]);
+#pragma GCC unroll 4
+      for (int j = 0; j < J; ++j) s[r][j] = _mm512_fmadd_ps(w[j], xv, s[r][j]);
     }
   }
   for (int r = 0; r < R; ++r) {
     const float* xm = x + r * K;
-    float o[4] = {_mm512_reduce_add_ps(s[r][0]), _mm512_reduce_add_ps(s[r][1]), _mm512_reduce_add_ps(s[r][2]),
-                  _mm512_reduce_add_ps(s[r][3])};
-    for (int64_t k = K16; k < K; ++k)
-      for (int j = 0; j < 4; ++j) o[j] += a[j * K + k] * xm[k];
-    for (int j = 0; j < 4; ++j) y[r + j * ldc] = o[j];
+    for (int j = 0; j < J; ++j) {
+      float o = _mm512_reduce_add_ps(s[r][j]);
+      for (int64_t k = K16; k < K; ++k) o += a[j * K + k] * xm[k];
+      y[r + j * ldc] = o;
+    }
   }
 }
 
@@ -420,7 +421,7 @@ __attribute__((noinline)) void store_block_f32(const float* ct, int64_t ldc, int
 }
 
 // The fused region for f32 weights: blocks of up to 32 rows, each in groups of 4 (f32_block,
-// 4 batch rows at a time; the rows past the last whole group by dot_in_order; a chunk starts
+// 4 batch rows at a time, or one weight row at a time below 4 batch rows; the rows past the last whole group by dot_in_order; a chunk starts
 // a multiple of 32 rows into its weight, so a row's group is the same for any M and thread
 // count), then the epilogue.
 __attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vector<ProductJob>& jobs, int64_t K,
@@ -433,6 +434,11 @@ __attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vect
       int64_t i = 0;
       for (; i + 4 <= nrows; i += 4) {
         const float* a = job.wf + (n0 + i) * K;
+        if (M < 4) {  // one weight row at a time below 4 batch rows, as in gemv_bf16_dp_jobs
+          for (int64_t j = 0; j < 4; ++j)
+            for (int64_t m = 0; m < M; ++m) f32_block<1, 1>(job.xf + m * K, a + j * K, ct + (i + j) * ldc + m, ldc, K);
+          continue;
+        }
         int64_t m = 0;
         for (; m + 4 <= M; m += 4) f32_block<4>(job.xf + m * K, a, ct + i * ldc + m, ldc, K);
         for (; m < M; ++m) f32_block<1>(job.xf + m * K, a, ct + i * ldc + m, ldc, K);
