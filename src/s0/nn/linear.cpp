@@ -595,8 +595,17 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void store_block_avx512(con
       const int64_t mc = std::min<int64_t>(16, M - m0);
       // Columns past M within the 16 are whatever the buffer holds; their results are dropped.
       __m512 r[16];
-      for (int64_t i = 0; i < 16; ++i) r[i] = i < ic ? _mm512_loadu_ps(ct + (i0 + i) * ldc + m0) : _mm512_setzero_ps();
-      transpose16(r);
+      if (mc < 4) {
+        // A few batch rows (the one-row decode step): each one's 16 results gathered from
+        // their column of the block (a transpose of 16 vectors would do 16 rows' work).
+        const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(static_cast<int>(ldc)));
+        for (int64_t m = 0; m < mc; ++m)
+          r[m] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, idx, ct + i0 * ldc + m0 + m, 4);
+      } else {
+        for (int64_t i = 0; i < 16; ++i) r[i] = i < ic ? _mm512_loadu_ps(ct + (i0 + i) * ldc + m0) : _mm512_setzero_ps();
+        transpose16(r);
+      }
       for (int64_t m = 0; m < mc; ++m) {
         __m512i t = rne_bits(r[m], true);
         if (e.has_scale) t = rne_bits(_mm512_mul_ps(_mm512_castsi512_ps(t), sc), false);
