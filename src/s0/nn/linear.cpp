@@ -441,8 +441,11 @@ __attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vect
       for (; i + 4 <= nrows; i += 4) {
         const float* a = job.wf + (n0 + i) * K;
         if (M < 4) {  // one weight row at a time below 4 batch rows, as in gemv_bf16_dp_jobs
-          for (int64_t j = 0; j < 4; ++j)
-            for (int64_t m = 0; m < M; ++m) f32_block<1, 1>(job.xf + m * K, a + j * K, ct + (i + j) * ldc + m, ldc, K);
+          for (int64_t j = 0; j < 4; ++j) {
+            if (M == 1) f32_block<1, 1>(job.xf, a + j * K, ct + (i + j) * ldc, ldc, K);
+            else if (M == 2) f32_block<2, 1>(job.xf, a + j * K, ct + (i + j) * ldc, ldc, K);
+            else f32_block<3, 1>(job.xf, a + j * K, ct + (i + j) * ldc, ldc, K);
+          }
           continue;
         }
         int64_t m = 0;
