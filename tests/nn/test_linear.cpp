@@ -119,7 +119,7 @@ TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
                                                                  {70, 1024}, {200, 256},
                                                                  {700, 64}, {37, 100}, {6, 17}}) {
       Tensor w = at::randn({N, K}, gen).to(at::kBFloat16);
-      for (int64_t M : {1, 3, 16, 17, 40}) {
+      for (int64_t M : {1, 2, 3, 4, 16, 17, 40}) {
         Tensor x = at::randn({M, K}, gen).to(at::kBFloat16);
         Tensor ref = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
         Tensor got = nn::gemv_rows(x, w);
@@ -147,7 +147,7 @@ TEST(Gemv, F32KernelMatchesTheProductAndIsBatchInvariant) {
   const int saved = at::get_num_threads();
   for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 16}, {15, 64}, {33, 100}, {70, 1024}, {6, 17}}) {
     Tensor w = at::randn({N, K}, gen);
-    for (int64_t M : {1, 3, 16, 17, 40}) {
+    for (int64_t M : {1, 2, 3, 4, 16, 17, 40}) {
       Tensor x = at::randn({M, K}, gen);
       Tensor ref = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
       Tensor got = nn::gemv_rows(x, w);
@@ -300,7 +300,7 @@ TEST(Gemv, FusedProductsEqualTheOpsOneByOne) {
   for (auto kernel : kernels)
     for (auto dt : {at::kBFloat16, at::kFloat}) {
       KernelScope scope(kernel);
-      for (int64_t M : {1, 3, 16, 17, 40}) {
+      for (int64_t M : {1, 2, 3, 4, 16, 17, 40}) {
         const int64_t K = 96;
         Tensor x = at::randn({M, 1, K}, gen).to(dt);
         Tensor w0 = at::randn({70, K}, gen).to(dt), w1 = at::randn({33, K}, gen).to(dt),
