@@ -336,16 +336,15 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
   const int64_t ldc = 16 * ((M + 15) / 16);
   float* ct = block_buffer(ldc);
   // Below 4 batch rows, one weight row at a time (every row of the whole groups of 4; the
-  // rest as below), all batch rows sharing each load of it (2-3 rows: 1.1-1.3x the rate of
-  // one pass per batch row in a standalone loop on the Zen 4 below): the weights are then
-  // read as one sequential stream per thread, which the
-  // hardware prefetchers follow best. Blocking 8 rows side by side reads 8 streams of K
-  // elements each, too short for them at K = 1024 on an AMD Zen 4 here (0.55-0.85 of a
-  // plain streaming sum against 0.93-0.97 for one row); on a Zen 5, 8 rows and one row were
-  // level. From 4 rows, groups of 4 with 4 batch rows per pass, and the next group's lines
-  // prefetched, spread over the passes: the hardware prefetcher does not run ahead of a
-  // group re-read from L1 pass after pass (+11-37% at 4-16 rows on the Zen 5, about even at
-  // 64).
+  // rest as below), all batch rows sharing each load of it: the weights are then read as one
+  // sequential stream per thread, which the hardware prefetchers follow best. Blocking 8 rows
+  // side by side reads 8 streams of K elements each, too short for them at K = 1024 on an AMD
+  // Zen 4 here (0.55-0.85 of a plain streaming sum against 0.93-0.97 for one row); on a Zen 5,
+  // 8 rows and one row were level. (2-3 batch rows sharing the loads: 1.1-1.3x one pass per
+  // batch row on the Zen 4.) From 4 rows, groups of 4 with 4 batch rows per pass, and the
+  // next group's lines prefetched, spread over the passes: the hardware prefetcher does not
+  // run ahead of a group re-read from L1 pass after pass (+11-37% at 4-16 rows on the Zen 5,
+  // about even at 64).
   const int64_t passes = M / 4, KS = K / 32, lines = K / 8;  // a group of 4 rows: K / 8 lines
   const int64_t c = passes > 0 && KS > 0 ? ((lines + passes - 1) / passes + KS - 1) / KS : 0;
   claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
@@ -427,9 +426,9 @@ __attribute__((noinline)) void store_block_f32(const float* ct, int64_t ldc, int
 }
 
 // The fused region for f32 weights: blocks of up to 32 rows, each in groups of 4 (f32_block,
-// 4 batch rows at a time, or one weight row at a time below 4 batch rows; the rows past the last whole group by dot_in_order; a chunk starts
-// a multiple of 32 rows into its weight, so a row's group is the same for any M and thread
-// count), then the epilogue.
+// 4 batch rows at a time, or below 4 batch rows one weight row at a time; the rows past the
+// last whole group by dot_in_order; a chunk starts a multiple of 32 rows into its weight, so
+// a row's group is the same for any M and thread count), then the epilogue.
 __attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vector<ProductJob>& jobs, int64_t K,
                                                        int64_t total, int64_t nt, std::atomic<int64_t>& next) {
   const int64_t ldc = M;
