@@ -117,9 +117,9 @@ TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
     KernelScope scope(kernel);
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 32}, {15, 64}, {16, 96}, {17, 64}, {33, 128},
                                                                  {70, 1024}, {200, 256},
-                                                                 {700, 64}, {37, 100}, {6, 17}}) {
+                                                                 {700, 64}, {37, 100}, {6, 17}, {40, 2080}}) {
       Tensor w = at::randn({N, K}, gen).to(at::kBFloat16);
-      for (int64_t M : {1, 2, 3, 4, 16, 17, 40}) {
+      for (int64_t M : {1, 2, 3, 4, 6, 7, 8, 16, 17, 40}) {
         Tensor x = at::randn({M, K}, gen).to(at::kBFloat16);
         Tensor ref = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
         Tensor got = nn::gemv_rows(x, w);

@@ -335,28 +335,32 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
                                                                               std::atomic<int64_t>& next) {
   const int64_t ldc = 16 * ((M + 15) / 16);
   float* ct = block_buffer(ldc);
-  // Below 4 batch rows, one weight row at a time (every row of the whole groups of 4; the
-  // rest as below), all batch rows sharing each load of it: the weights are then read as one
-  // sequential stream per thread, which the hardware prefetchers follow best. Blocking 8 rows
-  // side by side reads 8 streams of K elements each, too short for them at K = 1024 on an AMD
-  // Zen 4 here (0.55-0.85 of a plain streaming sum against 0.93-0.97 for one row); on a Zen 5,
-  // 8 rows and one row were level. (2-3 batch rows sharing the loads: 1.1-1.3x one pass per
-  // batch row on the Zen 4.) From 4 rows, groups of 4 with 4 batch rows per pass, and the
-  // next group's lines prefetched, spread over the passes: the hardware prefetcher does not
-  // run ahead of a group re-read from L1 pass after pass (+11-37% at 4-16 rows on the Zen 5,
-  // about even at 64).
+  // Below 4 batch rows, and below 8 where 4 input rows fill at most half of a 32 KB L1 (K <=
+  // 2048), one weight row at a time (every row of the whole groups of 4; the rest as below),
+  // the batch rows sharing each load of it (4 in one pass, then the 1-3 left): the weights are
+  // then read as one sequential stream per thread, which the hardware prefetchers follow
+  // best. Blocking 8 rows side by side reads 8 streams of K elements each, too short for them
+  // at K = 1024 on an AMD Zen 4 here (0.55-0.85 of a plain streaming sum against 0.93-0.97 for
+  // one row; on a Zen 5, 8 rows and one row were level at one batch row); bench_engine at 4-7
+  // rows there +10-45%. With larger K the input rows crowd the weight row out of L1 (4 rows at
+  // K = 3584: 0.75x), and from 8 rows the groups below win. Otherwise groups of 4 with 4 batch
+  // rows per pass, and the next group's lines prefetched, spread over the passes: the
+  // hardware prefetcher does not run ahead of a group re-read from L1 pass after pass
+  // (+11-37% at 4-16 rows on the Zen 5, about even at 64).
   const int64_t passes = M / 4, KS = K / 32, lines = K / 8;  // a group of 4 rows: K / 8 lines
   const int64_t c = passes > 0 && KS > 0 ? ((lines + passes - 1) / passes + KS - 1) / KS : 0;
   claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
     for (int64_t n0 = r0; n0 < r1; n0 += 32) {
       const int64_t nrows = std::min<int64_t>(32, r1 - n0);
       int64_t i = 0;
-      if (M < 4)
+      if (M < 8 && (M < 4 || K <= 2048))
         for (const int64_t whole = nrows / 4 * 4; i < whole; ++i) {
           const uint16_t* a = job.w + (n0 + i) * K;
-          if (M == 1) dp_block<1, 1>(job.x, a, ct + i * ldc, ldc, K);
-          else if (M == 2) dp_block<2, 1>(job.x, a, ct + i * ldc, ldc, K);
-          else dp_block<3, 1>(job.x, a, ct + i * ldc, ldc, K);
+          int64_t m = 0;
+          if (M >= 4) dp_block<4, 1>(job.x, a, ct + i * ldc, ldc, K), m = 4;
+          if (M - m == 1) dp_block<1, 1>(job.x + m * K, a, ct + i * ldc + m, ldc, K);
+          else if (M - m == 2) dp_block<2, 1>(job.x + m * K, a, ct + i * ldc + m, ldc, K);
+          else if (M - m == 3) dp_block<3, 1>(job.x + m * K, a, ct + i * ldc + m, ldc, K);
         }
       for (; i + 4 <= nrows; i += 4) {
         const uint16_t* a = job.w + (n0 + i) * K;
