@@ -106,7 +106,10 @@ struct KernelScope {
 // Both bf16 decode kernels (AMX tiles where the CPU has them, AVX-512 otherwise) against an
 // f64 product, with weight-row tails (N not a multiple of 4, 16 or 32), batch tails (M not a
 // multiple of 4 or 16) and k tails (K not a multiple of 32: AVX-512 only), and each batch
-// bitwise equal to its rows alone and to any thread count.
+// bitwise equal to its rows alone and to any thread count. The outputs are bf16, whose
+// rounding hides most f32 differences between two ways of summing; the 768 x 2048 weight
+// (K at the one-weight-row regime's limit) has enough outputs that a batch path summing
+// differently from the one-row path shows (checked: the 4-row pass done in order fails it).
 TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
@@ -117,7 +120,7 @@ TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
     KernelScope scope(kernel);
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 32}, {15, 64}, {16, 96}, {17, 64}, {33, 128},
                                                                  {70, 1024}, {200, 256},
-                                                                 {700, 64}, {37, 100}, {6, 17}, {40, 2080}}) {
+                                                                 {700, 64}, {37, 100}, {6, 17}, {40, 2080}, {768, 2048}}) {
       Tensor w = at::randn({N, K}, gen).to(at::kBFloat16);
       for (int64_t M : {1, 2, 3, 4, 6, 7, 8, 16, 17, 40}) {
         Tensor x = at::randn({M, K}, gen).to(at::kBFloat16);

@@ -129,6 +129,18 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void dp_block(cons
   }
 }
 
+// All M batch rows against one weight row a (4 per pass, then the 1-3 left): the weight row is
+// loaded once per pass and read as one sequential stream. Results to y[m] (m < M).
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void dp_one_row(const uint16_t* x, int64_t M,
+                                                                              const uint16_t* a, float* y,
+                                                                              int64_t ldc, int64_t K) {
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) dp_block<4, 1>(x + m * K, a, y + m, ldc, K);
+  if (M - m == 3) dp_block<3, 1>(x + m * K, a, y + m, ldc, K);
+  else if (M - m == 2) dp_block<2, 1>(x + m * K, a, y + m, ldc, K);
+  else if (M - m == 1) dp_block<1, 1>(x + m * K, a, y + m, ldc, K);
+}
+
 // ---- AMX (Intel Advanced Matrix Extensions) ------------------------------------------------
 //
 // C^T = W X^T in 16 x 16 fp32 tiles: the weight block is the tiles' A operand, loaded as it
@@ -336,32 +348,27 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
   const int64_t ldc = 16 * ((M + 15) / 16);
   float* ct = block_buffer(ldc);
   // Below 4 batch rows, and below 8 where 4 input rows fill at most half of a 32 KB L1 (K <=
-  // 2048), one weight row at a time (every row of the whole groups of 4; the rest as below),
-  // the batch rows sharing each load of it (4 in one pass, then the 1-3 left): the weights are
-  // then read as one sequential stream per thread, which the hardware prefetchers follow
-  // best. Blocking 8 rows side by side reads 8 streams of K elements each, too short for them
-  // at K = 1024 on an AMD Zen 4 here (0.55-0.85 of a plain streaming sum against 0.93-0.97 for
-  // one row; on a Zen 5, 8 rows and one row were level at one batch row); bench_engine at 4-7
-  // rows there +10-45%. With larger K the input rows crowd the weight row out of L1 (4 rows at
-  // K = 3584: 0.75x), and from 8 rows the groups below win. Otherwise groups of 4 with 4 batch
+  // 2048), one weight row at a time (dp_one_row; every row of the whole groups of 4, the rest
+  // as below): the weights are then read as one sequential stream per thread, which the
+  // hardware prefetchers follow best. Blocking 8 rows side by side reads 8 streams of K
+  // elements each, too short for them at K = 1024 on an AMD Zen 4 here (0.60-0.68 of a plain
+  // streaming sum at one batch row against 0.96-0.98 for one row at a time; on a Zen 5 one
+  // row was not measurably worse); bench_engine on the Zen 4, per round: 1.11-1.55x at 4-6
+  // rows, 7 rows 0.95-1.28x. With larger K the input rows crowd the weight row out of L1 (4 rows at K =
+  // 3584: 0.75x), and from 8 rows the groups below win. Otherwise groups of 4 with 4 batch
   // rows per pass, and the next group's lines prefetched, spread over the passes: the
   // hardware prefetcher does not run ahead of a group re-read from L1 pass after pass
   // (+11-37% at 4-16 rows on the Zen 5, about even at 64).
+  const bool by_row = M < 4 || (M < 8 && K <= 2048);
   const int64_t passes = M / 4, KS = K / 32, lines = K / 8;  // a group of 4 rows: K / 8 lines
   const int64_t c = passes > 0 && KS > 0 ? ((lines + passes - 1) / passes + KS - 1) / KS : 0;
   claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
     for (int64_t n0 = r0; n0 < r1; n0 += 32) {
       const int64_t nrows = std::min<int64_t>(32, r1 - n0);
       int64_t i = 0;
-      if (M < 8 && (M < 4 || K <= 2048))
-        for (const int64_t whole = nrows / 4 * 4; i < whole; ++i) {
-          const uint16_t* a = job.w + (n0 + i) * K;
-          int64_t m = 0;
-          if (M >= 4) dp_block<4, 1>(job.x, a, ct + i * ldc, ldc, K), m = 4;
-          if (M - m == 1) dp_block<1, 1>(job.x + m * K, a, ct + i * ldc + m, ldc, K);
-          else if (M - m == 2) dp_block<2, 1>(job.x + m * K, a, ct + i * ldc + m, ldc, K);
-          else if (M - m == 3) dp_block<3, 1>(job.x + m * K, a, ct + i * ldc + m, ldc, K);
-        }
+      if (by_row)
+        for (const int64_t whole = nrows / 4 * 4; i < whole; ++i)
+          dp_one_row(job.x, M, job.w + (n0 + i) * K, ct + i * ldc, ldc, K);
       for (; i + 4 <= nrows; i += 4) {
         const uint16_t* a = job.w + (n0 + i) * K;
         // The next group's lines, up to the end of the chunk.
@@ -414,6 +421,15 @@ __attribute__((target("avx512f"))) inline void f32_block(const float* x, const f
   }
 }
 
+// dp_one_row's f32 counterpart (below 4 batch rows only: at 4 and more the f32 4 x 4 blocks
+// were not measured against it).
+__attribute__((target("avx512f"))) inline void f32_one_row(const float* x, int64_t M, const float* a, float* y,
+                                                            int64_t ldc, int64_t K) {
+  if (M == 3) f32_block<3, 1>(x, a, y, ldc, K);
+  else if (M == 2) f32_block<2, 1>(x, a, y, ldc, K);
+  else if (M == 1) f32_block<1, 1>(x, a, y, ldc, K);
+}
+
 // A block's f32 results ct [nrows][ldc] into y [M, N] at column n, each epilogue step one
 // f32 operation as the separate op it replaces computes it (nn::scale, nn::mul_last,
 // at::add). Not inlined into the FMA-enabled kernels, so that no multiply and add fuse.
@@ -443,12 +459,8 @@ __attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vect
       int64_t i = 0;
       for (; i + 4 <= nrows; i += 4) {
         const float* a = job.wf + (n0 + i) * K;
-        if (M < 4) {  // one weight row at a time below 4 batch rows, as in gemv_bf16_dp_jobs
-          for (int64_t j = 0; j < 4; ++j) {
-            if (M == 1) f32_block<1, 1>(job.xf, a + j * K, ct + (i + j) * ldc, ldc, K);
-            else if (M == 2) f32_block<2, 1>(job.xf, a + j * K, ct + (i + j) * ldc, ldc, K);
-            else f32_block<3, 1>(job.xf, a + j * K, ct + (i + j) * ldc, ldc, K);
-          }
+        if (M < 4) {  // one weight row at a time, as in gemv_bf16_dp_jobs
+          for (int64_t j = 0; j < 4; ++j) f32_one_row(job.xf, M, a + j * K, ct + (i + j) * ldc, ldc, K);
           continue;
         }
         int64_t m = 0;
@@ -599,6 +611,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void store_block_avx512(con
                                                                              int64_t nrows, uint16_t* y, int64_t N,
                                                                              int64_t n, const Epilogue& e) {
   const __m512 sc = _mm512_set1_ps(e.scale);
+  // Element i of a block column: row i of ct (the gathers below 4 batch rows).
+  const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                         _mm512_set1_epi32(static_cast<int>(ldc)));
   for (int64_t i0 = 0; i0 < nrows; i0 += 16) {
     const int64_t ic = std::min<int64_t>(16, nrows - i0);
     const __mmask16 mask = static_cast<__mmask16>(ic == 16 ? 0xFFFF : (1u << ic) - 1);
@@ -610,8 +625,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void store_block_avx512(con
       if (mc < 4) {
         // A few batch rows (the one-row decode step): each one's 16 results gathered from
         // their column of the block (a transpose of 16 vectors would do 16 rows' work).
-        const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                               _mm512_set1_epi32(static_cast<int>(ldc)));
         for (int64_t m = 0; m < mc; ++m)
           r[m] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, idx, ct + i0 * ldc + m0 + m, 4);
       } else {
