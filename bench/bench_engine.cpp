@@ -186,9 +186,7 @@ int main(int argc, char** argv) {
     // below), and the GEMM rate of [prompt_len, 1024] x [4096, 1024]^T in the model dtype
     // (nn::linear and at::linear).
     auto probe = std::make_unique<bench::StreamProbe>();
-    probe->pass();
-    double bw = 0;
-    for (int i = 0; i < 5; ++i) bw = std::max(bw, probe->pass());
+    const double bw = probe->best_of(5);
     out["bandwidth_gbps"] = bw;
     const double gemm = bench::gemm_gflops(prompt_len, 1024, 4096, st,
                                            [](auto& x, auto& w) { return nn::linear(x, w); });

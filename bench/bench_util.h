@@ -160,6 +160,13 @@ class StreamProbe {
     for (uint64_t v : part) sink_ = sink_ + v;
     return 8.0 * n_ / s / 1e9;
   }
+  // The best of `passes` passes after one warm-up pass.
+  double best_of(int passes) {
+    pass();
+    double best = 0;
+    for (int i = 0; i < passes; ++i) best = std::max(best, pass());
+    return best;
+  }
 
  private:
   int64_t n_;
@@ -171,11 +178,7 @@ class StreamProbe {
 
 // The best of `passes` passes of a fresh probe after one warm-up pass.
 inline double stream_read_gbps(int64_t bytes = int64_t(1) << 30, int passes = 5) {
-  StreamProbe probe(bytes);
-  probe.pass();
-  double best = 0;
-  for (int pass = 0; pass < passes; ++pass) best = std::max(best, probe.pass());
-  return best;
+  return StreamProbe(bytes).best_of(passes);
 }
 
 }  // namespace s0::bench
