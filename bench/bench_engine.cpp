@@ -21,8 +21,9 @@
 //   bench_engine [--arch qwen35|falcon_h1|qwen2] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len
 //   512]
 //                [--batches 1,4,16,64] [--steps 12] [--repeats 3] [--kernel auto|avx512]
-//                [--huge-pages 1|0]
+//                [--walk auto|one-row|blocked] [--huge-pages 1|0]
 //   (--kernel avx512: bf16 decode products through the AVX-512 kernel even where AMX exists;
+//   --walk: the AVX-512 kernels' row walk (nn::RowWalk; same results, speed only);
 //   --huge-pages 0: weights and heap on 4 KB pages, to measure what 2 MB pages are worth,
 //   util/huge_pages.h)
 //   bench_engine --model DIR --dtype f32
@@ -144,6 +145,12 @@ int main(int argc, char** argv) {
       std::string k = next();
       if (k != "auto" && k != "avx512") throw Error("--kernel: auto or avx512");
       nn::set_decode_kernel(k == "auto" ? nn::DecodeKernel::kAuto : nn::DecodeKernel::kAvx512);
+    } else if (a == "--walk") {
+      const std::string v = next();
+      if (v != "auto" && v != "one-row" && v != "blocked") throw Error("--walk: auto, one-row or blocked");
+      nn::set_row_walk(v == "auto"      ? nn::RowWalk::kAuto
+                       : v == "one-row" ? nn::RowWalk::kOneRow
+                                        : nn::RowWalk::kBlocked);
     } else if (a == "--huge-pages") {
       const std::string v = next();
       if (v != "0" && v != "1") throw Error("--huge-pages: 0 or 1");  // applied by huge_pages_from_args
@@ -155,7 +162,8 @@ int main(int argc, char** argv) {
                    "[--dtype bf16|f32]\n"
                    "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] "
                    "[--repeats 3]\n"
-                   "       [--kernel auto|avx512] [--huge-pages 1|0] [--cache-dir /tmp/s0-bench]\n");
+                   "       [--kernel auto|avx512] [--walk auto|one-row|blocked] [--huge-pages 1|0]\n"
+                   "       [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
   }
@@ -179,6 +187,8 @@ int main(int argc, char** argv) {
     out["decode_kernel"] = st == at::kBFloat16 && nn::amx_available() && nn::decode_kernel() == nn::DecodeKernel::kAuto
                                ? "amx"
                                : "avx512";
+    const nn::RowWalk walk = nn::row_walk() == nn::RowWalk::kAuto ? nn::auto_row_walk() : nn::row_walk();
+    out["row_walk"] = walk == nn::RowWalk::kOneRow ? "one_row" : "blocked";
     NoGrad ng;
 
     // The rooflines, measured in this run: streaming read bandwidth (the best of 5 passes;

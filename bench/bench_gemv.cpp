@@ -5,7 +5,10 @@
 // of each path; the AMX and AVX-512 kernels also on a copy of the weights on 2 MB pages
 // (models::WeightArena, as models load them; the plain paths' weights are in the heap on
 // 4 KB pages: this benchmark does not re-execute with the huge-page heap), the repeats
-// interleaved across the paths. The streaming read is on 2 MB pages.
+// interleaved across the paths. The streaming read is on 2 MB pages. The AVX-512 kernel on 2 MB
+// pages also runs with the other row walk than this CPU's (nn::RowWalk: which weight rows are
+// read together at a few batch rows; results the same), as avx512_huge_pages_one_row or
+// avx512_huge_pages_blocked.
 //
 //   bench_gemv [--threads 0] [--dtype bf16|f32] [--batches 1,4,16,32,64] [--mb 256]
 //              [--shape 4096x1024] [--repeats 5]
@@ -89,16 +92,24 @@ int main(int argc, char** argv) {
     };
     std::vector<Path> paths;
     // Each decode kernel on the heap's weights and on the arena's copies.
-    auto kernel = [&](const std::string& name, nn::DecodeKernel k) {
-      auto run = [k](const Tensor& x, const Tensor& w) {
+    auto kernel = [&](const std::string& name, nn::DecodeKernel k, nn::RowWalk walk = nn::RowWalk::kAuto) {
+      auto run = [k, walk](const Tensor& x, const Tensor& w) {
         nn::set_decode_kernel(k);
+        nn::set_row_walk(walk);
         nn::gemv_rows(x, w);
       };
-      paths.push_back({name, run, false});
-      paths.push_back({name + "_huge_pages", run, true});
+      if (walk == nn::RowWalk::kAuto) paths.push_back({name, run, false});
+      paths.push_back({name + "_huge_pages" + (walk == nn::RowWalk::kAuto     ? ""
+                                               : walk == nn::RowWalk::kOneRow ? "_one_row"
+                                                                              : "_blocked"),
+                       run, true});
     };
     if (st == at::kBFloat16 && nn::amx_available()) kernel("amx", nn::DecodeKernel::kAuto);
     kernel("avx512", nn::DecodeKernel::kAvx512);
+    // The other row walk than this CPU's.
+    const bool one_row = nn::auto_row_walk() == nn::RowWalk::kOneRow;
+    out["row_walk"] = one_row ? "one_row" : "blocked";
+    kernel("avx512", nn::DecodeKernel::kAvx512, one_row ? nn::RowWalk::kBlocked : nn::RowWalk::kOneRow);
     paths.push_back({"at_linear", [](const Tensor& x, const Tensor& w) { at::linear(x, w); }});
 
     for (int64_t M : batches) {
@@ -120,6 +131,7 @@ int main(int argc, char** argv) {
       out["batches"].push_back(row);
     }
     nn::set_decode_kernel(nn::DecodeKernel::kAuto);
+    nn::set_row_walk(nn::RowWalk::kAuto);
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   } catch (const std::exception& e) {

@@ -101,12 +101,21 @@ struct KernelScope {
   ~KernelScope() { nn::set_decode_kernel(nn::DecodeKernel::kAuto); }
 };
 
+// The same for the AVX-512 kernels' row walk.
+struct WalkScope {
+  explicit WalkScope(nn::RowWalk w) { nn::set_row_walk(w); }
+  ~WalkScope() { nn::set_row_walk(nn::RowWalk::kAuto); }
+};
+
+const std::vector<nn::RowWalk> kWalks{nn::RowWalk::kOneRow, nn::RowWalk::kBlocked};
+
 }  // namespace
 
 // Both bf16 decode kernels (AMX tiles where the CPU has them, AVX-512 otherwise) against an
 // f64 product, with weight-row tails (N not a multiple of 4, 16 or 32), batch tails (M not a
 // multiple of 4 or 16) and k tails (K not a multiple of 32: AVX-512 only), and each batch
-// bitwise equal to its rows alone and to any thread count. The outputs are bf16, whose
+// bitwise equal to its rows alone, to any thread count and under either row walk (the CPU's
+// choice, so the test holds both on any machine). The outputs are bf16, whose
 // rounding hides most f32 differences between two ways of summing; the 768 x 2048 weight
 // (K at the one-weight-row regime's limit) has enough outputs that a batch path summing
 // differently from the one-row path shows (checked: the 4-row pass done in order fails it).
@@ -125,25 +134,33 @@ TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
       for (int64_t M : {1, 2, 3, 4, 6, 7, 8, 16, 17, 40}) {
         Tensor x = at::randn({M, K}, gen).to(at::kBFloat16);
         Tensor ref = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
-        Tensor got = nn::gemv_rows(x, w);
-        ASSERT_EQ(got.sizes().vec(), (std::vector<int64_t>{M, N}));
-        double err = ((got.to(at::kDouble) - ref).abs() / (ref.abs() + 1.0)).max().item<double>();
-        EXPECT_LT(err, 8e-3) << "kernel " << int(kernel) << " N " << N << " K " << K << " M " << M;
-        for (int64_t m = 0; m < M; ++m)
-          ASSERT_TRUE(at::equal(got[m], nn::gemv(x[m], w))) << "kernel " << int(kernel) << " N " << N << " M " << M;
-        at::set_num_threads(1);
-        Tensor one = nn::gemv_rows(x, w);
-        at::set_num_threads(std::max(saved, 2));
-        EXPECT_TRUE(at::equal(one, nn::gemv_rows(x, w))) << "kernel " << int(kernel) << " N " << N << " M " << M;
-        at::set_num_threads(saved);
+        Tensor first;
+        for (auto walk : kWalks) {
+          WalkScope ws(walk);
+          Tensor got = nn::gemv_rows(x, w);
+          ASSERT_EQ(got.sizes().vec(), (std::vector<int64_t>{M, N}));
+          double err = ((got.to(at::kDouble) - ref).abs() / (ref.abs() + 1.0)).max().item<double>();
+          EXPECT_LT(err, 8e-3) << "kernel " << int(kernel) << " N " << N << " K " << K << " M " << M;
+          for (int64_t m = 0; m < M; ++m)
+            ASSERT_TRUE(at::equal(got[m], nn::gemv(x[m], w)))
+                << "kernel " << int(kernel) << " walk " << int(walk) << " N " << N << " M " << M;
+          at::set_num_threads(1);
+          Tensor one = nn::gemv_rows(x, w);
+          at::set_num_threads(std::max(saved, 2));
+          EXPECT_TRUE(at::equal(one, nn::gemv_rows(x, w))) << "kernel " << int(kernel) << " N " << N << " M " << M;
+          at::set_num_threads(saved);
+          // The walk decides only which rows are read together, never a result.
+          if (!first.defined()) first = got;
+          else EXPECT_TRUE(at::equal(first, got)) << "kernel " << int(kernel) << " N " << N << " M " << M;
+        }
       }
     }
   }
 }
 
 // The f32 kernel (AVX-512 FMA; a portable loop without AVX-512) against an f64 product, with
-// weight-row, batch and k tails, each batch bitwise equal to its rows alone and to any
-// thread count.
+// weight-row, batch and k tails, each batch bitwise equal to its rows alone, to any
+// thread count and under either row walk.
 TEST(Gemv, F32KernelMatchesTheProductAndIsBatchInvariant) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(12);
@@ -153,17 +170,24 @@ TEST(Gemv, F32KernelMatchesTheProductAndIsBatchInvariant) {
     for (int64_t M : {1, 2, 3, 4, 16, 17, 40}) {
       Tensor x = at::randn({M, K}, gen);
       Tensor ref = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
-      Tensor got = nn::gemv_rows(x, w);
-      ASSERT_EQ(got.scalar_type(), at::kFloat);
-      double err = ((got.to(at::kDouble) - ref).abs() / (ref.abs() + 1.0)).max().item<double>();
-      // fp32 accumulation over K terms of size ~1: error grows like sqrt(K) ulps.
-      EXPECT_LT(err, 4e-6 * std::sqrt(static_cast<double>(K))) << "N " << N << " K " << K << " M " << M;
-      for (int64_t m = 0; m < M; ++m) ASSERT_TRUE(at::equal(got[m], nn::gemv(x[m], w))) << "N " << N << " M " << M;
-      at::set_num_threads(1);
-      Tensor one = nn::gemv_rows(x, w);
-      at::set_num_threads(std::max(saved, 2));
-      EXPECT_TRUE(at::equal(one, nn::gemv_rows(x, w))) << "N " << N << " M " << M;
-      at::set_num_threads(saved);
+      Tensor first;
+      for (auto walk : kWalks) {
+        WalkScope ws(walk);
+        Tensor got = nn::gemv_rows(x, w);
+        ASSERT_EQ(got.scalar_type(), at::kFloat);
+        double err = ((got.to(at::kDouble) - ref).abs() / (ref.abs() + 1.0)).max().item<double>();
+        // fp32 accumulation over K terms of size ~1: error grows like sqrt(K) ulps.
+        EXPECT_LT(err, 4e-6 * std::sqrt(static_cast<double>(K))) << "N " << N << " K " << K << " M " << M;
+        for (int64_t m = 0; m < M; ++m)
+          ASSERT_TRUE(at::equal(got[m], nn::gemv(x[m], w))) << "walk " << int(walk) << " N " << N << " M " << M;
+        at::set_num_threads(1);
+        Tensor one = nn::gemv_rows(x, w);
+        at::set_num_threads(std::max(saved, 2));
+        EXPECT_TRUE(at::equal(one, nn::gemv_rows(x, w))) << "N " << N << " M " << M;
+        at::set_num_threads(saved);
+        if (!first.defined()) first = got;
+        else EXPECT_TRUE(at::equal(first, got)) << "N " << N << " M " << M;
+      }
     }
   }
 }

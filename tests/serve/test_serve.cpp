@@ -235,45 +235,55 @@ TEST(ServeEngine, GemvRowsDoesNotDependOnTheThreadCount) {
   }
 }
 
+// Under each of the AVX-512 kernels' row walks (nn::RowWalk: the CPU picks one; both run here).
 TEST(ServeEngine, DecodeStepIsBitwiseEqualToForwardPerSequence) {
   NoGrad ng;
-  for (const char* family : {"qwen35", "falcon_h1"})
-    for (const char* dtype : {"f32", "bf16"}) {
-      auto model = models::load_model(std::string(family) == "qwen35" ? s0::testing::tiny_qwen35(dtype, 22)
-                                                                       : s0::testing::tiny_falcon_h1(dtype, 22),
-                                      models::parse_dtype(dtype));
-      auto sa = random_set(*model, 3, 0.5).scaled(), sb = random_set(*model, 4, 1.0).scaled();
-      const std::vector<std::vector<int64_t>> prompts = {{1, 2, 3}, {7}, {100, 200, 300, 400, 5, 6, 7}, {9, 9}, {42}};
-      const std::vector<const models::StateMap*> states = {&sa, nullptr, &sb, &sa, &sb};
-      const size_t B = prompts.size();
-      // Three copies of every sequence: decoded alone through forward(), in one batched
-      // decode step with all the others, and in a decode step of its own (batch of one).
-      std::vector<models::Cache> alone, batched, single;
-      std::vector<int64_t> next(B);
-      for (size_t b = 0; b < B; ++b) {
-        Tensor ids = at::tensor(prompts[b], at::kLong).view({1, -1});
-        for (auto* v : {&alone, &batched, &single}) {
-          v->push_back(model->new_cache(1, states[b]));
-          Tensor lg = model->forward(ids, v->back(), true);
-          next[b] = lg.reshape(-1).argmax().item<int64_t>();
-        }
-      }
-      for (int step = 0; step < 8; ++step) {
-        std::vector<models::Cache*> pb;
-        for (size_t b = 0; b < B; ++b) pb.push_back(&batched[b]);
-        Tensor ids = at::tensor(next, at::kLong);
-        Tensor lb = model->decode_step(ids, pb);
-        ASSERT_EQ(lb.sizes().vec(), (std::vector<int64_t>{static_cast<int64_t>(B), model->vocab_size()}));
+  struct WalkScope {
+    explicit WalkScope(nn::RowWalk w) { nn::set_row_walk(w); }
+    ~WalkScope() { nn::set_row_walk(nn::RowWalk::kAuto); }
+  };
+  for (auto walk : {nn::RowWalk::kOneRow, nn::RowWalk::kBlocked}) {
+    for (const char* family : {"qwen35", "falcon_h1"})
+      for (const char* dtype : {"f32", "bf16"}) {
+        WalkScope ws(walk);
+        auto model = models::load_model(std::string(family) == "qwen35" ? s0::testing::tiny_qwen35(dtype, 22)
+                                                                         : s0::testing::tiny_falcon_h1(dtype, 22),
+                                        models::parse_dtype(dtype));
+        auto sa = random_set(*model, 3, 0.5).scaled(), sb = random_set(*model, 4, 1.0).scaled();
+        const std::vector<std::vector<int64_t>> prompts = {{1, 2, 3}, {7}, {100, 200, 300, 400, 5, 6, 7}, {9, 9}, {42}};
+        const std::vector<const models::StateMap*> states = {&sa, nullptr, &sb, &sa, &sb};
+        const size_t B = prompts.size();
+        // Three copies of every sequence: decoded alone through forward(), in one batched
+        // decode step with all the others, and in a decode step of its own (batch of one).
+        std::vector<models::Cache> alone, batched, single;
+        std::vector<int64_t> next(B);
         for (size_t b = 0; b < B; ++b) {
-          Tensor la = model->forward(at::full({1, 1}, next[b], at::kLong), alone[b], true).view(-1);
-          Tensor ls = model->decode_step(ids.narrow(0, static_cast<int64_t>(b), 1), {&single[b]}).view(-1);
-          ASSERT_TRUE(at::equal(lb[b], la)) << family << " " << dtype << " step " << step << " seq " << b;
-          ASSERT_TRUE(at::equal(ls, la)) << family << " " << dtype << " step " << step << " seq " << b;
-          EXPECT_EQ(batched[b].length, alone[b].length);
-          next[b] = la.argmax().item<int64_t>();
+          Tensor ids = at::tensor(prompts[b], at::kLong).view({1, -1});
+          for (auto* v : {&alone, &batched, &single}) {
+            v->push_back(model->new_cache(1, states[b]));
+            Tensor lg = model->forward(ids, v->back(), true);
+            next[b] = lg.reshape(-1).argmax().item<int64_t>();
+          }
+        }
+        for (int step = 0; step < 8; ++step) {
+          std::vector<models::Cache*> pb;
+          for (size_t b = 0; b < B; ++b) pb.push_back(&batched[b]);
+          Tensor ids = at::tensor(next, at::kLong);
+          Tensor lb = model->decode_step(ids, pb);
+          ASSERT_EQ(lb.sizes().vec(), (std::vector<int64_t>{static_cast<int64_t>(B), model->vocab_size()}));
+          for (size_t b = 0; b < B; ++b) {
+            Tensor la = model->forward(at::full({1, 1}, next[b], at::kLong), alone[b], true).view(-1);
+            Tensor ls = model->decode_step(ids.narrow(0, static_cast<int64_t>(b), 1), {&single[b]}).view(-1);
+            ASSERT_TRUE(at::equal(lb[b], la))
+                << family << " " << dtype << " walk " << int(walk) << " step " << step << " seq " << b;
+            ASSERT_TRUE(at::equal(ls, la))
+                << family << " " << dtype << " walk " << int(walk) << " step " << step << " seq " << b;
+            EXPECT_EQ(batched[b].length, alone[b].length);
+            next[b] = la.argmax().item<int64_t>();
+          }
         }
       }
-    }
+  }
 }
 
 TEST(ServeEngine, DecodeStepRejectsBadArguments) {

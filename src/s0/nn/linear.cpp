@@ -1,5 +1,6 @@
 #include "s0/nn/linear.h"
 
+#include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -177,6 +178,23 @@ bool amx_usable() {
 }
 
 std::atomic<DecodeKernel> g_kernel{DecodeKernel::kAuto};
+std::atomic<RowWalk> g_walk{RowWalk::kAuto};
+
+// AMD family 19h: Zen 3 and Zen 4, of which only Zen 4 has AVX-512 (so reaches the kernels
+// that ask).
+bool amd_family_19h() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+  const bool amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163;  // "AuthenticAMD"
+  if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const unsigned base = (a >> 8) & 0xF, ext = (a >> 20) & 0xFF;
+  return (base == 0xF ? base + ext : base) == 0x19;
+}
+
+RowWalk resolved_row_walk() {
+  const RowWalk w = g_walk.load(std::memory_order_relaxed);
+  return w == RowWalk::kAuto ? auto_row_walk() : w;
+}
 
 // AMX takes the products of bf16 weights whose K is a whole number of 32-element k-blocks,
 // unless the AVX-512 kernel was asked for. The choice depends on the weight only (never on M).
@@ -347,19 +365,22 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
                                                                               std::atomic<int64_t>& next) {
   const int64_t ldc = 16 * ((M + 15) / 16);
   float* ct = block_buffer(ldc);
-  // Below 4 batch rows, and below 8 where 4 input rows fill at most half of a 32 KB L1 (K <=
-  // 2048), one weight row at a time (dp_one_row; every row of the whole groups of 4, the rest
-  // as below): the weights are then read as one sequential stream per thread, which the
-  // hardware prefetchers follow best. Blocking 8 rows side by side reads 8 streams of K
-  // elements each, too short for them at K = 1024 on an AMD Zen 4 here (0.60-0.68 of a plain
-  // streaming sum at one batch row against 0.96-0.98 for one row at a time; on a Zen 5 one
-  // row was not measurably worse); bench_engine on the Zen 4, per round: 1.11-1.55x at 4-6
-  // rows, 7 rows 0.95-1.28x. With larger K the input rows crowd the weight row out of L1 (4 rows at K =
-  // 3584: 0.75x), and from 8 rows the groups below win. Otherwise groups of 4 with 4 batch
-  // rows per pass, and the next group's lines prefetched, spread over the passes: the
-  // hardware prefetcher does not run ahead of a group re-read from L1 pass after pass
+  // Which weight rows go together (RowWalk in linear.h; never changes a result). One weight
+  // row at a time (dp_one_row; every row of the whole groups of 4, the rest as below) reads
+  // the weights as one sequential stream per thread. On an AMD Zen 4 here blocking 8 rows
+  // side by side reads 8 streams of K elements each, too short for its prefetchers at K =
+  // 1024 (0.60-0.68 of a plain streaming sum at one batch row against 0.96-0.98 for one row
+  // at a time; bench_engine per round 1.11-1.55x at 4-6 rows, 7 rows 0.95-1.28x); with larger
+  // K the input rows crowd the weight row out of L1 (4 rows at K = 3584: 0.75x), and from 8
+  // rows the groups below win. On an AMD Zen 5 the 8-row blocks are a little faster at one
+  // row (bench_gemv 6144 x 1024, both walks in one run: 1.00-1.07x; bench_engine 1.01-1.06x
+  // in three of four rounds) and the two about level at 4-7 rows. At 2-3 rows, where the
+  // rows share each weight-row load, one row at a time on both. Otherwise groups of 4 with
+  // 4 batch rows per pass, and the next group's lines prefetched, spread over the passes:
+  // the hardware prefetcher does not run ahead of a group re-read from L1 pass after pass
   // (+11-37% at 4-16 rows on the Zen 5, about even at 64).
-  const bool by_row = M < 4 || (M < 8 && K <= 2048);
+  const bool one_row = resolved_row_walk() == RowWalk::kOneRow;
+  const bool by_row = M == 2 || M == 3 || (one_row && (M == 1 || (M < 8 && K <= 2048)));
   const int64_t passes = M / 4, KS = K / 32, lines = K / 8;  // a group of 4 rows: K / 8 lines
   const int64_t c = passes > 0 && KS > 0 ? ((lines + passes - 1) / passes + KS - 1) / KS : 0;
   claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
@@ -369,6 +390,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
       if (by_row)
         for (const int64_t whole = nrows / 4 * 4; i < whole; ++i)
           dp_one_row(job.x, M, job.w + (n0 + i) * K, ct + i * ldc, ldc, K);
+      else if (M == 1)
+        for (; i + 8 <= nrows; i += 8) dp_block<1, 8>(job.x, job.w + (n0 + i) * K, ct + i * ldc, ldc, K);
       for (; i + 4 <= nrows; i += 4) {
         const uint16_t* a = job.w + (n0 + i) * K;
         // The next group's lines, up to the end of the chunk.
@@ -453,13 +476,17 @@ __attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vect
                                                        int64_t total, int64_t nt, std::atomic<int64_t>& next) {
   const int64_t ldc = M;
   float* ct = block_buffer(ldc);
+  // As gemv_bf16_dp_jobs: at 2-3 batch rows one weight row at a time (the rows share each
+  // load), at one row as the walk says (level on a Zen 5: bench_gemv --dtype f32 1.00-1.03x),
+  // from 4 rows groups of 4 (one row at a time not measured there).
+  const bool by_row = M == 2 || M == 3 || (M == 1 && resolved_row_walk() == RowWalk::kOneRow);
   claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
     for (int64_t n0 = r0; n0 < r1; n0 += 32) {
       const int64_t nrows = std::min<int64_t>(32, r1 - n0);
       int64_t i = 0;
       for (; i + 4 <= nrows; i += 4) {
         const float* a = job.wf + (n0 + i) * K;
-        if (M < 4) {  // one weight row at a time, as in gemv_bf16_dp_jobs
+        if (by_row) {  // one weight row at a time, as in gemv_bf16_dp_jobs
           for (int64_t j = 0; j < 4; ++j) f32_one_row(job.xf, M, a + j * K, ct + (i + j) * ldc, ldc, K);
           continue;
         }
@@ -729,6 +756,15 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
 void set_decode_kernel(DecodeKernel k) { g_kernel.store(k); }
 
 DecodeKernel decode_kernel() { return g_kernel.load(); }
+
+void set_row_walk(RowWalk w) { g_walk.store(w); }
+
+RowWalk row_walk() { return g_walk.load(); }
+
+RowWalk auto_row_walk() {
+  static const RowWalk w = amd_family_19h() ? RowWalk::kOneRow : RowWalk::kBlocked;
+  return w;
+}
 
 bool amx_available() { return amx_usable(); }
 

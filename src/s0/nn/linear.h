@@ -58,6 +58,21 @@ DecodeKernel decode_kernel();
 // The CPU has AMX-BF16 and the OS granted this process the tile state.
 bool amx_available();
 
+// How the AVX-512 kernels (bf16 VDPBF16PS, f32 FMA) walk the weights at a few batch rows.
+// Results never depend on it (every accumulator sees the same instructions either way); it
+// is chosen per CPU for speed, and settable for benchmarks and tests.
+//   kOneRow: one weight row at a time at 1-3 batch rows, and at 4-7 where K <= 2048 (bf16):
+//     one sequential stream per thread, which an AMD Zen 4's prefetchers need.
+//   kBlocked: at one batch row 8 (bf16) or 4 (f32) weight rows side by side, the batch rows
+//     sharing each weight-row load at 2-3 rows, groups of 4 weight rows from 4 rows: faster
+//     on an AMD Zen 5, whose single dot-product chain per row is the limit at one row.
+//   kAuto: kOneRow on AMD family 19h (Zen 4, the family's CPUs with AVX-512), else kBlocked.
+enum class RowWalk { kAuto, kOneRow, kBlocked };
+void set_row_walk(RowWalk w);
+RowWalk row_walk();  // as set (kAuto unless set)
+// The walk kAuto resolves to on this CPU (kOneRow or kBlocked).
+RowWalk auto_row_walk();
+
 // Batched decode: y = x W^T through gemv_rows when it applies (no autograd, CPU, bf16/f32
 // weights matching x), else linear(). Each row then equals linear() on that row alone.
 Tensor linear_rows(const Tensor& x, const Tensor& w);
