@@ -20,9 +20,10 @@
 //
 //   bench_engine [--arch qwen35|falcon_h1|qwen2] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len
 //   512]
-//                [--batches 1,4,16,64] [--steps 12] [--repeats 3] [--kernel auto|avx512]
+//                [--batches 1,4,16,64] [--steps 12] [--repeats 3] [--kernel auto|avx512|pairs]
 //                [--walk auto|one-row|blocked] [--huge-pages 1|0]
 //   (--kernel avx512: bf16 decode products through the AVX-512 kernel even where AMX exists;
+//   --kernel pairs: the experimental k-pair kernel, nn::DecodeKernel::kPairs;
 //   --walk: the AVX-512 kernels' row walk (nn::RowWalk; same results, speed only);
 //   --huge-pages 0: weights and heap on 4 KB pages, to measure what 2 MB pages are worth,
 //   util/huge_pages.h)
@@ -142,9 +143,9 @@ int main(int argc, char** argv) {
     else if (a == "--repeats")
       repeats = std::stoi(next());
     else if (a == "--kernel") {
-      std::string k = next();
-      if (k != "auto" && k != "avx512") throw Error("--kernel: auto or avx512");
-      nn::set_decode_kernel(k == "auto" ? nn::DecodeKernel::kAuto : nn::DecodeKernel::kAvx512);
+      const auto k = nn::parse_decode_kernel(next());
+      if (!k) throw Error("--kernel: auto, avx512 or pairs");
+      nn::set_decode_kernel(*k);
     } else if (a == "--walk") {
       const std::string v = next();
       if (v != "auto" && v != "one-row" && v != "blocked") throw Error("--walk: auto, one-row or blocked");
@@ -162,7 +163,7 @@ int main(int argc, char** argv) {
                    "[--dtype bf16|f32]\n"
                    "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] "
                    "[--repeats 3]\n"
-                   "       [--kernel auto|avx512] [--walk auto|one-row|blocked] [--huge-pages 1|0]\n"
+                   "       [--kernel auto|avx512|pairs] [--walk auto|one-row|blocked] [--huge-pages 1|0]\n"
                    "       [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
@@ -184,7 +185,9 @@ int main(int argc, char** argv) {
     out["dtype"] = dtype;
     out["threads"] = at::get_num_threads();
     out["prompt_len"] = prompt_len;
-    out["decode_kernel"] = st == at::kBFloat16 && nn::amx_available() && nn::decode_kernel() == nn::DecodeKernel::kAuto
+    out["decode_kernel"] = st != at::kBFloat16                              ? "avx512"
+                           : nn::decode_kernel() == nn::DecodeKernel::kPairs ? "pairs"
+                           : nn::amx_available() && nn::decode_kernel() == nn::DecodeKernel::kAuto
                                ? "amx"
                                : "avx512";
     const nn::RowWalk walk = nn::row_walk() == nn::RowWalk::kAuto ? nn::auto_row_walk() : nn::row_walk();

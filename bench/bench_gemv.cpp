@@ -8,7 +8,8 @@
 // interleaved across the paths. The streaming read is on 2 MB pages. The AVX-512 kernel on 2 MB
 // pages also runs with the other row walk than this CPU's (nn::RowWalk: which weight rows are
 // read together at a few batch rows; results the same), as avx512_huge_pages_one_row or
-// avx512_huge_pages_blocked.
+// avx512_huge_pages_blocked; and the experimental k-pair kernel (nn::DecodeKernel::kPairs: its
+// own copy of the weights, on 2 MB pages either way) as pairs and pairs_huge_pages.
 //
 //   bench_gemv [--threads 0] [--dtype bf16|f32] [--batches 1,4,16,32,64] [--mb 256]
 //              [--shape 4096x1024] [--repeats 5]
@@ -110,6 +111,8 @@ int main(int argc, char** argv) {
     const bool one_row = nn::auto_row_walk() == nn::RowWalk::kOneRow;
     out["row_walk"] = one_row ? "one_row" : "blocked";
     kernel("avx512", nn::DecodeKernel::kAvx512, one_row ? nn::RowWalk::kBlocked : nn::RowWalk::kOneRow);
+    // The experimental k-pair kernel (its copies of the weights made in the warm-up pass).
+    if (st == at::kBFloat16 && K % 2 == 0) kernel("pairs", nn::DecodeKernel::kPairs);
     paths.push_back({"at_linear", [](const Tensor& x, const Tensor& w) { at::linear(x, w); }});
 
     for (int64_t M : batches) {
@@ -132,6 +135,7 @@ int main(int argc, char** argv) {
     }
     nn::set_decode_kernel(nn::DecodeKernel::kAuto);
     nn::set_row_walk(nn::RowWalk::kAuto);
+    nn::clear_pair_weights();
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   } catch (const std::exception& e) {

@@ -98,7 +98,10 @@ namespace {
 // Restores the automatic kernel choice when a test ends.
 struct KernelScope {
   explicit KernelScope(nn::DecodeKernel k) { nn::set_decode_kernel(k); }
-  ~KernelScope() { nn::set_decode_kernel(nn::DecodeKernel::kAuto); }
+  ~KernelScope() {
+    nn::set_decode_kernel(nn::DecodeKernel::kAuto);
+    nn::clear_pair_weights();
+  }
 };
 
 // The same for the AVX-512 kernels' row walk.
@@ -122,7 +125,7 @@ const std::vector<nn::RowWalk> kWalks{nn::RowWalk::kOneRow, nn::RowWalk::kBlocke
 TEST(Gemv, DecodeKernelsMatchTheProductAndAreBatchInvariant) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
-  std::vector<nn::DecodeKernel> kernels{nn::DecodeKernel::kAvx512};
+  std::vector<nn::DecodeKernel> kernels{nn::DecodeKernel::kAvx512, nn::DecodeKernel::kPairs};
   if (nn::amx_available()) kernels.push_back(nn::DecodeKernel::kAuto);
   const int saved = at::get_num_threads();
   for (auto kernel : kernels) {
@@ -192,6 +195,14 @@ TEST(Gemv, F32KernelMatchesTheProductAndIsBatchInvariant) {
   }
 }
 
+TEST(Gemv, DecodeKernelNames) {
+  EXPECT_EQ(nn::parse_decode_kernel("auto"), nn::DecodeKernel::kAuto);
+  EXPECT_EQ(nn::parse_decode_kernel("avx512"), nn::DecodeKernel::kAvx512);
+  EXPECT_EQ(nn::parse_decode_kernel("pairs"), nn::DecodeKernel::kPairs);
+  EXPECT_FALSE(nn::parse_decode_kernel("amx").has_value());
+  EXPECT_FALSE(nn::parse_decode_kernel("").has_value());
+}
+
 // Several weights in one call (one packing of the rows, one parallel region): each output
 // bitwise equal to its own product, whatever the weights' row counts (chunk and tile tails).
 TEST(Gemv, SeveralWeightsInOneCallEqualTheirProducts) {
@@ -200,17 +211,20 @@ TEST(Gemv, SeveralWeightsInOneCallEqualTheirProducts) {
   std::vector<Tensor> ws;
   for (int64_t N : {300, 16, 7, 129, 1, 1000})
     ws.push_back(at::randn({N, 96}, gen).to(at::kBFloat16));
-  for (int64_t M : {1, 5, 16, 33}) {
-    Tensor x = at::randn({M, 1, 96}, gen).to(at::kBFloat16);
-    auto ys = nn::linear_rows_multi(x, ws);
-    ASSERT_EQ(ys.size(), ws.size());
-    for (size_t i = 0; i < ws.size(); ++i) {
-      EXPECT_EQ(ys[i].sizes().vec(), (std::vector<int64_t>{M, 1, ws[i].size(0)}));
-      EXPECT_TRUE(at::equal(ys[i], nn::linear_rows(x, ws[i]))) << "M " << M << " weight " << i;
-      // And right (every row of every weight written, whichever thread's chunk it fell in).
-      Tensor ref = at::matmul(x.to(at::kDouble), ws[i].to(at::kDouble).t());
-      EXPECT_LT(((ys[i].to(at::kDouble) - ref).abs() / (ref.abs() + 1.0)).max().item<double>(), 8e-3)
-          << "M " << M << " weight " << i;
+  for (auto kernel : {nn::DecodeKernel::kAuto, nn::DecodeKernel::kPairs}) {
+    for (int64_t M : {1, 5, 16, 33}) {
+      KernelScope scope(kernel);
+      Tensor x = at::randn({M, 1, 96}, gen).to(at::kBFloat16);
+      auto ys = nn::linear_rows_multi(x, ws);
+      ASSERT_EQ(ys.size(), ws.size());
+      for (size_t i = 0; i < ws.size(); ++i) {
+        EXPECT_EQ(ys[i].sizes().vec(), (std::vector<int64_t>{M, 1, ws[i].size(0)}));
+        EXPECT_TRUE(at::equal(ys[i], nn::linear_rows(x, ws[i]))) << "M " << M << " weight " << i;
+        // And right (every row of every weight written, whichever thread's chunk it fell in).
+        Tensor ref = at::matmul(x.to(at::kDouble), ws[i].to(at::kDouble).t());
+        EXPECT_LT(((ys[i].to(at::kDouble) - ref).abs() / (ref.abs() + 1.0)).max().item<double>(), 8e-3)
+            << "M " << M << " weight " << i;
+      }
     }
   }
   // f32 weights (no shared kernel): the same answers through the one-by-one path.
@@ -322,7 +336,7 @@ TEST(AmxLayout, EpilogueEqualsItsReference) {
 TEST(Gemv, FusedProductsEqualTheOpsOneByOne) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
-  std::vector<nn::DecodeKernel> kernels{nn::DecodeKernel::kAvx512};
+  std::vector<nn::DecodeKernel> kernels{nn::DecodeKernel::kAvx512, nn::DecodeKernel::kPairs};
   if (nn::amx_available()) kernels.push_back(nn::DecodeKernel::kAuto);
   for (auto kernel : kernels)
     for (auto dt : {at::kBFloat16, at::kFloat}) {

@@ -235,17 +235,25 @@ TEST(ServeEngine, GemvRowsDoesNotDependOnTheThreadCount) {
   }
 }
 
-// Under each of the AVX-512 kernels' row walks (nn::RowWalk: the CPU picks one; both run here).
+// Under each of the AVX-512 kernels' row walks (nn::RowWalk: the CPU picks one; both run
+// here) and the experimental k-pair kernel.
 TEST(ServeEngine, DecodeStepIsBitwiseEqualToForwardPerSequence) {
   NoGrad ng;
-  struct WalkScope {
-    explicit WalkScope(nn::RowWalk w) { nn::set_row_walk(w); }
-    ~WalkScope() { nn::set_row_walk(nn::RowWalk::kAuto); }
+  struct Scope {
+    Scope(nn::DecodeKernel k, nn::RowWalk w) { nn::set_decode_kernel(k), nn::set_row_walk(w); }
+    ~Scope() {
+      nn::set_decode_kernel(nn::DecodeKernel::kAuto), nn::set_row_walk(nn::RowWalk::kAuto);
+      nn::clear_pair_weights();
+    }
   };
-  for (auto walk : {nn::RowWalk::kOneRow, nn::RowWalk::kBlocked}) {
+  const std::vector<std::pair<nn::DecodeKernel, nn::RowWalk>> configs{
+      {nn::DecodeKernel::kAuto, nn::RowWalk::kOneRow},
+      {nn::DecodeKernel::kAuto, nn::RowWalk::kBlocked},
+      {nn::DecodeKernel::kPairs, nn::RowWalk::kAuto}};
+  for (auto [kernel, walk] : configs) {
     for (const char* family : {"qwen35", "falcon_h1"})
       for (const char* dtype : {"f32", "bf16"}) {
-        WalkScope ws(walk);
+        Scope scope(kernel, walk);
         auto model = models::load_model(std::string(family) == "qwen35" ? s0::testing::tiny_qwen35(dtype, 22)
                                                                          : s0::testing::tiny_falcon_h1(dtype, 22),
                                         models::parse_dtype(dtype));
@@ -275,9 +283,11 @@ TEST(ServeEngine, DecodeStepIsBitwiseEqualToForwardPerSequence) {
             Tensor la = model->forward(at::full({1, 1}, next[b], at::kLong), alone[b], true).view(-1);
             Tensor ls = model->decode_step(ids.narrow(0, static_cast<int64_t>(b), 1), {&single[b]}).view(-1);
             ASSERT_TRUE(at::equal(lb[b], la))
-                << family << " " << dtype << " walk " << int(walk) << " step " << step << " seq " << b;
+                << family << " " << dtype << " kernel " << int(kernel) << " walk " << int(walk) << " step " << step
+                << " seq " << b;
             ASSERT_TRUE(at::equal(ls, la))
-                << family << " " << dtype << " walk " << int(walk) << " step " << step << " seq " << b;
+                << family << " " << dtype << " kernel " << int(kernel) << " walk " << int(walk) << " step " << step
+                << " seq " << b;
             EXPECT_EQ(batched[b].length, alone[b].length);
             next[b] = la.argmax().item<int64_t>();
           }

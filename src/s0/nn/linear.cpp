@@ -1,11 +1,19 @@
 #include "s0/nn/linear.h"
 
 #include <cpuid.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -177,7 +185,16 @@ bool amx_usable() {
   return v;
 }
 
-std::atomic<DecodeKernel> g_kernel{DecodeKernel::kAuto};
+// The starting kernel: S0_DECODE_KERNEL in the environment, else kAuto.
+DecodeKernel kernel_from_env() {
+  const char* v = std::getenv("S0_DECODE_KERNEL");
+  if (!v || !*v) return DecodeKernel::kAuto;
+  if (auto k = parse_decode_kernel(v)) return *k;
+  std::fprintf(stderr, "s0: S0_DECODE_KERNEL=%s is not auto, avx512 or pairs; using auto\n", v);
+  return DecodeKernel::kAuto;
+}
+
+std::atomic<DecodeKernel> g_kernel{kernel_from_env()};
 std::atomic<RowWalk> g_walk{RowWalk::kAuto};
 
 // AMD family 19h: Zen 3 and Zen 4, of which only Zen 4 has AVX-512 (so reaches the kernels
@@ -263,6 +280,7 @@ struct ProductJob {
   int64_t N, first;
   const uint32_t* xp;  // AMX: the packed rows this weight multiplies
   const uint16_t* x;   // VDPBF16PS: the rows themselves, [M, K]
+  const uint16_t* wp = nullptr;  // kPairs: the weight in k-pair blocks (pair_weight)
   amx::Epilogue epi;
   // f32 weights (the AVX-512 FMA kernel): the weight, rows, output and epilogue in f32.
   const float* wf = nullptr;
@@ -411,6 +429,163 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
   });
 }
 
+// ---- k-pair layout (DecodeKernel::kPairs) ---------------------------------------------------
+//
+// A bf16 weight [N, K] (K even) as blocks of 32 rows (the last zero-padded): element
+// [b][q][r][e] = w[32 b + r][2 q + e], i.e. for each k-pair q the 32 rows' pairs side by side
+// (64 bf16, two vectors), each block the same 32 K values as its rows. One VDPBF16PS then
+// multiplies 16 rows' pairs by one input pair broadcast to every lane: lane i accumulates
+// output row i over q = 0, 1, ..., K/2 - 1 from zero, the same instructions for any batch size,
+// block grouping or thread, and no horizontal sum at the end.
+
+// R batch rows x J (1 or 2) 16-row panels of one block; results to tb[32 r + 16 j + i] (batch
+// row r, weight row 16 j + i). During k-pair q, lines [q c, q c + c) of the pf_lines 64-byte
+// lines from pf are prefetched (PF only: without, the loop's body is two loads and two dot
+// products a k-pair at one row, and the prefetch's bookkeeping cost 10-15% there).
+template <int R, int J, bool PF>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void pair_block(const uint16_t* x, int64_t K,
+                                                                              const uint16_t* blk, float* tb,
+                                                                              const char* pf, int64_t c,
+                                                                              int64_t pf_lines) {
+  __m512 s[R][J];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int j = 0; j < J; ++j) s[r][j] = _mm512_setzero_ps();
+  const int64_t KP = K / 2;
+  const uint16_t* wq = blk;
+  for (int64_t q = 0; q < KP; ++q, wq += 64) {
+    if (PF)
+      for (int64_t l = q * c; l < std::min(q * c + c, pf_lines); ++l) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+    __m512bh w[J];
+#pragma GCC unroll 2
+    for (int j = 0; j < J; ++j) w[j] = ld(wq + 32 * j);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, x + r * K + 2 * q, sizeof pair);
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+#pragma GCC unroll 2
+      for (int j = 0; j < J; ++j) s[r][j] = _mm512_dpbf16_ps(s[r][j], w[j], xv);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int j = 0; j < J; ++j) _mm512_storeu_ps(tb + 32 * r + 16 * j, s[r][j]);
+}
+
+// All M batch rows against one block, results to tb [M][32]: passes of 8 rows (16
+// accumulators; 12 rows, 24, measured no faster), then 4, 2, 1. With more than one pass the
+// next block (pf, 32 K bytes) is prefetched, spread evenly over the passes: the hardware
+// prefetcher does not run ahead while a block is re-read from cache pass after pass.
+template <int J>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void pair_rows(const uint16_t* x, int64_t M, int64_t K,
+                                                                             const uint16_t* blk, float* tb,
+                                                                             const char* pf) {
+  const int64_t passes = M / 8 + (M % 8 >= 4) + (M % 4 >= 2) + (M % 2);
+  const int64_t KP = K / 2, lines = pf && passes > 1 ? K : 0, per = (lines + passes - 1) / passes;
+  const int64_t c = KP > 0 ? (per + KP - 1) / KP : 0;
+  int64_t m = 0, p = 0;
+  auto pass = [&](auto rows) {
+    constexpr int R = decltype(rows)::value;
+    const int64_t n = std::clamp<int64_t>(lines - p * per, 0, per);
+    if (n > 0)
+      pair_block<R, J, true>(x + m * K, K, blk, tb + 32 * m, pf + 64 * p * per, c, n);
+    else
+      pair_block<R, J, false>(x + m * K, K, blk, tb + 32 * m, nullptr, 0, 0);
+    m += R, ++p;
+  };
+  while (m + 8 <= M) pass(std::integral_constant<int, 8>{});
+  if (M - m >= 4) pass(std::integral_constant<int, 4>{});
+  if (M - m >= 2) pass(std::integral_constant<int, 2>{});
+  if (M - m >= 1) pass(std::integral_constant<int, 1>{});
+}
+
+// tb [M][32] (batch row, weight row) into ct [32][ldc] (weight row, batch row), the layout
+// amx::store_block reads: 16 x 16 transposes, or below 4 batch rows plain copies.
+__attribute__((target("avx512f"))) inline void pair_results(const float* tb, int64_t M, int J, float* ct,
+                                                           int64_t ldc) {
+  if (M < 4) {
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t i = 0; i < 16 * J; ++i) ct[i * ldc + m] = tb[32 * m + i];
+    return;
+  }
+  __m512 r[16];
+  for (int64_t m0 = 0; m0 < M; m0 += 16) {
+    const int64_t mc = std::min<int64_t>(16, M - m0);
+    for (int j = 0; j < J; ++j) {
+      for (int64_t i = 0; i < 16; ++i) r[i] = i < mc ? _mm512_loadu_ps(tb + 32 * (m0 + i) + 16 * j) : _mm512_setzero_ps();
+      simd::transpose16(r);
+      for (int64_t i = 0; i < 16; ++i) _mm512_storeu_ps(ct + (16 * j + i) * ldc + m0, r[i]);
+    }
+  }
+}
+
+// The fused region through the k-pair copies: each claimed chunk (a multiple of 32 rows into
+// its weight) block by block, then the block's epilogue as the other kernels store it.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs(int64_t M,
+                                                                                 const std::vector<ProductJob>& jobs,
+                                                                                 int64_t K, int64_t total, int64_t nt,
+                                                                                 std::atomic<int64_t>& next) {
+  const int64_t ldc = 16 * ((M + 15) / 16);
+  float* ct = block_buffer(ldc);
+  thread_local std::vector<float> tbuf;
+  if (static_cast<int64_t>(tbuf.size()) < 32 * M) tbuf.resize(32 * M);
+  float* tb = tbuf.data();
+  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
+    for (int64_t n0 = r0; n0 < r1; n0 += 32) {
+      const int64_t nrows = std::min<int64_t>(32, r1 - n0);
+      const uint16_t* blk = job.wp + n0 * K;
+      const char* pf = n0 + 32 < r1 ? reinterpret_cast<const char*>(blk + 32 * K) : nullptr;
+      if (nrows > 16) pair_rows<2>(job.x, M, K, blk, tb, pf);
+      else pair_rows<1>(job.x, M, K, blk, tb, pf);
+      pair_results(tb, M, nrows > 16 ? 2 : 1, ct, ldc);
+      amx::store_block(ct, ldc, M, nrows, job.y, job.N, n0, job.epi);
+    }
+  });
+}
+
+// The k-pair copies, one per weight seen (keyed by its data; the entry holds the weight, so
+// the address cannot be reused while it is cached, and its version, so an in-place change
+// is re-copied). On 2 MB pages where the kernel grants them, as the weights are.
+struct PairCopy {
+  Tensor w;
+  int64_t version = 0;
+  std::shared_ptr<uint16_t> data;
+};
+std::mutex g_pairs_mu;
+std::unordered_map<const void*, PairCopy> g_pairs;
+
+const uint16_t* pair_weight(const Tensor& w) {
+  std::lock_guard<std::mutex> lock(g_pairs_mu);
+  auto it = g_pairs.find(w.data_ptr());
+  if (it != g_pairs.end() && it->second.version == static_cast<int64_t>(w._version()) &&
+      it->second.w.sizes() == w.sizes())
+    return it->second.data.get();
+  const int64_t N = w.size(0), K = w.size(1), KP = K / 2, blocks = (N + 31) / 32;
+  const size_t bytes = sizeof(uint16_t) * static_cast<size_t>(blocks * 32 * K);
+  constexpr size_t kPage = size_t(1) << 21;
+  void* mem = std::aligned_alloc(kPage, (bytes + kPage - 1) / kPage * kPage);
+  TORCH_CHECK(mem, "kPairs: out of memory for a ", bytes, "-byte weight copy");
+  madvise(mem, bytes, MADV_HUGEPAGE);
+  std::shared_ptr<uint16_t> data(static_cast<uint16_t*>(mem), [](uint16_t* p) { std::free(p); });
+  const auto* src = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
+  uint16_t* dst = data.get();
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t q = 0; q < KP; ++q)
+        for (int64_t r = 0; r < 32; ++r) {
+          const int64_t row = 32 * b + r;
+          uint16_t* d = dst + ((b * KP + q) * 32 + r) * 2;
+          d[0] = row < N ? src[row * K + 2 * q] : 0;
+          d[1] = row < N ? src[row * K + 2 * q + 1] : 0;
+        }
+  });
+  g_pairs[w.data_ptr()] = {w, static_cast<int64_t>(w._version()), data};
+  return dst;
+}
+
 // f32 x f32 dot products, J weight rows x R input rows, fp32 FMA accumulators over k in
 // 16-element steps (each accumulator's instruction sequence independent of R and J); results
 // to y[r + j * ldc], as dp_block.
@@ -515,12 +690,14 @@ struct FusedProduct {
 // AMX tiles, or VDPBF16PS (AVX-512 BF16, also where AMX exists but the AVX-512 kernel was
 // asked for); for f32 the AVX-512 FMA kernel; or none (the ops run one by one). The choice
 // depends on the dtype, K and the CPU only, never on M.
-enum class FusedKernel { kNone, kAmx, kDp, kF32 };
+enum class FusedKernel { kNone, kAmx, kDp, kPairs, kF32 };
 
 FusedKernel fused_kernel(at::ScalarType dt, int64_t K) {
   if (K <= 0) return FusedKernel::kNone;
   if (dt == at::kBFloat16) {
     if (amx_applies(K)) return FusedKernel::kAmx;
+    if (K % 2 == 0 && g_kernel.load(std::memory_order_relaxed) == DecodeKernel::kPairs && has_avx512bf16())
+      return FusedKernel::kPairs;
     if (has_avx512bf16()) return FusedKernel::kDp;
   }
   if (dt == at::kFloat && has_avx512()) return FusedKernel::kF32;
@@ -563,6 +740,7 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
       job.w = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
       job.y = reinterpret_cast<uint16_t*>(ys.back().data_ptr<at::BFloat16>());
       job.xp = kern == FusedKernel::kAmx ? packed[p.input].data() : nullptr;
+      job.wp = kern == FusedKernel::kPairs ? pair_weight(w) : nullptr;
       job.x = reinterpret_cast<const uint16_t*>(inputs[p.input].data_ptr<at::BFloat16>());
       job.epi = p.epi;
     }
@@ -576,6 +754,8 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
       gemv_bf16_amx(M, bw, jobs, K, total, nt, next);
     else if (kern == FusedKernel::kDp)
       gemv_bf16_dp_jobs(M, jobs, K, total, nt, next);
+    else if (kern == FusedKernel::kPairs)
+      gemv_bf16_pairs_jobs(M, jobs, K, total, nt, next);
     else
       gemv_f32_jobs(M, jobs, K, total, nt, next);
   });
@@ -753,7 +933,19 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w) {
   return y.to(w.scalar_type());
 }
 
+std::optional<DecodeKernel> parse_decode_kernel(const std::string& name) {
+  if (name == "auto") return DecodeKernel::kAuto;
+  if (name == "avx512") return DecodeKernel::kAvx512;
+  if (name == "pairs") return DecodeKernel::kPairs;
+  return std::nullopt;
+}
+
 void set_decode_kernel(DecodeKernel k) { g_kernel.store(k); }
+
+void clear_pair_weights() {
+  std::lock_guard<std::mutex> lock(g_pairs_mu);
+  g_pairs.clear();
+}
 
 DecodeKernel decode_kernel() { return g_kernel.load(); }
 

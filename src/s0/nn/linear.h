@@ -5,6 +5,8 @@
 // ~33 GB/s of memory bandwidth. fp32 GEMMs without autograd go to oneDNN; everything else
 // to at::linear (oneDNN for bf16, BLAS for fp32).
 #include <map>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "s0/util/torch.h"
@@ -49,10 +51,21 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w);
 
 // Which kernel computes the decode products of bf16 weights. kAuto: Intel AMX tiles where
 // the CPU and kernel allow them (and K % 32 == 0), else the AVX-512 (VDPBF16PS) kernel;
-// kAvx512: never AMX. Either way every row is computed the same way for any batch size, but
-// the two kernels round differently, so switch only between whole generations (benchmarks
-// and tests compare them). f32 weights always take the AVX-512 kernel.
-enum class DecodeKernel { kAuto, kAvx512 };
+// kAvx512: never AMX. kPairs (experimental, never chosen by itself): VDPBF16PS on a copy of
+// each weight re-laid out in k-pairs (32-row blocks, each k-pair's 32 row pairs side by
+// side), an output row per vector lane and the input pairs broadcast, so no horizontal sums
+// (about 1.7x the arithmetic rate of kAvx512 with the weights in cache on an AMD Zen 5); the
+// copy is made on a weight's first product and kept (as much memory again as the weights
+// it has seen) until clear_pair_weights(); for bf16 weights with an even K on a CPU with
+// AVX-512 BF16, else as kAvx512. Every kernel computes each row the same way for any batch
+// size, but they round differently, so switch only between whole generations (benchmarks
+// and tests compare them). f32 weights always take the AVX-512 kernel. The starting value
+// comes from S0_DECODE_KERNEL=auto|avx512|pairs in the environment (default auto).
+enum class DecodeKernel { kAuto, kAvx512, kPairs };
+// "auto", "avx512" or "pairs" (S0_DECODE_KERNEL's and the benchmarks' spelling); else none.
+std::optional<DecodeKernel> parse_decode_kernel(const std::string& name);
+// Frees kPairs's copies (a weight changed in place is re-copied on its next product anyway).
+void clear_pair_weights();
 void set_decode_kernel(DecodeKernel k);
 DecodeKernel decode_kernel();
 // The CPU has AMX-BF16 and the OS granted this process the tile state.
