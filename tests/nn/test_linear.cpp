@@ -195,6 +195,22 @@ TEST(Gemv, F32KernelMatchesTheProductAndIsBatchInvariant) {
   }
 }
 
+// kPairs's copy follows a weight changed in place (the version counter), and a different
+// weight never gets another's copy.
+TEST(Gemv, PairCopyFollowsTheWeight) {
+  NoGrad ng;
+  KernelScope scope(nn::DecodeKernel::kPairs);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(14);
+  Tensor w = at::randn({40, 64}, gen).to(at::kBFloat16), x = at::randn({3, 64}, gen).to(at::kBFloat16);
+  Tensor before = nn::gemv_rows(x, w);
+  w.mul_(-2.0);
+  Tensor after = nn::gemv_rows(x, w);
+  EXPECT_TRUE(at::equal(after, nn::gemv_rows(x, w.clone())));
+  EXPECT_FALSE(at::equal(after, before));
+  nn::clear_pair_weights();
+  EXPECT_TRUE(at::equal(after, nn::gemv_rows(x, w)));
+}
+
 TEST(Gemv, DecodeKernelNames) {
   EXPECT_EQ(nn::parse_decode_kernel("auto"), nn::DecodeKernel::kAuto);
   EXPECT_EQ(nn::parse_decode_kernel("avx512"), nn::DecodeKernel::kAvx512);

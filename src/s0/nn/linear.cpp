@@ -557,12 +557,14 @@ struct PairCopy {
 std::mutex g_pairs_mu;
 std::unordered_map<const void*, PairCopy> g_pairs;
 
-const uint16_t* pair_weight(const Tensor& w) {
+// The copy of w (made now if there is none or w changed since); the caller holds it while the
+// products run, so a concurrent re-copy or clear_pair_weights() cannot free it under them.
+std::shared_ptr<uint16_t> pair_weight(const Tensor& w) {
   std::lock_guard<std::mutex> lock(g_pairs_mu);
   auto it = g_pairs.find(w.data_ptr());
   if (it != g_pairs.end() && it->second.version == static_cast<int64_t>(w._version()) &&
       it->second.w.sizes() == w.sizes())
-    return it->second.data.get();
+    return it->second.data;
   const int64_t N = w.size(0), K = w.size(1), KP = K / 2, blocks = (N + 31) / 32;
   const size_t bytes = sizeof(uint16_t) * static_cast<size_t>(blocks * 32 * K);
   constexpr size_t kPage = size_t(1) << 21;
@@ -583,7 +585,7 @@ const uint16_t* pair_weight(const Tensor& w) {
         }
   });
   g_pairs[w.data_ptr()] = {w, static_cast<int64_t>(w._version()), data};
-  return dst;
+  return data;
 }
 
 // f32 x f32 dot products, J weight rows x R input rows, fp32 FMA accumulators over k in
@@ -725,6 +727,7 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
   }
   std::vector<Tensor> ys;
   std::vector<ProductJob> jobs;
+  std::vector<std::shared_ptr<uint16_t>> held;  // kPairs: the copies, alive until the region ends
   int64_t total = 0;
   for (const FusedProduct& p : ps) {
     const Tensor& w = *p.w;
@@ -740,7 +743,10 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
       job.w = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
       job.y = reinterpret_cast<uint16_t*>(ys.back().data_ptr<at::BFloat16>());
       job.xp = kern == FusedKernel::kAmx ? packed[p.input].data() : nullptr;
-      job.wp = kern == FusedKernel::kPairs ? pair_weight(w) : nullptr;
+      if (kern == FusedKernel::kPairs) {
+        held.push_back(pair_weight(w));
+        job.wp = held.back().get();
+      }
       job.x = reinterpret_cast<const uint16_t*>(inputs[p.input].data_ptr<at::BFloat16>());
       job.epi = p.epi;
     }

@@ -64,7 +64,8 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w);
 enum class DecodeKernel { kAuto, kAvx512, kPairs };
 // "auto", "avx512" or "pairs" (S0_DECODE_KERNEL's and the benchmarks' spelling); else none.
 std::optional<DecodeKernel> parse_decode_kernel(const std::string& name);
-// Frees kPairs's copies (a weight changed in place is re-copied on its next product anyway).
+// Frees kPairs's copies (a weight changed in place is re-copied on its next product anyway;
+// products running meanwhile keep theirs until they end).
 void clear_pair_weights();
 void set_decode_kernel(DecodeKernel k);
 DecodeKernel decode_kernel();
