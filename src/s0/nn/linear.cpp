@@ -7,14 +7,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include <torch/csrc/autograd/custom_function.h>
@@ -22,6 +22,7 @@
 #include "s0/nn/activations.h"
 #include "s0/nn/amx_layout.h"
 #include "s0/nn/simd.h"
+#include "s0/util/huge_pages.h"
 
 namespace s0::nn {
 
@@ -311,6 +312,17 @@ inline void claim_rows(const std::vector<ProductJob>& jobs, int64_t total, int64
   }
 }
 
+// claim_rows, then each claimed chunk in blocks of up to 32 weight rows (the unit of the
+// AVX-512 kernels' results buffer and stores): run(job, n0, nrows, r1), rows [n0, n0 + nrows)
+// of the job, r1 the chunk's end.
+template <class Run>
+inline void claim_blocks(const std::vector<ProductJob>& jobs, int64_t total, int64_t nt, std::atomic<int64_t>& next,
+                         Run&& run) {
+  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
+    for (int64_t n0 = r0; n0 < r1; n0 += 32) run(job, n0, std::min<int64_t>(32, r1 - n0), r1);
+  });
+}
+
 // One block's results, [32 weight rows][ldc batch rows] (f32), written into y after the block.
 inline float* block_buffer(int64_t ldc) {
   thread_local std::vector<float> buf;
@@ -401,31 +413,28 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
   const bool by_row = M == 2 || M == 3 || (one_row && (M == 1 || (M < 8 && K <= 2048)));
   const int64_t passes = M / 4, KS = K / 32, lines = K / 8;  // a group of 4 rows: K / 8 lines
   const int64_t c = passes > 0 && KS > 0 ? ((lines + passes - 1) / passes + KS - 1) / KS : 0;
-  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
-    for (int64_t n0 = r0; n0 < r1; n0 += 32) {
-      const int64_t nrows = std::min<int64_t>(32, r1 - n0);
-      int64_t i = 0;
-      if (by_row)
-        for (const int64_t whole = nrows / 4 * 4; i < whole; ++i)
-          dp_one_row(job.x, M, job.w + (n0 + i) * K, ct + i * ldc, ldc, K);
-      else if (M == 1)
-        for (; i + 8 <= nrows; i += 8) dp_block<1, 8>(job.x, job.w + (n0 + i) * K, ct + i * ldc, ldc, K);
-      for (; i + 4 <= nrows; i += 4) {
-        const uint16_t* a = job.w + (n0 + i) * K;
-        // The next group's lines, up to the end of the chunk.
-        const char* pf = reinterpret_cast<const char*>(a + 4 * K);
-        const int64_t pf_lines = std::clamp<int64_t>((r1 - n0 - i - 4) * K / 32, 0, lines);
-        int64_t m = 0;
-        for (int64_t p = 0; m + 4 <= M; m += 4, ++p)
-          dp_block<4>(job.x + m * K, a, ct + i * ldc + m, ldc, K, pf + 64 * p * c * KS, c,
-                      std::clamp<int64_t>(pf_lines - p * c * KS, 0, c * KS));
-        for (; m < M; ++m) dp_block<1>(job.x + m * K, a, ct + i * ldc + m, ldc, K);
-      }
-      for (; i < nrows; ++i)
-        for (int64_t m = 0; m < M; ++m)
-          ct[i * ldc + m] = dot_in_order(job.x + m * K, job.w + (n0 + i) * K, K);
-      amx::store_block(ct, ldc, M, nrows, job.y, job.N, n0, job.epi);
+  claim_blocks(jobs, total, nt, next, [&](const ProductJob& job, int64_t n0, int64_t nrows, int64_t r1) {
+    int64_t i = 0;
+    if (by_row)
+      for (const int64_t whole = nrows / 4 * 4; i < whole; ++i)
+        dp_one_row(job.x, M, job.w + (n0 + i) * K, ct + i * ldc, ldc, K);
+    else if (M == 1)
+      for (; i + 8 <= nrows; i += 8) dp_block<1, 8>(job.x, job.w + (n0 + i) * K, ct + i * ldc, ldc, K);
+    for (; i + 4 <= nrows; i += 4) {
+      const uint16_t* a = job.w + (n0 + i) * K;
+      // The next group's lines, up to the end of the chunk.
+      const char* pf = reinterpret_cast<const char*>(a + 4 * K);
+      const int64_t pf_lines = std::clamp<int64_t>((r1 - n0 - i - 4) * K / 32, 0, lines);
+      int64_t m = 0;
+      for (int64_t p = 0; m + 4 <= M; m += 4, ++p)
+        dp_block<4>(job.x + m * K, a, ct + i * ldc + m, ldc, K, pf + 64 * p * c * KS, c,
+                    std::clamp<int64_t>(pf_lines - p * c * KS, 0, c * KS));
+      for (; m < M; ++m) dp_block<1>(job.x + m * K, a, ct + i * ldc + m, ldc, K);
     }
+    for (; i < nrows; ++i)
+      for (int64_t m = 0; m < M; ++m)
+        ct[i * ldc + m] = dot_in_order(job.x + m * K, job.w + (n0 + i) * K, K);
+    amx::store_block(ct, ldc, M, nrows, job.y, job.N, n0, job.epi);
   });
 }
 
@@ -533,22 +542,20 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs
   thread_local std::vector<float> tbuf;
   if (static_cast<int64_t>(tbuf.size()) < 32 * M) tbuf.resize(32 * M);
   float* tb = tbuf.data();
-  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
-    for (int64_t n0 = r0; n0 < r1; n0 += 32) {
-      const int64_t nrows = std::min<int64_t>(32, r1 - n0);
-      const uint16_t* blk = job.wp + n0 * K;
-      const char* pf = n0 + 32 < r1 ? reinterpret_cast<const char*>(blk + 32 * K) : nullptr;
-      if (nrows > 16) pair_rows<2>(job.x, M, K, blk, tb, pf);
-      else pair_rows<1>(job.x, M, K, blk, tb, pf);
-      pair_results(tb, M, nrows > 16 ? 2 : 1, ct, ldc);
-      amx::store_block(ct, ldc, M, nrows, job.y, job.N, n0, job.epi);
-    }
+  claim_blocks(jobs, total, nt, next, [&](const ProductJob& job, int64_t n0, int64_t nrows, int64_t r1) {
+    const uint16_t* blk = job.wp + n0 * K;
+    const char* pf = n0 + 32 < r1 ? reinterpret_cast<const char*>(blk + 32 * K) : nullptr;
+    if (nrows > 16) pair_rows<2>(job.x, M, K, blk, tb, pf);
+    else pair_rows<1>(job.x, M, K, blk, tb, pf);
+    pair_results(tb, M, nrows > 16 ? 2 : 1, ct, ldc);
+    amx::store_block(ct, ldc, M, nrows, job.y, job.N, n0, job.epi);
   });
 }
 
 // The k-pair copies, one per weight seen (keyed by its data; the entry holds the weight, so
 // the address cannot be reused while it is cached, and its version, so an in-place change
-// is re-copied). On 2 MB pages where the kernel grants them, as the weights are.
+// is re-copied). On 2 MB pages where the kernel grants them, as the weights are (unless
+// S0_HUGE_PAGES=0, util/huge_pages.h).
 struct PairCopy {
   Tensor w;
   int64_t version = 0;
@@ -570,7 +577,7 @@ std::shared_ptr<uint16_t> pair_weight(const Tensor& w) {
   constexpr size_t kPage = size_t(1) << 21;
   void* mem = std::aligned_alloc(kPage, (bytes + kPage - 1) / kPage * kPage);
   TORCH_CHECK(mem, "kPairs: out of memory for a ", bytes, "-byte weight copy");
-  madvise(mem, bytes, MADV_HUGEPAGE);
+  if (util::huge_pages_wanted()) madvise(mem, bytes, MADV_HUGEPAGE);
   std::shared_ptr<uint16_t> data(static_cast<uint16_t*>(mem), [](uint16_t* p) { std::free(p); });
   const auto* src = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
   uint16_t* dst = data.get();
@@ -657,25 +664,22 @@ __attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vect
   // load), at one row as the walk says (level on a Zen 5: bench_gemv --dtype f32 1.00-1.03x),
   // from 4 rows groups of 4 (one row at a time not measured there).
   const bool by_row = M == 2 || M == 3 || (M == 1 && resolved_row_walk() == RowWalk::kOneRow);
-  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
-    for (int64_t n0 = r0; n0 < r1; n0 += 32) {
-      const int64_t nrows = std::min<int64_t>(32, r1 - n0);
-      int64_t i = 0;
-      for (; i + 4 <= nrows; i += 4) {
-        const float* a = job.wf + (n0 + i) * K;
-        if (by_row) {  // one weight row at a time, as in gemv_bf16_dp_jobs
-          for (int64_t j = 0; j < 4; ++j) f32_one_row(job.xf, M, a + j * K, ct + (i + j) * ldc, ldc, K);
-          continue;
-        }
-        int64_t m = 0;
-        for (; m + 4 <= M; m += 4) f32_block<4>(job.xf + m * K, a, ct + i * ldc + m, ldc, K);
-        for (; m < M; ++m) f32_block<1>(job.xf + m * K, a, ct + i * ldc + m, ldc, K);
+  claim_blocks(jobs, total, nt, next, [&](const ProductJob& job, int64_t n0, int64_t nrows, int64_t) {
+    int64_t i = 0;
+    for (; i + 4 <= nrows; i += 4) {
+      const float* a = job.wf + (n0 + i) * K;
+      if (by_row) {  // one weight row at a time, as in gemv_bf16_dp_jobs
+        for (int64_t j = 0; j < 4; ++j) f32_one_row(job.xf, M, a + j * K, ct + (i + j) * ldc, ldc, K);
+        continue;
       }
-      for (; i < nrows; ++i)
-        for (int64_t m = 0; m < M; ++m)
-          ct[i * ldc + m] = dot_in_order(job.xf + m * K, job.wf + (n0 + i) * K, K);
-      store_block_f32(ct, ldc, M, nrows, job.yf, job.N, n0, job.fepi);
+      int64_t m = 0;
+      for (; m + 4 <= M; m += 4) f32_block<4>(job.xf + m * K, a, ct + i * ldc + m, ldc, K);
+      for (; m < M; ++m) f32_block<1>(job.xf + m * K, a, ct + i * ldc + m, ldc, K);
     }
+    for (; i < nrows; ++i)
+      for (int64_t m = 0; m < M; ++m)
+        ct[i * ldc + m] = dot_in_order(job.xf + m * K, job.wf + (n0 + i) * K, K);
+    store_block_f32(ct, ldc, M, nrows, job.yf, job.N, n0, job.fepi);
   });
 }
 

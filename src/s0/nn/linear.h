@@ -54,7 +54,7 @@ Tensor gemv_rows(const Tensor& x, const Tensor& w);
 // kAvx512: never AMX. kPairs (experimental, never chosen by itself): VDPBF16PS on a copy of
 // each weight re-laid out in k-pairs (32-row blocks, each k-pair's 32 row pairs side by
 // side), an output row per vector lane and the input pairs broadcast, so no horizontal sums
-// (about 1.7x the arithmetic rate of kAvx512 with the weights in cache on an AMD Zen 5); the
+// (docs/performance.md: 1.2-1.3x at 16 batch rows in bench_engine on an AMD Zen 5); the
 // copy is made on a weight's first product and kept (as much memory again as the weights
 // it has seen) until clear_pair_weights(); for bf16 weights with an even K on a CPU with
 // AVX-512 BF16, else as kAvx512. Every kernel computes each row the same way for any batch
@@ -78,8 +78,8 @@ bool amx_available();
 //   kOneRow: one weight row at a time at 1-3 batch rows, and at 4-7 where K <= 2048 (bf16):
 //     one sequential stream per thread, which an AMD Zen 4's prefetchers need.
 //   kBlocked: at one batch row 8 (bf16) or 4 (f32) weight rows side by side, the batch rows
-//     sharing each weight-row load at 2-3 rows, groups of 4 weight rows from 4 rows: faster
-//     on an AMD Zen 5, whose single dot-product chain per row is the limit at one row.
+//     sharing each weight-row load at 2-3 rows, groups of 4 weight rows from 4 rows: a few %
+//     faster at one batch row on an AMD Zen 5 (both walks measured in one process).
 //   kAuto: kOneRow on AMD family 19h (Zen 4, the family's CPUs with AVX-512), else kBlocked.
 enum class RowWalk { kAuto, kOneRow, kBlocked };
 void set_row_walk(RowWalk w);
