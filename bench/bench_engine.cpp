@@ -21,8 +21,12 @@
 //   bench_engine [--arch qwen35|falcon_h1|qwen2] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len
 //   512]
 //                [--batches 1,4,16,64] [--steps 12] [--repeats 3] [--kernel auto|avx512|pairs]
-//                [--walk auto|one-row|blocked] [--huge-pages 1|0]
-//   (--kernel avx512: bf16 decode products through the AVX-512 kernel even where AMX exists;
+//                [--walk auto|one-row|blocked] [--huge-pages 1|0] [--layout auto|rows|pairs|both]
+//   (--layout: the weights' layout (models::CausalLM::set_pair_layout): auto as generation
+//   lays them out (models::use_generation_layout), rows, k-pairs, or both: every timed decode
+//   repeat runs in rows and in k-pairs one after the other (the layout changed in place in
+//   between), reported side by side as rows_* / pairs_*; the rest of the run in k-pairs;
+//   --kernel avx512: bf16 decode products through the AVX-512 kernel even where AMX exists;
 //   --kernel pairs: the experimental k-pair kernel, nn::DecodeKernel::kPairs;
 //   --walk: the AVX-512 kernels' row walk (nn::RowWalk; same results, speed only);
 //   --huge-pages 0: weights and heap on 4 KB pages, to measure what 2 MB pages are worth,
@@ -118,6 +122,7 @@ int main(int argc, char** argv) {
   std::string model_dir, preset, dtype = "bf16", cache_dir = "/tmp/s0-bench", arch = "qwen35";
   int threads = 0, prompt_len = 512, steps = 12, repeats = 3;
   std::vector<int64_t> batches = {1, 4, 16, 64};
+  std::string layout = "auto";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -155,6 +160,10 @@ int main(int argc, char** argv) {
     } else if (a == "--huge-pages") {
       const std::string v = next();
       if (v != "0" && v != "1") throw Error("--huge-pages: 0 or 1");  // applied by huge_pages_from_args
+    } else if (a == "--layout") {
+      layout = next();
+      if (layout != "auto" && layout != "rows" && layout != "pairs" && layout != "both")
+        throw Error("--layout: auto, rows, pairs or both");
     } else if (a == "--cache-dir")
       cache_dir = next();
     else {
@@ -164,6 +173,7 @@ int main(int argc, char** argv) {
                    "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] "
                    "[--repeats 3]\n"
                    "       [--kernel auto|avx512|pairs] [--walk auto|one-row|blocked] [--huge-pages 1|0]\n"
+                   "       [--layout auto|rows|pairs|both]\n"
                    "       [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
@@ -181,12 +191,20 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     auto model = models::load_model(model_dir, st);
     out["load_seconds"] = secs(t0);
+    // The weights' layout; `both` alternates rows and k-pairs in the timed repeats.
+    t0 = Clock::now();
+    if (layout == "auto") models::use_generation_layout(*model);
+    else if (layout != "rows" && model->set_pair_layout(true) == 0)
+      throw Error("--layout " + layout + ": no weight of this model can be laid out in k-pairs (bf16 only)");
+    out["layout_seconds"] = secs(t0);
+    const bool pairs_laid = model->pair_layout();
+    out["weight_layout"] = layout == "both" ? "both" : pairs_laid ? "pairs" : "rows";
     out["model"] = model_dir;
     out["dtype"] = dtype;
     out["threads"] = at::get_num_threads();
     out["prompt_len"] = prompt_len;
     out["decode_kernel"] = st != at::kBFloat16                              ? "avx512"
-                           : nn::decode_kernel() == nn::DecodeKernel::kPairs ? "pairs"
+                           : pairs_laid || nn::decode_kernel() == nn::DecodeKernel::kPairs ? "pairs"
                            : nn::amx_available() && nn::decode_kernel() == nn::DecodeKernel::kAuto
                                ? "amx"
                                : "avx512";
@@ -210,7 +228,7 @@ int main(int argc, char** argv) {
 
     // What one decode step must read and compute (bench::decode_params).
     auto linears = model->linear_layers();
-    const int64_t hidden = linears.at(0).second.size(1);
+    const int64_t hidden = nn::in_features(linears.at(0).second);
     const int64_t elt = at::elementSize(st);
     const int64_t params = bench::decode_params(*model);
     const double bytes_per_step = static_cast<double>(params) * elt;
@@ -262,8 +280,13 @@ int main(int argc, char** argv) {
     nlohmann::json dec = nlohmann::json::array();
     for (int B : batches) {
       std::vector<double> tb, ts, adj;  // adj: each base repeat's read rate / the probe's just before
+      std::vector<double> tb_rows, ts_rows;  // --layout both: the same in rows
       for (int r = 0; r < repeats; ++r)
-        for (int s0 = 0; s0 < 2; ++s0) {
+        for (int arm = layout == "both" ? 0 : 2; arm < 4; ++arm) {
+          // arms 0-1: rows (--layout both only), 2-3: the run's layout; even: base, odd: S0
+          const int s0 = arm % 2;
+          const bool rows_arm = arm < 2;
+          if (layout == "both" && arm % 2 == 0) model->set_pair_layout(!rows_arm);
           std::vector<models::Cache> caches;
           caches.reserve(B);
           for (int b = 0; b < B; ++b) caches.push_back(models::copy_cache(prefilled[s0]));
@@ -274,6 +297,10 @@ int main(int argc, char** argv) {
           tok = greedy(model->decode_step(tok, ptrs));
           auto t = Clock::now();
           for (int i = 0; i < steps; ++i) tok = greedy(model->decode_step(tok, ptrs));
+          if (rows_arm) {
+            (s0 ? ts_rows : tb_rows).push_back(secs(t) / steps);
+            continue;
+          }
           (s0 ? ts : tb).push_back(secs(t) / steps);
           if (!s0) adj.push_back(bytes_per_step / tb.back() / 1e9 / probe_gbps);
         }
@@ -330,12 +357,12 @@ int main(int argc, char** argv) {
       // for B rows.
       std::map<int64_t, Tensor> xs;
       for (const auto& [name, w] : linears)
-        if (!xs.count(w.size(1))) xs[w.size(1)] = at::randn({B, w.size(1)}, gen).to(st);
+        if (!xs.count(nn::in_features(w))) xs[nn::in_features(w)] = at::randn({B, nn::in_features(w)}, gen).to(st);
       Tensor hx = at::randn({B, 1, hidden}, gen).to(st);
       std::vector<double> tp, th;
       for (int r = 0; r < 3; ++r) {
         auto t = Clock::now();
-        for (const auto& [name, w] : linears) nn::linear_rows(xs[w.size(1)], w);
+        for (const auto& [name, w] : linears) nn::linear_rows(xs[nn::in_features(w)], w);
         tp.push_back(secs(t));
         t = Clock::now();
         model->logits(hx);
@@ -343,7 +370,7 @@ int main(int argc, char** argv) {
       }
       // With AMX in use, the same products through the AVX-512 decode kernel.
       std::vector<double> tv;
-      if (nn::amx_available() && nn::decode_kernel() == nn::DecodeKernel::kAuto) {
+      if (nn::amx_available() && nn::decode_kernel() == nn::DecodeKernel::kAuto && !pairs_laid) {
         nn::set_decode_kernel(nn::DecodeKernel::kAvx512);
         for (int r = 0; r < 3; ++r) {
           auto t = Clock::now();
@@ -353,11 +380,11 @@ int main(int argc, char** argv) {
         nn::set_decode_kernel(nn::DecodeKernel::kAuto);
       }
       // The same products through at::linear (oneDNN for bf16): the GEMM library's rate at
-      // this batch, for comparison with the decode kernel.
+      // this batch, for comparison with the decode kernel (weights in rows only).
       std::vector<double> tl;
-      for (int r = 0; r < 3; ++r) {
+      for (int r = 0; r < 3 && !pairs_laid; ++r) {
         auto t = Clock::now();
-        for (const auto& [name, w] : linears) at::linear(xs[w.size(1)], w);
+        for (const auto& [name, w] : linears) at::linear(xs[nn::in_features(w)], w);
         tl.push_back(secs(t));
       }
       const double step_s = median(tb), step_s0 = median(ts);
@@ -378,7 +405,10 @@ int main(int argc, char** argv) {
                      {"roofline_tokens_per_s_with_states", B / roof_states_s},
                      {"roofline_fraction_with_states", roof_states_s / step_s},
                      {"projections_ms", 1e3 * median(tp)},
-                     {"projections_ms_at_linear", 1e3 * median(tl)},
+                     {"projections_ms_at_linear", tl.empty() ? nlohmann::json() : nlohmann::json(1e3 * median(tl))},
+                     {"rows_base_tokens_per_s", tb_rows.empty() ? nlohmann::json() : nlohmann::json(B / median(tb_rows))},
+                     {"rows_s0_tokens_per_s", ts_rows.empty() ? nlohmann::json() : nlohmann::json(B / median(ts_rows))},
+                     {"pairs_over_rows", tb_rows.empty() ? nlohmann::json() : nlohmann::json(median(tb_rows) / step_s)},
                      {"projections_ms_avx512", tv.empty() ? nlohmann::json() : nlohmann::json(1e3 * median(tv))},
                      {"lm_head_ms", 1e3 * median(th)},
                      {"step_breakdown_ms",

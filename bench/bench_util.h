@@ -92,7 +92,7 @@ double gemm_gflops(int64_t M, int64_t K, int64_t N, at::ScalarType dtype, Linear
 // and the recurrences are left out (small at short contexts).
 inline int64_t decode_params(const models::CausalLM& model) {
   const auto linears = model.linear_layers();
-  int64_t params = model.vocab_size() * linears.at(0).second.size(1);
+  int64_t params = model.vocab_size() * nn::in_features(linears.at(0).second);
   for (const auto& [name, w] : linears) params += w.numel();
   return params;
 }

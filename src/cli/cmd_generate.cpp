@@ -56,6 +56,7 @@ Action add_generate(CLI::App& app) {
     for (const auto& p : o->prompts) prompts.push_back(generate::encode_prompt(*tok, tmpl ? &*tmpl : nullptr, p, o->thinking));
     models::configure_runtime(o->threads);
     auto model = models::load_model(o->model, models::parse_dtype(o->dtype));
+    models::use_generation_layout(*model);
     for (const auto& p : prompts) generate::check_prompt_ids(*model, p, "--prompt-ids");
     // Everything attached goes through the adapter door as one stack.
     generate::GenerateOptions opt;

@@ -10,6 +10,7 @@
 #include "s0/nn/activations.h"
 #include "s0/nn/amx_layout.h"
 #include "s0/nn/linear.h"
+#include "s0/nn/simd.h"
 
 using namespace s0;
 
@@ -384,4 +385,117 @@ TEST(Gemv, FusedProductsEqualTheOpsOneByOne) {
         }
       }
     }
+}
+
+// ---- The k-pair layout as the weight itself -------------------------------------------------
+
+// Whether the k-pair kernel runs here (else k-pair weights go through [N, K] copies).
+static bool pairs_kernel_here() { return nn::simd::cpu_avx512f() && nn::simd::cpu_avx512bf16(); }
+
+TEST(PairLayout, InPlaceRoundTripKeepsEveryValue) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(31);
+  Tensor w = at::randn({96, 70}, gen).to(at::kBFloat16);
+  const Tensor orig = w.clone();
+  ASSERT_TRUE(nn::can_pair_layout(w));
+  Tensor p = nn::to_pair_layout_inplace(w);
+  EXPECT_EQ(p.sizes().vec(), (std::vector<int64_t>{3, 35, 32, 2}));
+  EXPECT_EQ(p.data_ptr(), w.data_ptr());  // no copy
+  EXPECT_TRUE(nn::is_pair_layout(p));
+  EXPECT_FALSE(nn::is_pair_layout(orig));
+  EXPECT_EQ(nn::out_features(p), 96);
+  EXPECT_EQ(nn::in_features(p), 70);
+  EXPECT_EQ(nn::out_features(orig), 96);
+  // [b][q][r][e] = w[32 b + r][2 q + e]
+  EXPECT_TRUE(at::equal(p[2][17][5][1], orig[69][35]));
+  EXPECT_TRUE(at::equal(p[0][0][31][0], orig[31][0]));
+  EXPECT_FALSE(at::equal(w, orig));  // the memory really was re-laid
+  EXPECT_TRUE(at::equal(nn::row_layout_copy(p), orig));
+  Tensor back = nn::to_row_layout_inplace(p);
+  EXPECT_EQ(back.sizes().vec(), (std::vector<int64_t>{96, 70}));
+  EXPECT_TRUE(at::equal(back, orig));
+  // What cannot be re-laid is refused, and left alone.
+  for (Tensor bad : {at::randn({40, 64}).to(at::kBFloat16), at::randn({32, 63}).to(at::kBFloat16),
+                     at::randn({32, 64}), at::randn({64, 32}).to(at::kBFloat16).t()}) {
+    EXPECT_FALSE(nn::can_pair_layout(bad));
+    EXPECT_THROW(nn::to_pair_layout_inplace(bad), c10::Error);
+  }
+  EXPECT_THROW(nn::to_row_layout_inplace(orig), c10::Error);
+}
+
+// A weight in k-pairs computes exactly what the k-pair kernel computes from the same weight
+// in rows (kPairs's copy), at any batch size, through every entry point; prefill (linear()
+// with many rows) included, so every row equals that row alone.
+TEST(PairLayout, ProductsEqualTheKPairKernelOnRows) {
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(32);
+  const Tensor plain = at::randn({160, 128}, gen).to(at::kBFloat16);
+  const Tensor packed = nn::to_pair_layout_inplace(plain.clone());
+  // Where the k-pair kernel cannot run, the k-pair weight goes through a rows copy, i.e. the
+  // default kernel.
+  const nn::DecodeKernel ref_kernel = pairs_kernel_here() ? nn::DecodeKernel::kPairs : nn::DecodeKernel::kAuto;
+  for (int64_t M : {1, 3, 8, 13, 40}) {
+    Tensor x = at::randn({M, 128}, gen).to(at::kBFloat16);
+    Tensor ref;
+    {
+      KernelScope scope(ref_kernel);
+      ref = nn::gemv_rows(x, plain);
+    }
+    EXPECT_TRUE(at::equal(nn::gemv_rows(x, packed), ref)) << "M " << M;
+    EXPECT_TRUE(at::equal(nn::linear_rows(x, packed), ref)) << "M " << M;
+    EXPECT_TRUE(at::equal(nn::linear(x.view({1, M, 128}), packed).view({M, 160}), ref)) << "M " << M;
+    for (int64_t m = 0; m < M; ++m)
+      ASSERT_TRUE(at::equal(nn::linear(x[m], packed), ref[m])) << "M " << M << " row " << m;
+    // Whatever decode kernel is set, the layout decides.
+    KernelScope avx(nn::DecodeKernel::kAvx512);
+    EXPECT_TRUE(at::equal(nn::linear_rows(x, packed), ref)) << "M " << M;
+    // Right, not only consistent.
+    Tensor dref = at::matmul(x.to(at::kDouble), plain.to(at::kDouble).t());
+    EXPECT_LT(((ref.to(at::kDouble) - dref).abs() / (dref.abs() + 1.0)).max().item<double>(), 8e-3);
+  }
+}
+
+// A fused call mixing layouts: each product as it is alone (a weight in rows keeps its own
+// kernel), epilogues included.
+TEST(PairLayout, FusedCallWithBothLayoutsEqualsTheOpsOneByOne) {
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(33);
+  const Tensor packed = nn::to_pair_layout_inplace(at::randn({64, 96}, gen).to(at::kBFloat16));
+  const Tensor small = at::randn({4, 96}, gen).to(at::kBFloat16);  // 4 rows: stays in rows
+  for (int64_t M : {1, 5, 16}) {
+    Tensor x = at::randn({M, 1, 96}, gen).to(at::kBFloat16);
+    Tensor col = at::randn({64}, gen).to(at::kBFloat16), res = at::randn({M, 1, 64}, gen).to(at::kBFloat16);
+    std::vector<nn::RowsProduct> ps(3);
+    ps[0].w = small, ps[0].out_scale = 0.5;
+    ps[1].w = packed, ps[1].col_scale = col, ps[1].residual = res;
+    ps[2].w = packed, ps[2].in_scale = 2.0;
+    auto ys = nn::linear_rows_fused(x, ps);
+    ASSERT_EQ(ys.size(), 3u);
+    EXPECT_TRUE(at::equal(ys[0], nn::scale(nn::linear_rows(x, small), 0.5))) << M;
+    EXPECT_TRUE(at::equal(ys[1], res + nn::mul_last(nn::linear_rows(x, packed), col))) << M;
+    EXPECT_TRUE(at::equal(ys[2], nn::linear_rows(nn::scale(x, 2.0), packed))) << M;
+    EXPECT_EQ(ys[1].sizes().vec(), (std::vector<int64_t>{M, 1, 64}));
+    auto multi = nn::linear_rows_multi(x, {packed, small});
+    EXPECT_TRUE(at::equal(multi[0], nn::linear_rows(x, packed)));
+    EXPECT_TRUE(at::equal(multi[1], nn::linear_rows(x, small)));
+  }
+}
+
+TEST(PairLayout, EmbeddingRowsAndAutogradReadTheSameWeight) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(34);
+  const Tensor plain = at::randn({96, 40}, gen).to(at::kBFloat16);
+  const Tensor packed = nn::to_pair_layout_inplace(plain.clone());
+  Tensor ids = at::tensor(std::vector<int64_t>{0, 95, 33, 33, 64, 31}, at::kLong).view({2, 3});
+  EXPECT_TRUE(at::equal(nn::embedding(packed, ids), nn::embedding(plain, ids)));
+  EXPECT_EQ(nn::embedding(packed, ids).sizes().vec(), (std::vector<int64_t>{2, 3, 40}));
+  EXPECT_TRUE(at::equal(nn::embedding(plain, ids)[0][1], plain[95]));
+  EXPECT_THROW(nn::embedding(packed, at::tensor(std::vector<int64_t>{96}, at::kLong)), c10::Error);
+  EXPECT_THROW(nn::embedding(packed, at::tensor(std::vector<int64_t>{-1}, at::kLong)), c10::Error);
+  // Under autograd (training through a frozen weight): the rows' values and dx = dy W.
+  Tensor x = at::randn({3, 40}, gen).to(at::kBFloat16).requires_grad_(true);
+  Tensor y = nn::linear(x, packed);
+  ASSERT_TRUE(y.requires_grad());
+  EXPECT_TRUE(at::equal(y, at::linear(x, plain)));
+  auto g = torch::autograd::grad({y.sum()}, {x})[0];
+  auto g_ref = torch::autograd::grad({at::linear(x, plain).sum()}, {x})[0];
+  EXPECT_TRUE(at::equal(g, g_ref));
 }

@@ -14,6 +14,7 @@
 #include <memory>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -246,17 +247,23 @@ TEST(ServeEngine, DecodeStepIsBitwiseEqualToForwardPerSequence) {
       nn::clear_pair_weights();
     }
   };
-  const std::vector<std::pair<nn::DecodeKernel, nn::RowWalk>> configs{
-      {nn::DecodeKernel::kAuto, nn::RowWalk::kOneRow},
-      {nn::DecodeKernel::kAuto, nn::RowWalk::kBlocked},
-      {nn::DecodeKernel::kPairs, nn::RowWalk::kAuto}};
-  for (auto [kernel, walk] : configs) {
+  // The last: generation's k-pair weight layout (set_pair_layout), the decode kernel on auto.
+  const std::vector<std::tuple<nn::DecodeKernel, nn::RowWalk, bool>> configs{
+      {nn::DecodeKernel::kAuto, nn::RowWalk::kOneRow, false},
+      {nn::DecodeKernel::kAuto, nn::RowWalk::kBlocked, false},
+      {nn::DecodeKernel::kPairs, nn::RowWalk::kAuto, false},
+      {nn::DecodeKernel::kAuto, nn::RowWalk::kAuto, true}};
+  for (auto [kernel, walk, pairs] : configs) {
     for (const char* family : {"qwen35", "falcon_h1"})
       for (const char* dtype : {"f32", "bf16"}) {
         Scope scope(kernel, walk);
         auto model = models::load_model(std::string(family) == "qwen35" ? s0::testing::tiny_qwen35(dtype, 22)
                                                                          : s0::testing::tiny_falcon_h1(dtype, 22),
                                         models::parse_dtype(dtype));
+        if (pairs) {
+          if (std::string(dtype) != "bf16") continue;
+          ASSERT_GT(model->set_pair_layout(true), 0);
+        }
         auto sa = random_set(*model, 3, 0.5).scaled(), sb = random_set(*model, 4, 1.0).scaled();
         const std::vector<std::vector<int64_t>> prompts = {{1, 2, 3}, {7}, {100, 200, 300, 400, 5, 6, 7}, {9, 9}, {42}};
         const std::vector<const models::StateMap*> states = {&sa, nullptr, &sb, &sa, &sb};
@@ -283,10 +290,10 @@ TEST(ServeEngine, DecodeStepIsBitwiseEqualToForwardPerSequence) {
             Tensor la = model->forward(at::full({1, 1}, next[b], at::kLong), alone[b], true).view(-1);
             Tensor ls = model->decode_step(ids.narrow(0, static_cast<int64_t>(b), 1), {&single[b]}).view(-1);
             ASSERT_TRUE(at::equal(lb[b], la))
-                << family << " " << dtype << " kernel " << int(kernel) << " walk " << int(walk) << " step " << step
+                << family << " " << dtype << " kernel " << int(kernel) << " walk " << int(walk) << " pairs " << pairs << " step " << step
                 << " seq " << b;
             ASSERT_TRUE(at::equal(ls, la))
-                << family << " " << dtype << " kernel " << int(kernel) << " walk " << int(walk) << " step " << step
+                << family << " " << dtype << " kernel " << int(kernel) << " walk " << int(walk) << " pairs " << pairs << " step " << step
                 << " seq " << b;
             EXPECT_EQ(batched[b].length, alone[b].length);
             next[b] = la.argmax().item<int64_t>();

@@ -130,7 +130,7 @@ LoraSet init_lora(const models::CausalLM& model, LoraConfig cfg, uint64_t seed) 
   LoraSet set;
   for (const auto& name : names) {
     const Tensor& w = weights.at(name);
-    const int64_t out = w.size(0), in = w.size(1);
+    const int64_t out = nn::out_features(w), in = nn::in_features(w);
     // kaiming_uniform_(a = sqrt(5)): bound = sqrt(6 / ((1 + a^2) fan_in)) = 1 / sqrt(fan_in).
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
     Tensor A = at::empty({cfg.r, in}, at::kFloat).uniform_(-bound, bound, gen);
@@ -148,7 +148,7 @@ void check_lora(const LoraSet& set, const models::CausalLM& model, const std::st
     if (it == weights.end())
       throw Error(where + ": LoRA module '" + name + "' is not a linear layer of the model (its linear layers are: " +
                   kinds_of(model) + ")");
-    const int64_t out = it->second.size(0), in = it->second.size(1);
+    const int64_t out = nn::out_features(it->second), in = nn::in_features(it->second);
     if (f.A.dim() != 2 || f.B.dim() != 2 || f.A.size(1) != in || f.B.size(0) != out || f.A.size(0) != f.B.size(1))
       throw Error(where + ": LoRA module '" + name + "' has factors A " + io::shape_to_string(f.A.sizes().vec()) +
                   " and B " + io::shape_to_string(f.B.sizes().vec()) + ", the layer is [" + std::to_string(out) +

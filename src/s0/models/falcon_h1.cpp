@@ -196,8 +196,7 @@ Tensor FalconH1Model::mlp(const Layer& w, const Tensor& x, const Tensor& m, cons
 }
 
 Tensor FalconH1Model::embed(const Tensor& ids) const {
-  return embed_.index_select(0, ids.reshape(-1)).view({ids.size(0), ids.size(1), cfg_.hidden_size}) *
-         cfg_.embedding_multiplier;
+  return nn::embedding(embed_, ids) * cfg_.embedding_multiplier;
 }
 
 Tensor FalconH1Model::layer(int64_t l, const Tensor& h, const SeqGroups& gs) const {
@@ -247,6 +246,13 @@ std::vector<std::pair<std::string, Tensor>> FalconH1Model::linear_layers() const
   for (const Layer& w : layers_)
     for (const Linear* m : {&w.in_proj, &w.out_proj, &w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down})
       out.push_back({m->name, m->w});
+  return out;
+}
+
+std::vector<Tensor*> FalconH1Model::matrix_slots() {
+  std::vector<Tensor*> out{&embed_, &lm_head_};
+  for (Layer& w : layers_)
+    for (Linear* m : {&w.in_proj, &w.out_proj, &w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down}) out.push_back(&m->w);
   return out;
 }
 

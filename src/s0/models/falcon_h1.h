@@ -37,6 +37,7 @@ class FalconH1Model : public CausalLM {
   Tensor layer(int64_t l, const Tensor& h, const SeqGroups& groups) const override;
   Tensor final_norm(const Tensor& h) const override;
   std::vector<std::pair<std::string, Tensor>> linear_layers() const override;
+  std::vector<Tensor*> matrix_slots() override;
 
  private:
   using Linear = NamedLinear;  // b undefined when the config says no bias

@@ -2,7 +2,9 @@
 
 #include <malloc.h>
 
+#include <set>
 #include <thread>
+#include <utility>
 
 #include "s0/io/atomic_file.h"
 #include "s0/util/blas_threads.h"
@@ -10,6 +12,7 @@
 #include "s0/models/falcon_h1.h"
 #include "s0/models/qwen2.h"
 #include "s0/models/qwen35.h"
+#include "s0/nn/linear.h"
 #include "s0/util/error.h"
 
 namespace s0::models {
@@ -198,6 +201,54 @@ std::unique_ptr<CausalLM> load_model(const std::string& dir, at::ScalarType dtyp
   if (type == "qwen2") return std::make_unique<Qwen2Model>(md, dtype);
   throw Error(md.config_path() + ": unsupported model_type '" + type +
               "' (supported: qwen3_5, qwen3_5_text, falcon_h1, qwen2)");
+}
+
+namespace {
+
+// The bytes a weight occupies (held weights are contiguous).
+std::pair<const char*, const char*> bytes_of(const Tensor& t) {
+  const char* p = static_cast<const char*>(t.data_ptr());
+  return {p, p + t.numel() * t.element_size()};
+}
+
+}  // namespace
+
+int64_t CausalLM::set_pair_layout(bool on) {
+  const std::vector<Tensor*> slots = matrix_slots();
+  std::set<const void*> done;
+  int64_t changed = 0;
+  for (Tensor* t : slots) {
+    if (!t->defined() || done.count(t->data_ptr())) continue;
+    const Tensor w = *t;
+    done.insert(w.data_ptr());
+    if (on ? !nn::can_pair_layout(w) : !(nn::is_pair_layout(w) && w.is_contiguous())) continue;
+    // Every slot sharing any of w's bytes must be w itself (tied head and table): a view of
+    // part of it would be left meaning nothing.
+    const auto [lo, hi] = bytes_of(w);
+    bool alone = true;
+    for (const Tensor* u : slots) {
+      if (!u->defined() || u->numel() == 0) continue;
+      const auto [ulo, uhi] = bytes_of(*u);
+      if (ulo < hi && lo < uhi && !(ulo == lo && uhi == hi && u->sizes() == w.sizes())) alone = false;
+    }
+    if (!alone) continue;
+    const Tensor v = on ? nn::to_pair_layout_inplace(w) : nn::to_row_layout_inplace(w);
+    for (Tensor* u : slots)
+      if (u->defined() && u->data_ptr() == v.data_ptr()) *u = v;
+    ++changed;
+  }
+  return changed;
+}
+
+bool CausalLM::pair_layout() {
+  for (const Tensor* t : matrix_slots())
+    if (nn::is_pair_layout(*t)) return true;
+  return false;
+}
+
+bool use_generation_layout(CausalLM& m) {
+  if (m.dtype() == at::kBFloat16 && nn::pair_layout_pays()) m.set_pair_layout(true);
+  return m.pair_layout();
 }
 
 at::ScalarType parse_dtype(const std::string& s) {

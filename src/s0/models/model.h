@@ -94,6 +94,20 @@ class CausalLM {
   // (model dtype). LoRA picks its targets and shapes here and merges into these weights.
   virtual std::vector<std::pair<std::string, Tensor>> linear_layers() const = 0;
 
+  // The weight layout for generation. set_pair_layout(true) re-lays, in place (no second
+  // copy), every weight matrix that nn::can_pair_layout takes into the k-pair layout the
+  // decode kernel reads fastest on CPUs without AMX (nn/linear.h): each linear layer, the
+  // output head and the embedding table (tied: one tensor); false lays them back in rows.
+  // Returns how many matrices changed. Never while the model runs. Every computation works
+  // in either layout, but training wants rows (under autograd a k-pair weight is read
+  // through a temporary copy): trainers lay the weights back first.
+  int64_t set_pair_layout(bool on);
+  // Whether any weight is in k-pairs now.
+  bool pair_layout();
+  // Every weight matrix a layout change may re-lay or that may share memory with one (each
+  // linear weight, the head, the embedding table), as held. A family without returns none.
+  virtual std::vector<Tensor*> matrix_slots() { return {}; }
+
   // Optional finer split of a decoder layer, for training: S0 needs input gradients only,
   // and those never need the forward values of the two output projections, so a recomputed
   // layer can skip both GEMMs. With x the residual stream after the mixer:
@@ -130,6 +144,10 @@ class CausalLM {
   // Checks an adapter's initial states against this model (layer kinds and shapes).
   void check_adapter(const Adapter& a) const;
 };
+
+// Generation's weight layout: the k-pair layout where nn::pair_layout_pays() on this CPU
+// (bf16 models), else unchanged. Returns whether the weights are in k-pairs afterwards.
+bool use_generation_layout(CausalLM& m);
 
 // The argument checks of decode_step (shared by the overrides); throws s0::Error.
 void check_decode_step_args(const CausalLM& m, const Tensor& ids, const std::vector<Cache*>& caches);

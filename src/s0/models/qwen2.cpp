@@ -6,6 +6,7 @@
 #include "s0/nn/activations.h"
 #include "s0/nn/attention.h"
 #include "s0/nn/cross_entropy.h"
+#include "s0/nn/linear.h"
 #include "s0/nn/norms.h"
 #include "s0/util/error.h"
 
@@ -75,7 +76,7 @@ Tensor Qwen2Model::layer(int64_t l, const Tensor& h, const SeqGroups& gs) const 
 }
 
 Tensor Qwen2Model::embed(const Tensor& ids) const {
-  return embed_.index_select(0, ids.reshape(-1)).view({ids.size(0), ids.size(1), cfg_.hidden_size});
+  return nn::embedding(embed_, ids);
 }
 
 Tensor Qwen2Model::final_norm(const Tensor& h) const {
@@ -96,6 +97,13 @@ std::vector<std::pair<std::string, Tensor>> Qwen2Model::linear_layers() const {
   for (const Layer& w : layers_)
     for (const NamedLinear* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down})
       out.push_back({m->name, m->w});
+  return out;
+}
+
+std::vector<Tensor*> Qwen2Model::matrix_slots() {
+  std::vector<Tensor*> out{&embed_, &lm_head_};
+  for (Layer& w : layers_)
+    for (NamedLinear* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down}) out.push_back(&m->w);
   return out;
 }
 

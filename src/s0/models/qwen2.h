@@ -39,6 +39,7 @@ class Qwen2Model : public CausalLM {
   Tensor layer(int64_t l, const Tensor& h, const SeqGroups& groups) const override;
   Tensor final_norm(const Tensor& h) const override;
   std::vector<std::pair<std::string, Tensor>> linear_layers() const override;
+  std::vector<Tensor*> matrix_slots() override;
   // For the project's pretraining tool (tools/pretrain_builtin.cpp): every tensor as held,
   // by its canonical name (qwen2_tensor_shapes); lm_head aliases the embedding when tied and
   // is then not listed.

@@ -164,9 +164,7 @@ Tensor Qwen35Model::gated_attention(const Layer& w, const Tensor& x, const SeqGr
   return ctx * at::sigmoid(gate);  // o_proj: see layer()
 }
 
-Tensor Qwen35Model::embed(const Tensor& ids) const {
-  return embed_.index_select(0, ids.reshape(-1)).view({ids.size(0), ids.size(1), cfg_.hidden_size});
-}
+Tensor Qwen35Model::embed(const Tensor& ids) const { return nn::embedding(embed_, ids); }
 
 Tensor Qwen35Model::mixer_core(int64_t l, const Tensor& h, const SeqGroups& gs) const {
   const Layer& w = layers_.at(l);
@@ -222,15 +220,25 @@ nn::RowsCrossEntropy Qwen35Model::rows_cross_entropy(const Tensor& rows, const T
 
 namespace s0::models {
 
+std::vector<const Qwen35Model::Linear*> Qwen35Model::linears() const {
+  std::vector<const Linear*> out;
+  for (const Layer& w : layers_) {
+    if (w.linear) out.insert(out.end(), {&w.gdn.in_qkv, &w.gdn.in_z, &w.gdn.in_b, &w.gdn.in_a, &w.gdn.out});
+    else out.insert(out.end(), {&w.attn.q, &w.attn.k, &w.attn.v, &w.attn.o});
+    out.insert(out.end(), {&w.gate, &w.up, &w.down});
+  }
+  return out;
+}
+
 std::vector<std::pair<std::string, Tensor>> Qwen35Model::linear_layers() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  for (const Layer& w : layers_) {
-    std::vector<const Linear*> mixer;
-    if (w.linear) mixer = {&w.gdn.in_qkv, &w.gdn.in_z, &w.gdn.in_b, &w.gdn.in_a, &w.gdn.out};
-    else mixer = {&w.attn.q, &w.attn.k, &w.attn.v, &w.attn.o};
-    for (const Linear* m : mixer) out.push_back({m->name, m->w});
-    for (const Linear* m : {&w.gate, &w.up, &w.down}) out.push_back({m->name, m->w});
-  }
+  for (const Linear* m : linears()) out.push_back({m->name, m->w});
+  return out;
+}
+
+std::vector<Tensor*> Qwen35Model::matrix_slots() {
+  std::vector<Tensor*> out{&embed_, &lm_head_};
+  for (const Linear* m : linears()) out.push_back(&const_cast<Linear*>(m)->w);  // this is not const
   return out;
 }
 

@@ -61,8 +61,10 @@ S0_INLINE double ce_row(typename St<T>::Raw* z, int64_t V, int64_t label, double
 
 // ---- entry point -----------------------------------------------------------------------------
 
-RowsCrossEntropy cross_entropy_rows(const Tensor& h, const Tensor& w, const Tensor& labels, double scale,
+RowsCrossEntropy cross_entropy_rows(const Tensor& h, const Tensor& head, const Tensor& labels, double scale,
                                     int64_t chunk, double logit_multiplier) {
+  // dL/dh = dL/dz W needs the rows of W: a head in k-pairs (generation's layout) through a copy.
+  const Tensor w = is_pair_layout(head) ? row_layout_copy(head) : head;
   TORCH_CHECK(h.dim() == 2 && w.dim() == 2 && h.size(1) == w.size(1) && labels.dim() == 1 &&
                   labels.size(0) == h.size(0) && h.scalar_type() == w.scalar_type(),
               "cross_entropy_rows: shapes or dtypes");

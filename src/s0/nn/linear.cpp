@@ -567,6 +567,9 @@ std::unordered_map<const void*, PairCopy> g_pairs;
 // The copy of w (made now if there is none or w changed since); the caller holds it while the
 // products run, so a concurrent re-copy or clear_pair_weights() cannot free it under them.
 std::shared_ptr<uint16_t> pair_weight(const Tensor& w) {
+  if (is_pair_layout(w))  // the weight itself (the pointer holds the tensor)
+    return std::shared_ptr<uint16_t>(std::make_shared<Tensor>(w),
+                                     reinterpret_cast<uint16_t*>(w.data_ptr<at::BFloat16>()));
   std::lock_guard<std::mutex> lock(g_pairs_mu);
   auto it = g_pairs.find(w.data_ptr());
   if (it != g_pairs.end() && it->second.version == static_cast<int64_t>(w._version()) &&
@@ -695,11 +698,13 @@ struct FusedProduct {
 // Which kernel takes fused products of weights of dtype dt and inner size K: for bf16 the
 // AMX tiles, or VDPBF16PS (AVX-512 BF16, also where AMX exists but the AVX-512 kernel was
 // asked for); for f32 the AVX-512 FMA kernel; or none (the ops run one by one). The choice
-// depends on the dtype, K and the CPU only, never on M.
+// depends on the dtype, K, the CPU and whether a weight is in k-pairs (then only the k-pair
+// kernel can read it), never on M.
 enum class FusedKernel { kNone, kAmx, kDp, kPairs, kF32 };
 
-FusedKernel fused_kernel(at::ScalarType dt, int64_t K) {
+FusedKernel fused_kernel(at::ScalarType dt, int64_t K, bool pair_laid = false) {
   if (K <= 0) return FusedKernel::kNone;
+  if (pair_laid) return dt == at::kBFloat16 && K % 2 == 0 && has_avx512bf16() ? FusedKernel::kPairs : FusedKernel::kNone;
   if (dt == at::kBFloat16) {
     if (amx_applies(K)) return FusedKernel::kAmx;
     if (K % 2 == 0 && g_kernel.load(std::memory_order_relaxed) == DecodeKernel::kPairs && has_avx512bf16())
@@ -737,13 +742,14 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
     const Tensor& w = *p.w;
     // The workers see this thread's buffers through the jobs' pointers.
     ProductJob job{};
-    job.N = w.size(0), job.first = total;
+    const int64_t N = out_features(w);
+    job.N = N, job.first = total;
     if (kern == FusedKernel::kF32) {
-      ys.push_back(at::empty({M, w.size(0)}, at::kFloat));
+      ys.push_back(at::empty({M, N}, at::kFloat));
       job.wf = w.data_ptr<float>(), job.xf = inputs[p.input].data_ptr<float>(), job.yf = ys.back().data_ptr<float>();
       job.fepi = p.fepi;
     } else {
-      ys.push_back(at::empty({M, w.size(0)}, at::kBFloat16));
+      ys.push_back(at::empty({M, N}, at::kBFloat16));
       job.w = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
       job.y = reinterpret_cast<uint16_t*>(ys.back().data_ptr<at::BFloat16>());
       job.xp = kern == FusedKernel::kAmx ? packed[p.input].data() : nullptr;
@@ -755,7 +761,7 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
       job.epi = p.epi;
     }
     jobs.push_back(job);
-    total += w.size(0);
+    total += N;
   }
   std::atomic<int64_t> next{0};
   const int64_t nt = std::min<int64_t>(at::get_num_threads(), (total + 31) / 32);
@@ -912,10 +918,17 @@ void store_block(const float* ct, int64_t ldc, int64_t M, int64_t nrows, uint16_
 }  // namespace amx
 
 Tensor gemv_rows(const Tensor& x, const Tensor& w) {
-  TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && x.dim() >= 1 && x.size(-1) == w.size(1), "gemv_rows: shapes");
-  const int64_t N = w.size(0), K = w.size(1), M = K == 0 ? 0 : x.numel() / K;
+  const bool pairs = is_pair_layout(w);
+  TORCH_CHECK((w.dim() == 2 || pairs) && w.is_contiguous() && x.dim() >= 1 && x.size(-1) == in_features(w),
+              "gemv_rows: shapes");
+  const int64_t N = out_features(w), K = in_features(w), M = K == 0 ? 0 : x.numel() / K;
   const bool bf16 = w.scalar_type() == at::kBFloat16;
   if (M == 0 || N == 0) return at::empty({M, N}, w.scalar_type());
+  if (pairs) {  // only the k-pair kernel reads it; else through an [N, K] copy
+    if (fused_kernel(at::kBFloat16, K, true) == FusedKernel::kPairs && x.scalar_type() == at::kBFloat16)
+      return fused_products(FusedKernel::kPairs, x.reshape({M, K}).contiguous(), {w})[0];
+    return gemv_rows(x, row_layout_copy(w));
+  }
   // Through the fused region where a kernel takes this dtype (AMX or VDPBF16PS for bf16 rows
   // x, FMA for f32, x in f32 as the other kernels read it; output in the weight's dtype); the
   // other kernels want x in fp32 (one conversion of M*K values per call).
@@ -959,6 +972,98 @@ void clear_pair_weights() {
 
 DecodeKernel decode_kernel() { return g_kernel.load(); }
 
+bool is_pair_layout(const Tensor& w) {
+  return w.defined() && w.dim() == 4 && w.size(2) == 32 && w.size(3) == 2 && w.scalar_type() == at::kBFloat16;
+}
+
+bool can_pair_layout(const Tensor& w) {
+  return w.defined() && w.dim() == 2 && w.scalar_type() == at::kBFloat16 && w.device().is_cpu() &&
+         w.is_contiguous() && w.size(0) > 0 && w.size(0) % 32 == 0 && w.size(1) > 0 && w.size(1) % 2 == 0;
+}
+
+int64_t out_features(const Tensor& w) { return is_pair_layout(w) ? 32 * w.size(0) : w.size(0); }
+
+int64_t in_features(const Tensor& w) { return is_pair_layout(w) ? 2 * w.size(1) : w.size(1); }
+
+namespace {
+
+// Every 32-row block of data (N rows of K bf16, N a multiple of 32) between row order and
+// k-pairs, in place: a block holds the same values in both layouts, so each is copied to a
+// block-sized buffer and written back re-laid.
+void relayout_blocks(uint16_t* data, int64_t N, int64_t K, bool to_pairs) {
+  const int64_t KP = K / 2;
+  at::parallel_for(0, N / 32, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<uint32_t> buf(32 * KP);  // the block as k-pairs (32-bit units)
+    for (int64_t b = b0; b < b1; ++b) {
+      char* blk = reinterpret_cast<char*>(data + b * 32 * K);
+      std::memcpy(buf.data(), blk, buf.size() * sizeof(uint32_t));
+      for (int64_t r = 0; r < 32; ++r)
+        for (int64_t q = 0; q < KP; ++q) {
+          const int64_t rows_at = r * KP + q, pairs_at = q * 32 + r;
+          std::memcpy(blk + 4 * (to_pairs ? pairs_at : rows_at), &buf[to_pairs ? rows_at : pairs_at], 4);
+        }
+    }
+  });
+}
+
+// A weight about to change layout in place: drop any kPairs copy of its memory.
+void forget_pair_copy(const Tensor& w) {
+  std::lock_guard<std::mutex> lock(g_pairs_mu);
+  g_pairs.erase(w.data_ptr());
+}
+
+}  // namespace
+
+Tensor to_pair_layout_inplace(const Tensor& w) {
+  TORCH_CHECK(can_pair_layout(w), "to_pair_layout_inplace: need a contiguous bf16 CPU weight [N, K] with N a ",
+              "multiple of 32 and K even, got ", w.sizes(), " ", w.scalar_type());
+  const int64_t N = w.size(0), K = w.size(1);
+  forget_pair_copy(w);
+  relayout_blocks(reinterpret_cast<uint16_t*>(w.data_ptr<at::BFloat16>()), N, K, true);
+  w.unsafeGetTensorImpl()->bump_version();
+  return w.view({N / 32, K / 2, 32, 2});
+}
+
+Tensor to_row_layout_inplace(const Tensor& w) {
+  TORCH_CHECK(is_pair_layout(w) && w.is_contiguous() && w.device().is_cpu(),
+              "to_row_layout_inplace: not a weight in k-pairs: ", w.sizes());
+  const int64_t N = out_features(w), K = in_features(w);
+  forget_pair_copy(w);
+  relayout_blocks(reinterpret_cast<uint16_t*>(w.data_ptr<at::BFloat16>()), N, K, false);
+  w.unsafeGetTensorImpl()->bump_version();
+  return w.view({N, K});
+}
+
+Tensor row_layout_copy(const Tensor& w) {
+  if (!is_pair_layout(w)) return w.clone(at::MemoryFormat::Contiguous);
+  return w.permute({0, 2, 1, 3}).reshape({out_features(w), in_features(w)});  // [b][r][q][e]
+}
+
+Tensor embedding(const Tensor& table, const Tensor& ids) {
+  auto shape = ids.sizes().vec();
+  shape.push_back(in_features(table));
+  if (!is_pair_layout(table)) return table.index_select(0, ids.reshape(-1)).view(shape);
+  const int64_t V = out_features(table), K = in_features(table), KP = K / 2;
+  Tensor flat = ids.reshape(-1).to(at::kLong).contiguous();
+  const int64_t n = flat.numel();
+  const int64_t* id = flat.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) TORCH_CHECK(id[i] >= 0 && id[i] < V, "embedding: index ", id[i], " out of range [0, ", V, ")");
+  Tensor out = at::empty({n, K}, at::kBFloat16);
+  const char* src = reinterpret_cast<const char*>(table.data_ptr<at::BFloat16>());
+  char* dst = reinterpret_cast<char*>(out.data_ptr<at::BFloat16>());
+  for (int64_t i = 0; i < n; ++i) {
+    const char* blk = src + (id[i] / 32) * 32 * K * 2;
+    const int64_t r = id[i] % 32;
+    for (int64_t q = 0; q < KP; ++q) std::memcpy(dst + (i * KP + q) * 4, blk + (q * 32 + r) * 4, 4);
+  }
+  return out.view(shape);
+}
+
+bool pair_layout_pays() {
+  const DecodeKernel k = g_kernel.load();
+  return has_avx512bf16() && (k == DecodeKernel::kPairs || (k == DecodeKernel::kAuto && !amx_usable()));
+}
+
 void set_row_walk(RowWalk w) { g_walk.store(w); }
 
 RowWalk row_walk() { return g_walk.load(); }
@@ -971,8 +1076,8 @@ RowWalk auto_row_walk() {
 bool amx_available() { return amx_usable(); }
 
 Tensor gemv(const Tensor& x, const Tensor& w) {
-  TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && x.numel() == w.size(1), "gemv: shapes");
-  return gemv_rows(x.reshape({1, w.size(1)}), w).view({w.size(0)});
+  TORCH_CHECK((w.dim() == 2 || is_pair_layout(w)) && w.is_contiguous() && x.numel() == in_features(w), "gemv: shapes");
+  return gemv_rows(x.reshape({1, in_features(w)}), w).view({out_features(w)});
 }
 
 std::vector<Tensor> linear_rows_multi(const Tensor& x, const std::vector<Tensor>& ws) {
@@ -1007,16 +1112,17 @@ bool fusable(const Tensor& x, const RowsProduct& p, int64_t M) {
   const Tensor& w = p.w;
   const int64_t K = x.size(-1);
   const auto dt = x.scalar_type();  // bf16 or f32 (the caller's kernel choice)
-  if (!(w.device().is_cpu() && w.is_contiguous() && w.dim() == 2 && w.scalar_type() == dt && w.size(1) == K &&
-        w.size(0) > 0))
+  const int64_t N = out_features(w);
+  if (!(w.device().is_cpu() && w.is_contiguous() && (w.dim() == 2 || is_pair_layout(w)) && w.scalar_type() == dt &&
+        in_features(w) == K && N > 0))
     return false;
   if (p.col_scale.defined() &&
       !(p.col_scale.device().is_cpu() && p.col_scale.scalar_type() == dt && p.col_scale.is_contiguous() &&
-        p.col_scale.dim() == 1 && p.col_scale.size(0) == w.size(0)))
+        p.col_scale.dim() == 1 && p.col_scale.size(0) == N))
     return false;
   if (p.residual.defined() &&
       !(p.residual.device().is_cpu() && p.residual.scalar_type() == dt && p.residual.is_contiguous() &&
-        p.residual.numel() == M * w.size(0) && p.residual.size(-1) == w.size(0)))
+        p.residual.numel() == M * N && p.residual.size(-1) == N))
     return false;
   return true;
 }
@@ -1036,7 +1142,23 @@ std::vector<Tensor> linear_rows_fused(const Tensor& x, const std::vector<RowsPro
   }
   std::vector<Tensor> inputs;
   for (double s : scales) inputs.push_back(s == 1 ? x : scale(x, s));
-  const FusedKernel fk = fused_kernel(x.scalar_type(), K);
+  size_t pair_laid = 0;
+  for (const RowsProduct& p : ps) pair_laid += is_pair_layout(p.w);
+  if (pair_laid > 0 && pair_laid < ps.size()) {
+    // Weights in both layouts: each layout's own call, so that a product is computed as it
+    // would be one by one (a weight in rows never borrows the k-pair kernel for company).
+    std::vector<RowsProduct> part[2];
+    for (const RowsProduct& p : ps) part[is_pair_layout(p.w)].push_back(p);
+    std::vector<Tensor> ys[2] = {linear_rows_fused(x, part[0]), linear_rows_fused(x, part[1])};
+    std::vector<Tensor> out;
+    size_t next[2] = {0, 0};
+    for (const RowsProduct& p : ps) {
+      const int k = is_pair_layout(p.w);
+      out.push_back(ys[k][next[k]++]);
+    }
+    return out;
+  }
+  const FusedKernel fk = fused_kernel(x.scalar_type(), K, pair_laid > 0);
   bool together = !ps.empty() && fk != FusedKernel::kNone && M > 0;
   for (const RowsProduct& p : ps) together = together && fusable(x, p, M);
   std::vector<Tensor> out;
@@ -1067,7 +1189,7 @@ std::vector<Tensor> linear_rows_fused(const Tensor& x, const std::vector<RowsPro
   out = fused_products(fk, rows, aps);
   for (size_t i = 0; i < ps.size(); ++i) {
     auto shape = x.sizes().vec();
-    shape.back() = ps[i].w.size(0);
+    shape.back() = out_features(ps[i].w);
     out[i] = out[i].view(shape);
   }
   return out;
@@ -1078,7 +1200,7 @@ Tensor linear_rows(const Tensor& x, const Tensor& w) {
       (w.scalar_type() == at::kBFloat16 || w.scalar_type() == at::kFloat) &&
       x.scalar_type() == w.scalar_type()) {
     auto shape = x.sizes().vec();
-    shape.back() = w.size(0);
+    shape.back() = out_features(w);
     return gemv_rows(x, w).view(shape);
   }
   return nn::linear(x, w);
@@ -1098,7 +1220,8 @@ struct ReplayLinear : public torch::autograd::Function<ReplayLinear> {
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const Tensor w = ctx->saved_data["w"].toTensor();
+    Tensor w = ctx->saved_data["w"].toTensor();
+    if (is_pair_layout(w)) w = row_layout_copy(w);
     const auto sizes = ctx->saved_data["x_sizes"].toIntVector();
     Tensor dx = at::matmul(grads[0], w).view(sizes);
     return {dx, Tensor(), Tensor()};
@@ -1132,7 +1255,7 @@ Tensor linear(const Tensor& x, const Tensor& w) {
   if (it != t.outputs.end()) {
     Tensor y = it->second;
     auto want = x.sizes().vec();
-    want.back() = w.size(0);
+    want.back() = out_features(w);
     if (y.sizes().vec() == want && y.scalar_type() == x.scalar_type()) {
       t.outputs.erase(it);
       t.bytes -= y.numel() * y.element_size();
@@ -1147,6 +1270,16 @@ Tensor linear(const Tensor& x, const Tensor& w) {
 namespace {
 
 Tensor linear_compute(const Tensor& x, const Tensor& w) {
+  if (is_pair_layout(w)) {
+    // Every row through the k-pair kernel (prefill as decode), or an [N, K] copy where it
+    // cannot run (autograd: the weight is frozen, dx = dy W through the copy).
+    if (!grad_enabled() && w.device().is_cpu() && x.scalar_type() == at::kBFloat16) {
+      auto shape = x.sizes().vec();
+      shape.back() = out_features(w);
+      return gemv_rows(x, w).view(shape);
+    }
+    return at::linear(x, row_layout_copy(w));
+  }
   const int64_t K = w.size(1);
   if (!grad_enabled() && x.numel() == K && w.device().is_cpu() && w.is_contiguous() &&
       (w.scalar_type() == at::kBFloat16 || w.scalar_type() == at::kFloat) &&

@@ -67,6 +67,36 @@ std::optional<DecodeKernel> parse_decode_kernel(const std::string& name);
 // Frees kPairs's copies (a weight changed in place is re-copied on its next product anyway;
 // products running meanwhile keep theirs until they end).
 void clear_pair_weights();
+
+// ---- The k-pair layout as the weight itself (inference) ----
+// A bf16 weight [N, K] with N a multiple of 32 and K even can be re-laid IN ITS OWN MEMORY
+// into the layout kPairs copies to: a [N/32, K/2, 32, 2] tensor whose element [b][q][r][e] is
+// w[32 b + r][2 q + e]. Every function of this header takes either layout: a weight in k-pairs
+// always goes through the k-pair kernel (decode and prefill alike, whatever the decode kernel
+// setting; every row computed as at one row), or, where that kernel cannot run (no AVX-512
+// BF16, autograd, non-bf16 rows), through a temporary [N, K] copy (correct, slow). So a
+// model's weights can be laid out once for generation with no second copy
+// (models::CausalLM::set_pair_layout). The 4-D shape keeps code that expects [N, K] from
+// reading it by mistake (libtorch's own ops reject it).
+bool is_pair_layout(const Tensor& w);
+// w can be re-laid: bf16, contiguous [N, K], N > 0 a multiple of 32, K > 0 even.
+bool can_pair_layout(const Tensor& w);
+// N and K of a weight in either layout.
+int64_t out_features(const Tensor& w);
+int64_t in_features(const Tensor& w);
+// Re-lays w's memory into k-pairs and returns the [N/32, K/2, 32, 2] view of it; every other
+// tensor viewing that memory as [N, K] (w itself included) is meaningless afterwards. Not
+// while products read w. to_row_layout_inplace undoes it (returns the [N, K] view).
+Tensor to_pair_layout_inplace(const Tensor& w);
+Tensor to_row_layout_inplace(const Tensor& w);
+// A fresh [N, K] copy of a weight in either layout.
+Tensor row_layout_copy(const Tensor& w);
+// Rows ids (any shape, int64) of an embedding table [V, K] in either layout: [ids..., K].
+Tensor embedding(const Tensor& table, const Tensor& ids);
+// Whether generation should lay bf16 weights out in k-pairs on this CPU: the decode kernel
+// is kPairs, or kAuto on a CPU with AVX-512 BF16 and without usable AMX (AMD Zen 4/5: the
+// k-pair kernel measured 1.2-1.3x the VDPBF16PS row kernel at 4-16 batch rows on a Zen 5).
+bool pair_layout_pays();
 void set_decode_kernel(DecodeKernel k);
 DecodeKernel decode_kernel();
 // The CPU has AMX-BF16 and the OS granted this process the tile state.

@@ -27,6 +27,7 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
   if (opt.samples < 1) throw Error("--samples must be >= 1");
   if (opt.keep < 1) throw Error("--keep must be >= 1");
   if (opt.sampling.max_new_tokens < 1) throw Error("--max-new-tokens must be >= 1");
+  models::use_generation_layout(model);
   // Distributed (dist::current()): rank r collects every W-th unfinished problem, appending
   // one line per problem ({"progress": line, "kept": [lines]}) to OUT.rank<r>.jsonl; rank 0
   // merges them into OUT and OUT.progress.jsonl in the order a single process writes them.

@@ -46,7 +46,8 @@ struct CollectSummary {
 };
 
 // Writes OUT (training JSONL), OUT.config.json (the settings) and OUT.progress.jsonl (one
-// line per finished problem).
+// line per finished problem). Lays the model's weights out for generation first
+// (models::use_generation_layout; the trainers lay them back).
 CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, const eval::PromptStyle& style,
                        const std::vector<eval::Task>& tasks, const models::StateMap* states,
                        const eval::Sandbox& sandbox, const CollectOptions& opt, const std::string& out_path);

@@ -94,6 +94,7 @@ json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::P
   std::set<std::string> names;
   for (const auto& c : conditions)
     if (!names.insert(c.name).second) throw Error("condition '" + c.name + "' given twice");
+  models::use_generation_layout(model);
   // Distributed (dist::current()): rank r evaluates every W-th unfinished problem of each
   // condition, appending to its own results.rank<r>.jsonl; rank 0 gathers everything into
   // results.jsonl in the order a single process writes it (below).

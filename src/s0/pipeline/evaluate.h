@@ -38,7 +38,8 @@ struct EvalOptions {
 };
 
 // Writes OUT_DIR/eval_config.json, OUT_DIR/results.jsonl, OUT_DIR/summary.json and
-// OUT_DIR/report.md (report.h: evaluation_report); returns the summary.
+// OUT_DIR/report.md (report.h: evaluation_report); returns the summary. Lays the model's
+// weights out for generation first (models::use_generation_layout).
 nlohmann::json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::PromptStyle& style,
                         const std::vector<eval::Task>& tasks, const std::vector<Condition>& conditions,
                         const eval::Sandbox& sandbox, const EvalOptions& opt, const std::string& out_dir);

@@ -645,7 +645,10 @@ Server::Server(const ServerOptions& opt, std::shared_ptr<models::CausalLM> model
   ::signal(SIGPIPE, SIG_IGN);  // a client that hangs up must not end the process
   impl_->opt = opt;
   if (opt.max_n < 1) throw Error("serve: max_n must be >= 1");
-  if (!model) model = models::load_model(opt.model_dir, models::parse_dtype(opt.dtype));
+  if (!model) {  // loaded here for serving only: generation's weight layout
+    model = models::load_model(opt.model_dir, models::parse_dtype(opt.dtype));
+    models::use_generation_layout(*model);
+  }
   impl_->model = model;
   impl_->tok = std::make_unique<text::Tokenizer>(text::Tokenizer::from_model_dir(opt.model_dir));
   try {

@@ -98,6 +98,7 @@ ParamTrainer::ParamTrainer(models::CausalLM& model, std::vector<Example> data, T
                            std::shared_ptr<Method> method)
     : model_(model), data_(std::move(data)), cfg_(std::move(cfg)), method_(std::move(method)), P_(std::move(init)) {
   if (data_.empty()) throw Error("training: no examples");
+  model_.set_pair_layout(false);  // rows for autograd (a k-pair weight would be copied per product)
   if (cfg_.steps < 0) throw Error("training: --steps must be >= 0");
   if (!(cfg_.lr > 0)) throw Error("training: --lr must be positive");
   if (cfg_.l2 < 0) throw Error("training: --l2 must be >= 0");
@@ -319,6 +320,7 @@ void require_recurrent_layers(const models::CausalLM& model, const std::string& 
 Trainer::Trainer(models::CausalLM& model, std::vector<Example> data, TrainConfig cfg)
     : model_(model), num_examples_(data.size()), cfg_(std::move(cfg)) {
   require_recurrent_layers(model_, "S0 states");
+  model_.set_pair_layout(false);  // rows for training's GEMMs (generation may have laid them in k-pairs)
   layers_ = adapters::select_layers(cfg_.layers, model_.recurrent_layers());
   if (layers_.empty()) throw Error("training: --layers '" + cfg_.layers + "' selects no layer");
   ParamMap init;
