@@ -433,7 +433,7 @@ TEST(PairLayout, ProductsEqualTheKPairKernelOnRows) {
   // Where the k-pair kernel cannot run, the k-pair weight goes through a rows copy, i.e. the
   // default kernel.
   const nn::DecodeKernel ref_kernel = pairs_kernel_here() ? nn::DecodeKernel::kPairs : nn::DecodeKernel::kAuto;
-  for (int64_t M : {1, 3, 8, 13, 40}) {
+  for (int64_t M : {1, 3, 8, 13, 40, 300}) {  // 300: in row tiles (kPairTileRows)
     Tensor x = at::randn({M, 128}, gen).to(at::kBFloat16);
     Tensor ref;
     {
@@ -498,4 +498,18 @@ TEST(PairLayout, EmbeddingRowsAndAutogradReadTheSameWeight) {
   auto g = torch::autograd::grad({y.sum()}, {x})[0];
   auto g_ref = torch::autograd::grad({at::linear(x, plain).sum()}, {x})[0];
   EXPECT_TRUE(at::equal(g, g_ref));
+}
+
+// Many rows with a long K (prefill of a down projection): row tiles of 48, each row as alone.
+TEST(PairLayout, RowTilesComputeEachRowAsAlone) {
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(35);
+  const Tensor plain = at::randn({96, 2080}, gen).to(at::kBFloat16);
+  const Tensor packed = nn::to_pair_layout_inplace(plain.clone());
+  Tensor x = at::randn({1, 211, 2080}, gen).to(at::kBFloat16);
+  Tensor y = nn::linear(x, packed);
+  ASSERT_EQ(y.sizes().vec(), (std::vector<int64_t>{1, 211, 96}));
+  for (int64_t m = 0; m < 211; ++m) ASSERT_TRUE(at::equal(y[0][m], nn::linear(x[0][m], packed))) << m;
+  Tensor dref = at::matmul(x.to(at::kDouble), plain.to(at::kDouble).t());
+  EXPECT_LT(((y.to(at::kDouble) - dref).abs() / (dref.abs() + 1.0)).max().item<double>(), 8e-3);
 }
