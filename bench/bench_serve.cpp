@@ -11,6 +11,8 @@
 //   bench_serve [--preset 0.8b] [--dtype bf16] [--threads 0] [--tokens 32] [--prompt-len 16]
 //               [--concurrency 1,4,16,64] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]
 //               [--huge-pages 1|0]   (0: weights and heap on 4 KB pages, util/huge_pages.h)
+//               [--layout auto|rows] (auto: the weights laid out as `s0 serve` lays them,
+//               models::use_generation_layout; rows: kept in rows)
 // Each configuration runs `repeats` times, base and mixed alternating; medians are reported.
 #include <algorithm>
 #include <atomic>
@@ -47,7 +49,7 @@ using bench::median;
 
 int main(int argc, char** argv) {
   bench::huge_pages_from_args(argc, argv);
-  std::string preset = "0.8b", dtype = "bf16", cache_dir = "/tmp/s0-bench";
+  std::string preset = "0.8b", dtype = "bf16", cache_dir = "/tmp/s0-bench", layout = "auto";
   int threads = 0, tokens = 32, prompt_len = 16, nsets = 8, repeats = 3;
   std::vector<int> conc = {1, 4, 16, 64};
   for (int i = 1; i < argc; ++i) {
@@ -65,6 +67,13 @@ int main(int argc, char** argv) {
     else if (a == "--repeats") repeats = std::stoi(next());
     else if (a == "--cache-dir") cache_dir = next();
     else if (a == "--huge-pages") next();  // 0: 4 KB pages (applied by huge_pages_from_args)
+    else if (a == "--layout") {
+      layout = next();
+      if (layout != "auto" && layout != "rows") {
+        std::fprintf(stderr, "bench_serve: --layout takes auto or rows\n");
+        return 2;
+      }
+    }
     else if (a == "--concurrency") {
       conc.clear();
       std::string s = next();
@@ -77,7 +86,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: bench_serve [--preset 0.8b] [--dtype bf16] [--threads 0] [--tokens 32] [--prompt-len 16]\n"
                    "                   [--concurrency 1,4,16,64] [--sets 8] [--repeats 3] [--cache-dir /tmp/s0-bench]\n"
-                   "                   [--huge-pages 1|0]\n");
+                   "                   [--huge-pages 1|0] [--layout auto|rows]\n");
       return 2;
     }
   }
@@ -89,6 +98,8 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     std::shared_ptr<models::CausalLM> model = models::load_model(model_dir, models::parse_dtype(dtype));
     out["load_model_seconds"] = secs(t0);
+    if (layout == "auto") models::use_generation_layout(*model);  // as `s0 serve` does
+    out["weight_layout"] = model->pair_layout() ? "pairs" : "rows";
     out["model"] = model_dir;
     out["dtype"] = dtype;
     out["threads"] = at::get_num_threads();

@@ -158,6 +158,7 @@ class Stream {
         Released r;
         std::lock_guard<std::mutex> lock(model_->mu);
         s0::poll_interrupt();
+        s0::models::use_generation_layout(*model_->lm);  // as generate(); training lays weights back
         engine_->step(events);
       }
       for (auto& e : events) pending_.push_back(std::move(e));
@@ -216,6 +217,7 @@ py::object generate(const ModelPtr& mp, const py::object& prompt, const py::obje
   {
     Released r;
     std::lock_guard<std::mutex> lock(m.mu);
+    s0::models::use_generation_layout(*m.lm);  // after a train() (which lays the weights back)
     gens = s0::generate::generate(*m.lm, p.ids, opt);
   }
   py::list out;
@@ -268,6 +270,7 @@ void bind_model(py::module_& mod) {
               Released r;
               s0::models::configure_runtime(threads);
               m->lm = s0::models::load_model(dir, dt);
+              s0::models::use_generation_layout(*m->lm);  // k-pairs where they pay (CPUs without AMX)
             }
             return m;
           },

@@ -49,18 +49,19 @@ Tensor gemv(const Tensor& x, const Tensor& w);
 // cache (one pass over W for the whole batch) but not their arithmetic.
 Tensor gemv_rows(const Tensor& x, const Tensor& w);
 
-// Which kernel computes the decode products of bf16 weights. kAuto: Intel AMX tiles where
+// Which kernel computes the decode products of bf16 weights held in rows ([N, K]; a weight
+// in the k-pair layout below always takes the k-pair kernel). kAuto: Intel AMX tiles where
 // the CPU and kernel allow them (and K % 32 == 0), else the AVX-512 (VDPBF16PS) kernel;
-// kAvx512: never AMX. kPairs (experimental, never chosen by itself): VDPBF16PS on a copy of
-// each weight re-laid out in k-pairs (32-row blocks, each k-pair's 32 row pairs side by
-// side), an output row per vector lane and the input pairs broadcast, so no horizontal sums
-// (docs/performance.md: 1.2-1.3x at 16 batch rows in bench_engine on an AMD Zen 5); the
-// copy is made on a weight's first product and kept (as much memory again as the weights
-// it has seen) until clear_pair_weights(); for bf16 weights with an even K on a CPU with
-// AVX-512 BF16, else as kAvx512. Every kernel computes each row the same way for any batch
-// size, but they round differently, so switch only between whole generations (benchmarks
-// and tests compare them). f32 weights always take the AVX-512 kernel. The starting value
-// comes from S0_DECODE_KERNEL=auto|avx512|pairs in the environment (default auto).
+// kAvx512: never AMX. kPairs: the k-pair kernel (VDPBF16PS with an output row per vector
+// lane and the input pairs broadcast, so no horizontal sums) on a copy of each weight
+// re-laid out in k-pairs, made on its first product and kept (as much memory again as the
+// weights it has seen) until clear_pair_weights(); for bf16 weights with an even K on a CPU
+// with AVX-512 BF16, else as kAvx512. (Generation avoids the copy by laying the weights out
+// in k-pairs themselves: models::use_generation_layout, on CPUs without AMX.) Every kernel
+// computes each row the same way for any batch size, but they round differently, so switch
+// only between whole generations (benchmarks and tests compare them). f32 weights always
+// take the AVX-512 kernel. The starting value comes from S0_DECODE_KERNEL=auto|avx512|pairs
+// in the environment (default auto; avx512 also keeps generation's weights in rows).
 enum class DecodeKernel { kAuto, kAvx512, kPairs };
 // "auto", "avx512" or "pairs" (S0_DECODE_KERNEL's and the benchmarks' spelling); else none.
 std::optional<DecodeKernel> parse_decode_kernel(const std::string& name);

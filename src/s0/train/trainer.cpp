@@ -170,6 +170,7 @@ int64_t ParamTrainer::load_checkpoint(const std::string& dir) {
 
 ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
                              const std::function<void(const StepReport&)>& on_step) {
+  model_.set_pair_layout(false);  // again: the model may have generated since construction
   // Data-parallel (dist::current()): each rank takes a contiguous share of every step's
   // examples; their gradients, loss and token counts are summed in rank order (one allreduce
   // per step), so every rank applies the same Adam step. Rank 0 writes the checkpoints and
