@@ -599,9 +599,8 @@ std::unordered_map<const void*, PairCopy> g_pairs;
 // The copy of w (made now if there is none or w changed since); the caller holds it while the
 // products run, so a concurrent re-copy or clear_pair_weights() cannot free it under them.
 std::shared_ptr<uint16_t> pair_weight(const Tensor& w) {
-  if (is_pair_layout(w))  // the weight itself (the pointer holds the tensor)
-    return std::shared_ptr<uint16_t>(std::make_shared<Tensor>(w),
-                                     reinterpret_cast<uint16_t*>(w.data_ptr<at::BFloat16>()));
+  if (is_pair_layout(w))  // the weight itself, which the caller holds (a pointer owning nothing)
+    return std::shared_ptr<uint16_t>(std::shared_ptr<void>(), reinterpret_cast<uint16_t*>(w.data_ptr<at::BFloat16>()));
   std::lock_guard<std::mutex> lock(g_pairs_mu);
   auto it = g_pairs.find(w.data_ptr());
   if (it != g_pairs.end() && it->second.version == static_cast<int64_t>(w._version()) &&
