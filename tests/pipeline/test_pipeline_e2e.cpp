@@ -77,6 +77,7 @@ TEST(PipelineE2E, CollectTrainEvalAndResume) {
   json sum = json::parse(r.out);
   EXPECT_EQ(sum["problems"], 5);
   EXPECT_EQ(sum["samples"], 20);
+  EXPECT_EQ(sum["weight_layout"], "rows");  // f32 weights are never laid out in k-pairs
   auto train = jsonl(dir + "/train.jsonl");
   ASSERT_GE(train.size(), 2u) << "a random model should pass some string-literal problems";
   EXPECT_EQ(static_cast<int64_t>(train.size()), sum["kept"].get<int64_t>());
@@ -129,6 +130,7 @@ TEST(PipelineE2E, CollectTrainEvalAndResume) {
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   json s = json::parse(s0::io::read_file(dir + "/eval/summary.json"));
   ASSERT_EQ(s["conditions"].size(), 3u);
+  EXPECT_EQ(s["weight_layout"], "rows");
   EXPECT_EQ(s["conditions"][0]["name"], "base");
   EXPECT_EQ(s["conditions"][1]["name"], "s0@0.07");
   EXPECT_EQ(s["conditions"][2]["alpha"], 0.5);

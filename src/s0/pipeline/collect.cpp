@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 
 json CollectSummary::to_json() const {
   return {{"problems", problems}, {"solved", solved},         {"kept", kept},
-          {"samples", samples},   {"checked", checked}, {"passed_samples", passed_samples}, {"seconds", seconds}};
+          {"samples", samples},   {"checked", checked}, {"passed_samples", passed_samples}, {"seconds", seconds},
+          {"weight_layout", weight_layout}};
 }
 
 CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, const eval::PromptStyle& style,
@@ -134,6 +135,7 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
   // Resume: problems with a progress line are done; kept lines of any other problem (a crash
   // between the two appends) are dropped so the problem is redone cleanly.
   CollectSummary sum;
+  sum.weight_layout = model.pair_layout() ? "pairs" : "rows";
   std::set<std::string> done;
   auto count = [&sum](const json& j) {
     sum.problems++;
@@ -275,7 +277,7 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
     if (R == 0) {
       for (const auto& a : all) take_extra(split_lines(a));
       merge_extra();
-      sum = CollectSummary();
+      sum = CollectSummary{.weight_layout = sum.weight_layout};
       for (const auto& line : io::read_complete_lines(progress_path)) count(json::parse(line));
       sum.seconds = prog.elapsed() - t0;
       summary = sum.to_json().dump();
@@ -287,6 +289,7 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
     CollectSummary s;
     s.problems = j["problems"], s.solved = j["solved"], s.kept = j["kept"], s.samples = j["samples"];
     s.checked = j["checked"], s.passed_samples = j["passed_samples"], s.seconds = j["seconds"];
+    s.weight_layout = j["weight_layout"];
     return s;
   }
   sum.seconds = prog.elapsed() - t0;

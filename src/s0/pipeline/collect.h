@@ -42,6 +42,9 @@ constexpr double kCollectStateBytes = 2e9;
 struct CollectSummary {
   int64_t problems = 0, solved = 0, kept = 0, samples = 0, checked = 0, passed_samples = 0;
   double seconds = 0;
+  // How the weights were laid out ("pairs" or "rows", models::use_generation_layout): the
+  // decode kernel's rounding depends on it.
+  std::string weight_layout = "rows";
   nlohmann::json to_json() const;
 };
 

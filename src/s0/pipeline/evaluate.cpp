@@ -94,7 +94,7 @@ json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::P
   std::set<std::string> names;
   for (const auto& c : conditions)
     if (!names.insert(c.name).second) throw Error("condition '" + c.name + "' given twice");
-  models::use_generation_layout(model);
+  const std::string weight_layout = models::use_generation_layout(model) ? "pairs" : "rows";
   // Distributed (dist::current()): rank r evaluates every W-th unfinished problem of each
   // condition, appending to its own results.rank<r>.jsonl; rank 0 gathers everything into
   // results.jsonl in the order a single process writes it (below).
@@ -125,6 +125,7 @@ json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::P
     for (const auto& c : conditions) order.push_back(c.name);
     json summary = summarize(sel, order, opt.ks);
     summary["meta"] = opt.meta;
+    summary["weight_layout"] = weight_layout;  // the decode kernel's rounding depends on it
     summary["files"] = {{"results", results_path}, {"report", (fs::path(out_dir) / "report.md").string()}};
     io::write_file_atomic((fs::path(out_dir) / "summary.json").string(), summary.dump(2) + "\n");
     io::write_file_atomic((fs::path(out_dir) / "report.md").string(), evaluation_report(summary));
