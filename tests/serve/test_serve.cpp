@@ -619,7 +619,8 @@ TEST(Serve, ModelsHealthAndMetrics) {
   ASSERT_TRUE(met);
   for (const char* k : {"s0_requests_total{endpoint=\"/v1/completions\",status=\"200\"}", "s0_generated_tokens_total",
                         "s0_active_sequences", "s0_generated_tokens_per_second",
-                        "s0_state_set_sequences_total{state_set=\"A\"}", "s0_state_set_bytes{state_set=\"A\"}"})
+                        "s0_state_set_sequences_total{state_set=\"A\"}", "s0_state_set_bytes{state_set=\"A\"}",
+                        "s0_weight_layout{layout=\"rows\"} 1"})  // a model handed in keeps its layout
     EXPECT_NE(met->body.find(k), std::string::npos) << k;
 }
 

@@ -130,6 +130,7 @@ struct Job {
 struct Server::Impl {
   ServerOptions opt;
   std::shared_ptr<models::CausalLM> model;
+  std::string weight_layout;  // "pairs" or "rows", fixed at construction
   std::unique_ptr<Engine> engine;
   std::unique_ptr<text::Tokenizer> tok;
   std::unique_ptr<text::ChatTemplate> chat;
@@ -489,6 +490,8 @@ std::string Server::Impl::metrics() {
   o << "s0_state_sets_loaded " << sets.size() << "\n";
   metric("s0_state_set_bytes", "gauge", "Memory held by each loaded state set.");
   for (const auto& i : sets) o << "s0_state_set_bytes{state_set=\"" << i.name << "\"} " << i.bytes << "\n";
+  metric("s0_weight_layout", "gauge", "1 for the layout the weights are held in (pairs: k-pairs for generation; rows).");
+  o << "s0_weight_layout{layout=\"" << weight_layout << "\"} 1\n";
   return o.str();
 }
 
@@ -650,6 +653,7 @@ Server::Server(const ServerOptions& opt, std::shared_ptr<models::CausalLM> model
     models::use_generation_layout(*model);
   }
   impl_->model = model;
+  impl_->weight_layout = model->pair_layout() ? "pairs" : "rows";
   impl_->tok = std::make_unique<text::Tokenizer>(text::Tokenizer::from_model_dir(opt.model_dir));
   try {
     impl_->chat = std::make_unique<text::ChatTemplate>(text::ChatTemplate::from_model_dir(opt.model_dir));
