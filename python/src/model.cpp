@@ -136,6 +136,11 @@ class Stream {
   Stream(ModelPtr model, std::vector<int64_t> prompt, const s0::generate::GenerateOptions& opt,
          AdapterPtr adapter)
       : model_(std::move(model)), tok_(opt.tokenizer) {
+    {  // as generate() (a train() lays the weights back): once per stream, not per step
+      Released r;
+      std::lock_guard<std::mutex> lock(model_->mu);
+      s0::models::use_generation_layout(*model_->lm);
+    }
     s0::generate::EngineOptions eo;
     eo.max_batch = 1;
     eo.prefill_chunk = opt.prefill_chunk;
@@ -158,7 +163,6 @@ class Stream {
         Released r;
         std::lock_guard<std::mutex> lock(model_->mu);
         s0::poll_interrupt();
-        s0::models::use_generation_layout(*model_->lm);  // as generate(); training lays weights back
         engine_->step(events);
       }
       for (auto& e : events) pending_.push_back(std::move(e));

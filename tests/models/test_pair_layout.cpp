@@ -102,11 +102,12 @@ TEST(PairLayout, GenerationLayoutFollowsTheCpuAndTheDtype) {
 
 TEST(PairLayout, TrainersLayTheWeightsBackInRows) {
   auto model = models::load_model(tiny("qwen35"), at::kBFloat16);
-  ASSERT_GT(model->set_pair_layout(true), 0);
   train::Example ex;
   for (int64_t t = 0; t < 12; ++t) ex.ids.push_back(t + 3), ex.target.push_back(t >= 6);
   train::TrainConfig cfg;
   cfg.steps = 1;
   train::Trainer trainer(*model, {ex}, cfg);
+  ASSERT_GT(model->set_pair_layout(true), 0);  // generation in between (Python: generate(), then train())
+  trainer.train(s0::testing::temp_dir("pair_layout_train"), false);
   EXPECT_FALSE(model->pair_layout());
 }

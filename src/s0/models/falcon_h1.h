@@ -49,6 +49,8 @@ class FalconH1Model : public CausalLM {
     Tensor neg_A, dt_bias, D /*[H] f32*/, norm /*[Dssm] or undefined*/;
     Linear gate, up, down;                   // MLP
   };
+  // Every linear layer, in forward order (linear_layers' and matrix_slots' one list).
+  std::vector<const Linear*> linears() const;
 
   // The mixers between their projections (layer() runs those, the two input projections in
   // one call, the two output projections with the residual adds): attention from q, k

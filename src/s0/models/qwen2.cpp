@@ -92,18 +92,21 @@ nn::RowsCrossEntropy Qwen2Model::rows_cross_entropy(const Tensor& rows, const Te
   return nn::cross_entropy_rows(rows, lm_head_, labels, scale, 256);
 }
 
+std::vector<const NamedLinear*> Qwen2Model::linears() const {
+  std::vector<const NamedLinear*> out;
+  for (const Layer& w : layers_) out.insert(out.end(), {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down});
+  return out;
+}
+
 std::vector<std::pair<std::string, Tensor>> Qwen2Model::linear_layers() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  for (const Layer& w : layers_)
-    for (const NamedLinear* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down})
-      out.push_back({m->name, m->w});
+  for (const NamedLinear* m : linears()) out.push_back({m->name, m->w});
   return out;
 }
 
 std::vector<Tensor*> Qwen2Model::matrix_slots() {
   std::vector<Tensor*> out{&embed_, &lm_head_};
-  for (Layer& w : layers_)
-    for (NamedLinear* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down}) out.push_back(&m->w);
+  for (const NamedLinear* m : linears()) out.push_back(&const_cast<NamedLinear*>(m)->w);  // this is not const
   return out;
 }
 

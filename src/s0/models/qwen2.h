@@ -52,6 +52,8 @@ class Qwen2Model : public CausalLM {
     NamedLinear gate, up, down;
   };
   Tensor attention(const Layer& w, const Tensor& x, const SeqGroups& groups) const;
+  // Every linear layer, in forward order (linear_layers' and matrix_slots' one list).
+  std::vector<const NamedLinear*> linears() const;
   Tensor* slot(const std::string& name);
 
   Qwen2Config cfg_;

@@ -532,12 +532,13 @@ __attribute__((target("avx512f"))) inline void pair_results(const float* tb, int
 }
 
 // The fused region through the k-pair weights: each claimed chunk (a multiple of 32 rows into
-// its weight) block by block, then the block's epilogue as the other kernels store it. Above
-// kPairTileRows batch rows the rows go in tiles sized to stay in L2 with the chunk's blocks
-// (each tile against every block of the chunk, the results gathered per block and stored
-// after the last tile): without, every block streamed all M rows from L3 (bench_gemv, 4096 x
-// 1024 on a Zen 5: 665 GFLOP/s at 128 rows, 612 at 512, 571 at 2048). A row's arithmetic is
-// the same in any tile or pass.
+// its weight, at most 128 rows) block by block, each block's results stored with the other
+// kernels' epilogue once all batch rows are done. Up to kPairTileRows batch rows go in one
+// tile, the next block prefetched while this one is re-read pass after pass; above, the rows
+// go in tiles sized to stay in L2 with the chunk's blocks (each tile against every block of
+// the chunk; the blocks stay in L2 between tiles): without, every block streamed all M rows
+// from L3 (bench_gemv, 4096 x 1024 on a Zen 5: 665 GFLOP/s at 128 rows, 612 at 512, 571 at
+// 2048). A row's arithmetic is the same in any tile or pass.
 constexpr int64_t kPairTileRows = 128;
 
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs(int64_t M,
@@ -545,27 +546,13 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs
                                                                                  int64_t K, int64_t total, int64_t nt,
                                                                                  std::atomic<int64_t>& next) {
   const int64_t ldc = 16 * ((M + 15) / 16);
-  thread_local std::vector<float> tbuf;
-  if (M <= kPairTileRows) {
-    float* ct = block_buffer(ldc);
-    if (static_cast<int64_t>(tbuf.size()) < 32 * M) tbuf.resize(32 * M);
-    float* tb = tbuf.data();
-    claim_blocks(jobs, total, nt, next, [&](const ProductJob& job, int64_t n0, int64_t nrows, int64_t r1) {
-      const uint16_t* blk = job.wp + n0 * K;
-      const char* pf = n0 + 32 < r1 ? reinterpret_cast<const char*>(blk + 32 * K) : nullptr;
-      if (nrows > 16) pair_rows<2>(job.x, M, K, blk, tb, pf);
-      else pair_rows<1>(job.x, M, K, blk, tb, pf);
-      pair_results(tb, M, nrows > 16 ? 2 : 1, ct, ldc);
-      amx::store_block(ct, ldc, M, nrows, job.y, job.N, n0, job.epi);
-    });
-    return;
-  }
   // Tiles of a multiple of 16 rows (pair_results transposes 16 at a time) whose rows take
   // about 256 KB.
-  const int64_t tile = std::clamp<int64_t>((256 << 10) / (2 * K) / 16 * 16, 16, kPairTileRows);
-  thread_local std::vector<float> chunk_ct;  // a chunk's blocks' results, [block][32][ldc]
-  if (static_cast<int64_t>(chunk_ct.size()) < 4 * 32 * ldc) chunk_ct.resize(4 * 32 * ldc);
+  const int64_t tile =
+      M <= kPairTileRows ? M : std::clamp<int64_t>((256 << 10) / (2 * K) / 16 * 16, 16, kPairTileRows);
+  thread_local std::vector<float> tbuf, cbuf;  // a tile's results [rows][32]; the chunk's [block][32][ldc]
   if (static_cast<int64_t>(tbuf.size()) < 32 * tile) tbuf.resize(32 * tile);
+  if (static_cast<int64_t>(cbuf.size()) < 4 * 32 * ldc) cbuf.resize(4 * 32 * ldc);
   float* tb = tbuf.data();
   claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
     for (int64_t m0 = 0; m0 < M; m0 += tile) {
@@ -573,14 +560,33 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs
       for (int64_t n0 = r0, b = 0; n0 < r1; n0 += 32, ++b) {
         const int64_t nrows = std::min<int64_t>(32, r1 - n0);
         const uint16_t* blk = job.wp + n0 * K;
-        if (nrows > 16) pair_rows<2>(job.x + m0 * K, mt, K, blk, tb, nullptr);
-        else pair_rows<1>(job.x + m0 * K, mt, K, blk, tb, nullptr);
-        pair_results(tb, mt, nrows > 16 ? 2 : 1, chunk_ct.data() + b * 32 * ldc + m0, ldc);
+        const char* pf = tile == M && n0 + 32 < r1 ? reinterpret_cast<const char*>(blk + 32 * K) : nullptr;
+        float* ct = cbuf.data() + b * 32 * ldc;
+        if (nrows > 16) pair_rows<2>(job.x + m0 * K, mt, K, blk, tb, pf);
+        else pair_rows<1>(job.x + m0 * K, mt, K, blk, tb, pf);
+        pair_results(tb, mt, nrows > 16 ? 2 : 1, ct + m0, ldc);
+        if (m0 + mt == M) amx::store_block(ct, ldc, M, nrows, job.y, job.N, n0, job.epi);
       }
     }
-    for (int64_t n0 = r0, b = 0; n0 < r1; n0 += 32, ++b)
-      amx::store_block(chunk_ct.data() + b * 32 * ldc, ldc, M, std::min<int64_t>(32, r1 - n0), job.y, job.N, n0,
-                       job.epi);
+  });
+}
+
+// Every 32-row block of data (N rows of K bf16, N a multiple of 32) between row order and
+// k-pairs, in place: a block holds the same values in both layouts, so each is copied to a
+// block-sized buffer and written back re-laid.
+void relayout_blocks(uint16_t* data, int64_t N, int64_t K, bool to_pairs) {
+  const int64_t KP = K / 2;
+  at::parallel_for(0, N / 32, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<uint32_t> buf(32 * KP);  // the block as k-pairs (32-bit units)
+    for (int64_t b = b0; b < b1; ++b) {
+      char* blk = reinterpret_cast<char*>(data + b * 32 * K);
+      std::memcpy(buf.data(), blk, buf.size() * sizeof(uint32_t));
+      for (int64_t r = 0; r < 32; ++r)
+        for (int64_t q = 0; q < KP; ++q) {
+          const int64_t rows_at = r * KP + q, pairs_at = q * 32 + r;
+          std::memcpy(blk + 4 * (to_pairs ? pairs_at : rows_at), &buf[to_pairs ? rows_at : pairs_at], 4);
+        }
+    }
   });
 }
 
@@ -606,25 +612,17 @@ std::shared_ptr<uint16_t> pair_weight(const Tensor& w) {
   if (it != g_pairs.end() && it->second.version == static_cast<int64_t>(w._version()) &&
       it->second.w.sizes() == w.sizes())
     return it->second.data;
-  const int64_t N = w.size(0), K = w.size(1), KP = K / 2, blocks = (N + 31) / 32;
+  const int64_t N = w.size(0), K = w.size(1), blocks = (N + 31) / 32;
   const size_t bytes = sizeof(uint16_t) * static_cast<size_t>(blocks * 32 * K);
   constexpr size_t kPage = size_t(1) << 21;
   void* mem = std::aligned_alloc(kPage, (bytes + kPage - 1) / kPage * kPage);
   TORCH_CHECK(mem, "kPairs: out of memory for a ", bytes, "-byte weight copy");
   if (util::huge_pages_wanted()) madvise(mem, bytes, MADV_HUGEPAGE);
   std::shared_ptr<uint16_t> data(static_cast<uint16_t*>(mem), [](uint16_t* p) { std::free(p); });
-  const auto* src = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
-  uint16_t* dst = data.get();
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b)
-      for (int64_t q = 0; q < KP; ++q)
-        for (int64_t r = 0; r < 32; ++r) {
-          const int64_t row = 32 * b + r;
-          uint16_t* d = dst + ((b * KP + q) * 32 + r) * 2;
-          d[0] = row < N ? src[row * K + 2 * q] : 0;
-          d[1] = row < N ? src[row * K + 2 * q + 1] : 0;
-        }
-  });
+  // The rows, zero rows up to a whole block, then re-laid in place as a weight would be.
+  std::memcpy(data.get(), w.data_ptr<at::BFloat16>(), sizeof(uint16_t) * N * K);
+  std::memset(data.get() + N * K, 0, sizeof(uint16_t) * (blocks * 32 - N) * K);
+  relayout_blocks(data.get(), blocks * 32, K, true);
   g_pairs[w.data_ptr()] = {w, static_cast<int64_t>(w._version()), data};
   return data;
 }
@@ -1017,25 +1015,6 @@ int64_t out_features(const Tensor& w) { return is_pair_layout(w) ? 32 * w.size(0
 int64_t in_features(const Tensor& w) { return is_pair_layout(w) ? 2 * w.size(1) : w.size(1); }
 
 namespace {
-
-// Every 32-row block of data (N rows of K bf16, N a multiple of 32) between row order and
-// k-pairs, in place: a block holds the same values in both layouts, so each is copied to a
-// block-sized buffer and written back re-laid.
-void relayout_blocks(uint16_t* data, int64_t N, int64_t K, bool to_pairs) {
-  const int64_t KP = K / 2;
-  at::parallel_for(0, N / 32, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<uint32_t> buf(32 * KP);  // the block as k-pairs (32-bit units)
-    for (int64_t b = b0; b < b1; ++b) {
-      char* blk = reinterpret_cast<char*>(data + b * 32 * K);
-      std::memcpy(buf.data(), blk, buf.size() * sizeof(uint32_t));
-      for (int64_t r = 0; r < 32; ++r)
-        for (int64_t q = 0; q < KP; ++q) {
-          const int64_t rows_at = r * KP + q, pairs_at = q * 32 + r;
-          std::memcpy(blk + 4 * (to_pairs ? pairs_at : rows_at), &buf[to_pairs ? rows_at : pairs_at], 4);
-        }
-    }
-  });
-}
 
 // A weight about to change layout in place: drop any kPairs copy of its memory.
 void forget_pair_copy(const Tensor& w) {

@@ -98,7 +98,6 @@ ParamTrainer::ParamTrainer(models::CausalLM& model, std::vector<Example> data, T
                            std::shared_ptr<Method> method)
     : model_(model), data_(std::move(data)), cfg_(std::move(cfg)), method_(std::move(method)), P_(std::move(init)) {
   if (data_.empty()) throw Error("training: no examples");
-  model_.set_pair_layout(false);  // rows for autograd (a k-pair weight would be copied per product)
   if (cfg_.steps < 0) throw Error("training: --steps must be >= 0");
   if (!(cfg_.lr > 0)) throw Error("training: --lr must be positive");
   if (cfg_.l2 < 0) throw Error("training: --l2 must be >= 0");
@@ -170,7 +169,10 @@ int64_t ParamTrainer::load_checkpoint(const std::string& dir) {
 
 ParamMap ParamTrainer::train(const std::string& out_dir, bool resume,
                              const std::function<void(const StepReport&)>& on_step) {
-  model_.set_pair_layout(false);  // again: the model may have generated since construction
+  // Rows for training's GEMMs and autograd (generation may have laid the weights out in
+  // k-pairs, under autograd read through a copy per product); the one place every trainer
+  // (S0 and the baselines) passes before computing anything.
+  model_.set_pair_layout(false);
   // Data-parallel (dist::current()): each rank takes a contiguous share of every step's
   // examples; their gradients, loss and token counts are summed in rank order (one allreduce
   // per step), so every rank applies the same Adam step. Rank 0 writes the checkpoints and
@@ -321,7 +323,6 @@ void require_recurrent_layers(const models::CausalLM& model, const std::string& 
 Trainer::Trainer(models::CausalLM& model, std::vector<Example> data, TrainConfig cfg)
     : model_(model), num_examples_(data.size()), cfg_(std::move(cfg)) {
   require_recurrent_layers(model_, "S0 states");
-  model_.set_pair_layout(false);  // rows for training's GEMMs (generation may have laid them in k-pairs)
   layers_ = adapters::select_layers(cfg_.layers, model_.recurrent_layers());
   if (layers_.empty()) throw Error("training: --layers '" + cfg_.layers + "' selects no layer");
   ParamMap init;
