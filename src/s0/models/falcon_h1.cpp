@@ -241,23 +241,13 @@ nn::RowsCrossEntropy FalconH1Model::rows_cross_entropy(const Tensor& rows, const
 
 namespace s0::models {
 
-std::vector<const FalconH1Model::Linear*> FalconH1Model::linears() const {
-  std::vector<const Linear*> out;
+std::vector<const NamedLinear*> FalconH1Model::linears() const {
+  std::vector<const NamedLinear*> out;
   for (const Layer& w : layers_)
     out.insert(out.end(), {&w.in_proj, &w.out_proj, &w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down});
   return out;
 }
 
-std::vector<std::pair<std::string, Tensor>> FalconH1Model::linear_layers() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (const Linear* m : linears()) out.push_back({m->name, m->w});
-  return out;
-}
 
-std::vector<Tensor*> FalconH1Model::matrix_slots() {
-  std::vector<Tensor*> out{&embed_, &lm_head_};
-  for (const Linear* m : linears()) out.push_back(&const_cast<Linear*>(m)->w);  // this is not const
-  return out;
-}
 
 }  // namespace s0::models

@@ -36,8 +36,8 @@ class FalconH1Model : public CausalLM {
   using CausalLM::layer;
   Tensor layer(int64_t l, const Tensor& h, const SeqGroups& groups) const override;
   Tensor final_norm(const Tensor& h) const override;
-  std::vector<std::pair<std::string, Tensor>> linear_layers() const override;
-  std::vector<Tensor*> matrix_slots() override;
+  std::vector<const NamedLinear*> linears() const override;
+  std::vector<Tensor*> table_and_head() override { return {&embed_, &lm_head_}; }
 
  private:
   using Linear = NamedLinear;  // b undefined when the config says no bias
@@ -49,8 +49,6 @@ class FalconH1Model : public CausalLM {
     Tensor neg_A, dt_bias, D /*[H] f32*/, norm /*[Dssm] or undefined*/;
     Linear gate, up, down;                   // MLP
   };
-  // Every linear layer, in forward order (linear_layers' and matrix_slots' one list).
-  std::vector<const Linear*> linears() const;
 
   // The mixers between their projections (layer() runs those, the two input projections in
   // one call, the two output projections with the residual adds): attention from q, k

@@ -9,6 +9,7 @@
 #include "s0/io/atomic_file.h"
 #include "s0/util/blas_threads.h"
 #include "s0/io/model_dir.h"
+#include "s0/models/blocks.h"
 #include "s0/models/falcon_h1.h"
 #include "s0/models/qwen2.h"
 #include "s0/models/qwen35.h"
@@ -211,10 +212,24 @@ std::pair<const char*, const char*> bytes_of(const Tensor& t) {
   return {p, p + t.numel() * t.element_size()};
 }
 
+// Every weight matrix a layout change may re-lay or that may share memory with one: each
+// linear layer's weight, the embedding table and the head, as held.
+std::vector<Tensor*> matrix_slots(CausalLM& m) {
+  std::vector<Tensor*> out = m.table_and_head();
+  for (const NamedLinear* l : m.linears()) out.push_back(&const_cast<NamedLinear*>(l)->w);  // m is not const
+  return out;
+}
+
 }  // namespace
 
+std::vector<std::pair<std::string, Tensor>> CausalLM::linear_layers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const NamedLinear* l : linears()) out.push_back({l->name, l->w});
+  return out;
+}
+
 int64_t CausalLM::set_pair_layout(bool on) {
-  const std::vector<Tensor*> slots = matrix_slots();
+  const std::vector<Tensor*> slots = matrix_slots(*this);
   std::set<const void*> done;
   int64_t changed = 0;
   for (Tensor* t : slots) {
@@ -241,7 +256,7 @@ int64_t CausalLM::set_pair_layout(bool on) {
 }
 
 bool CausalLM::pair_layout() {
-  for (const Tensor* t : matrix_slots())
+  for (const Tensor* t : matrix_slots(*this))
     if (nn::is_pair_layout(*t)) return true;
   return false;
 }

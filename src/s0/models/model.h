@@ -13,6 +13,8 @@
 
 namespace s0::models {
 
+struct NamedLinear;  // a linear layer's weight, bias and hook name (blocks.h)
+
 // What one layer keeps between calls. Recurrent layers use conv/state, attention layers k/v
 // (Falcon-H1's parallel hybrid layers use all four).
 struct LayerCache {
@@ -90,9 +92,14 @@ class CausalLM {
   virtual Tensor final_norm(const Tensor& h) const = 0;
 
   // Every linear layer whose output passes the adapter door's linear hook, in forward order:
-  // module name ("layers.3.self_attn.q_proj", the hook's name) and weight [out, in] as held
-  // (model dtype). LoRA picks its targets and shapes here and merges into these weights.
-  virtual std::vector<std::pair<std::string, Tensor>> linear_layers() const = 0;
+  // module name ("layers.3.self_attn.q_proj", the hook's name) and weight as held (model
+  // dtype; [out, in], or in k-pairs after set_pair_layout: nn::out_features/in_features).
+  // LoRA picks its targets and shapes here.
+  std::vector<std::pair<std::string, Tensor>> linear_layers() const;
+  // The same layers as held: each family lists its modules once, here.
+  virtual std::vector<const NamedLinear*> linears() const = 0;
+  // The embedding table and the output head as held (the same tensor twice when tied).
+  virtual std::vector<Tensor*> table_and_head() = 0;
 
   // The weight layout for generation. set_pair_layout(true) re-lays, in place (no second
   // copy), every weight matrix that nn::can_pair_layout takes into the k-pair layout the
@@ -104,9 +111,6 @@ class CausalLM {
   int64_t set_pair_layout(bool on);
   // Whether any weight is in k-pairs now.
   bool pair_layout();
-  // Every weight matrix a layout change may re-lay or that may share memory with one (each
-  // linear weight, the head, the embedding table), as held. A family without returns none.
-  virtual std::vector<Tensor*> matrix_slots() { return {}; }
 
   // Optional finer split of a decoder layer, for training: S0 needs input gradients only,
   // and those never need the forward values of the two output projections, so a recomputed

@@ -98,17 +98,7 @@ std::vector<const NamedLinear*> Qwen2Model::linears() const {
   return out;
 }
 
-std::vector<std::pair<std::string, Tensor>> Qwen2Model::linear_layers() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (const NamedLinear* m : linears()) out.push_back({m->name, m->w});
-  return out;
-}
 
-std::vector<Tensor*> Qwen2Model::matrix_slots() {
-  std::vector<Tensor*> out{&embed_, &lm_head_};
-  for (const NamedLinear* m : linears()) out.push_back(&const_cast<NamedLinear*>(m)->w);  // this is not const
-  return out;
-}
 
 std::vector<std::pair<std::string, Tensor*>> Qwen2Model::mutable_weights() {
   std::vector<std::pair<std::string, Tensor*>> out;

@@ -38,8 +38,8 @@ class Qwen2Model : public CausalLM {
   using CausalLM::layer;
   Tensor layer(int64_t l, const Tensor& h, const SeqGroups& groups) const override;
   Tensor final_norm(const Tensor& h) const override;
-  std::vector<std::pair<std::string, Tensor>> linear_layers() const override;
-  std::vector<Tensor*> matrix_slots() override;
+  std::vector<const NamedLinear*> linears() const override;
+  std::vector<Tensor*> table_and_head() override { return {&embed_, &lm_head_}; }
   // For the project's pretraining tool (tools/pretrain_builtin.cpp): every tensor as held,
   // by its canonical name (qwen2_tensor_shapes); lm_head aliases the embedding when tied and
   // is then not listed.
@@ -52,8 +52,6 @@ class Qwen2Model : public CausalLM {
     NamedLinear gate, up, down;
   };
   Tensor attention(const Layer& w, const Tensor& x, const SeqGroups& groups) const;
-  // Every linear layer, in forward order (linear_layers' and matrix_slots' one list).
-  std::vector<const NamedLinear*> linears() const;
   Tensor* slot(const std::string& name);
 
   Qwen2Config cfg_;

@@ -220,8 +220,8 @@ nn::RowsCrossEntropy Qwen35Model::rows_cross_entropy(const Tensor& rows, const T
 
 namespace s0::models {
 
-std::vector<const Qwen35Model::Linear*> Qwen35Model::linears() const {
-  std::vector<const Linear*> out;
+std::vector<const NamedLinear*> Qwen35Model::linears() const {
+  std::vector<const NamedLinear*> out;
   for (const Layer& w : layers_) {
     if (w.linear) out.insert(out.end(), {&w.gdn.in_qkv, &w.gdn.in_z, &w.gdn.in_b, &w.gdn.in_a, &w.gdn.out});
     else out.insert(out.end(), {&w.attn.q, &w.attn.k, &w.attn.v, &w.attn.o});
@@ -230,17 +230,7 @@ std::vector<const Qwen35Model::Linear*> Qwen35Model::linears() const {
   return out;
 }
 
-std::vector<std::pair<std::string, Tensor>> Qwen35Model::linear_layers() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (const Linear* m : linears()) out.push_back({m->name, m->w});
-  return out;
-}
 
-std::vector<Tensor*> Qwen35Model::matrix_slots() {
-  std::vector<Tensor*> out{&embed_, &lm_head_};
-  for (const Linear* m : linears()) out.push_back(&const_cast<Linear*>(m)->w);  // this is not const
-  return out;
-}
 
 }  // namespace s0::models
 

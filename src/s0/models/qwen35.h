@@ -41,8 +41,8 @@ class Qwen35Model : public CausalLM {
   Tensor mlp_core(int64_t l, const Tensor& x) const override;
   Tensor mlp_down_weight(int64_t l) const override;
   Tensor final_norm(const Tensor& h) const override;
-  std::vector<std::pair<std::string, Tensor>> linear_layers() const override;
-  std::vector<Tensor*> matrix_slots() override;
+  std::vector<const NamedLinear*> linears() const override;
+  std::vector<Tensor*> table_and_head() override { return {&embed_, &lm_head_}; }
   // For the project's own pretraining tool (tools/pretrain_builtin.cpp), not for S0 training
   // (weights stay frozen there): every weight tensor as held here, by its canonical name
   // (qwen35_tensor_shapes). Held forms differ from the file for two: "...conv1d.weight" is
@@ -73,8 +73,6 @@ class Qwen35Model : public CausalLM {
   Tensor gated_attention(const Layer& w, const Tensor& x, const SeqGroups& groups) const;
   Tensor mlp_core(int64_t l, const Tensor& x, const SeqGroups& groups) const;
   const Linear& mixer_out(int64_t l) const;
-  // Every linear layer, in forward order (linear_layers' and matrix_slots' one list).
-  std::vector<const Linear*> linears() const;
   // Where the weight a table entry (qwen35_tensor_shapes) names is held; sets the module
   // name of a linear layer's slot.
   Tensor* slot(const TensorShape& t);
