@@ -414,12 +414,42 @@ TEST(PairLayout, InPlaceRoundTripKeepsEveryValue) {
   EXPECT_EQ(back.sizes().vec(), (std::vector<int64_t>{96, 70}));
   EXPECT_TRUE(at::equal(back, orig));
   // What cannot be re-laid is refused, and left alone.
-  for (Tensor bad : {at::randn({40, 64}).to(at::kBFloat16), at::randn({32, 63}).to(at::kBFloat16),
+  for (Tensor bad : {at::randn({32, 63}).to(at::kBFloat16), at::randn({0, 64}).to(at::kBFloat16),
                      at::randn({32, 64}), at::randn({64, 32}).to(at::kBFloat16).t()}) {
     EXPECT_FALSE(nn::can_pair_layout(bad));
     EXPECT_THROW(nn::to_pair_layout_inplace(bad), c10::Error);
   }
   EXPECT_THROW(nn::to_row_layout_inplace(orig), c10::Error);
+}
+
+// N not a multiple of 32: whole blocks, then the last N % 32 rows as one tight block
+// ([q][r][e] over those rows), in the same N K values; a 5-D shape carries N.
+TEST(PairLayout, TightLastBlockRoundTrip) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(36);
+  for (int64_t N : {100, 152, 16, 7, 33}) {
+    Tensor w = at::randn({N, 70}, gen).to(at::kBFloat16);
+    const Tensor orig = w.clone();
+    ASSERT_TRUE(nn::can_pair_layout(w)) << N;
+    Tensor p = nn::to_pair_layout_inplace(w);
+    EXPECT_EQ(p.sizes().vec(), (std::vector<int64_t>{1, 1, N, 35, 2})) << N;
+    EXPECT_EQ(p.data_ptr(), w.data_ptr());
+    EXPECT_TRUE(nn::is_pair_layout(p));
+    EXPECT_EQ(nn::out_features(p), N);
+    EXPECT_EQ(nn::in_features(p), 70);
+    // The element mapping, written out: rows of whole blocks, then the tight block.
+    const int64_t full = N / 32 * 32, t = N - full;
+    const auto* mem = reinterpret_cast<const uint16_t*>(p.data_ptr<at::BFloat16>());
+    const auto* ref = reinterpret_cast<const uint16_t*>(orig.data_ptr<at::BFloat16>());
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < 70; ++k) {
+        const int64_t b = n / 32, r = n % 32, width = n < full ? 32 : t;
+        ASSERT_EQ(mem[b * 32 * 70 + ((k / 2) * width + r) * 2 + k % 2], ref[n * 70 + k]) << N << " " << n << " " << k;
+      }
+    EXPECT_TRUE(at::equal(nn::row_layout_copy(p), orig)) << N;
+    Tensor back = nn::to_row_layout_inplace(p);
+    EXPECT_EQ(back.sizes().vec(), (std::vector<int64_t>{N, 70}));
+    EXPECT_TRUE(at::equal(back, orig)) << N;
+  }
 }
 
 // A weight in k-pairs computes exactly what the k-pair kernel computes from the same weight
@@ -428,29 +458,32 @@ TEST(PairLayout, InPlaceRoundTripKeepsEveryValue) {
 TEST(PairLayout, ProductsEqualTheKPairKernelOnRows) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(32);
-  const Tensor plain = at::randn({160, 128}, gen).to(at::kBFloat16);
-  const Tensor packed = nn::to_pair_layout_inplace(plain.clone());
-  // Where the k-pair kernel cannot run, the k-pair weight goes through a rows copy, i.e. the
-  // default kernel.
-  const nn::DecodeKernel ref_kernel = pairs_kernel_here() ? nn::DecodeKernel::kPairs : nn::DecodeKernel::kAuto;
-  for (int64_t M : {1, 3, 8, 13, 40, 300}) {  // 300: in row tiles (kPairTileRows)
-    Tensor x = at::randn({M, 128}, gen).to(at::kBFloat16);
-    Tensor ref;
-    {
-      KernelScope scope(ref_kernel);
-      ref = nn::gemv_rows(x, plain);
+  // 152, 100, 16: a tight last block of 24 (two panels), 4 and 16 rows (kPairs's copies pad it).
+  for (int64_t N : {160, 152, 100, 16}) {
+    const Tensor plain = at::randn({N, 128}, gen).to(at::kBFloat16);
+    const Tensor packed = nn::to_pair_layout_inplace(plain.clone());
+    // Where the k-pair kernel cannot run, the k-pair weight goes through a rows copy, i.e. the
+    // default kernel.
+    const nn::DecodeKernel ref_kernel = pairs_kernel_here() ? nn::DecodeKernel::kPairs : nn::DecodeKernel::kAuto;
+    for (int64_t M : {1, 3, 8, 13, 40, 300}) {  // 300: in row tiles (kPairTileRows)
+      Tensor x = at::randn({M, 128}, gen).to(at::kBFloat16);
+      Tensor ref;
+      {
+        KernelScope scope(ref_kernel);
+        ref = nn::gemv_rows(x, plain);
+      }
+      EXPECT_TRUE(at::equal(nn::gemv_rows(x, packed), ref)) << "N " << N << " M " << M;
+      EXPECT_TRUE(at::equal(nn::linear_rows(x, packed), ref)) << "N " << N << " M " << M;
+      EXPECT_TRUE(at::equal(nn::linear(x.view({1, M, 128}), packed).view({M, N}), ref)) << "N " << N << " M " << M;
+      for (int64_t m = 0; m < M; ++m)
+        ASSERT_TRUE(at::equal(nn::linear(x[m], packed), ref[m])) << "N " << N << " M " << M << " row " << m;
+      // Whatever decode kernel is set, the layout decides.
+      KernelScope avx(nn::DecodeKernel::kAvx512);
+      EXPECT_TRUE(at::equal(nn::linear_rows(x, packed), ref)) << "N " << N << " M " << M;
+      // Right, not only consistent.
+      Tensor dref = at::matmul(x.to(at::kDouble), plain.to(at::kDouble).t());
+      EXPECT_LT(((ref.to(at::kDouble) - dref).abs() / (dref.abs() + 1.0)).max().item<double>(), 8e-3);
     }
-    EXPECT_TRUE(at::equal(nn::gemv_rows(x, packed), ref)) << "M " << M;
-    EXPECT_TRUE(at::equal(nn::linear_rows(x, packed), ref)) << "M " << M;
-    EXPECT_TRUE(at::equal(nn::linear(x.view({1, M, 128}), packed).view({M, 160}), ref)) << "M " << M;
-    for (int64_t m = 0; m < M; ++m)
-      ASSERT_TRUE(at::equal(nn::linear(x[m], packed), ref[m])) << "M " << M << " row " << m;
-    // Whatever decode kernel is set, the layout decides.
-    KernelScope avx(nn::DecodeKernel::kAvx512);
-    EXPECT_TRUE(at::equal(nn::linear_rows(x, packed), ref)) << "M " << M;
-    // Right, not only consistent.
-    Tensor dref = at::matmul(x.to(at::kDouble), plain.to(at::kDouble).t());
-    EXPECT_LT(((ref.to(at::kDouble) - dref).abs() / (dref.abs() + 1.0)).max().item<double>(), 8e-3);
   }
 }
 
@@ -460,16 +493,20 @@ TEST(PairLayout, FusedCallWithBothLayoutsEqualsTheOpsOneByOne) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(33);
   const Tensor packed = nn::to_pair_layout_inplace(at::randn({64, 96}, gen).to(at::kBFloat16));
-  const Tensor small = at::randn({4, 96}, gen).to(at::kBFloat16);  // 4 rows: stays in rows
+  const Tensor small = at::randn({4, 96}, gen).to(at::kBFloat16);  // left in rows
+  const Tensor tight = nn::to_pair_layout_inplace(at::randn({40, 96}, gen).to(at::kBFloat16));  // 8-row last block
   for (int64_t M : {1, 5, 16}) {
     Tensor x = at::randn({M, 1, 96}, gen).to(at::kBFloat16);
     Tensor col = at::randn({64}, gen).to(at::kBFloat16), res = at::randn({M, 1, 64}, gen).to(at::kBFloat16);
-    std::vector<nn::RowsProduct> ps(3);
+    std::vector<nn::RowsProduct> ps(4);
     ps[0].w = small, ps[0].out_scale = 0.5;
     ps[1].w = packed, ps[1].col_scale = col, ps[1].residual = res;
     ps[2].w = packed, ps[2].in_scale = 2.0;
+    ps[3].w = tight, ps[3].out_scale = 0.25;
     auto ys = nn::linear_rows_fused(x, ps);
-    ASSERT_EQ(ys.size(), 3u);
+    ASSERT_EQ(ys.size(), 4u);
+    EXPECT_TRUE(at::equal(ys[3], nn::scale(nn::linear_rows(x, tight), 0.25))) << M;
+    EXPECT_EQ(ys[3].sizes().vec(), (std::vector<int64_t>{M, 1, 40}));
     EXPECT_TRUE(at::equal(ys[0], nn::scale(nn::linear_rows(x, small), 0.5))) << M;
     EXPECT_TRUE(at::equal(ys[1], res + nn::mul_last(nn::linear_rows(x, packed), col))) << M;
     EXPECT_TRUE(at::equal(ys[2], nn::linear_rows(nn::scale(x, 2.0), packed))) << M;
@@ -486,6 +523,13 @@ TEST(PairLayout, EmbeddingRowsAndAutogradReadTheSameWeight) {
   const Tensor packed = nn::to_pair_layout_inplace(plain.clone());
   Tensor ids = at::tensor(std::vector<int64_t>{0, 95, 33, 33, 64, 31}, at::kLong).view({2, 3});
   EXPECT_TRUE(at::equal(nn::embedding(packed, ids), nn::embedding(plain, ids)));
+  {  // a tight last block (rows 96..104)
+    const Tensor plain9 = at::randn({105, 40}, gen).to(at::kBFloat16);
+    const Tensor packed9 = nn::to_pair_layout_inplace(plain9.clone());
+    Tensor ids9 = at::tensor(std::vector<int64_t>{104, 96, 0, 95, 100}, at::kLong);
+    EXPECT_TRUE(at::equal(nn::embedding(packed9, ids9), plain9.index_select(0, ids9)));
+    EXPECT_THROW(nn::embedding(packed9, at::tensor(std::vector<int64_t>{105}, at::kLong)), c10::Error);
+  }
   EXPECT_EQ(nn::embedding(packed, ids).sizes().vec(), (std::vector<int64_t>{2, 3, 40}));
   EXPECT_TRUE(at::equal(nn::embedding(plain, ids)[0][1], plain[95]));
   EXPECT_THROW(nn::embedding(packed, at::tensor(std::vector<int64_t>{96}, at::kLong)), c10::Error);

@@ -282,6 +282,7 @@ struct ProductJob {
   const uint32_t* xp;  // AMX: the packed rows this weight multiplies
   const uint16_t* x;   // VDPBF16PS: the rows themselves, [M, K]
   const uint16_t* wp = nullptr;  // kPairs: the weight in k-pair blocks (pair_weight)
+  bool wp_tight = false;         // its last block packed tight (a weight laid out in place), not padded
   amx::Epilogue epi;
   // f32 weights (the AVX-512 FMA kernel): the weight, rows, output and epilogue in f32.
   const float* wf = nullptr;
@@ -440,35 +441,43 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
 
 // ---- k-pair layout (DecodeKernel::kPairs) ---------------------------------------------------
 //
-// A bf16 weight [N, K] (K even) as blocks of 32 rows (the last zero-padded): element
-// [b][q][r][e] = w[32 b + r][2 q + e], i.e. for each k-pair q the 32 rows' pairs side by side
-// (64 bf16, two vectors), each block the same 32 K values as its rows. One VDPBF16PS then
-// multiplies 16 rows' pairs by one input pair broadcast to every lane: lane i accumulates
-// output row i over q = 0, 1, ..., K/2 - 1 from zero, the same instructions for any batch size,
-// block grouping or thread, and no horizontal sum at the end.
+// A bf16 weight [N, K] (K even) as blocks of 32 rows: element [b][q][r][e] = w[32 b + r][2 q + e],
+// i.e. for each k-pair q the 32 rows' pairs side by side (64 bf16, two vectors), each block
+// the same 32 K values as its rows. The last block, where N is not a multiple of 32, is
+// either zero-padded to 32 rows (kPairs's copies) or packed tight (a weight laid out in its
+// own memory): its t = N % 32 rows' pairs side by side, 2 t bf16 a k-pair, read by masked
+// loads (the lanes past t load zeros, as a padded copy's do). One VDPBF16PS then multiplies
+// 16 rows' pairs by one input pair broadcast to every lane: lane i accumulates output row i
+// over q = 0, 1, ..., K/2 - 1 from zero, the same instructions for any batch size, block
+// grouping, thread or tail packing, and no horizontal sum at the end.
 
 // R batch rows x J (1 or 2) 16-row panels of one block; results to tb[32 r + 16 j + i] (batch
 // row r, weight row 16 j + i). During k-pair q, lines [q c, q c + c) of the pf_lines 64-byte
 // lines from pf are prefetched (PF only: without, the loop's body is two loads and two dot
-// products a k-pair at one row, and the prefetch's bookkeeping cost 10-15% there).
-template <int R, int J, bool PF>
+// products a k-pair at one row, and the prefetch's bookkeeping cost 10-15% there). TAIL: a
+// tight last block of `width` (< 32) rows, 2 width bf16 a k-pair, loaded under masks.
+template <int R, int J, bool PF, bool TAIL = false>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void pair_block(const uint16_t* x, int64_t K,
                                                                               const uint16_t* blk, float* tb,
                                                                               const char* pf, int64_t c,
-                                                                              int64_t pf_lines) {
+                                                                              int64_t pf_lines, int64_t width = 32) {
   __m512 s[R][J];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
     for (int j = 0; j < J; ++j) s[r][j] = _mm512_setzero_ps();
-  const int64_t KP = K / 2;
+  const int64_t KP = K / 2, step = TAIL ? 2 * width : 64;
+  __mmask16 mask[J];
+  for (int j = 0; j < J; ++j)
+    mask[j] = static_cast<__mmask16>((1u << std::clamp<int64_t>(width - 16 * j, 0, 16)) - 1);
   const uint16_t* wq = blk;
-  for (int64_t q = 0; q < KP; ++q, wq += 64) {
+  for (int64_t q = 0; q < KP; ++q, wq += step) {
     if (PF)
       for (int64_t l = q * c; l < std::min(q * c + c, pf_lines); ++l) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
     __m512bh w[J];
 #pragma GCC unroll 2
-    for (int j = 0; j < J; ++j) w[j] = ld(wq + 32 * j);
+    for (int j = 0; j < J; ++j)
+      w[j] = TAIL ? (__m512bh)_mm512_maskz_loadu_epi32(mask[j], wq + 32 * j) : ld(wq + 32 * j);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       int32_t pair;
@@ -487,11 +496,13 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void pair_block(co
 // All M batch rows against one block, results to tb [M][32]: passes of 8 rows (16
 // accumulators; 12 rows, 24, measured no faster), then 4, 2, 1. With more than one pass the
 // next block (pf, 32 K bytes) is prefetched, spread evenly over the passes: the hardware
-// prefetcher does not run ahead while a block is re-read from cache pass after pass.
-template <int J>
+// prefetcher does not run ahead while a block is re-read from cache pass after pass. A tight
+// last block (width < 32 rows, see above) has no next block to prefetch.
+template <int J, bool TAIL = false>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void pair_rows(const uint16_t* x, int64_t M, int64_t K,
                                                                              const uint16_t* blk, float* tb,
-                                                                             const char* pf) {
+                                                                             const char* pf, int64_t width = 32) {
+  if (TAIL) pf = nullptr;
   const int64_t passes = M / 8 + (M % 8 >= 4) + (M % 4 >= 2) + (M % 2);
   const int64_t KP = K / 2, lines = pf && passes > 1 ? K : 0, per = (lines + passes - 1) / passes;
   const int64_t c = KP > 0 ? (per + KP - 1) / KP : 0;
@@ -499,7 +510,9 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void pair_rows(con
   auto pass = [&](auto rows) {
     constexpr int R = decltype(rows)::value;
     const int64_t n = std::clamp<int64_t>(lines - p * per, 0, per);
-    if (n > 0)
+    if (TAIL)
+      pair_block<R, J, false, true>(x + m * K, K, blk, tb + 32 * m, nullptr, 0, 0, width);
+    else if (n > 0)
       pair_block<R, J, true>(x + m * K, K, blk, tb + 32 * m, pf + 64 * p * per, c, n);
     else
       pair_block<R, J, false>(x + m * K, K, blk, tb + 32 * m, nullptr, 0, 0);
@@ -562,8 +575,14 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs
         const uint16_t* blk = job.wp + n0 * K;
         const char* pf = tile == M && n0 + 32 < r1 ? reinterpret_cast<const char*>(blk + 32 * K) : nullptr;
         float* ct = cbuf.data() + b * 32 * ldc;
-        if (nrows > 16) pair_rows<2>(job.x + m0 * K, mt, K, blk, tb, pf);
-        else pair_rows<1>(job.x + m0 * K, mt, K, blk, tb, pf);
+        if (job.wp_tight && nrows < 32) {  // only the weight's last block can be short
+          if (nrows > 16) pair_rows<2, true>(job.x + m0 * K, mt, K, blk, tb, pf, nrows);
+          else pair_rows<1, true>(job.x + m0 * K, mt, K, blk, tb, pf, nrows);
+        } else if (nrows > 16) {
+          pair_rows<2>(job.x + m0 * K, mt, K, blk, tb, pf);
+        } else {
+          pair_rows<1>(job.x + m0 * K, mt, K, blk, tb, pf);
+        }
         pair_results(tb, mt, nrows > 16 ? 2 : 1, ct + m0, ldc);
         if (m0 + mt == M) amx::store_block(ct, ldc, M, nrows, job.y, job.N, n0, job.epi);
       }
@@ -571,19 +590,20 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs
   });
 }
 
-// Every 32-row block of data (N rows of K bf16, N a multiple of 32) between row order and
-// k-pairs, in place: a block holds the same values in both layouts, so each is copied to a
-// block-sized buffer and written back re-laid.
+// Every 32-row block of data (N rows of K bf16) between row order and k-pairs, in place, the
+// last N % 32 rows as one tight block of that many rows: a block holds the same values in both
+// layouts, so each is copied to a block-sized buffer and written back re-laid.
 void relayout_blocks(uint16_t* data, int64_t N, int64_t K, bool to_pairs) {
   const int64_t KP = K / 2;
-  at::parallel_for(0, N / 32, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, (N + 31) / 32, 1, [&](int64_t b0, int64_t b1) {
     std::vector<uint32_t> buf(32 * KP);  // the block as k-pairs (32-bit units)
     for (int64_t b = b0; b < b1; ++b) {
+      const int64_t width = std::min<int64_t>(32, N - 32 * b);
       char* blk = reinterpret_cast<char*>(data + b * 32 * K);
-      std::memcpy(buf.data(), blk, buf.size() * sizeof(uint32_t));
-      for (int64_t r = 0; r < 32; ++r)
+      std::memcpy(buf.data(), blk, width * KP * sizeof(uint32_t));
+      for (int64_t r = 0; r < width; ++r)
         for (int64_t q = 0; q < KP; ++q) {
-          const int64_t rows_at = r * KP + q, pairs_at = q * 32 + r;
+          const int64_t rows_at = r * KP + q, pairs_at = q * width + r;
           std::memcpy(blk + 4 * (to_pairs ? pairs_at : rows_at), &buf[to_pairs ? rows_at : pairs_at], 4);
         }
     }
@@ -785,6 +805,7 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
       if (kern == FusedKernel::kPairs) {
         held.push_back(pair_weight(w));
         job.wp = held.back().get();
+        job.wp_tight = is_pair_layout(w);
       }
       job.x = reinterpret_cast<const uint16_t*>(inputs[p.input].data_ptr<at::BFloat16>());
       job.epi = p.epi;
@@ -1001,18 +1022,29 @@ void clear_pair_weights() {
 
 DecodeKernel decode_kernel() { return g_kernel.load(); }
 
+// A weight in k-pairs is [N/32, K/2, 32, 2] where N is a multiple of 32, else (the last block
+// tight) [1, 1, N, K/2, 2]: a shape no [N, K] reader takes for a weight (at::linear, t(),
+// index_select by token then a view to [..., K]: every id past 0 is out of range).
 bool is_pair_layout(const Tensor& w) {
-  return w.defined() && w.dim() == 4 && w.size(2) == 32 && w.size(3) == 2 && w.scalar_type() == at::kBFloat16;
+  if (!w.defined() || w.scalar_type() != at::kBFloat16) return false;
+  if (w.dim() == 4) return w.size(2) == 32 && w.size(3) == 2;
+  return w.dim() == 5 && w.size(0) == 1 && w.size(1) == 1 && w.size(2) % 32 != 0 && w.size(4) == 2;
 }
 
 bool can_pair_layout(const Tensor& w) {
   return w.defined() && w.dim() == 2 && w.scalar_type() == at::kBFloat16 && w.device().is_cpu() &&
-         w.is_contiguous() && w.size(0) > 0 && w.size(0) % 32 == 0 && w.size(1) > 0 && w.size(1) % 2 == 0;
+         w.is_contiguous() && w.size(0) > 0 && w.size(1) > 0 && w.size(1) % 2 == 0;
 }
 
-int64_t out_features(const Tensor& w) { return is_pair_layout(w) ? 32 * w.size(0) : w.size(0); }
+int64_t out_features(const Tensor& w) {
+  if (!is_pair_layout(w)) return w.size(0);
+  return w.dim() == 4 ? 32 * w.size(0) : w.size(2);
+}
 
-int64_t in_features(const Tensor& w) { return is_pair_layout(w) ? 2 * w.size(1) : w.size(1); }
+int64_t in_features(const Tensor& w) {
+  if (!is_pair_layout(w)) return w.size(1);
+  return 2 * w.size(w.dim() == 4 ? 1 : 3);
+}
 
 namespace {
 
@@ -1025,13 +1057,13 @@ void forget_pair_copy(const Tensor& w) {
 }  // namespace
 
 Tensor to_pair_layout_inplace(const Tensor& w) {
-  TORCH_CHECK(can_pair_layout(w), "to_pair_layout_inplace: need a contiguous bf16 CPU weight [N, K] with N a ",
-              "multiple of 32 and K even, got ", w.sizes(), " ", w.scalar_type());
+  TORCH_CHECK(can_pair_layout(w), "to_pair_layout_inplace: need a contiguous bf16 CPU weight [N, K] with K even, got ",
+              w.sizes(), " ", w.scalar_type());
   const int64_t N = w.size(0), K = w.size(1);
   forget_pair_copy(w);
   relayout_blocks(reinterpret_cast<uint16_t*>(w.data_ptr<at::BFloat16>()), N, K, true);
   w.unsafeGetTensorImpl()->bump_version();
-  return w.view({N / 32, K / 2, 32, 2});
+  return N % 32 == 0 ? w.view({N / 32, K / 2, 32, 2}) : w.view({1, 1, N, K / 2, 2});
 }
 
 Tensor to_row_layout_inplace(const Tensor& w) {
@@ -1046,7 +1078,15 @@ Tensor to_row_layout_inplace(const Tensor& w) {
 
 Tensor row_layout_copy(const Tensor& w) {
   if (!is_pair_layout(w)) return w.clone(at::MemoryFormat::Contiguous);
-  return w.permute({0, 2, 1, 3}).reshape({out_features(w), in_features(w)});  // [b][r][q][e]
+  const int64_t N = out_features(w), K = in_features(w), full = N / 32 * 32;
+  const Tensor flat = w.reshape(-1);
+  Tensor out = at::empty({N, K}, w.options());
+  // Whole blocks [b][q][r][e] -> [b][r][q][e], then the tight last block [q][r][e] -> [r][q][e].
+  if (full > 0) out.narrow(0, 0, full).view({full / 32, 32, K / 2, 2}).copy_(
+      flat.narrow(0, 0, full * K).view({full / 32, K / 2, 32, 2}).permute({0, 2, 1, 3}));
+  if (N > full) out.narrow(0, full, N - full).view({N - full, K / 2, 2}).copy_(
+      flat.narrow(0, full * K, (N - full) * K).view({K / 2, N - full, 2}).permute({1, 0, 2}));
+  return out;
 }
 
 Tensor embedding(const Tensor& table, const Tensor& ids) {
@@ -1063,8 +1103,8 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
   char* dst = reinterpret_cast<char*>(out.data_ptr<at::BFloat16>());
   for (int64_t i = 0; i < n; ++i) {
     const char* blk = src + (id[i] / 32) * 32 * K * 2;
-    const int64_t r = id[i] % 32;
-    for (int64_t q = 0; q < KP; ++q) std::memcpy(dst + (i * KP + q) * 4, blk + (q * 32 + r) * 4, 4);
+    const int64_t r = id[i] % 32, width = std::min<int64_t>(32, V - id[i] / 32 * 32);  // the last block may be tight
+    for (int64_t q = 0; q < KP; ++q) std::memcpy(dst + (i * KP + q) * 4, blk + (q * width + r) * 4, 4);
   }
   return out.view(shape);
 }

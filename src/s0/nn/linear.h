@@ -70,22 +70,25 @@ std::optional<DecodeKernel> parse_decode_kernel(const std::string& name);
 void clear_pair_weights();
 
 // ---- The k-pair layout as the weight itself (inference) ----
-// A bf16 weight [N, K] with N a multiple of 32 and K even can be re-laid IN ITS OWN MEMORY
-// into the layout kPairs copies to: a [N/32, K/2, 32, 2] tensor whose element [b][q][r][e] is
-// w[32 b + r][2 q + e]. Every function of this header takes either layout: a weight in k-pairs
+// A bf16 weight [N, K] with K even can be re-laid IN ITS OWN MEMORY into the layout kPairs
+// copies to: where N is a multiple of 32, a [N/32, K/2, 32, 2] tensor whose element
+// [b][q][r][e] is w[32 b + r][2 q + e]; else the same whole blocks followed by the last
+// t = N % 32 rows as one tight block ([q][r][e] = w[N - t + r][2 q + e], t rows where kPairs's
+// copies pad to 32), the memory viewed as [1, 1, N, K/2, 2]. Every function of this header takes either layout: a weight in k-pairs
 // always goes through the k-pair kernel (decode and prefill alike, whatever the decode kernel
 // setting; every row computed as at one row), or, where that kernel cannot run (no AVX-512
 // BF16, autograd, non-bf16 rows), through a temporary [N, K] copy (correct, slow). So a
 // model's weights can be laid out once for generation with no second copy
-// (models::CausalLM::set_pair_layout). The 4-D shape keeps code that expects [N, K] from
-// reading it by mistake (libtorch's own ops reject it).
+// (models::CausalLM::set_pair_layout). The 4-D and 5-D shapes keep code that expects [N, K]
+// from reading it by mistake (libtorch's own ops reject them; a gather of token rows from
+// dimension 0 has the wrong size or is out of range).
 bool is_pair_layout(const Tensor& w);
-// w can be re-laid: bf16, contiguous [N, K], N > 0 a multiple of 32, K > 0 even.
+// w can be re-laid: bf16, contiguous [N, K], N > 0, K > 0 even.
 bool can_pair_layout(const Tensor& w);
 // N and K of a weight in either layout.
 int64_t out_features(const Tensor& w);
 int64_t in_features(const Tensor& w);
-// Re-lays w's memory into k-pairs and returns the [N/32, K/2, 32, 2] view of it; every other
+// Re-lays w's memory into k-pairs and returns the k-pair view of it (above); every other
 // tensor viewing that memory as [N, K] (w itself included) is meaningless afterwards. Not
 // while products read w. to_row_layout_inplace undoes it (returns the [N, K] view).
 Tensor to_pair_layout_inplace(const Tensor& w);
