@@ -88,6 +88,7 @@ TEST(PipelineE2E, CollectTrainEvalAndResume) {
     EXPECT_TRUE(t.contains("task_id") && t.contains("sample") && t.contains("seed"));
   }
   EXPECT_EQ(jsonl(dir + "/train.jsonl.progress.jsonl").size(), 5u);
+  for (auto& p : jsonl(dir + "/train.jsonl.progress.jsonl")) EXPECT_EQ(p["weight_layout"], "rows");
   // Verifying every sample keeps the same solutions (the first passing ones) and counts all.
   auto all_args = collect_args(model, tasks, dir + "/train_all.jsonl");
   all_args.push_back("--check-all");
@@ -144,6 +145,7 @@ TEST(PipelineE2E, CollectTrainEvalAndResume) {
   EXPECT_TRUE(s["conditions"][1].contains("delta_pp"));
   auto results = jsonl(dir + "/eval/results.jsonl");
   EXPECT_EQ(results.size(), 15u);
+  for (auto& rec : results) EXPECT_EQ(rec["weight_layout"], "rows");
   std::string report = s0::io::read_file(dir + "/eval/report.md");
   EXPECT_NE(report.find("| s0@0.5 |"), std::string::npos) << report;
   // Re-running is a resume: nothing is evaluated twice, the summary is the same.
@@ -190,9 +192,18 @@ TEST(PipelineE2E, CollectTrainEvalAndResume) {
   EXPECT_LT(partial, 5u);
   // A torn last line (crash during an append) is also tolerated.
   { std::ofstream(out2, std::ios::app) << "{\"prompt\": \"torn"; }
+  // The finished problems as if decoded in k-pairs (another CPU): resumed, not refused, and
+  // the summary and stderr say the run mixed layouts.
+  {
+    std::string text;
+    for (auto p : jsonl(out2 + ".progress.jsonl")) p["weight_layout"] = "pairs", text += p.dump() + "\n";
+    s0::io::write_file_atomic(out2 + ".progress.jsonl", text);
+  }
   r = run_cli(collect_args(model, tasks, out2));
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   EXPECT_EQ(s0::io::read_file(out2), s0::io::read_file(dir + "/train.jsonl"));
+  EXPECT_EQ(json::parse(r.out)["weight_layout"], "mixed");
+  EXPECT_NE(r.err.find("records were decoded with the weights in pairs, this run in rows"), std::string::npos) << r.err;
   // Other settings on the same output are refused, not mixed in.
   auto bad = collect_args(model, tasks, out2);
   bad[8] = "8";  // --samples

@@ -135,7 +135,8 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
   // Resume: problems with a progress line are done; kept lines of any other problem (a crash
   // between the two appends) are dropped so the problem is redone cleanly.
   CollectSummary sum;
-  sum.weight_layout = model.pair_layout() ? "pairs" : "rows";
+  const std::string layout_now = model.pair_layout() ? "pairs" : "rows";
+  sum.weight_layout = layout_now;
   std::set<std::string> done;
   auto count = [&sum](const json& j) {
     sum.problems++;
@@ -146,11 +147,14 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
     sum.solved += j.at("passed").get<int64_t>() > 0;
   };
   if (W == 1) {
+    std::vector<json> recs;
     for (const auto& line : io::read_complete_lines(progress_path)) {
       json j = json::parse(line);
       done.insert(j.at("task_id").get<std::string>());
       count(j);
+      recs.push_back(std::move(j));
     }
+    sum.weight_layout = records_layout(recs, layout_now, "collect");
     auto lines = io::read_complete_lines(out_path);
     std::string keep_text;
     size_t kept_lines = 0;
@@ -247,6 +251,7 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
                            {"checked", checked},
                            {"passed", passed},
                            {"kept", kept},
+                           {"weight_layout", layout_now},
                            {"seconds", prog.elapsed() - ts}};
     if (W == 1) {
       if (!lines.empty()) io::append_durable(out_path, lines);
@@ -277,8 +282,10 @@ CollectSummary collect(models::CausalLM& model, const text::Tokenizer& tok, cons
     if (R == 0) {
       for (const auto& a : all) take_extra(split_lines(a));
       merge_extra();
-      sum = CollectSummary{.weight_layout = sum.weight_layout};
-      for (const auto& line : io::read_complete_lines(progress_path)) count(json::parse(line));
+      sum = CollectSummary{};
+      std::vector<json> recs;
+      for (const auto& line : io::read_complete_lines(progress_path)) recs.push_back(json::parse(line)), count(recs.back());
+      sum.weight_layout = records_layout(recs, layout_now, "collect");
       sum.seconds = prog.elapsed() - t0;
       summary = sum.to_json().dump();
     }

@@ -1,5 +1,6 @@
 #include "s0/pipeline/common.h"
 
+#include <cstdio>
 #include <filesystem>
 
 #include "s0/io/atomic_file.h"
@@ -19,6 +20,23 @@ generate::GenerateOptions generate_options(const SampleOptions& s, uint64_t seed
 
 uint64_t problem_seed(uint64_t seed, int64_t index) {
   return seed * 1000003ULL + static_cast<uint64_t>(index) * 1009ULL;
+}
+
+std::string records_layout(const std::vector<json>& records, const std::string& now, const std::string& what) {
+  int64_t other = 0;
+  std::string seen;
+  for (const json& r : records) {
+    auto it = r.find("weight_layout");
+    if (it == r.end() || !it->is_string() || *it == now) continue;
+    ++other;
+    seen = it->get<std::string>();
+  }
+  if (other == 0) return now;
+  std::fprintf(stderr,
+               "s0 %s: %lld of %zu records were decoded with the weights in %s, this run in %s (the two round "
+               "differently: a resumed run can decode other tokens than an uninterrupted one); weight_layout: mixed\n",
+               what.c_str(), static_cast<long long>(other), records.size(), seen.c_str(), now.c_str());
+  return "mixed";
 }
 
 void check_or_write_header(const std::string& path, const json& header) {

@@ -28,6 +28,15 @@ uint64_t problem_seed(uint64_t seed, int64_t index);
 // `path` when absent, else refuses (naming the file) a header that differs.
 void check_or_write_header(const std::string& path, const nlohmann::json& header);
 
+// The weights' layout ("pairs" or "rows", models::use_generation_layout) over a run's records,
+// each of which names the layout it was decoded in ("weight_layout"; records written before
+// the field existed name none and are not counted): `now` when they all agree with it, else
+// "mixed", with a warning on stderr (once per call) that `what`'s resumed records were decoded
+// in another layout. The two layouts round differently, so a run resumed in the other one
+// (another CPU, or S0_DECODE_KERNEL changed) can decode other tokens than an uninterrupted one;
+// it is not refused (its settings did not change), only recorded.
+std::string records_layout(const std::vector<nlohmann::json>& records, const std::string& now, const std::string& what);
+
 // The first position at which two sequences (texts, token ids) differ: the length of their
 // common prefix (equal sequences: their length).
 template <class Seq>

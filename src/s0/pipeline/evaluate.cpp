@@ -125,7 +125,7 @@ json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::P
     for (const auto& c : conditions) order.push_back(c.name);
     json summary = summarize(sel, order, opt.ks);
     summary["meta"] = opt.meta;
-    summary["weight_layout"] = weight_layout;  // the decode kernel's rounding depends on it
+    summary["weight_layout"] = records_layout(sel, weight_layout, "eval");  // the decode kernel's rounding depends on it
     summary["files"] = {{"results", results_path}, {"report", (fs::path(out_dir) / "report.md").string()}};
     io::write_file_atomic((fs::path(out_dir) / "summary.json").string(), summary.dump(2) + "\n");
     io::write_file_atomic((fs::path(out_dir) / "report.md").string(), evaluation_report(summary));
@@ -257,6 +257,7 @@ json evaluate(models::CausalLM& model, const text::Tokenizer& tok, const eval::P
                     {"tokens", static_cast<int64_t>(g.tokens.size())},
                     {"token_ids", g.tokens},
                     {"finish_reason", g.finish_reason},
+                    {"weight_layout", weight_layout},
                     // this problem's share of the group's wall time (sums give aggregate tokens/s)
                     {"decode_seconds", group_tokens ? wall * static_cast<double>(g.tokens.size()) / group_tokens : 0.0}};
         if (opt.samples > 0) {
