@@ -1,8 +1,9 @@
 // Fused training kernels against the ATen compositions they replace, measured in the same
 // run (forward, and forward + input-gradient backward), at the 0.8b preset's shapes:
 // 512 tokens, conv channels 6144, MLP width 3584, 16 heads of 128, vocab 248320. Then the
-// decode-step kernels alone at 1, 16 and 64 rows (GatedDeltaNet step: its f32 state read
-// and written once; attention step: 8 query / 2 KV heads of 256 over 128 cached positions),
+// decode-step kernels alone at 1, 16 and 64 rows (GatedDeltaNet step and Falcon-H1-0.5B's
+// Mamba-2 step: their f32 states read and written once, the latter's from memory (several
+// layers' states in turn); attention step: 8 query / 2 KV heads of 256 over 128 cached positions),
 // with the memory each moves per call.
 //
 //   bench_kernels [--threads N] [--tokens 512] [--dtype bf16|f32]
@@ -17,6 +18,7 @@
 #include "s0/nn/activations.h"
 #include "s0/nn/attention_step.h"
 #include "s0/nn/gdn_step.h"
+#include "s0/nn/ssd_step.h"
 #include "s0/nn/causal_conv.h"
 #include "s0/nn/cross_entropy.h"
 #include "s0/nn/l2_heads.h"
@@ -151,9 +153,33 @@ int main(int argc, char** argv) {
       Tensor inv_freq = at::pow(10000.0, -at::arange(0, 64, 2, at::kFloat) / 64.0);
       const double att = best_ms([&] { nn::attention_decode_step(q, k, v, inv_freq, 1.0 / 16, ac); });
       const double kv_bytes = 2.0 * B * KVh * (past + 1) * hd * (dt == at::kBFloat16 ? 2 : 4);
+      // Mamba-2 (SSD) step at Falcon-H1-0.5B's shape: 24 heads of 64, one group, state 128,
+      // conv over 1536 + 2 x 128 channels (4 taps, bias), plain gate.
+      // Several layers' states (at least 128 MB in all), stepped in turn as a decode step does,
+      // so that they come from memory rather than cache; time per layer.
+      const int64_t H = 24, P = 64, G = 1, N = 128, Cd = H * P + 2 * G * N;
+      const int64_t nl = std::max<int64_t>(1, (int64_t(128) << 20) / (B * H * P * N * 4));
+      std::vector<Tensor> sconv(nl * B), sstate(nl * B);
+      std::vector<std::vector<nn::SsdStepCache>> sc(nl);
+      for (int64_t l = 0; l < nl; ++l)
+        for (int64_t b = 0; b < B; ++b) {
+          sconv[l * B + b] = (at::randn({1, Cd, Kc - 1}) * 0.5).to(dt);
+          sstate[l * B + b] = at::randn({1, H, P, N}) * 0.01;
+          sc[l].push_back({&sconv[l * B + b], &sstate[l * B + b], 1});
+        }
+      nn::SsdStepLayer sl;
+      sl.conv_w = at::randn({Cd, Kc}) * 0.5, sl.conv_b = at::randn({Cd}) * 0.1;
+      sl.dt_bias = at::randn({H}) * 0.1, sl.neg_A = -at::rand({H}), sl.D = at::randn({H});
+      Tensor zxbcdt = at::randn({B, H * P + Cd + H}).to(dt);
+      const double ssd = best_ms([&] {
+        for (int64_t l = 0; l < nl; ++l) nn::ssd_decode_step(zxbcdt, sl, {H, P, G, N}, sc[l]);
+      }) / static_cast<double>(nl);
+      const double ssd_bytes = 2.0 * B * H * P * N * 4;
       rows.push_back({{"rows", B},
                       {"gdn_step_ms", gdn},
                       {"gdn_state_gbps", state_bytes / gdn / 1e6},
+                      {"ssd_step_ms", ssd},
+                      {"ssd_state_gbps", ssd_bytes / ssd / 1e6},
                       {"attention_step_ms", att},
                       {"attention_kv_gbps", kv_bytes / att / 1e6}});
     }
