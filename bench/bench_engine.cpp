@@ -13,6 +13,8 @@
 //   - `serial`: a step's OpenMP parallel regions, the time inside them and the main thread's
 //     time between them (ATen calls, allocation, small ops while the other threads wait),
 //     per step over `steps` more base steps (GOMP_parallel interposed below);
+//     with --profile, the ATen operators those steps call (count and self time per step,
+//     top 25; the legacy operator profiler, so s0's own kernels show only through ATen calls);
 //   - the time of the step's projections alone (every layer weight streamed through the
 //     decode kernel for B rows; with AMX, the same through the AVX-512 kernel; the same through
 //     at::linear, i.e. oneDNN; the LM head), which
@@ -21,7 +23,7 @@
 //   bench_engine [--arch qwen35|falcon_h1|qwen2] --preset 0.8b --dtype bf16 [--threads 0] [--prompt-len
 //   512]
 //                [--batches 1,4,16,64] [--steps 12] [--repeats 3] [--kernel auto|avx512|pairs]
-//                [--walk auto|one-row|blocked] [--huge-pages 1|0] [--layout auto|rows|pairs|both]
+//                [--walk auto|one-row|blocked] [--huge-pages 1|0] [--layout auto|rows|pairs|both] [--profile]
 //   (--layout: the weights' layout (models::CausalLM::set_pair_layout): auto as generation
 //   lays them out (models::use_generation_layout), rows, k-pairs, or both: every timed decode
 //   repeat runs in rows and in k-pairs one after the other (the layout changed in place in
@@ -47,6 +49,7 @@
 #include <ATen/Parallel.h>
 
 #include "bench_util.h"
+#include "op_profile.h"
 #include "s0/models/weights.h"
 #include "s0/generate/engine.h"
 #include "s0/adapters/prefix.h"
@@ -123,6 +126,7 @@ int main(int argc, char** argv) {
   int threads = 0, prompt_len = 512, steps = 12, repeats = 3;
   std::vector<int64_t> batches = {1, 4, 16, 64};
   std::string layout = "auto";
+  bool profile = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -160,6 +164,8 @@ int main(int argc, char** argv) {
     } else if (a == "--huge-pages") {
       const std::string v = next();
       if (v != "0" && v != "1") throw Error("--huge-pages: 0 or 1");  // applied by huge_pages_from_args
+    } else if (a == "--profile") {
+      profile = true;
     } else if (a == "--layout") {
       layout = next();
       if (layout != "auto" && layout != "rows" && layout != "pairs" && layout != "both")
@@ -173,7 +179,7 @@ int main(int argc, char** argv) {
                    "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] "
                    "[--repeats 3]\n"
                    "       [--kernel auto|avx512|pairs] [--walk auto|one-row|blocked] [--huge-pages 1|0]\n"
-                   "       [--layout auto|rows|pairs|both]\n"
+                   "       [--layout auto|rows|pairs|both] [--profile]\n"
                    "       [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
@@ -329,6 +335,33 @@ int main(int argc, char** argv) {
         serial = {{"regions_per_step", static_cast<double>(RegionTimer::regions) / steps},
                   {"in_regions_ms", 1e3 * RegionTimer::in_s / steps},
                   {"between_regions_ms", 1e3 * RegionTimer::between_s / steps}};
+        if (profile) {
+          // The ATen operators a step calls (the serial part's usual suspects), per step.
+          namespace pf = torch::autograd::profiler;
+          pf::enableProfilerLegacy(
+              torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU, /*shapes=*/true));
+          for (int i = 0; i < steps; ++i) tok = greedy(model->decode_step(tok, ptrs));
+          auto events = pf::disableProfilerLegacy();
+          nlohmann::json ops = bench::op_profile(events, 25, false);
+          double calls = 0;
+          for (const auto& [name, n] : [&] {
+                 std::map<std::string, int64_t> m;
+                 for (const auto& list : events)
+                   for (const auto& e : list)
+                     if (e.kind() == torch::autograd::profiler::EventKind::PushRange) ++m[e.name()];
+                 return m;
+               }())
+            calls += static_cast<double>(n);
+          for (auto& o : ops) {
+            o["calls_per_step"] = o["calls"].get<double>() / steps;
+            o["self_ms_per_step"] = o["self_ms"].get<double>() / steps;
+          }
+          serial["aten_calls_per_step"] = calls / steps;
+          serial["top_ops"] = ops;
+          nlohmann::json by_shape = bench::op_profile(events, 40, true);
+          for (auto& o : by_shape) o["calls_per_step"] = o["calls"].get<double>() / steps;
+          serial["top_ops_by_shape"] = by_shape;
+        }
       }
       // Where one step goes: decode_step's loop replayed with a timer per layer, summed by
       // layer kind, then the final norm and the LM head, then the argmax (base caches, one step).

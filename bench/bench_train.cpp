@@ -14,7 +14,6 @@
 #include <map>
 
 #include <nlohmann/json.hpp>
-#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "s0/models/init_model.h"
 #include "s0/models/falcon_h1.h"
@@ -23,52 +22,9 @@
 #include "s0/train/trainer.h"
 #include "s0/util/error.h"
 #include "bench_util.h"
+#include "op_profile.h"
 
 using namespace s0;
-
-// Self CPU time per operator name over the profiled events of every thread (legacy
-// profiler: push/pop pairs, nested per thread).
-static std::string shapes_of(const torch::autograd::profiler::LegacyEvent& e) {
-  std::string s;
-  for (const auto& sh : e.shapes()) {
-    s += s.empty() ? "[" : ", [";
-    for (size_t i = 0; i < sh.size(); ++i) s += (i ? "," : "") + std::to_string(sh[i]);
-    s += "]";
-  }
-  return s;
-}
-
-// with_shapes: one row per (operator, input shapes) instead of per operator.
-static nlohmann::json op_profile(const torch::autograd::profiler::thread_event_lists& lists, size_t top,
-                                 bool with_shapes) {
-  using torch::autograd::profiler::EventKind;
-  std::map<std::string, std::pair<double, int64_t>> self;  // name -> (us, calls)
-  for (const auto& events : lists) {
-    struct Open { const torch::autograd::profiler::LegacyEvent* e; double child_us; };
-    std::vector<Open> stack;
-    for (const auto& e : events) {
-      if (e.kind() == EventKind::PushRange) {
-        stack.push_back({&e, 0.0});
-      } else if (e.kind() == EventKind::PopRange && !stack.empty()) {
-        Open o = stack.back();
-        stack.pop_back();
-        const double us = o.e->cpuElapsedUs(e);
-        auto& s = self[with_shapes ? std::string(o.e->name()) + " " + shapes_of(*o.e) : std::string(o.e->name())];
-        s.first += us - o.child_us, s.second += 1;
-        if (!stack.empty()) stack.back().child_us += us;
-      }
-    }
-  }
-  std::vector<std::pair<std::string, std::pair<double, int64_t>>> v(self.begin(), self.end());
-  std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
-  double total = 0;
-  for (auto& x : v) total += x.second.first;
-  nlohmann::json out = nlohmann::json::array();
-  for (size_t i = 0; i < std::min(top, v.size()); ++i)
-    out.push_back({{"op", v[i].first}, {"self_ms", v[i].second.first / 1e3}, {"calls", v[i].second.second},
-                   {"share", v[i].second.first / std::max(total, 1e-9)}});
-  return out;
-}
 
 static double peak_rss_gb() {
   rusage u{};
@@ -191,7 +147,7 @@ int main(int argc, char** argv) {
           torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU, /*shapes=*/true));
       ptr.train(out + "-profile", false, {});
       auto events = pf::disableProfilerLegacy();
-      prof = {{"by_op", op_profile(events, 30, false)}, {"by_op_and_shapes", op_profile(events, 40, true)}};
+      prof = {{"by_op", bench::op_profile(events, 30, false)}, {"by_op_and_shapes", bench::op_profile(events, 40, true)}};
     }
     nlohmann::json j = {{"model", model_dir},
                         {"model_type", model->model_type()},

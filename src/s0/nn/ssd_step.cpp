@@ -1,5 +1,7 @@
 #include "s0/nn/ssd_step.h"
 
+#include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "s0/nn/simd.h"
@@ -18,6 +20,7 @@ struct StepArgs {
   const float *conv_w, *conv_b, *dt_bias, *neg_A, *D;
   std::vector<Raw*> hist;     // per row: [Cd, Kc-1]
   std::vector<float*> state;  // per row: [H, P, N]
+  float* bc;                  // [B, G, 2 N] f32: each row's groups' B and C after conv + SiLU
   float* buf;                 // [B, Ds] f32: what the norm reads (norm_w only)
   Raw* out;                   // [B, Ds]
   int64_t H, P, G, N, Ds, Cd, W, Kc;
@@ -25,32 +28,81 @@ struct StepArgs {
   float eps, dt_min, dt_max;
 };
 
+// The conv's pre-activation of channel c from its Kh = Kc-1 history inputs hc and the current
+// input xc: acc = 0, acc = fma(w[j], in_j, acc) over the history then the current input,
+// plus the bias. Written with explicit fmas so that the 16-channel AVX-512 path below (its
+// lanes, the same operations) and this scalar path give the same bits.
+template <class S>
+S0_INLINE float conv_pre_one(const float* w, const typename S::Raw* hc, typename S::Raw xc, const float* bias,
+                             int64_t Kh) {
+  float acc = 0;
+  for (int64_t j = 0; j < Kh; ++j) acc = std::fma(w[j], S::load(hc[j]), acc);
+  acc = std::fma(w[Kh], S::load(xc), acc);
+  return bias ? acc + *bias : acc;
+}
+
+// pre[i] for the n channels from c0 (history h [Cd, Kh], weights w [Cd, Kc], x the current
+// inputs), 16 at a time: the block's history converted to f32 on the stack, each tap's
+// inputs and weights gathered across the 16 channels.
+template <class S>
+__attribute__((target("avx512f,avx512dq,avx512bw"))) void conv_pre_avx512(const typename S::Raw* h,
+                                                                          const typename S::Raw* x, const float* w,
+                                                                          const float* bias, int64_t c0, int64_t n,
+                                                                          int64_t Kc, float* pre) {
+  const int64_t Kh = Kc - 1;
+  constexpr int64_t kMaxKh = 8;
+  float hb[16 * kMaxKh];
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i lane_kh = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(Kh)));
+  const __m512i lane_kc = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(Kc)));
+  int64_t i = 0;
+  if (Kh <= kMaxKh)
+    for (; i + 16 <= n; i += 16) {
+      const int64_t c = c0 + i;
+      for (int64_t k = 0; k < 16 * Kh; ++k) hb[k] = S::load(h[c * Kh + k]);
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t j = 0; j < Kh; ++j) {
+        const __m512i at = _mm512_add_epi32(lane_kc, _mm512_set1_epi32(static_cast<int>(j)));
+        const __m512 wv = _mm512_i32gather_ps(at, w + c * Kc, 4);
+        const __m512 hv = _mm512_i32gather_ps(_mm512_add_epi32(lane_kh, _mm512_set1_epi32(static_cast<int>(j))), hb, 4);
+        acc = _mm512_fmadd_ps(wv, hv, acc);
+      }
+      float xb[16];
+      for (int64_t k = 0; k < 16; ++k) xb[k] = S::load(x[c + k]);
+      const __m512i at = _mm512_add_epi32(lane_kc, _mm512_set1_epi32(static_cast<int>(Kh)));
+      acc = _mm512_fmadd_ps(_mm512_i32gather_ps(at, w + c * Kc, 4), _mm512_loadu_ps(xb), acc);
+      if (bias) acc = _mm512_add_ps(acc, _mm512_loadu_ps(bias + c));
+      _mm512_storeu_ps(pre + i, acc);
+    }
+  for (; i < n; ++i) {
+    const int64_t c = c0 + i;
+    pre[i] = conv_pre_one<S>(w + c * Kc, h + c * Kh, x[c], bias ? bias + c : nullptr, Kh);
+  }
+}
+
 // Causal conv + SiLU for conv channels [c0, c0 + n) of row r into y (f32 holding
-// dtype-rounded values): pre = round(sum_j w[c, j] in_j + bias[c]) over the Kc-1 history
-// inputs then the current one, y = round(silu(pre)) (the fused conv kernel's roundings).
-// With `shift` the channels' history moves on by one token; without, it is left as it is
-// (B and C are shared by the heads of a group: each head task convolves them, the group
-// task shifts their history once, after all head tasks).
+// dtype-rounded values): pre = round(conv_pre_one), y = round(silu(pre)); then the channels'
+// history moves on by one token (the block shifted down one element, each channel's last
+// tap set to its current input).
 template <class T, class Exp>
-S0_INLINE void conv_silu_channels(const StepArgs<T>& p, int64_t r, int64_t c0, int64_t n,
-                                  bool shift, float* y, float* e, Exp exp) {
+S0_INLINE void conv_silu_channels(const StepArgs<T>& p, int64_t r, int64_t c0, int64_t n, float* y, float* e,
+                                  Exp exp) {
   using S = St<T>;
   const int64_t Kc = p.Kc, Kh = Kc - 1;
   const auto* x = p.in + r * p.W + p.Ds;  // the conv channels start after z
   auto* h = p.hist[r];
+  if constexpr (std::is_same_v<Exp, ExpVec>) {
+    conv_pre_avx512<S>(h, x, p.conv_w, p.conv_b, c0, n, Kc, y);
+  } else {
+    for (int64_t i = 0; i < n; ++i)
+      y[i] = conv_pre_one<S>(p.conv_w + (c0 + i) * Kc, h + (c0 + i) * Kh, x[c0 + i], p.conv_b ? p.conv_b + c0 + i : nullptr, Kh);
+  }
+  if (Kh > 0) {
+    std::memmove(h + c0 * Kh, h + c0 * Kh + 1, sizeof(*h) * (n * Kh - 1));
+    for (int64_t i = 0; i < n; ++i) h[(c0 + i) * Kh + Kh - 1] = x[c0 + i];
+  }
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = c0 + i;
-    auto* hc = h + c * Kh;
-    const float* w = p.conv_w + c * Kc;
-    float acc = 0;
-    for (int64_t j = 0; j < Kh; ++j) acc += w[j] * S::load(hc[j]);
-    acc += w[Kh] * S::load(x[c]);
-    if (p.conv_b) acc += p.conv_b[c];
-    if (shift) {
-      for (int64_t j = 0; j + 1 < Kh; ++j) hc[j] = hc[j + 1];
-      if (Kh > 0) hc[Kh - 1] = x[c];
-    }
-    y[i] = S::round(acc);
+    y[i] = S::round(y[i]);
     e[i] = -y[i];
   }
   exp(e, e, n);
@@ -98,10 +150,19 @@ S0_INLINE float softplus_clamped(float v, float lo, float hi) {
   return sp < lo ? lo : (sp > hi ? hi : sp);
 }
 
-// Row r, head h: conv + SiLU of the head's x channels (their history shifted) and of its
-// group's B and C (history left for the group task), dt, the state update and readout, the
-// D skip and the gate. Writes the output (plain gate) or the f32 norm input into p.buf.
-// scratch: 3 P + 2 N + max(P, N) floats.
+// Row r, group g, before any head task: conv + SiLU of the group's B and C channels (shared
+// by its heads) into p.bc, their history moved on. scratch: N floats.
+template <class T, class Exp>
+S0_INLINE void bc_task(const StepArgs<T>& p, int64_t r, int64_t g, float* scratch, Exp exp) {
+  const int64_t N = p.N, GN = p.G * N;
+  float* out = p.bc + (r * p.G + g) * 2 * N;
+  conv_silu_channels<T>(p, r, p.Ds + g * N, N, out, scratch, exp);
+  conv_silu_channels<T>(p, r, p.Ds + GN + g * N, N, out + N, scratch, exp);
+}
+
+// Row r, head h: conv + SiLU of the head's x channels (their history moved on), dt, the
+// state update and readout with its group's B and C (bc_task), the D skip and the gate.
+// Writes the output (plain gate) or the f32 norm input into p.buf. scratch: 3 P floats.
 template <class T, class Exp>
 S0_INLINE void ssd_task(const StepArgs<T>& p, int64_t r, int64_t h, float* scratch, Exp exp) {
   using S = St<T>;
@@ -109,12 +170,10 @@ S0_INLINE void ssd_task(const StepArgs<T>& p, int64_t r, int64_t h, float* scrat
   float* x = scratch;  // [P]
   float* xdt = x + P;  // [P]
   float* y = xdt + P;  // [P]
-  float* Bv = y + P;   // [N]
-  float* Cv = Bv + N;  // [N]
-  float* e = Cv + N;   // exp scratch, max(P, N)
-  conv_silu_channels<T>(p, r, h * P, P, true, x, e, exp);
-  conv_silu_channels<T>(p, r, p.Ds + g * N, N, false, Bv, e, exp);
-  conv_silu_channels<T>(p, r, p.Ds + GN + g * N, N, false, Cv, e, exp);
+  float* e = y + P;    // exp scratch [P]
+  const float* Bv = p.bc + (r * p.G + g) * 2 * N;
+  const float* Cv = Bv + N;
+  conv_silu_channels<T>(p, r, h * P, P, x, e, exp);
   const auto* row_in = p.in + r * p.W;
   // dt in f32 from the model-dtype input; decay = exp(dt A) (ssd_step_'s exp((dt * A))).
   const float dt =
@@ -151,24 +210,12 @@ S0_INLINE void ssd_task(const StepArgs<T>& p, int64_t r, int64_t h, float* scrat
   }
 }
 
-// Row r, group g, after every head task: the B and C channels' history moves on by one
-// token, and the grouped RMSNorm of the group's Ds/G values (norm_w only):
-// v * (1/sqrt(mean v^2 + eps)) * w, times silu(z) when the norm comes before the gate.
-// scratch: Ds/G floats.
+// Row r, group g, after every head task (norm_w only): the grouped RMSNorm of the group's
+// Ds/G values, v * (1/sqrt(mean v^2 + eps)) * w, times silu(z) when the norm comes before the
+// gate. scratch: Ds/G floats.
 template <class T, class Exp>
 S0_INLINE void group_task(const StepArgs<T>& p, int64_t r, int64_t g, float* scratch, Exp exp) {
   using S = St<T>;
-  const int64_t Kh = p.Kc - 1, GN = p.G * p.N;
-  if (Kh > 0) {
-    const auto* x = p.in + r * p.W + p.Ds;
-    for (int64_t c0 : {p.Ds + g * p.N, p.Ds + GN + g * p.N})
-      for (int64_t c = c0; c < c0 + p.N; ++c) {
-        auto* hc = p.hist[r] + c * Kh;
-        for (int64_t j = 0; j + 1 < Kh; ++j) hc[j] = hc[j + 1];
-        hc[Kh - 1] = x[c];
-      }
-  }
-  if (!p.norm_w) return;
   const int64_t n = p.Ds / p.G, o = r * p.Ds + g * n;
   const float* v = p.buf + o;
   const float ms =
@@ -187,15 +234,22 @@ S0_INLINE void group_task(const StepArgs<T>& p, int64_t r, int64_t g, float* scr
     p.out[o + i] = S::store(v[i] * rr * S::load(w[i]) * (S::load(z[i]) / (1.f + e[i])));
 }
 
+// B and C once per (row, group) (a few rows' worth inline: a region costs more), then the
+// heads, then the norm where there is one.
 template <class T>
 void run_step(const StepArgs<T>& p, int64_t B) {
-  const int64_t head_scratch = 3 * p.P + 2 * p.N + std::max(p.P, p.N) + 16;
+  at::parallel_for(0, B * p.G, 4, [&](int64_t t0, int64_t t1) {
+    std::vector<float> buf(static_cast<size_t>(p.N + 16));
+    for (int64_t t = t0; t < t1; ++t)
+      dispatch<T>([&](auto exp) S0_INLINE_LAMBDA { bc_task<T>(p, t / p.G, t % p.G, buf.data(), exp); });
+  });
   at::parallel_for(0, B * p.H, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> buf(static_cast<size_t>(head_scratch));
+    std::vector<float> buf(static_cast<size_t>(4 * p.P + 16));
     for (int64_t t = t0; t < t1; ++t)
       dispatch<T>([&](auto exp)
                       S0_INLINE_LAMBDA { ssd_task<T>(p, t / p.H, t % p.H, buf.data(), exp); });
   });
+  if (!p.norm_w) return;
   at::parallel_for(0, B * p.G, 1, [&](int64_t t0, int64_t t1) {
     std::vector<float> buf(static_cast<size_t>(p.norm_w && p.before_gate ? p.Ds / p.G : 0));
     for (int64_t t = t0; t < t1; ++t)
@@ -239,6 +293,7 @@ Tensor ssd_decode_step(const Tensor& zxbcdt, const SsdStepLayer& l, const SsdSte
   Tensor norm_w = l.norm_w.defined() ? l.norm_w.contiguous() : Tensor();
   Tensor out = at::empty({B, Ds}, zxbcdt.options());
   Tensor buf = norm_w.defined() ? at::empty({B, Ds}, zxbcdt.options().dtype(at::kFloat)) : Tensor();
+  Tensor bc = at::empty({B, sh.G, 2 * sh.N}, zxbcdt.options().dtype(at::kFloat));
   simd::dispatch_dtype(dt, "ssd_decode_step", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, double>) {
@@ -251,6 +306,7 @@ Tensor ssd_decode_step(const Tensor& zxbcdt, const SsdStepLayer& l, const SsdSte
                     l.D.data_ptr<float>(),
                     {},
                     {},
+                    bc.data_ptr<float>(),
                     buf.defined() ? buf.data_ptr<float>() : nullptr,
                     simd::raw<T>(out),
                     sh.H,
