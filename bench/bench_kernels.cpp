@@ -6,7 +6,7 @@
 // layers' states in turn); attention step: 8 query / 2 KV heads of 256 over 128 cached positions),
 // with the memory each moves per call.
 //
-//   bench_kernels [--threads N] [--tokens 512] [--dtype bf16|f32]
+//   bench_kernels [--threads N] [--tokens 512] [--dtype bf16|f32] [--decode-only]
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -57,13 +57,15 @@ int main(int argc, char** argv) {
   int threads = 0;
   int64_t T = 512;
   std::string dtype = "bf16";
+  bool decode_only = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
     else if (a == "--tokens" && i + 1 < argc) T = std::stoll(argv[++i]);
     else if (a == "--dtype" && i + 1 < argc) dtype = argv[++i];
+    else if (a == "--decode-only") decode_only = true;
     else {
-      std::fprintf(stderr, "usage: bench_kernels [--threads N] [--tokens 512] [--dtype bf16|f32]\n");
+      std::fprintf(stderr, "usage: bench_kernels [--threads N] [--tokens 512] [--dtype bf16|f32] [--decode-only]\n");
       return 2;
     }
   }
@@ -75,6 +77,7 @@ int main(int argc, char** argv) {
     out[name] = {{"fused_ms", fused}, {"reference_ms", ref}, {"speedup", ref / fused}};
   };
 
+  if (!decode_only) {  // training kernels
   {  // causal conv + SiLU
     Tensor x = at::randn({1, T, C}).to(dt), w = at::randn({C, Kc}) * 0.5;
     auto fused = [&](const std::vector<Tensor>& in) { return nn::conv_silu(in[0], w, Tensor(), Tensor()); };
@@ -122,6 +125,7 @@ int main(int argc, char** argv) {
         3);
     row("cross_entropy_rows", fused, ref);
   }
+  }  // training kernels
   {  // decode-step kernels
     NoGrad ng;
     nlohmann::json rows = nlohmann::json::array();

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "s0/nn/simd.h"
+#include "s0/nn/step_conv.h"
 
 namespace s0::nn {
 
@@ -23,30 +24,11 @@ struct StepArgs {
   float eps;
 };
 
-// Causal conv + SiLU for channels [c0, c0 + n) of row r into y (f32 holding dtype-rounded
-// values), shifting the history: pre = round(sum_j w[c, j] in_j) over the Kc-1 history
-// inputs then the current one, y = round(silu(pre)) (the fused conv kernel's roundings).
+// Causal conv + SiLU for channels [c0, c0 + n) of row r (step_conv.h; no bias).
 template <class T, class Exp>
 S0_INLINE void conv_silu_channels(const StepArgs<T>& p, int64_t r, int64_t c0, int64_t n, float* y,
                                   float* e, Exp exp) {
-  using S = St<T>;
-  const int64_t Kc = p.Kc, Kh = Kc - 1;
-  const auto* x = p.qkv + r * p.C;
-  auto* h = p.hist[r];
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = c0 + i;
-    auto* hc = h + c * Kh;
-    const float* w = p.conv_w + c * Kc;
-    float acc = 0;
-    for (int64_t j = 0; j < Kh; ++j) acc += w[j] * S::load(hc[j]);
-    acc += w[Kh] * S::load(x[c]);
-    for (int64_t j = 0; j + 1 < Kh; ++j) hc[j] = hc[j + 1];
-    if (Kh > 0) hc[Kh - 1] = x[c];
-    y[i] = S::round(acc);
-    e[i] = -y[i];
-  }
-  exp(e, e, n);
-  for (int64_t i = 0; i < n; ++i) y[i] = S::round(y[i] / (1.f + e[i]));
+  step_conv::conv_silu_channels<T>(p.hist[r], p.qkv + r * p.C, p.conv_w, nullptr, p.Kc, c0, n, y, e, exp);
 }
 
 // q or k of one head: x * scale / sqrt(sum x^2 + eps), eps 1e-6 (l2_norm_heads).

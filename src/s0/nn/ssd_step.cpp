@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "s0/nn/simd.h"
+#include "s0/nn/step_conv.h"
 
 namespace s0::nn {
 
@@ -28,85 +29,12 @@ struct StepArgs {
   float eps, dt_min, dt_max;
 };
 
-// The conv's pre-activation of channel c from its Kh = Kc-1 history inputs hc and the current
-// input xc: acc = 0, acc = fma(w[j], in_j, acc) over the history then the current input,
-// plus the bias. Written with explicit fmas so that the 16-channel AVX-512 path below (its
-// lanes, the same operations) and this scalar path give the same bits.
-template <class S>
-S0_INLINE float conv_pre_one(const float* w, const typename S::Raw* hc, typename S::Raw xc, const float* bias,
-                             int64_t Kh) {
-  float acc = 0;
-  for (int64_t j = 0; j < Kh; ++j) acc = std::fma(w[j], S::load(hc[j]), acc);
-  acc = std::fma(w[Kh], S::load(xc), acc);
-  return bias ? acc + *bias : acc;
-}
-
-// pre[i] for the n channels from c0 (history h [Cd, Kh], weights w [Cd, Kc], x the current
-// inputs), 16 at a time: the block's history converted to f32 on the stack, each tap's
-// inputs and weights gathered across the 16 channels.
-template <class S>
-__attribute__((target("avx512f,avx512dq,avx512bw"))) void conv_pre_avx512(const typename S::Raw* h,
-                                                                          const typename S::Raw* x, const float* w,
-                                                                          const float* bias, int64_t c0, int64_t n,
-                                                                          int64_t Kc, float* pre) {
-  const int64_t Kh = Kc - 1;
-  constexpr int64_t kMaxKh = 8;
-  float hb[16 * kMaxKh];
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i lane_kh = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(Kh)));
-  const __m512i lane_kc = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(Kc)));
-  int64_t i = 0;
-  if (Kh <= kMaxKh)
-    for (; i + 16 <= n; i += 16) {
-      const int64_t c = c0 + i;
-      for (int64_t k = 0; k < 16 * Kh; ++k) hb[k] = S::load(h[c * Kh + k]);
-      __m512 acc = _mm512_setzero_ps();
-      for (int64_t j = 0; j < Kh; ++j) {
-        const __m512i at = _mm512_add_epi32(lane_kc, _mm512_set1_epi32(static_cast<int>(j)));
-        const __m512 wv = _mm512_i32gather_ps(at, w + c * Kc, 4);
-        const __m512 hv = _mm512_i32gather_ps(_mm512_add_epi32(lane_kh, _mm512_set1_epi32(static_cast<int>(j))), hb, 4);
-        acc = _mm512_fmadd_ps(wv, hv, acc);
-      }
-      float xb[16];
-      for (int64_t k = 0; k < 16; ++k) xb[k] = S::load(x[c + k]);
-      const __m512i at = _mm512_add_epi32(lane_kc, _mm512_set1_epi32(static_cast<int>(Kh)));
-      acc = _mm512_fmadd_ps(_mm512_i32gather_ps(at, w + c * Kc, 4), _mm512_loadu_ps(xb), acc);
-      if (bias) acc = _mm512_add_ps(acc, _mm512_loadu_ps(bias + c));
-      _mm512_storeu_ps(pre + i, acc);
-    }
-  for (; i < n; ++i) {
-    const int64_t c = c0 + i;
-    pre[i] = conv_pre_one<S>(w + c * Kc, h + c * Kh, x[c], bias ? bias + c : nullptr, Kh);
-  }
-}
-
-// Causal conv + SiLU for conv channels [c0, c0 + n) of row r into y (f32 holding
-// dtype-rounded values): pre = round(conv_pre_one), y = round(silu(pre)); then the channels'
-// history moves on by one token (the block shifted down one element, each channel's last
-// tap set to its current input).
+// Causal conv + SiLU for conv channels [c0, c0 + n) of row r (step_conv.h).
 template <class T, class Exp>
 S0_INLINE void conv_silu_channels(const StepArgs<T>& p, int64_t r, int64_t c0, int64_t n, float* y, float* e,
                                   Exp exp) {
-  using S = St<T>;
-  const int64_t Kc = p.Kc, Kh = Kc - 1;
   const auto* x = p.in + r * p.W + p.Ds;  // the conv channels start after z
-  auto* h = p.hist[r];
-  if constexpr (std::is_same_v<Exp, ExpVec>) {
-    conv_pre_avx512<S>(h, x, p.conv_w, p.conv_b, c0, n, Kc, y);
-  } else {
-    for (int64_t i = 0; i < n; ++i)
-      y[i] = conv_pre_one<S>(p.conv_w + (c0 + i) * Kc, h + (c0 + i) * Kh, x[c0 + i], p.conv_b ? p.conv_b + c0 + i : nullptr, Kh);
-  }
-  if (Kh > 0) {
-    std::memmove(h + c0 * Kh, h + c0 * Kh + 1, sizeof(*h) * (n * Kh - 1));
-    for (int64_t i = 0; i < n; ++i) h[(c0 + i) * Kh + Kh - 1] = x[c0 + i];
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    y[i] = S::round(y[i]);
-    e[i] = -y[i];
-  }
-  exp(e, e, n);
-  for (int64_t i = 0; i < n; ++i) y[i] = S::round(y[i] / (1.f + e[i]));
+  step_conv::conv_silu_channels<T>(p.hist[r], x, p.conv_w, p.conv_b, p.Kc, c0, n, y, e, exp);
 }
 
 // The SSD step of one head on its [P, N] f32 state, AVX-512 (N a multiple of 16): each
@@ -118,8 +46,14 @@ __attribute__((target("avx512f"))) inline void ssd_head_avx512(float* st, const 
                                                                float decay, float* y, int64_t P,
                                                                int64_t N) {
   const __m512 dec = _mm512_set1_ps(decay);
+  // The state 8 KB ahead is prefetched (past the head's end: the next head's, which the
+  // thread's next task reads): the hardware prefetcher alone kept this read-modify-write
+  // stream at 0.80-0.90 of the rate with it (bench_kernels --decode-only, 1-64 rows, in
+  // one process; GatedDeltaNet's step measured no gain from the same).
+  const int64_t ahead = std::max<int64_t>(1, 2048 / N) * N;
   for (int64_t i = 0; i < P; ++i) {
     float* row = st + i * N;
+    for (int64_t l = 0; l < N; l += 16) _mm_prefetch(reinterpret_cast<const char*>(row + ahead + l), _MM_HINT_T0);
     const __m512 xi = _mm512_set1_ps(xdt[i]);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int64_t n = 0;
