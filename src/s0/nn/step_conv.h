@@ -81,7 +81,7 @@ S0_INLINE void conv_silu_channels(typename St<T>::Raw* h, const typename St<T>::
     for (int64_t i = 0; i < n; ++i)
       y[i] = conv_pre_one<S>(w + (c0 + i) * Kc, h + (c0 + i) * Kh, x[c0 + i], bias ? bias + c0 + i : nullptr, Kh);
   }
-  if (Kh > 0) {
+  if (Kh > 0 && n > 0) {
     std::memmove(h + c0 * Kh, h + c0 * Kh + 1, sizeof(*h) * (n * Kh - 1));
     for (int64_t i = 0; i < n; ++i) h[(c0 + i) * Kh + Kh - 1] = x[c0 + i];
   }
