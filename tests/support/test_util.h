@@ -1,24 +1,49 @@
 #pragma once
 // Helpers shared by the tests: temp dirs, tiny models written by the tests themselves.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "s0/models/init_model.h"
 
 namespace s0::testing {
 
-// A fresh empty directory under the test temp dir.
+// The directories temp_dir made, removed when the test process exits (S0_KEEP_TEST_DIRS=1
+// keeps them for a look after a failure). Only by the process that made them: a forked
+// child that exits through the destructors must not take its parent's files.
+class TempDirs {
+ public:
+  static TempDirs& get() {
+    static TempDirs dirs;
+    return dirs;
+  }
+  void add(const std::string& d) { dirs_.push_back(d); }
+  ~TempDirs() {
+    if (::getpid() != owner_ || std::getenv("S0_KEEP_TEST_DIRS")) return;
+    std::error_code ec;
+    for (const auto& d : dirs_) std::filesystem::remove_all(d, ec);
+  }
+
+ private:
+  TempDirs() : owner_(::getpid()) {}
+  pid_t owner_;
+  std::vector<std::string> dirs_;
+};
+
+// A fresh empty directory under the test temp dir, removed at exit (TempDirs).
 inline std::string temp_dir(const std::string& name) {
   namespace fs = std::filesystem;
   std::string base = ::testing::TempDir();
   fs::path p = fs::path(base) / ("s0_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(p);
   fs::create_directories(p);
+  TempDirs::get().add(p.string());
   return p.string();
 }
 

@@ -20,6 +20,7 @@
 #include "s0/text/chat_template.h"
 #include "s0/text/jinja.h"
 #include "s0/util/error.h"
+#include "test_util.h"
 
 namespace {
 
@@ -46,12 +47,7 @@ void write(const fs::path& p, const std::string& s) {
   out << s;
 }
 
-fs::path fresh_dir(const std::string& name) {
-  fs::path p = fs::path(::testing::TempDir()) / ("s0_chat_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+fs::path fresh_dir(const std::string& name) { return s0::testing::temp_dir("chat_" + name); }
 
 // Runs f and returns the s0::Error message ("" and a test failure when nothing is thrown).
 template <class F>
