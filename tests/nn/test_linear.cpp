@@ -458,10 +458,15 @@ TEST(PairLayout, TightLastBlockRoundTrip) {
 TEST(PairLayout, ProductsEqualTheKPairKernelOnRows) {
   NoGrad ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(32);
-  // 152, 100, 16: a tight last block of 24 (two panels), 4 and 16 rows (kPairs's copies pad it).
+  // 152, 100, 16: a tight last block of 24 (two panels), 4 and 16 rows. kPairs copies a rows
+  // weight into the same layout, so the tight block is also checked against the weight
+  // zero-padded to whole blocks (every block full: the kernel's unmasked path).
   for (int64_t N : {160, 152, 100, 16}) {
     const Tensor plain = at::randn({N, 128}, gen).to(at::kBFloat16);
     const Tensor packed = nn::to_pair_layout_inplace(plain.clone());
+    const int64_t whole = (N + 31) / 32 * 32;
+    const Tensor padded =
+        nn::to_pair_layout_inplace(at::cat({plain, at::zeros({whole - N, 128}, at::kBFloat16)}).contiguous());
     // Where the k-pair kernel cannot run, the k-pair weight goes through a rows copy, i.e. the
     // default kernel.
     const nn::DecodeKernel ref_kernel = pairs_kernel_here() ? nn::DecodeKernel::kPairs : nn::DecodeKernel::kAuto;
@@ -473,6 +478,7 @@ TEST(PairLayout, ProductsEqualTheKPairKernelOnRows) {
         ref = nn::gemv_rows(x, plain);
       }
       EXPECT_TRUE(at::equal(nn::gemv_rows(x, packed), ref)) << "N " << N << " M " << M;
+      EXPECT_TRUE(at::equal(nn::gemv_rows(x, padded).narrow(1, 0, N), ref)) << "N " << N << " M " << M;
       EXPECT_TRUE(at::equal(nn::linear_rows(x, packed), ref)) << "N " << N << " M " << M;
       EXPECT_TRUE(at::equal(nn::linear(x.view({1, M, 128}), packed).view({M, N}), ref)) << "N " << N << " M " << M;
       for (int64_t m = 0; m < M; ++m)

@@ -248,6 +248,4 @@ std::vector<const NamedLinear*> FalconH1Model::linears() const {
   return out;
 }
 
-
-
 }  // namespace s0::models

@@ -98,8 +98,6 @@ std::vector<const NamedLinear*> Qwen2Model::linears() const {
   return out;
 }
 
-
-
 std::vector<std::pair<std::string, Tensor*>> Qwen2Model::mutable_weights() {
   std::vector<std::pair<std::string, Tensor*>> out;
   for (const auto& t : qwen2_tensor_shapes(cfg_)) out.push_back({t.name, slot(t.name)});

@@ -230,8 +230,6 @@ std::vector<const NamedLinear*> Qwen35Model::linears() const {
   return out;
 }
 
-
-
 }  // namespace s0::models
 
 namespace s0::models {

@@ -282,7 +282,6 @@ struct ProductJob {
   const uint32_t* xp;  // AMX: the packed rows this weight multiplies
   const uint16_t* x;   // VDPBF16PS: the rows themselves, [M, K]
   const uint16_t* wp = nullptr;  // kPairs: the weight in k-pair blocks (pair_weight)
-  bool wp_tight = false;         // its last block packed tight (a weight laid out in place), not padded
   amx::Epilogue epi;
   // f32 weights (the AVX-512 FMA kernel): the weight, rows, output and epilogue in f32.
   const float* wf = nullptr;
@@ -443,13 +442,12 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
 //
 // A bf16 weight [N, K] (K even) as blocks of 32 rows: element [b][q][r][e] = w[32 b + r][2 q + e],
 // i.e. for each k-pair q the 32 rows' pairs side by side (64 bf16, two vectors), each block
-// the same 32 K values as its rows. The last block, where N is not a multiple of 32, is
-// either zero-padded to 32 rows (kPairs's copies) or packed tight (a weight laid out in its
-// own memory): its t = N % 32 rows' pairs side by side, 2 t bf16 a k-pair, read by masked
-// loads (the lanes past t load zeros, as a padded copy's do). One VDPBF16PS then multiplies
+// the same 32 K values as its rows. The last block, where N is not a multiple of 32, is packed
+// tight: its t = N % 32 rows' pairs side by side, 2 t bf16 a k-pair, read by masked loads
+// (the lanes past t load zeros, as zero rows would). One VDPBF16PS then multiplies
 // 16 rows' pairs by one input pair broadcast to every lane: lane i accumulates output row i
 // over q = 0, 1, ..., K/2 - 1 from zero, the same instructions for any batch size, block
-// grouping, thread or tail packing, and no horizontal sum at the end.
+// grouping or thread, and no horizontal sum at the end.
 
 // R batch rows x J (1 or 2) 16-row panels of one block; results to tb[32 r + 16 j + i] (batch
 // row r, weight row 16 j + i). During k-pair q, lines [q c, q c + c) of the pf_lines 64-byte
@@ -575,7 +573,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs
         const uint16_t* blk = job.wp + n0 * K;
         const char* pf = tile == M && n0 + 32 < r1 ? reinterpret_cast<const char*>(blk + 32 * K) : nullptr;
         float* ct = cbuf.data() + b * 32 * ldc;
-        if (job.wp_tight && nrows < 32) {  // only the weight's last block can be short
+        if (nrows < 32) {  // only the weight's last block can be short
           if (nrows > 16) pair_rows<2, true>(job.x + m0 * K, mt, K, blk, tb, pf, nrows);
           else pair_rows<1, true>(job.x + m0 * K, mt, K, blk, tb, pf, nrows);
         } else if (nrows > 16) {
@@ -632,17 +630,16 @@ std::shared_ptr<uint16_t> pair_weight(const Tensor& w) {
   if (it != g_pairs.end() && it->second.version == static_cast<int64_t>(w._version()) &&
       it->second.w.sizes() == w.sizes())
     return it->second.data;
-  const int64_t N = w.size(0), K = w.size(1), blocks = (N + 31) / 32;
-  const size_t bytes = sizeof(uint16_t) * static_cast<size_t>(blocks * 32 * K);
+  const int64_t N = w.size(0), K = w.size(1);
+  const size_t bytes = sizeof(uint16_t) * static_cast<size_t>(N * K);
   constexpr size_t kPage = size_t(1) << 21;
   void* mem = std::aligned_alloc(kPage, (bytes + kPage - 1) / kPage * kPage);
   TORCH_CHECK(mem, "kPairs: out of memory for a ", bytes, "-byte weight copy");
   if (util::huge_pages_wanted()) madvise(mem, bytes, MADV_HUGEPAGE);
   std::shared_ptr<uint16_t> data(static_cast<uint16_t*>(mem), [](uint16_t* p) { std::free(p); });
-  // The rows, zero rows up to a whole block, then re-laid in place as a weight would be.
-  std::memcpy(data.get(), w.data_ptr<at::BFloat16>(), sizeof(uint16_t) * N * K);
-  std::memset(data.get() + N * K, 0, sizeof(uint16_t) * (blocks * 32 - N) * K);
-  relayout_blocks(data.get(), blocks * 32, K, true);
+  // The rows, re-laid in place as a weight laid out in its own memory is.
+  std::memcpy(data.get(), w.data_ptr<at::BFloat16>(), bytes);
+  relayout_blocks(data.get(), N, K, true);
   g_pairs[w.data_ptr()] = {w, static_cast<int64_t>(w._version()), data};
   return data;
 }
@@ -805,7 +802,6 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
       if (kern == FusedKernel::kPairs) {
         held.push_back(pair_weight(w));
         job.wp = held.back().get();
-        job.wp_tight = is_pair_layout(w);
       }
       job.x = reinterpret_cast<const uint16_t*>(inputs[p.input].data_ptr<at::BFloat16>());
       job.epi = p.epi;
@@ -1078,14 +1074,9 @@ Tensor to_row_layout_inplace(const Tensor& w) {
 
 Tensor row_layout_copy(const Tensor& w) {
   if (!is_pair_layout(w)) return w.clone(at::MemoryFormat::Contiguous);
-  const int64_t N = out_features(w), K = in_features(w), full = N / 32 * 32;
-  const Tensor flat = w.reshape(-1);
-  Tensor out = at::empty({N, K}, w.options());
-  // Whole blocks [b][q][r][e] -> [b][r][q][e], then the tight last block [q][r][e] -> [r][q][e].
-  if (full > 0) out.narrow(0, 0, full).view({full / 32, 32, K / 2, 2}).copy_(
-      flat.narrow(0, 0, full * K).view({full / 32, K / 2, 32, 2}).permute({0, 2, 1, 3}));
-  if (N > full) out.narrow(0, full, N - full).view({N - full, K / 2, 2}).copy_(
-      flat.narrow(0, full * K, (N - full) * K).view({K / 2, N - full, 2}).permute({1, 0, 2}));
+  const int64_t N = out_features(w), K = in_features(w);
+  Tensor out = w.reshape(-1).clone().view({N, K});
+  relayout_blocks(reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()), N, K, false);
   return out;
 }
 

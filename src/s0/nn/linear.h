@@ -73,8 +73,8 @@ void clear_pair_weights();
 // A bf16 weight [N, K] with K even can be re-laid IN ITS OWN MEMORY into the layout kPairs
 // copies to: where N is a multiple of 32, a [N/32, K/2, 32, 2] tensor whose element
 // [b][q][r][e] is w[32 b + r][2 q + e]; else the same whole blocks followed by the last
-// t = N % 32 rows as one tight block ([q][r][e] = w[N - t + r][2 q + e], t rows where kPairs's
-// copies pad to 32), the memory viewed as [1, 1, N, K/2, 2]. Every function of this header takes either layout: a weight in k-pairs
+// t = N % 32 rows as one tight block ([q][r][e] = w[N - t + r][2 q + e]), the memory viewed
+// as [1, 1, N, K/2, 2]. Every function of this header takes either layout: a weight in k-pairs
 // always goes through the k-pair kernel (decode and prefill alike, whatever the decode kernel
 // setting; every row computed as at one row), or, where that kernel cannot run (no AVX-512
 // BF16, autograd, non-bf16 rows), through a temporary [N, K] copy (correct, slow). So a

@@ -226,8 +226,11 @@ Tensor ssd_decode_step(const Tensor& zxbcdt, const SsdStepLayer& l, const SsdSte
   Tensor in = zxbcdt.contiguous();
   Tensor norm_w = l.norm_w.defined() ? l.norm_w.contiguous() : Tensor();
   Tensor out = at::empty({B, Ds}, zxbcdt.options());
-  Tensor buf = norm_w.defined() ? at::empty({B, Ds}, zxbcdt.options().dtype(at::kFloat)) : Tensor();
-  Tensor bc = at::empty({B, sh.G, 2 * sh.N}, zxbcdt.options().dtype(at::kFloat));
+  // The call's f32 scratch, kept per calling thread (no allocation per step): B and C after
+  // the conv [B, G, 2 N], then the norm's input [B, Ds] where there is a norm.
+  thread_local std::vector<float> scratch;
+  const int64_t bc_n = B * sh.G * 2 * sh.N;
+  scratch.resize(static_cast<size_t>(bc_n + (norm_w.defined() ? B * Ds : 0)));
   simd::dispatch_dtype(dt, "ssd_decode_step", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, double>) {
@@ -240,8 +243,8 @@ Tensor ssd_decode_step(const Tensor& zxbcdt, const SsdStepLayer& l, const SsdSte
                     l.D.data_ptr<float>(),
                     {},
                     {},
-                    bc.data_ptr<float>(),
-                    buf.defined() ? buf.data_ptr<float>() : nullptr,
+                    scratch.data(),
+                    norm_w.defined() ? scratch.data() + bc_n : nullptr,
                     simd::raw<T>(out),
                     sh.H,
                     sh.P,

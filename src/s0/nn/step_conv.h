@@ -16,7 +16,8 @@ using namespace simd;
 // The conv's pre-activation of channel c from its Kh = Kc-1 history inputs hc and the current
 // input xc: acc = 0, acc = fma(w[j], in_j, acc) over the history then the current input,
 // plus the bias. Written with explicit fmas so that the 16-channel AVX-512 path below (its
-// lanes, the same operations) and this scalar path give the same bits.
+// lanes, the same operations) and this scalar path give the same bits (by construction: the
+// tests check each path against the reference ops, not the two against each other).
 template <class S>
 S0_INLINE float conv_pre_one(const float* w, const typename S::Raw* hc, typename S::Raw xc, const float* bias,
                              int64_t Kh) {
