@@ -24,6 +24,7 @@
 //   512]
 //                [--batches 1,4,16,64] [--steps 12] [--repeats 3] [--kernel auto|avx512|pairs]
 //                [--walk auto|one-row|blocked] [--huge-pages 1|0] [--layout auto|rows|pairs|both] [--profile]
+//                [--split-rows on|off|both]
 //   (--layout: the weights' layout (models::CausalLM::set_pair_layout): auto as generation
 //   lays them out (models::use_generation_layout), rows, k-pairs, or both: every timed decode
 //   repeat runs in rows and in k-pairs one after the other (the layout changed in place in
@@ -31,6 +32,11 @@
 //   --kernel avx512: bf16 decode products through the AVX-512 kernel even where AMX exists;
 //   --kernel pairs: the experimental k-pair kernel, nn::DecodeKernel::kPairs;
 //   --walk: the AVX-512 kernels' row walk (nn::RowWalk; same results, speed only);
+//   --split-rows: how a product's weight rows are shared among the threads (nn::set_split_rows;
+//   same results, speed only): on (each thread its own contiguous share, the default), off
+//   (alternate chunks from one cursor), or both: every timed decode repeat runs base decode
+//   with one cursor, then base and S0 split, reported as one_cursor_base_tokens_per_s and
+//   split_over_one_cursor (not together with --layout both);
 //   --huge-pages 0: weights and heap on 4 KB pages, to measure what 2 MB pages are worth,
 //   util/huge_pages.h)
 //   bench_engine --model DIR --dtype f32
@@ -126,6 +132,7 @@ int main(int argc, char** argv) {
   int threads = 0, prompt_len = 512, steps = 12, repeats = 3;
   std::vector<int64_t> batches = {1, 4, 16, 64};
   std::string layout = "auto";
+  std::string split = "on";
   bool profile = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -170,6 +177,9 @@ int main(int argc, char** argv) {
       layout = next();
       if (layout != "auto" && layout != "rows" && layout != "pairs" && layout != "both")
         throw Error("--layout: auto, rows, pairs or both");
+    } else if (a == "--split-rows") {
+      split = next();
+      if (split != "on" && split != "off" && split != "both") throw Error("--split-rows: on, off or both");
     } else if (a == "--cache-dir")
       cache_dir = next();
     else {
@@ -179,14 +189,17 @@ int main(int argc, char** argv) {
                    "       [--threads N] [--prompt-len 512] [--batches 1,4,16,64] [--steps 12] "
                    "[--repeats 3]\n"
                    "       [--kernel auto|avx512|pairs] [--walk auto|one-row|blocked] [--huge-pages 1|0]\n"
-                   "       [--layout auto|rows|pairs|both] [--profile]\n"
+                   "       [--layout auto|rows|pairs|both] [--profile] [--split-rows on|off|both]\n"
                    "       [--cache-dir /tmp/s0-bench]\n");
       return 2;
     }
   }
   try {
+    if (layout == "both" && split == "both") throw Error("--layout both and --split-rows both: one at a time");
     models::configure_runtime(threads);
+    nn::set_split_rows(split != "off");
     nlohmann::json out;
+    out["split_rows"] = split;
     if (model_dir.empty()) {
       if (preset.empty()) preset = "tiny";
       model_dir = cache_dir + "/" + arch + "-" + preset + "-" + dtype;
@@ -298,12 +311,17 @@ int main(int argc, char** argv) {
     for (int B : batches) {
       std::vector<double> tb, ts, adj;  // adj: each base repeat's read rate / the probe's just before
       std::vector<double> tb_rows, ts_rows;  // --layout both: the same in rows
+      std::vector<double> tb_one;            // --split-rows both: base with one cursor
+      const bool ref_arms = layout == "both" || split == "both";
       for (int r = 0; r < repeats; ++r)
-        for (int arm = layout == "both" ? 0 : 2; arm < 4; ++arm) {
-          // arms 0-1: rows (--layout both only), 2-3: the run's layout; even: base, odd: S0
+        for (int arm = ref_arms ? 0 : 2; arm < 4; ++arm) {
+          // arms 0-1: rows (--layout both) or base with one cursor (--split-rows both: no
+          // S0 arm), 2-3: the run's settings; even: base, odd: S0
           const int s0 = arm % 2;
           const bool rows_arm = arm < 2;
+          if (split == "both" && arm == 1) continue;
           if (layout == "both" && arm % 2 == 0) model->set_pair_layout(!rows_arm);
+          if (split == "both" && arm % 2 == 0) nn::set_split_rows(!rows_arm);
           std::vector<models::Cache> caches;
           caches.reserve(B);
           for (int b = 0; b < B; ++b) caches.push_back(models::copy_cache(prefilled[s0]));
@@ -314,6 +332,10 @@ int main(int argc, char** argv) {
           tok = greedy(model->decode_step(tok, ptrs));
           auto t = Clock::now();
           for (int i = 0; i < steps; ++i) tok = greedy(model->decode_step(tok, ptrs));
+          if (rows_arm && split == "both") {
+            tb_one.push_back(secs(t) / steps);
+            continue;
+          }
           if (rows_arm) {
             (s0 ? ts_rows : tb_rows).push_back(secs(t) / steps);
             continue;
@@ -447,6 +469,8 @@ int main(int argc, char** argv) {
                      {"rows_base_tokens_per_s", tb_rows.empty() ? nlohmann::json() : nlohmann::json(B / median(tb_rows))},
                      {"rows_s0_tokens_per_s", ts_rows.empty() ? nlohmann::json() : nlohmann::json(B / median(ts_rows))},
                      {"pairs_over_rows", tb_rows.empty() ? nlohmann::json() : nlohmann::json(median(tb_rows) / step_s)},
+                     {"one_cursor_base_tokens_per_s", tb_one.empty() ? nlohmann::json() : nlohmann::json(B / median(tb_one))},
+                     {"split_over_one_cursor", tb_one.empty() ? nlohmann::json() : nlohmann::json(median(tb_one) / step_s)},
                      {"projections_ms_avx512", tv.empty() ? nlohmann::json() : nlohmann::json(1e3 * median(tv))},
                      {"lm_head_ms", 1e3 * median(th)},
                      {"step_breakdown_ms",

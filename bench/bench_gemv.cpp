@@ -120,6 +120,16 @@ int main(int argc, char** argv) {
                          nn::gemv_rows(x, w);
                        },
                        true});
+    // The same with the threads taking alternate chunks from one cursor (nn::set_split_rows).
+    if (st == at::kBFloat16 && K % 2 == 0)
+      paths.push_back({"pairs_one_cursor",
+                       [](const Tensor& x, const Tensor& w) {
+                         nn::set_decode_kernel(nn::DecodeKernel::kPairs);
+                         nn::set_split_rows(false);
+                         nn::gemv_rows(x, w);
+                         nn::set_split_rows(true);
+                       },
+                       true});
     paths.push_back({"at_linear", [](const Tensor& x, const Tensor& w) { at::linear(x, w); }});
 
     for (int64_t M : batches) {

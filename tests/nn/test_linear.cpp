@@ -251,6 +251,59 @@ TEST(Gemv, SeveralWeightsInOneCallEqualTheirProducts) {
   EXPECT_TRUE(at::equal(ys[1], nn::linear_rows(x, w1)));
 }
 
+// How a call's rows are shared among the threads (one contiguous range per thread, the
+// rest taken from the back of the others' ranges; or one shared cursor) never changes a
+// result: weights of awkward row counts in one call, 1-5 threads, both schemes, and a call
+// from inside a parallel region, where one thread takes every range (its own, then all the
+// others from the back). Each result bitwise equal to one thread on one cursor, and right.
+TEST(Gemv, RowSharingNeverChangesAResult) {
+  NoGrad ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(17);
+  const int saved = at::get_num_threads();
+  struct SplitScope {
+    ~SplitScope() { nn::set_split_rows(true); }
+  } split_scope;
+  std::vector<nn::DecodeKernel> kernels{nn::DecodeKernel::kAvx512, nn::DecodeKernel::kPairs};
+  if (nn::amx_available()) kernels.push_back(nn::DecodeKernel::kAuto);
+  for (auto dtype : {at::kBFloat16, at::kFloat}) {
+    std::vector<Tensor> ws;
+    for (int64_t N : {300, 16, 7, 129, 1, 1000, 45}) ws.push_back(at::randn({N, 96}, gen).to(dtype));
+    for (auto kernel : dtype == at::kFloat ? std::vector<nn::DecodeKernel>{nn::DecodeKernel::kAuto} : kernels) {
+      KernelScope scope(kernel);
+      for (int64_t M : {1, 3, 16, 33}) {
+        Tensor x = at::randn({M, 96}, gen).to(dtype);
+        at::set_num_threads(1);
+        nn::set_split_rows(false);
+        const auto ref = nn::linear_rows_multi(x, ws);
+        for (size_t i = 0; i < ws.size(); ++i) {
+          Tensor exact = at::matmul(x.to(at::kDouble), ws[i].to(at::kDouble).t());
+          EXPECT_LT(((ref[i].to(at::kDouble) - exact).abs() / (exact.abs() + 1.0)).max().item<double>(), 8e-3);
+        }
+        auto same = [&](const std::vector<Tensor>& got, const std::string& what) {
+          ASSERT_EQ(got.size(), ref.size());
+          for (size_t i = 0; i < ws.size(); ++i)
+            EXPECT_TRUE(at::equal(got[i], ref[i])) << what << " kernel " << int(kernel) << " M " << M << " weight " << i;
+        };
+        for (bool split : {true, false}) {
+          nn::set_split_rows(split);
+          for (int threads : {1, 2, 3, 5}) {
+            at::set_num_threads(threads);
+            same(nn::linear_rows_multi(x, ws), "threads " + std::to_string(threads) + " split " + std::to_string(split));
+            // Nested: each outer task's call runs alone on its thread.
+            std::vector<std::vector<Tensor>> nested(2);
+            at::parallel_for(0, 2, 1, [&](int64_t b0, int64_t b1) {
+              for (int64_t b = b0; b < b1; ++b) nested[b] = nn::linear_rows_multi(x, ws);
+            });
+            for (const auto& got : nested) same(got, "nested, threads " + std::to_string(threads));
+          }
+        }
+        at::set_num_threads(saved);
+      }
+    }
+  }
+  at::set_num_threads(saved);
+}
+
 // On an AMX machine the two kernels are different computations (different summation
 // order) that agree to fp32 rounding of the same products.
 TEST(Gemv, AmxAgreesWithAvx512ToFloatRounding) {

@@ -197,6 +197,7 @@ DecodeKernel kernel_from_env() {
 
 std::atomic<DecodeKernel> g_kernel{kernel_from_env()};
 std::atomic<RowWalk> g_walk{RowWalk::kAuto};
+std::atomic<bool> g_split_rows{true};
 
 // AMD family 19h: Zen 3 and Zen 4, of which only Zen 4 has AVX-512 (so reaches the kernels
 // that ask).
@@ -290,35 +291,91 @@ struct ProductJob {
   F32Epilogue fepi;
 };
 
-// The call's rows, claimed by the threads in chunks as they ask: chunks of 128 while plenty
-// are left, then smaller ones (down to 32, a whole number of 16-row tiles and 4-row groups),
-// so that the threads finish a call together: one thread's last 128-row chunk could
-// otherwise leave the other waiting for a whole chunk (25-90 us at one batch row, by K).
-// Every chunk starts a multiple of 32 rows into its weight, whatever the thread count. The
-// cursor only grows, so the job index only moves forward. run(job, r0, r1): weight rows
-// [r0, r1) of the job.
-template <class Run>
-inline void claim_rows(const std::vector<ProductJob>& jobs, int64_t total, int64_t nt, std::atomic<int64_t>& next,
-                       Run&& run) {
-  size_t j = 0;
-  for (int64_t cur = next.load(std::memory_order_relaxed);;) {
-    if (cur >= total) break;
-    while (j + 1 < jobs.size() && jobs[j + 1].first <= cur) ++j;
-    const int64_t take = std::min(std::clamp<int64_t>((total - cur) / (2 * nt) / 32 * 32, 32, 128),
-                                  jobs[j].first + jobs[j].N - cur);
-    if (!next.compare_exchange_weak(cur, cur + take, std::memory_order_relaxed)) continue;  // cur reloaded
-    run(jobs[j], cur - jobs[j].first, cur - jobs[j].first + take);
-    cur = next.load(std::memory_order_relaxed);
+// The call's rows (the jobs' weight rows one after another, `total` in all), claimed by the
+// threads in chunks as they ask. Each thread has a home range, one contiguous share of the
+// rows, which it claims front to back; a thread whose range is empty takes chunks from the
+// back of the others' ranges. So that one memory stream per thread runs as far as it can
+// (one shared cursor handed the threads alternate chunks: 5-8% slower at one batch row on a
+// Zen 5 streaming 70+ GB/s), and the threads still finish together when one starts late or
+// runs slow. Chunks are 128 rows while plenty are left, then smaller (down to 32, a whole
+// number of 16-row tiles and 4-row groups): one thread's last 128-row chunk could otherwise
+// leave the other waiting for it (25-90 us at one batch row, by K). A chunk lies in one job
+// and starts a multiple of 32 rows into its weight, whatever the thread count, so every
+// weight row goes through the same 32-row block whoever computes it.
+class RowClaims {
+ public:
+  RowClaims(const std::vector<ProductJob>& jobs, int64_t total, int64_t nt)
+      : jobs_(jobs), nt_(split_rows() ? std::max<int64_t>(nt, 1) : 1), ranges_(static_cast<size_t>(nt_)) {
+    TORCH_CHECK(total < (int64_t{1} << 31), "linear: too many output rows in one call");
+    int64_t lo = 0;
+    for (int64_t t = 0; t < nt_; ++t) {
+      int64_t hi = total;
+      if (t + 1 < nt_) {
+        const int64_t raw = total * (t + 1) / nt_;
+        const ProductJob& j = job_of(raw);
+        hi = std::max(lo, j.first + (raw - j.first) / 32 * 32);  // down to a block start
+      }
+      ranges_[t].store(pack(lo, hi), std::memory_order_relaxed);
+      lo = hi;
+    }
   }
-}
+  RowClaims(const RowClaims&) = delete;
 
-// claim_rows, then each claimed chunk in blocks of up to 32 weight rows (the unit of the
+  // Every chunk this thread claims, run(job, r0, r1) with weight rows [r0, r1) of the job:
+  // its home range first, then the others' leftovers. Any number of callers may share the
+  // work (a caller already inside a parallel region runs it all alone).
+  template <class Run>
+  void run(Run&& run) {
+    const int64_t home = at::get_thread_num() % nt_;
+    for (uint64_t cur = ranges_[home].load(std::memory_order_relaxed);;) {
+      const int64_t lo = lo_of(cur), hi = hi_of(cur);
+      if (lo >= hi) break;
+      const ProductJob& j = job_of(lo);
+      const int64_t take = std::min({want(lo, hi), hi - lo, j.first + j.N - lo});
+      if (!ranges_[home].compare_exchange_weak(cur, pack(lo + take, hi), std::memory_order_relaxed)) continue;
+      run(j, lo - j.first, lo + take - j.first);
+      cur = ranges_[home].load(std::memory_order_relaxed);
+    }
+    for (int64_t k = 1; k < nt_; ++k) {
+      std::atomic<uint64_t>& r = ranges_[(home + k) % nt_];
+      for (uint64_t cur = r.load(std::memory_order_relaxed);;) {
+        const int64_t lo = lo_of(cur), hi = hi_of(cur);
+        if (lo >= hi) break;
+        const ProductJob& j = job_of(hi - 1);
+        // From the back: the block start at or after max(lo, job start, hi - want). lo and
+        // the job start are block starts; a range's end is a block start or its job's end.
+        const int64_t from = std::max({lo, j.first, hi - want(lo, hi)});
+        const int64_t x = j.first + (from - j.first + 31) / 32 * 32;
+        if (!r.compare_exchange_weak(cur, pack(lo, x), std::memory_order_relaxed)) continue;
+        run(j, x - j.first, hi - j.first);
+        cur = r.load(std::memory_order_relaxed);
+      }
+    }
+  }
+
+ private:
+  static uint64_t pack(int64_t lo, int64_t hi) { return static_cast<uint64_t>(lo) | static_cast<uint64_t>(hi) << 32; }
+  static int64_t lo_of(uint64_t v) { return static_cast<int64_t>(v & 0xffffffffu); }
+  static int64_t hi_of(uint64_t v) { return static_cast<int64_t>(v >> 32); }
+  // Half of what the range has left (two threads may be taking from it), 32 to 128 rows.
+  static int64_t want(int64_t lo, int64_t hi) { return std::clamp<int64_t>((hi - lo) / 2 / 32 * 32, 32, 128); }
+  const ProductJob& job_of(int64_t row) const {
+    auto it = std::upper_bound(jobs_.begin(), jobs_.end(), row,
+                               [](int64_t r, const ProductJob& j) { return r < j.first; });
+    return *(it - 1);
+  }
+
+  const std::vector<ProductJob>& jobs_;
+  int64_t nt_;
+  std::vector<std::atomic<uint64_t>> ranges_;
+};
+
+// RowClaims::run, then each claimed chunk in blocks of up to 32 weight rows (the unit of the
 // AVX-512 kernels' results buffer and stores): run(job, n0, nrows, r1), rows [n0, n0 + nrows)
 // of the job, r1 the chunk's end.
 template <class Run>
-inline void claim_blocks(const std::vector<ProductJob>& jobs, int64_t total, int64_t nt, std::atomic<int64_t>& next,
-                         Run&& run) {
-  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
+inline void claim_blocks(RowClaims& claims, Run&& run) {
+  claims.run([&](const ProductJob& job, int64_t r0, int64_t r1) {
     for (int64_t n0 = r0; n0 < r1; n0 += 32) run(job, n0, std::min<int64_t>(32, r1 - n0), r1);
   });
 }
@@ -333,7 +390,7 @@ inline float* block_buffer(int64_t ldc) {
 __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64_t bw,
                                                                 const std::vector<ProductJob>& jobs, int64_t K,
                                                                 int64_t total, int64_t nt,
-                                                                std::atomic<int64_t>& next) {
+                                                                RowClaims& claims) {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) cfg.rows[t] = 16;
   for (int t : {0, 1, 2, 3, 6, 7}) cfg.colsb[t] = static_cast<uint16_t>(4 * bw);  // C and B tiles
@@ -346,7 +403,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64
   // per B tile, a few % better there) and above 32 rows.
   const int64_t block = (MB == 1 && bw == 16) || MB > 2 ? 32 : 16;
   float* ct = block_buffer(ldc);
-  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
+  claims.run([&](const ProductJob& job, int64_t r0, int64_t r1) {
     const uint16_t* w = job.w;
     auto run = [&](const uint16_t* a, int64_t lda, int64_t n, int64_t nrows) {
       const bool two_n = nrows > 16;
@@ -392,7 +449,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(int64_t M,
                                                                               const std::vector<ProductJob>& jobs,
                                                                               int64_t K, int64_t total, int64_t nt,
-                                                                              std::atomic<int64_t>& next) {
+                                                                              RowClaims& claims) {
   const int64_t ldc = 16 * ((M + 15) / 16);
   float* ct = block_buffer(ldc);
   // Which weight rows go together (RowWalk in linear.h; never changes a result). One weight
@@ -413,7 +470,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(in
   const bool by_row = M == 2 || M == 3 || (one_row && (M == 1 || (M < 8 && K <= 2048)));
   const int64_t passes = M / 4, KS = K / 32, lines = K / 8;  // a group of 4 rows: K / 8 lines
   const int64_t c = passes > 0 && KS > 0 ? ((lines + passes - 1) / passes + KS - 1) / KS : 0;
-  claim_blocks(jobs, total, nt, next, [&](const ProductJob& job, int64_t n0, int64_t nrows, int64_t r1) {
+  claim_blocks(claims, [&](const ProductJob& job, int64_t n0, int64_t nrows, int64_t r1) {
     int64_t i = 0;
     if (by_row)
       for (const int64_t whole = nrows / 4 * 4; i < whole; ++i)
@@ -555,7 +612,7 @@ constexpr int64_t kPairTileRows = 128;
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs(int64_t M,
                                                                                  const std::vector<ProductJob>& jobs,
                                                                                  int64_t K, int64_t total, int64_t nt,
-                                                                                 std::atomic<int64_t>& next) {
+                                                                                 RowClaims& claims) {
   const int64_t ldc = 16 * ((M + 15) / 16);
   // Tiles of a multiple of 16 rows (pair_results transposes 16 at a time) whose rows take
   // about 256 KB.
@@ -565,7 +622,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs
   if (static_cast<int64_t>(tbuf.size()) < 32 * tile) tbuf.resize(32 * tile);
   if (static_cast<int64_t>(cbuf.size()) < 4 * 32 * ldc) cbuf.resize(4 * 32 * ldc);
   float* tb = tbuf.data();
-  claim_rows(jobs, total, nt, next, [&](const ProductJob& job, int64_t r0, int64_t r1) {
+  claims.run([&](const ProductJob& job, int64_t r0, int64_t r1) {
     for (int64_t m0 = 0; m0 < M; m0 += tile) {
       const int64_t mt = std::min(tile, M - m0);
       for (int64_t n0 = r0, b = 0; n0 < r1; n0 += 32, ++b) {
@@ -706,14 +763,14 @@ __attribute__((noinline)) void store_block_f32(const float* ct, int64_t ldc, int
 // last whole group by dot_in_order; a chunk starts a multiple of 32 rows into its weight, so
 // a row's group is the same for any M and thread count), then the epilogue.
 __attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vector<ProductJob>& jobs, int64_t K,
-                                                       int64_t total, int64_t nt, std::atomic<int64_t>& next) {
+                                                       int64_t total, int64_t nt, RowClaims& claims) {
   const int64_t ldc = M;
   float* ct = block_buffer(ldc);
   // As gemv_bf16_dp_jobs: at 2-3 batch rows one weight row at a time (the rows share each
   // load), at one row as the walk says (level on a Zen 5: bench_gemv --dtype f32 1.00-1.03x),
   // from 4 rows groups of 4 (one row at a time not measured there).
   const bool by_row = M == 2 || M == 3 || (M == 1 && resolved_row_walk() == RowWalk::kOneRow);
-  claim_blocks(jobs, total, nt, next, [&](const ProductJob& job, int64_t n0, int64_t nrows, int64_t) {
+  claim_blocks(claims, [&](const ProductJob& job, int64_t n0, int64_t nrows, int64_t) {
     int64_t i = 0;
     for (; i + 4 <= nrows; i += 4) {
       const float* a = job.wf + (n0 + i) * K;
@@ -809,17 +866,17 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
     jobs.push_back(job);
     total += N;
   }
-  std::atomic<int64_t> next{0};
   const int64_t nt = std::min<int64_t>(at::get_num_threads(), (total + 31) / 32);
+  RowClaims claims(jobs, total, nt);
   at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
     if (kern == FusedKernel::kAmx)
-      gemv_bf16_amx(M, bw, jobs, K, total, nt, next);
+      gemv_bf16_amx(M, bw, jobs, K, total, nt, claims);
     else if (kern == FusedKernel::kDp)
-      gemv_bf16_dp_jobs(M, jobs, K, total, nt, next);
+      gemv_bf16_dp_jobs(M, jobs, K, total, nt, claims);
     else if (kern == FusedKernel::kPairs)
-      gemv_bf16_pairs_jobs(M, jobs, K, total, nt, next);
+      gemv_bf16_pairs_jobs(M, jobs, K, total, nt, claims);
     else
-      gemv_f32_jobs(M, jobs, K, total, nt, next);
+      gemv_f32_jobs(M, jobs, K, total, nt, claims);
   });
   return ys;
 }
@@ -1108,6 +1165,10 @@ bool pair_layout_pays() {
 void set_row_walk(RowWalk w) { g_walk.store(w); }
 
 RowWalk row_walk() { return g_walk.load(); }
+
+void set_split_rows(bool on) { g_split_rows.store(on); }
+
+bool split_rows() { return g_split_rows.load(std::memory_order_relaxed); }
 
 RowWalk auto_row_walk() {
   static const RowWalk w = amd_family_19h() ? RowWalk::kOneRow : RowWalk::kBlocked;
