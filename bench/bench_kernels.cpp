@@ -2,8 +2,8 @@
 // run (forward, and forward + input-gradient backward), at the 0.8b preset's shapes:
 // 512 tokens, conv channels 6144, MLP width 3584, 16 heads of 128, vocab 248320. Then the
 // decode-step kernels alone at 1, 16 and 64 rows (GatedDeltaNet step and Falcon-H1-0.5B's
-// Mamba-2 step: their f32 states read and written once, the latter's from memory (several
-// layers' states in turn); attention step: 8 query / 2 KV heads of 256 over 128 cached positions),
+// Mamba-2 step: their f32 states read and written once, from memory (several layers' states
+// in turn; the GatedDeltaNet step also on one layer's states, gdn_step_ms); attention step: 8 query / 2 KV heads of 256 over 128 cached positions),
 // with the memory each moves per call.
 //
 //   bench_kernels [--threads N] [--tokens 512] [--dtype bf16|f32] [--decode-only]
@@ -145,6 +145,21 @@ int main(int argc, char** argv) {
              nw = at::randn({dv}).to(dt);
       const double gdn = best_ms([&] { nn::gdn_decode_step(qkv, z, bb, aa, cw, negA, dtb, nw, {Hk, Hv, dk, dv}, 1e-6, gc); });
       const double state_bytes = 2.0 * B * Hv * dk * dv * 4;
+      // The same with several layers' states (at least 128 MB in all) stepped in turn, as in
+      // a decode step: one layer's (1 MB a row) stay partly in cache at 1-16 rows above.
+      const int64_t gl = std::max<int64_t>(1, (int64_t(128) << 20) / (B * Hv * dk * dv * 4));
+      std::vector<Tensor> gconv(gl * B), gstate(gl * B);
+      std::vector<std::vector<nn::GdnStepCache>> gcl(gl);
+      for (int64_t l = 0; l < gl; ++l)
+        for (int64_t b = 0; b < B; ++b) {
+          gconv[l * B + b] = conv[b].clone();
+          gstate[l * B + b] = state[b].clone();
+          gcl[l].push_back({&gconv[l * B + b], &gstate[l * B + b], 1});
+        }
+      const double gdn_mem = best_ms([&] {
+        for (int64_t l = 0; l < gl; ++l)
+          nn::gdn_decode_step(qkv, z, bb, aa, cw, negA, dtb, nw, {Hk, Hv, dk, dv}, 1e-6, gcl[l]);
+      }) / static_cast<double>(gl);
       // Attention: 8 query heads, 2 KV heads of 256, partial RoPE over 64 dims, 128 cached positions.
       const int64_t Hq = 8, KVh = 2, hd = 256, past = 128;
       std::vector<Tensor> kc(B), vc(B);
@@ -182,6 +197,8 @@ int main(int argc, char** argv) {
       rows.push_back({{"rows", B},
                       {"gdn_step_ms", gdn},
                       {"gdn_state_gbps", state_bytes / gdn / 1e6},
+                      {"gdn_step_from_memory_ms", gdn_mem},
+                      {"gdn_state_from_memory_gbps", state_bytes / gdn_mem / 1e6},
                       {"ssd_step_ms", ssd},
                       {"ssd_state_gbps", ssd_bytes / ssd / 1e6},
                       {"attention_step_ms", att},
