@@ -387,9 +387,7 @@ inline float* block_buffer(int64_t ldc) {
   return buf.data();
 }
 
-__attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64_t bw,
-                                                                const std::vector<ProductJob>& jobs, int64_t K,
-                                                                int64_t total, int64_t nt,
+__attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64_t bw, int64_t K,
                                                                 RowClaims& claims) {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) cfg.rows[t] = 16;
@@ -446,9 +444,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void gemv_bf16_amx(int64_t M, int64
 // last whole group by dot_in_order; a chunk starts a multiple of 32 rows into its weight, so
 // a row's group, and so its arithmetic, is the same for any M and thread count), then the
 // block's epilogue as the AMX path stores it.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(int64_t M,
-                                                                              const std::vector<ProductJob>& jobs,
-                                                                              int64_t K, int64_t total, int64_t nt,
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_dp_jobs(int64_t M, int64_t K,
                                                                               RowClaims& claims) {
   const int64_t ldc = 16 * ((M + 15) / 16);
   float* ct = block_buffer(ldc);
@@ -609,9 +605,7 @@ __attribute__((target("avx512f"))) inline void pair_results(const float* tb, int
 // 2048). A row's arithmetic is the same in any tile or pass.
 constexpr int64_t kPairTileRows = 128;
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs(int64_t M,
-                                                                                 const std::vector<ProductJob>& jobs,
-                                                                                 int64_t K, int64_t total, int64_t nt,
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void gemv_bf16_pairs_jobs(int64_t M, int64_t K,
                                                                                  RowClaims& claims) {
   const int64_t ldc = 16 * ((M + 15) / 16);
   // Tiles of a multiple of 16 rows (pair_results transposes 16 at a time) whose rows take
@@ -762,8 +756,7 @@ __attribute__((noinline)) void store_block_f32(const float* ct, int64_t ldc, int
 // 4 batch rows at a time, or below 4 batch rows one weight row at a time; the rows past the
 // last whole group by dot_in_order; a chunk starts a multiple of 32 rows into its weight, so
 // a row's group is the same for any M and thread count), then the epilogue.
-__attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, const std::vector<ProductJob>& jobs, int64_t K,
-                                                       int64_t total, int64_t nt, RowClaims& claims) {
+__attribute__((target("avx512f"))) void gemv_f32_jobs(int64_t M, int64_t K, RowClaims& claims) {
   const int64_t ldc = M;
   float* ct = block_buffer(ldc);
   // As gemv_bf16_dp_jobs: at 2-3 batch rows one weight row at a time (the rows share each
@@ -870,13 +863,13 @@ std::vector<Tensor> fused_products(FusedKernel kern, const std::vector<Tensor>& 
   RowClaims claims(jobs, total, nt);
   at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
     if (kern == FusedKernel::kAmx)
-      gemv_bf16_amx(M, bw, jobs, K, total, nt, claims);
+      gemv_bf16_amx(M, bw, K, claims);
     else if (kern == FusedKernel::kDp)
-      gemv_bf16_dp_jobs(M, jobs, K, total, nt, claims);
+      gemv_bf16_dp_jobs(M, K, claims);
     else if (kern == FusedKernel::kPairs)
-      gemv_bf16_pairs_jobs(M, jobs, K, total, nt, claims);
+      gemv_bf16_pairs_jobs(M, K, claims);
     else
-      gemv_f32_jobs(M, jobs, K, total, nt, claims);
+      gemv_f32_jobs(M, K, claims);
   });
   return ys;
 }
