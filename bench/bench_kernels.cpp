@@ -4,7 +4,9 @@
 // decode-step kernels alone at 1, 16 and 64 rows (GatedDeltaNet step and Falcon-H1-0.5B's
 // Mamba-2 step: their f32 states read and written once, from memory (several layers' states
 // in turn; the GatedDeltaNet step also on one layer's states, gdn_step_ms); attention step: 8 query / 2 KV heads of 256 over 128 cached positions),
-// with the memory each moves per call.
+// with the memory each moves per call; the steps from memory and the attention step also with
+// the threads in the earlier static shares of the heads (*_static, nn::set_split_rows(false)),
+// the two alternating.
 //
 //   bench_kernels [--threads N] [--tokens 512] [--dtype bf16|f32] [--decode-only]
 #include <cstdio>
@@ -29,6 +31,22 @@ using namespace s0;
 namespace {
 
 // Best of `reps` timings of f (after one warm-up call), in milliseconds.
+// f's best time with the threads sharing the work as they do by default, and with the
+// earlier static shares (nn::set_split_rows(false)), the two alternating: {default, static}.
+std::pair<double, double> shared_and_static_ms(const std::function<void()>& f, int reps = 5) {
+  f();
+  double best[2] = {1e30, 1e30};
+  for (int i = 0; i < reps; ++i)
+    for (int s = 0; s < 2; ++s) {
+      nn::set_split_rows(s == 0);
+      auto t = bench::Clock::now();
+      f();
+      best[s] = std::min(best[s], bench::secs(t) * 1e3);
+    }
+  nn::set_split_rows(true);
+  return {best[0], best[1]};
+}
+
 double best_ms(const std::function<void()>& f, int reps = 5) {
   f();
   double best = 1e30;
@@ -156,10 +174,11 @@ int main(int argc, char** argv) {
           gstate[l * B + b] = state[b].clone();
           gcl[l].push_back({&gconv[l * B + b], &gstate[l * B + b], 1});
         }
-      const double gdn_mem = best_ms([&] {
+      auto [gdn_mem, gdn_mem_static] = shared_and_static_ms([&] {
         for (int64_t l = 0; l < gl; ++l)
           nn::gdn_decode_step(qkv, z, bb, aa, cw, negA, dtb, nw, {Hk, Hv, dk, dv}, 1e-6, gcl[l]);
-      }) / static_cast<double>(gl);
+      });
+      gdn_mem /= static_cast<double>(gl), gdn_mem_static /= static_cast<double>(gl);
       // Attention: 8 query heads, 2 KV heads of 256, partial RoPE over 64 dims, 128 cached positions.
       const int64_t Hq = 8, KVh = 2, hd = 256, past = 128;
       std::vector<Tensor> kc(B), vc(B);
@@ -170,7 +189,7 @@ int main(int argc, char** argv) {
       }
       Tensor q = at::randn({B, 1, Hq, hd}).to(dt), k = at::randn({B, 1, KVh, hd}).to(dt), v = at::randn({B, 1, KVh, hd}).to(dt);
       Tensor inv_freq = at::pow(10000.0, -at::arange(0, 64, 2, at::kFloat) / 64.0);
-      const double att = best_ms([&] { nn::attention_decode_step(q, k, v, inv_freq, 1.0 / 16, ac); });
+      const auto [att, att_static] = shared_and_static_ms([&] { nn::attention_decode_step(q, k, v, inv_freq, 1.0 / 16, ac); });
       const double kv_bytes = 2.0 * B * KVh * (past + 1) * hd * (dt == at::kBFloat16 ? 2 : 4);
       // Mamba-2 (SSD) step at Falcon-H1-0.5B's shape: 24 heads of 64, one group, state 128,
       // conv over 1536 + 2 x 128 channels (4 taps, bias), plain gate.
@@ -190,18 +209,22 @@ int main(int argc, char** argv) {
       sl.conv_w = at::randn({Cd, Kc}) * 0.5, sl.conv_b = at::randn({Cd}) * 0.1;
       sl.dt_bias = at::randn({H}) * 0.1, sl.neg_A = -at::rand({H}), sl.D = at::randn({H});
       Tensor zxbcdt = at::randn({B, H * P + Cd + H}).to(dt);
-      const double ssd = best_ms([&] {
+      auto [ssd, ssd_static] = shared_and_static_ms([&] {
         for (int64_t l = 0; l < nl; ++l) nn::ssd_decode_step(zxbcdt, sl, {H, P, G, N}, sc[l]);
-      }) / static_cast<double>(nl);
+      });
+      ssd /= static_cast<double>(nl), ssd_static /= static_cast<double>(nl);
       const double ssd_bytes = 2.0 * B * H * P * N * 4;
       rows.push_back({{"rows", B},
                       {"gdn_step_ms", gdn},
                       {"gdn_state_gbps", state_bytes / gdn / 1e6},
                       {"gdn_step_from_memory_ms", gdn_mem},
                       {"gdn_state_from_memory_gbps", state_bytes / gdn_mem / 1e6},
+                      {"gdn_state_from_memory_gbps_static", state_bytes / gdn_mem_static / 1e6},
                       {"ssd_step_ms", ssd},
                       {"ssd_state_gbps", ssd_bytes / ssd / 1e6},
+                      {"ssd_state_gbps_static", ssd_bytes / ssd_static / 1e6},
                       {"attention_step_ms", att},
+                      {"attention_step_ms_static", att_static},
                       {"attention_kv_gbps", kv_bytes / att / 1e6}});
     }
     out["decode_step_kernels"] = rows;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "s0/nn/simd.h"
+#include "s0/nn/task_claims.h"
 
 namespace s0::nn {
 
@@ -261,9 +262,9 @@ Tensor attention_decode_step(const Tensor& q, const Tensor& k, const Tensor& v,
       TORCH_CHECK(rows == B, "attention_decode_step: the caches hold ", rows, " rows for ", B,
                   " inputs");
       const int64_t G = H / KV, scratch = 2 * R + hd + 2 * G * hd + G * max_t + G * 256 + 16;
-      at::parallel_for(0, B * KV, 1, [&](int64_t t0, int64_t t1) {
+      claim_tasks(B * KV, [&](auto&& next) {
         std::vector<float> buf(static_cast<size_t>(scratch));
-        for (int64_t t = t0; t < t1; ++t)
+        for (int64_t t; (t = next()) >= 0;)
           dispatch<T>([&](auto exp) __attribute__((always_inline)) {
             attn_task<T>(p, t / KV, t % KV, buf.data(), exp);
           });

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "s0/nn/simd.h"
+#include "s0/nn/task_claims.h"
 #include "s0/nn/step_conv.h"
 
 namespace s0::nn {
@@ -179,9 +180,9 @@ template <class T>
 void run_step(const StepArgs<T>& p, int64_t B) {
   const int64_t G = p.Hv / p.Hk;
   const int64_t scratch = 2 * p.dk + 3 * G * p.dv + std::max(2 * p.dk, G * p.dv) + 2 * p.dv + 64;
-  at::parallel_for(0, B * p.Hk, 1, [&](int64_t t0, int64_t t1) {
+  claim_tasks(B * p.Hk, [&](auto&& next) {
     std::vector<float> buf(static_cast<size_t>(scratch));
-    for (int64_t t = t0; t < t1; ++t)
+    for (int64_t t; (t = next()) >= 0;)
       dispatch<T>([&](auto exp) __attribute__((always_inline)) {
         gdn_task<T>(p, t / p.Hk, t % p.Hk, buf.data(), exp);
       });

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "s0/nn/task_claims.h"
 #include "s0/util/torch.h"
 
 namespace s0::nn {
@@ -121,12 +122,8 @@ RowWalk row_walk();  // as set (kAuto unless set)
 // The walk kAuto resolves to on this CPU (kOneRow or kBlocked).
 RowWalk auto_row_walk();
 
-// How a call's weight rows are shared among the threads. On (the default): each thread
-// streams its own contiguous share and then helps with what the others have left. Off: the
-// threads take alternate chunks from one cursor (the earlier scheme, kept for benchmarks).
-// Results never depend on it.
-void set_split_rows(bool on);
-bool split_rows();
+// How a product call's weight rows are shared among the threads: set_split_rows and
+// split_rows in task_claims.h (they cover the decode steps' tasks too).
 
 // Batched decode: y = x W^T through gemv_rows when it applies (no autograd, CPU, bf16/f32
 // weights matching x), else linear(). Each row then equals linear() on that row alone.

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "s0/nn/simd.h"
+#include "s0/nn/task_claims.h"
 #include "s0/nn/step_conv.h"
 
 namespace s0::nn {
@@ -177,9 +178,9 @@ void run_step(const StepArgs<T>& p, int64_t B) {
     for (int64_t t = t0; t < t1; ++t)
       dispatch<T>([&](auto exp) S0_INLINE_LAMBDA { bc_task<T>(p, t / p.G, t % p.G, buf.data(), exp); });
   });
-  at::parallel_for(0, B * p.H, 1, [&](int64_t t0, int64_t t1) {
+  claim_tasks(B * p.H, [&](auto&& next) {
     std::vector<float> buf(static_cast<size_t>(4 * p.P + 16));
-    for (int64_t t = t0; t < t1; ++t)
+    for (int64_t t; (t = next()) >= 0;)
       dispatch<T>([&](auto exp)
                       S0_INLINE_LAMBDA { ssd_task<T>(p, t / p.H, t % p.H, buf.data(), exp); });
   });
