@@ -7,6 +7,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <atomic>
@@ -30,6 +31,7 @@ bool split_rows();
 class TaskClaims {
  public:
   TaskClaims(int64_t n, int64_t nt) : nt_(std::max<int64_t>(1, std::min(nt, n))), ranges_(static_cast<size_t>(nt_)) {
+    TORCH_CHECK(n < (int64_t{1} << 31), "claim_tasks: too many tasks for one region");
     for (int64_t t = 0; t < nt_; ++t) ranges_[t].store(pack(n * t / nt_, n * (t + 1) / nt_), std::memory_order_relaxed);
   }
   TaskClaims(const TaskClaims&) = delete;
@@ -65,7 +67,7 @@ class TaskClaims {
 };
 
 // body(next) once per participating thread, next() giving that thread's tasks one by one
-// (-1 at the end): per-thread set-up (scratch buffers) goes before the loop. n < 2^31.
+// (-1 at the end): per-thread set-up (scratch buffers) goes before the loop.
 template <class Body>
 void claim_tasks(int64_t n, Body&& body) {
   if (n <= 0) return;
