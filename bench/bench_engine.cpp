@@ -32,11 +32,13 @@
 //   --kernel avx512: bf16 decode products through the AVX-512 kernel even where AMX exists;
 //   --kernel pairs: the experimental k-pair kernel, nn::DecodeKernel::kPairs;
 //   --walk: the AVX-512 kernels' row walk (nn::RowWalk; same results, speed only);
-//   --split-rows: how a product's weight rows are shared among the threads (nn::set_split_rows;
-//   same results, speed only): on (each thread its own contiguous share, the default), off
-//   (alternate chunks from one cursor), or both: every timed decode repeat runs base decode
-//   with one cursor, then base and S0 split, reported as one_cursor_base_tokens_per_s and
-//   split_over_one_cursor (not together with --layout both);
+//   --split-rows: how the threads share a step's work (nn::set_split_rows: the products' weight
+//   rows and the recurrent/attention steps' heads; same results, speed only): on (each thread
+//   its own contiguous share, then the others' leftovers; the default), off (the earlier
+//   schemes: product rows in alternate chunks from one cursor, heads in static shares), or
+//   both: every timed decode repeat runs base decode the earlier way, then base and S0 the
+//   default way, reported as one_cursor_base_tokens_per_s and split_over_one_cursor (not
+//   together with --layout both);
 //   --huge-pages 0: weights and heap on 4 KB pages, to measure what 2 MB pages are worth,
 //   util/huge_pages.h)
 //   bench_engine --model DIR --dtype f32
