@@ -9,7 +9,8 @@
 // pages also runs with the other row walk than this CPU's (nn::RowWalk: which weight rows are
 // read together at a few batch rows; results the same), as avx512_huge_pages_one_row or
 // avx512_huge_pages_blocked; and the experimental k-pair kernel (nn::DecodeKernel::kPairs: its
-// own copy of the weights, on 2 MB pages either way) as pairs.
+// own copy of the weights, on 2 MB pages either way) as pairs, and the same with the threads
+// taking alternate chunks from one cursor (nn::set_split_rows(false)) as pairs_one_cursor.
 //
 //   bench_gemv [--threads 0] [--dtype bf16|f32] [--batches 1,4,16,32,64] [--mb 256]
 //              [--shape 4096x1024] [--repeats 5]
