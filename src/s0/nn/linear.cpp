@@ -304,60 +304,50 @@ struct ProductJob {
 // weight row goes through the same 32-row block whoever computes it.
 class RowClaims {
  public:
+  // One share per thread (one for all under set_split_rows(false): every thread then claims
+  // from its front, as from one cursor).
   RowClaims(const std::vector<ProductJob>& jobs, int64_t total, int64_t nt)
-      : jobs_(jobs), nt_(split_rows() ? std::max<int64_t>(nt, 1) : 1), ranges_(static_cast<size_t>(nt_)) {
-    TORCH_CHECK(total < (int64_t{1} << 31), "linear: too many output rows in one call");
-    int64_t lo = 0;
-    for (int64_t t = 0; t < nt_; ++t) {
-      int64_t hi = total;
-      if (t + 1 < nt_) {
-        const int64_t raw = total * (t + 1) / nt_;
-        const ProductJob& j = job_of(raw);
-        hi = std::max(lo, j.first + (raw - j.first) / 32 * 32);  // down to a block start
-      }
-      ranges_[t].store(pack(lo, hi), std::memory_order_relaxed);
-      lo = hi;
-    }
-  }
-  RowClaims(const RowClaims&) = delete;
+      : RowClaims(jobs, total, split_rows() ? std::max<int64_t>(nt, 1) : int64_t{1}, 0) {}
 
   // Every chunk this thread claims, run(job, r0, r1) with weight rows [r0, r1) of the job:
-  // its home range first, then the others' leftovers. Any number of callers may share the
+  // its home share first, then the others' leftovers. Any number of callers may share the
   // work (a caller already inside a parallel region runs it all alone).
   template <class Run>
   void run(Run&& run) {
-    const int64_t home = at::get_thread_num() % nt_;
-    for (uint64_t cur = ranges_[home].load(std::memory_order_relaxed);;) {
-      const int64_t lo = lo_of(cur), hi = hi_of(cur);
-      if (lo >= hi) break;
+    const int64_t k = shares_.count(), home = at::get_thread_num() % k;
+    int64_t a, b;
+    auto chunk = [&] {
+      const ProductJob& j = job_of(a);
+      run(j, a - j.first, b - j.first);
+    };
+    // From the front: up to `want` rows, to the end of the job at most.
+    auto front = [&](int64_t lo, int64_t hi) {
       const ProductJob& j = job_of(lo);
-      const int64_t take = std::min({want(lo, hi), hi - lo, j.first + j.N - lo});
-      if (!ranges_[home].compare_exchange_weak(cur, pack(lo + take, hi), std::memory_order_relaxed)) continue;
-      run(j, lo - j.first, lo + take - j.first);
-      cur = ranges_[home].load(std::memory_order_relaxed);
-    }
-    for (int64_t k = 1; k < nt_; ++k) {
-      std::atomic<uint64_t>& r = ranges_[(home + k) % nt_];
-      for (uint64_t cur = r.load(std::memory_order_relaxed);;) {
-        const int64_t lo = lo_of(cur), hi = hi_of(cur);
-        if (lo >= hi) break;
-        const ProductJob& j = job_of(hi - 1);
-        // From the back: the block start at or after max(lo, job start, hi - want). lo and
-        // the job start are block starts; a range's end is a block start or its job's end.
-        const int64_t from = std::max({lo, j.first, hi - want(lo, hi)});
-        const int64_t x = j.first + (from - j.first + 31) / 32 * 32;
-        if (!r.compare_exchange_weak(cur, pack(lo, x), std::memory_order_relaxed)) continue;
-        run(j, x - j.first, hi - j.first);
-        cur = r.load(std::memory_order_relaxed);
-      }
-    }
+      return std::min({lo + want(lo, hi), hi, j.first + j.N});
+    };
+    while (shares_.front(home, front, a, b)) chunk();
+    // From the back: the block start at or after max(lo, job start, hi - want) in the job
+    // of row hi - 1. lo and a job's start are block starts; a share's end is a block start
+    // or its job's end.
+    auto back = [&](int64_t lo, int64_t hi) {
+      const ProductJob& j = job_of(hi - 1);
+      const int64_t from = std::max({lo, j.first, hi - want(lo, hi)});
+      return j.first + (from - j.first + 31) / 32 * 32;
+    };
+    for (int64_t i = 1; i < k; ++i)
+      while (shares_.back((home + i) % k, back, a, b)) chunk();
   }
 
  private:
-  static uint64_t pack(int64_t lo, int64_t hi) { return static_cast<uint64_t>(lo) | static_cast<uint64_t>(hi) << 32; }
-  static int64_t lo_of(uint64_t v) { return static_cast<int64_t>(v & 0xffffffffu); }
-  static int64_t hi_of(uint64_t v) { return static_cast<int64_t>(v >> 32); }
-  // Half of what the range has left (two threads may be taking from it), 32 to 128 rows.
+  // k shares, the borders rounded down to a block start of the weight they fall in.
+  RowClaims(const std::vector<ProductJob>& jobs, int64_t total, int64_t k, int)
+      : jobs_(jobs), shares_(k, [&](int64_t t) {
+          if (t == 0) return int64_t{0};
+          if (t == k) return total;
+          const ProductJob& j = job_of(total * t / k);
+          return j.first + (total * t / k - j.first) / 32 * 32;
+        }) {}
+  // Half of what the share has left (two threads may be taking from it), 32 to 128 rows.
   static int64_t want(int64_t lo, int64_t hi) { return std::clamp<int64_t>((hi - lo) / 2 / 32 * 32, 32, 128); }
   const ProductJob& job_of(int64_t row) const {
     auto it = std::upper_bound(jobs_.begin(), jobs_.end(), row,
@@ -366,8 +356,7 @@ class RowClaims {
   }
 
   const std::vector<ProductJob>& jobs_;
-  int64_t nt_;
-  std::vector<std::atomic<uint64_t>> ranges_;
+  Shares shares_;
 };
 
 // RowClaims::run, then each claimed chunk in blocks of up to 32 weight rows (the unit of the

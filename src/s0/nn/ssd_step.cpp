@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "s0/nn/simd.h"
-#include "s0/nn/task_claims.h"
 #include "s0/nn/step_conv.h"
+#include "s0/nn/task_claims.h"
 
 namespace s0::nn {
 

@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 namespace s0::nn {
 
@@ -25,45 +25,86 @@ namespace s0::nn {
 void set_split_rows(bool on);
 bool split_rows();
 
-// The claim state of one region: per thread a range of tasks as one 64-bit atomic (front,
-// back). next(home) is the next task for the thread whose share is `home`, or -1 when none
-// is left anywhere; thread-safe.
+// Contiguous shares of [0, n) that threads claim pieces of, front to back from their own
+// share and back to front from the others': each share one 64-bit atomic (front, back), so
+// a claim is one compare-and-swap. The shares live inline up to 16 threads (no allocation
+// per region). The mechanism under TaskClaims below and the product calls' row claims
+// (linear.cpp). n < 2^31.
+class Shares {
+ public:
+  // count shares, share i = [border(i), border(i + 1)): border(0) = 0, non-decreasing,
+  // border(count) = n.
+  template <class Border>
+  Shares(int64_t count, Border&& border) : count_(count) {
+    TORCH_CHECK(count_ >= 1 && border(count_) < (int64_t{1} << 31), "Shares: too many items for one region");
+    if (count_ > kInline) heap_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(count_));
+    int64_t lo = border(0);
+    for (int64_t i = 0; i < count_; ++i) {
+      const int64_t hi = border(i + 1);
+      at(i).store(pack(lo, hi), std::memory_order_relaxed);
+      lo = hi;
+    }
+  }
+  Shares(const Shares&) = delete;
+  int64_t count() const { return count_; }
+
+  // [a, b) from the front of share i, b = cut(lo, hi) in (lo, hi] for what the share has
+  // left, [lo, hi); false once it is empty.
+  template <class Cut>
+  bool front(int64_t i, Cut&& cut, int64_t& a, int64_t& b) {
+    std::atomic<uint64_t>& r = at(i);
+    for (uint64_t cur = r.load(std::memory_order_relaxed);;) {
+      const int64_t lo = lo_of(cur), hi = hi_of(cur);
+      if (lo >= hi) return false;
+      const int64_t end = cut(lo, hi);
+      if (r.compare_exchange_weak(cur, pack(end, hi), std::memory_order_relaxed)) return a = lo, b = end, true;
+    }
+  }
+  // [a, b) from the back of share i, a = cut(lo, hi) in [lo, hi).
+  template <class Cut>
+  bool back(int64_t i, Cut&& cut, int64_t& a, int64_t& b) {
+    std::atomic<uint64_t>& r = at(i);
+    for (uint64_t cur = r.load(std::memory_order_relaxed);;) {
+      const int64_t lo = lo_of(cur), hi = hi_of(cur);
+      if (lo >= hi) return false;
+      const int64_t start = cut(lo, hi);
+      if (r.compare_exchange_weak(cur, pack(lo, start), std::memory_order_relaxed)) return a = start, b = hi, true;
+    }
+  }
+
+ private:
+  static constexpr int64_t kInline = 16;
+  static uint64_t pack(int64_t lo, int64_t hi) { return static_cast<uint64_t>(lo) | static_cast<uint64_t>(hi) << 32; }
+  static int64_t lo_of(uint64_t v) { return static_cast<int64_t>(v & 0xffffffffu); }
+  static int64_t hi_of(uint64_t v) { return static_cast<int64_t>(v >> 32); }
+  std::atomic<uint64_t>& at(int64_t i) { return heap_ ? heap_[i] : inline_[i]; }
+
+  int64_t count_;
+  std::atomic<uint64_t> inline_[kInline];
+  std::unique_ptr<std::atomic<uint64_t>[]> heap_;
+};
+
+// One task at a time: next(home) is the next task for the thread whose share is `home` (its
+// own share front to back, then the others' from the back, the next share's first), or -1
+// when none is left; thread-safe.
 class TaskClaims {
  public:
-  TaskClaims(int64_t n, int64_t nt) : nt_(std::max<int64_t>(1, std::min(nt, n))), ranges_(static_cast<size_t>(nt_)) {
-    TORCH_CHECK(n < (int64_t{1} << 31), "claim_tasks: too many tasks for one region");
-    for (int64_t t = 0; t < nt_; ++t) ranges_[t].store(pack(n * t / nt_, n * (t + 1) / nt_), std::memory_order_relaxed);
-  }
-  TaskClaims(const TaskClaims&) = delete;
-  int64_t threads() const { return nt_; }
+  TaskClaims(int64_t n, int64_t nt)
+      : shares_(std::max<int64_t>(1, std::min(nt, n)), [n, k = std::max<int64_t>(1, std::min(nt, n))](int64_t i) { return n * i / k; }) {}
+  int64_t threads() const { return shares_.count(); }
 
   // steal = false: only the home share (each share then needs its own caller).
   int64_t next(int64_t home, bool steal = true) {
-    home %= nt_;
-    std::atomic<uint64_t>& own = ranges_[home];
-    for (uint64_t cur = own.load(std::memory_order_relaxed);;) {
-      const int64_t lo = lo_of(cur), hi = hi_of(cur);
-      if (lo >= hi) break;
-      if (own.compare_exchange_weak(cur, pack(lo + 1, hi), std::memory_order_relaxed)) return lo;
-    }
-    for (int64_t k = 1; steal && k < nt_; ++k) {
-      std::atomic<uint64_t>& r = ranges_[(home + k) % nt_];
-      for (uint64_t cur = r.load(std::memory_order_relaxed);;) {
-        const int64_t lo = lo_of(cur), hi = hi_of(cur);
-        if (lo >= hi) break;
-        if (r.compare_exchange_weak(cur, pack(lo, hi - 1), std::memory_order_relaxed)) return hi - 1;
-      }
-    }
+    const int64_t k = shares_.count();
+    int64_t a, b;
+    if (shares_.front(home % k, [](int64_t lo, int64_t) { return lo + 1; }, a, b)) return a;
+    for (int64_t j = 1; steal && j < k; ++j)
+      if (shares_.back((home + j) % k, [](int64_t, int64_t hi) { return hi - 1; }, a, b)) return a;
     return -1;
   }
 
  private:
-  static uint64_t pack(int64_t lo, int64_t hi) { return static_cast<uint64_t>(lo) | static_cast<uint64_t>(hi) << 32; }
-  static int64_t lo_of(uint64_t v) { return static_cast<int64_t>(v & 0xffffffffu); }
-  static int64_t hi_of(uint64_t v) { return static_cast<int64_t>(v >> 32); }
-
-  int64_t nt_;
-  std::vector<std::atomic<uint64_t>> ranges_;
+  Shares shares_;
 };
 
 // body(next) once per participating thread, next() giving that thread's tasks one by one
